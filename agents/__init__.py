@@ -1,0 +1,1 @@
+"""The Faust app wiring: agents, timers and web views. Thin: decode, call the core, write, emit."""

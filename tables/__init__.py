@@ -1,0 +1,1 @@
+"""Faust table definitions and the versioned state records they hold."""
