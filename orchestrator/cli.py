@@ -1,0 +1,43 @@
+"""`tutti` — the one command line: stack, topics, schemas, journeys, simulate, worker, senders.
+
+Each command group lives next to what it drives; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.errors import TuttiError
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tutti")
+def cli() -> None:
+    """Tutti: real-time omnichannel customer-journey orchestration on Kafka."""
+
+
+def _register() -> None:
+    # Command groups (one line each; keep sorted).
+    pass
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point: TuttiErrors become one clear line and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TuttiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
