@@ -1,0 +1,251 @@
+"""Avro at the edge: encode and decode Tutti records in both wire framings.
+
+- Confluent framing: 0x00 + 4-byte schema id, resolved through a Confluent-compatible registry
+  with confluent-kafka's serde (fastavro underneath). This is what upstream producers use.
+- Avro single-object encoding: 0xC3 0x01 + 8-byte little-endian CRC-64-AVRO fingerprint of the
+  writer schema's canonical form; the writer schema is looked up among every version of the
+  schemas kept in ``schemas/`` (current files and ``schemas/versions/<Name>/*.avsc``), so it
+  needs no registry.
+
+Decoding detects the framing from the first bytes and resolves writer → reader schema, so old
+and new producers coexist. Every failure is a :class:`SerializationError` with a precise reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from orchestrator.config import KafkaSettings
+from orchestrator.errors import SerializationError
+
+__all__ = [
+    "CONFLUENT_MAGIC",
+    "SINGLE_OBJECT_MAGIC",
+    "AvroCodec",
+    "SchemaRepository",
+    "SchemaVersion",
+    "registry_client",
+]
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+CONFLUENT_MAGIC = b"\x00"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_SO_HEADER = len(SINGLE_OBJECT_MAGIC) + 8
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    name: str  # short record name, e.g. "CustomerEvent"
+    source: Path
+    raw: dict[str, Any]
+    parsed: Any  # fastavro parsed schema
+    canonical: str
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.raw)
+
+
+def _load(name: str, path: Path) -> SchemaVersion:
+    try:
+        raw = json.loads(path.read_text())
+        parsed = fastavro.parse_schema(raw, _write_hint=False)
+    except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
+        raise SerializationError(f"schema file {path} cannot be parsed: {exc}") from exc
+    canonical = to_parsing_canonical_form(raw)
+    fp_hex = fingerprint(canonical, "CRC-64-AVRO")
+    # fastavro's hex is already the little-endian byte order the single-object header uses
+    # (checked against the spec's test vector: "null" -> 0x63dd24e7cc258f8a).
+    fp = bytes.fromhex(fp_hex)
+    return SchemaVersion(name, path, raw, parsed, canonical, fp)
+
+
+class SchemaRepository:
+    """Every schema version shipped in ``schemas/``: current ones and historic ones."""
+
+    def __init__(self, root: Path = SCHEMAS_DIR) -> None:
+        self.root = root
+        self.current: dict[str, SchemaVersion] = {}
+        self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        for path in sorted(root.glob("*.avsc")):
+            version = _load(path.stem, path)
+            self.current[path.stem] = version
+            self.by_fingerprint[version.fingerprint] = version
+        for path in sorted(root.glob("versions/*/*.avsc")):
+            version = _load(path.parent.name, path)
+            self.by_fingerprint.setdefault(version.fingerprint, version)
+
+    def get(self, name: str) -> SchemaVersion:
+        try:
+            return self.current[name]
+        except KeyError:
+            known = ", ".join(sorted(self.current))
+            raise SerializationError(
+                f"no schema named {name!r} in {self.root} (known: {known})"
+            ) from None
+
+
+def registry_client(settings: KafkaSettings) -> Any:
+    """A confluent-kafka SchemaRegistryClient (a mock one for ``mock://`` URLs)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+
+
+class AvroCodec:
+    """Encode/decode Tutti's Avro records; one instance per process is enough (it caches serdes)."""
+
+    def __init__(
+        self,
+        repository: SchemaRepository | None = None,
+        registry: Any | None = None,
+        framing: str = "confluent",
+    ) -> None:
+        if framing not in ("confluent", "single_object"):
+            raise SerializationError(f"unknown framing {framing!r}: use confluent or single_object")
+        if framing == "confluent" and registry is None:
+            raise SerializationError(
+                "the Confluent framing needs a schema registry: set kafka.schema_registry_url "
+                "or choose kafka.framing = single_object"
+            )
+        self.repository = repository or SchemaRepository()
+        self.registry = registry
+        self.framing = framing
+        self._serializers: dict[str, Any] = {}
+        self._deserializers: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> AvroCodec:
+        registry = registry_client(settings) if settings.schema_registry_url else None
+        return cls(registry=registry, framing=settings.framing)
+
+    # -- encoding ----------------------------------------------------------------------------
+    def encode(
+        self, schema_name: str, record: Mapping[str, Any], topic: str, framing: str | None = None
+    ) -> bytes:
+        """Encode ``record`` with the current ``schema_name`` schema for ``topic``."""
+        framing = framing or self.framing
+        if framing == "single_object":
+            return self.encode_single_object(schema_name, record)
+        if framing == "confluent":
+            return self._encode_confluent(schema_name, record, topic)
+        raise SerializationError(f"unknown framing {framing!r}: use confluent or single_object")
+
+    def encode_single_object(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
+        version = self.repository.get(schema_name)
+        buf = io.BytesIO()
+        buf.write(SINGLE_OBJECT_MAGIC)
+        buf.write(version.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, version.parsed, record)
+        except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/...
+            raise SerializationError(
+                f"{schema_name} record does not fit its schema: {exc}"
+            ) from exc
+        return buf.getvalue()
+
+    def _encode_confluent(self, schema_name: str, record: Mapping[str, Any], topic: str) -> bytes:
+        from confluent_kafka.schema_registry import topic_subject_name_strategy
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        if self.registry is None:
+            raise SerializationError("the Confluent framing needs a schema registry")
+        serializer = self._serializers.get(schema_name)
+        if serializer is None:
+            serializer = AvroSerializer(
+                self.registry,
+                self.repository.get(schema_name).text,
+                # Explicit strategy: confluent-kafka otherwise first calls a topic-associations
+                # endpoint that Apicurio's ccompat API does not have.
+                conf={"subject.name.strategy": topic_subject_name_strategy},
+            )
+            self._serializers[schema_name] = serializer
+        try:
+            data: bytes = serializer(dict(record), SerializationContext(topic, MessageField.VALUE))
+        except Exception as exc:
+            raise SerializationError(
+                f"{schema_name} record for topic {topic} cannot be encoded (Confluent framing): {exc}"
+            ) from exc
+        return data
+
+    # -- decoding ----------------------------------------------------------------------------
+    def decode(self, data: bytes | None, schema_name: str, topic: str) -> dict[str, Any]:
+        """Decode bytes in either framing into a dict shaped by the current ``schema_name``."""
+        if not data:
+            raise SerializationError("empty value: expected an Avro record")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            return self.decode_single_object(data, schema_name)
+        if data[:1] == CONFLUENT_MAGIC:
+            return self._decode_confluent(data, schema_name, topic)
+        raise SerializationError(
+            f"unknown framing: first bytes {data[:2].hex()} (expected 00 for the Confluent "
+            "framing or c301 for Avro single-object encoding)"
+        )
+
+    def decode_single_object(self, data: bytes, schema_name: str) -> dict[str, Any]:
+        if len(data) < _SO_HEADER:
+            raise SerializationError(f"single-object record truncated: {len(data)} bytes")
+        fp = data[2:_SO_HEADER]
+        writer = self.repository.by_fingerprint.get(fp)
+        if writer is None:
+            raise SerializationError(
+                f"unknown schema fingerprint {fp.hex()} (not among the versions in "
+                f"{self.repository.root}); was it written by a newer Tutti?"
+            )
+        reader = self.repository.get(schema_name)
+        body = io.BytesIO(data[_SO_HEADER:])
+        try:
+            record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot read {writer.name} ({writer.source.name}) as {schema_name}: {exc}"
+            ) from exc
+        if body.tell() != len(data) - _SO_HEADER:
+            raise SerializationError(
+                f"{len(data) - _SO_HEADER - body.tell()} trailing bytes after the {schema_name} record"
+            )
+        if not isinstance(record, dict):
+            raise SerializationError(
+                f"expected a {schema_name} record, got {type(record).__name__}"
+            )
+        return record
+
+    def _decode_confluent(self, data: bytes, schema_name: str, topic: str) -> dict[str, Any]:
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        if self.registry is None:
+            raise SerializationError(
+                "record uses the Confluent framing but no schema registry is configured "
+                "(kafka.schema_registry_url)"
+            )
+        if len(data) < 5:
+            raise SerializationError(f"Confluent-framed record truncated: {len(data)} bytes")
+        deserializer = self._deserializers.get(schema_name)
+        if deserializer is None:
+            deserializer = AvroDeserializer(self.registry, self.repository.get(schema_name).text)
+            self._deserializers[schema_name] = deserializer
+        try:
+            record = deserializer(data, SerializationContext(topic, MessageField.VALUE))
+        except Exception as exc:
+            schema_id = struct.unpack(">I", data[1:5])[0]
+            raise SerializationError(
+                f"cannot decode Confluent-framed record (schema id {schema_id}) as {schema_name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(record, dict):
+            raise SerializationError(
+                f"expected a {schema_name} record, got {type(record).__name__}"
+            )
+        return record

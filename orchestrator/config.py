@@ -1,0 +1,249 @@
+"""The one configuration object: defaults, then a TOML file, then environment variables.
+
+Every setting has a dotted name (``kafka.bootstrap_servers``), an environment variable
+(``TUTTI_KAFKA_BOOTSTRAP_SERVERS``) and a validator, so a bad value is reported by the name the
+operator typed. Sections are frozen dataclasses; add a field and it is configurable everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from orchestrator.errors import ConfigError
+
+__all__ = [
+    "KafkaSettings",
+    "SenderSettings",
+    "Settings",
+    "StackSettings",
+    "TopicSettings",
+    "WorkerSettings",
+    "load_settings",
+]
+
+Framing = Literal["confluent", "single_object"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:19092"
+    #: Confluent-compatible registry (Apicurio's ccompat API locally).
+    schema_registry_url: str = "http://127.0.0.1:18081/apis/ccompat/v7"
+    #: Framing used when Tutti writes Avro; both are always accepted on input.
+    framing: Framing = "confluent"
+    client_id: str = "tutti"
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    prefix: str = ""
+    #: Every customer-keyed topic gets this many partitions (co-partitioning).
+    partitions: int = 12
+    replication_factor: int = 1
+    dlq_retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    app_id: str = "tutti-worker"
+    data_dir: Path = Path(".tutti/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    #: Bearer token for the customer view API; empty disables the API.
+    api_token: str = ""
+    journeys_dir: Path = Path("journeys")
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    data_dir: Path = Path(".tutti/senders")
+    metrics_port: int = 9108
+    dedupe_retention_days: int = 7
+    max_attempts: int = 5
+    backoff_initial_ms: int = 200
+    backoff_max_ms: int = 10_000
+    rate_per_second: float = 50.0
+    burst: int = 50
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "Tutti <no-reply@tutti.example>"
+    unsubscribe_url: str = "https://tutti.example/unsubscribe"
+    templates_dir: Path = Path("templates")
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    state_dir: Path = Path(".stack")
+    #: Where Maven-fetched jars are unpacked; shared across clones of the project.
+    cache_dir: Path = Path.home() / ".cache" / "tutti" / "stack"
+    kafka_port: int = 19092
+    controller_port: int = 19093
+    registry_port: int = 18081
+    kafka_heap_mb: int = 512
+    registry_heap_mb: int = 384
+    start_timeout_s: int = 120
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    sender: SenderSettings = field(default_factory=SenderSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+
+    def describe(self) -> dict[str, Any]:
+        """Flat dotted view with secrets masked, for `tutti config show` and logs."""
+        out: dict[str, Any] = {}
+        for section in fields(self):
+            for f in fields(getattr(self, section.name)):
+                value = getattr(getattr(self, section.name), f.name)
+                secret = any(s in f.name for s in ("password", "secret", "token"))
+                out[f"{section.name}.{f.name}"] = "***" if secret and value else value
+        return out
+
+
+def _env_name(section: str, name: str) -> str:
+    return f"TUTTI_{section}_{name}".upper()
+
+
+def _coerce(setting: str, hint: Any, raw: Any) -> Any:
+    """Turn a file or env value into the field's type, or raise ConfigError naming the setting."""
+    try:
+        if get_origin(hint) is Literal:
+            allowed = get_args(hint)
+            if raw not in allowed:
+                raise ValueError(f"expected one of {', '.join(map(str, allowed))}")
+            return raw
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            lowered = str(raw).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path:
+            return Path(str(raw)).expanduser()
+        if hint is str:
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw
+    except ValueError as exc:
+        raise ConfigError(f"setting {setting} = {raw!r} is invalid: {exc}") from None
+    raise ConfigError(f"setting {setting}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _validate(settings: Settings) -> None:
+    checks: list[tuple[str, bool, str]] = [
+        ("topics.partitions", settings.topics.partitions >= 1, "must be at least 1"),
+        ("topics.replication_factor", settings.topics.replication_factor >= 1, "must be >= 1"),
+        (
+            "kafka.bootstrap_servers",
+            all(":" in hp for hp in settings.kafka.bootstrap_servers.split(",")),
+            "must be host:port[,host:port...]",
+        ),
+        (
+            "kafka.schema_registry_url",
+            settings.kafka.schema_registry_url.startswith(("http://", "https://", "mock://")),
+            "must start with http://, https:// or mock://",
+        ),
+        ("worker.web_port", 0 < settings.worker.web_port < 65536, "must be a TCP port"),
+        ("sender.max_attempts", settings.sender.max_attempts >= 1, "must be at least 1"),
+        ("sender.rate_per_second", settings.sender.rate_per_second > 0, "must be positive"),
+        ("stack.kafka_port", 0 < settings.stack.kafka_port < 65536, "must be a TCP port"),
+        ("stack.registry_port", 0 < settings.stack.registry_port < 65536, "must be a TCP port"),
+    ]
+    if set(settings.topics.prefix) - set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+    ):
+        checks.append(("topics.prefix", False, "may only contain letters, digits, '.', '_', '-'"))
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"setting {name} is invalid: {expected}")
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from defaults, the TOML file (``path`` or $TUTTI_CONFIG), then env vars.
+
+    ``overrides`` take ``section__name=value`` (used by tests and the CLI) and win over all.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("TUTTI_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            file_values = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {p} does not exist (from TUTTI_CONFIG or --config)"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+
+    sections: dict[str, Any] = {}
+    for section in fields(Settings):
+        cls = get_type_hints(Settings)[section.name]
+        hints = get_type_hints(cls)
+        from_file = file_values.get(section.name, {})
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"config file: [{section.name}] must be a table")
+        unknown = set(from_file) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(
+                f"config file: unknown setting {section.name}.{sorted(unknown)[0]} "
+                f"(known: {', '.join(f.name for f in fields(cls))})"
+            )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            dotted = f"{section.name}.{f.name}"
+            raw: Any = dataclasses.MISSING
+            if f.name in from_file:
+                raw = from_file[f.name]
+            env_value = env.get(_env_name(section.name, f.name))
+            if env_value is not None:
+                raw = env_value
+            override = overrides.pop(f"{section.name}__{f.name}", dataclasses.MISSING)
+            if override is not dataclasses.MISSING:
+                raw = override
+            if raw is not dataclasses.MISSING:
+                values[f.name] = _coerce(dotted, hints[f.name], raw)
+        sections[section.name] = cls(**values)
+    if overrides:
+        raise ConfigError(f"unknown setting override {sorted(overrides)[0]}")
+    # Legacy/standard names the ecosystem uses win over defaults but not over TUTTI_* values.
+    kafka = sections["kafka"]
+    if "TUTTI_KAFKA_BOOTSTRAP_SERVERS" not in env and env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka = dataclasses.replace(kafka, bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    if "TUTTI_KAFKA_SCHEMA_REGISTRY_URL" not in env and env.get("SCHEMA_REGISTRY_URL"):
+        kafka = dataclasses.replace(kafka, schema_registry_url=env["SCHEMA_REGISTRY_URL"])
+    sections["kafka"] = kafka
+    settings = Settings(**sections)
+    _validate(settings)
+    return settings
