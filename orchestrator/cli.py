@@ -22,6 +22,10 @@ def cli() -> None:
 
 def _register() -> None:
     # Command groups (one line each; keep sorted).
+    from orchestrator.ops_cli import config_group, schemas, stack, topics
+
+    for command in (config_group, schemas, stack, topics):
+        cli.add_command(command)
     pass
 
 
@@ -31,7 +35,7 @@ _register()
 def main() -> None:
     """Console-script entry point: TuttiErrors become one clear line and exit code 2."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -41,3 +45,4 @@ def main() -> None:
     except TuttiError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
