@@ -19,14 +19,14 @@ from orchestrator.codec import SCHEMAS_DIR, SchemaRepository, registry_client
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.errors import SchemaCompatibilityError, StackError
 from orchestrator.kafka import admin_client
-from orchestrator.topics import TopicSpec, Topics
+from orchestrator.topics import Topics, TopicSpec
 
 __all__ = [
     "CompatibilityFinding",
-    "raise_on_findings",
     "TopicReport",
     "check_schemas",
     "create_topics",
+    "raise_on_findings",
     "register_schemas",
 ]
 

@@ -65,6 +65,15 @@ def stack_status(config_path: Path | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+@stack.command("env")
+@config_option
+def stack_env(config_path: Path | None) -> None:
+    """Print shell exports pointing clients and tests at the local stack (eval it)."""
+    local = LocalStack(settings_from(config_path).stack, echo=click.echo)
+    click.echo(f"export KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}")
+    click.echo(f"export SCHEMA_REGISTRY_URL={local.registry_url}")
+
+
 @stack.command("reset")
 @config_option
 @click.confirmation_option(prompt="Delete all local broker and registry data?")

@@ -1,0 +1,48 @@
+# Tutti task runner. The two commands a newcomer needs:
+#   make run    set everything up and run Tutti locally (Ctrl-C to stop)
+#   make test   lint, type-check and run the tests against a real local Kafka + registry
+VENV   ?= .venv
+PYTHON ?= python3
+TUTTI  := $(VENV)/bin/tutti
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint types unit stack-up stack-down stack-status bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	bash scripts/run.sh
+
+test: install
+	bash scripts/test.sh $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: install
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest tests/unit -q
+
+stack-up: install
+	$(TUTTI) stack up
+
+stack-down:
+	@if [ -x $(TUTTI) ]; then $(TUTTI) stack down; fi
+
+stack-status: install
+	$(TUTTI) stack status
+
+bench: install
+	bash scripts/bench.sh
+
+clean: stack-down
+	rm -rf .stack .tutti results/*.tmp

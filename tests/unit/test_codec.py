@@ -1,0 +1,121 @@
+"""Codec tests that need no broker: single-object framing, Confluent framing on the in-process
+mock registry, schema evolution, and precise errors."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from orchestrator.codec import SCHEMAS_DIR, AvroCodec, SchemaRepository
+from orchestrator.errors import SerializationError
+
+NOW = datetime(2026, 11, 25, 12, 30, 0, 123000, tzinfo=UTC)
+
+
+def event(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": "e-1",
+        "event_time": NOW,
+        "channel": "web",
+        "event_type": "add_to_cart",
+        "identities": {"customer_id": "c-1", "email": "ada@example.com"},
+        "product": {"product_id": "p-9", "price": {"amount_minor": 1999, "currency": "EUR"}},
+        "attributes": {"utm_source": "newsletter"},
+    }
+    base.update(over)
+    return base
+
+
+@pytest.fixture
+def codec() -> AvroCodec:
+    return AvroCodec(registry=SchemaRegistryClient.new_client({"url": "mock://codec-tests"}))
+
+
+@pytest.mark.parametrize("framing", ["single_object", "confluent"])
+def test_round_trip(codec: AvroCodec, framing: str) -> None:
+    data = codec.encode("CustomerEvent", event(), "events.web", framing=framing)
+    assert data[:2] == b"\xc3\x01" if framing == "single_object" else data[:1] == b"\x00"
+    back = codec.decode(data, "CustomerEvent", "events.web")
+    assert back["event_time"] == NOW
+    assert back["product"]["price"] == {"amount_minor": 1999, "currency": "EUR"}
+    assert back["identities"]["customer_id"] == "c-1"
+    assert back["order"] is None  # optional sections default to null
+
+
+def test_single_object_fingerprint_matches_the_avro_spec_vector() -> None:
+    # Avro spec test vector: CRC-64-AVRO("null") = 0x63dd24e7cc258f8a, written little-endian.
+    from fastavro.schema import fingerprint
+
+    assert bytes.fromhex(fingerprint('"null"', "CRC-64-AVRO")) == (0x63DD24E7CC258F8A).to_bytes(
+        8, "little"
+    )
+
+
+def test_old_writer_is_read_by_new_reader(tmp_path: Path, codec: AvroCodec) -> None:
+    """A record written with an older CustomerEvent (no `loyalty`, no `push_token`) decodes with
+    the current schema, new fields taking their defaults."""
+    root = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS_DIR, root)
+    old = json.loads((root / "CustomerEvent.avsc").read_text())
+    old["fields"] = [f for f in old["fields"] if f["name"] != "loyalty"]
+    ids = next(f for f in old["fields"] if f["name"] == "identities")
+    ids["type"]["fields"] = [f for f in ids["type"]["fields"] if f["name"] != "push_token"]
+    (root / "versions" / "CustomerEvent").mkdir(parents=True)
+    (root / "versions" / "CustomerEvent" / "1.avsc").write_text(json.dumps(old))
+
+    old_codec = AvroCodec(SchemaRepository(root), framing="single_object", registry=None)
+    old_version = old_codec.repository.by_fingerprint
+    record = event()
+    # Write with the old schema: build the bytes by hand with the old fingerprint.
+    import io
+
+    import fastavro
+
+    parsed_old = fastavro.parse_schema(old)
+    old_sv = next(v for v in old_version.values() if v.source.name == "1.avsc")
+    buf = io.BytesIO(b"\xc3\x01" + old_sv.fingerprint)
+    buf.seek(0, 2)
+    fastavro.schemaless_writer(buf, parsed_old, record)
+
+    back = old_codec.decode(buf.getvalue(), "CustomerEvent", "events.web")
+    assert back["loyalty"] is None
+    assert back["identities"]["push_token"] is None
+    assert back["product"]["product_id"] == "p-9"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty value"),
+        (b"hello world", "unknown framing: first bytes 6865"),
+        (b"\xc3\x01\x00", "truncated"),
+        (b"\xc3\x01" + b"\x01" * 8 + b"body", "unknown schema fingerprint 0101010101010101"),
+        (b"\x00\x00\x00\x00\x2a\x02", "schema id 42"),
+    ],
+)
+def test_bad_bytes_raise_a_precise_error(codec: AvroCodec, data: bytes, reason: str) -> None:
+    with pytest.raises(SerializationError, match=reason):
+        codec.decode(data, "CustomerEvent", "events.web")
+
+
+def test_trailing_garbage_is_rejected(codec: AvroCodec) -> None:
+    data = codec.encode("CustomerEvent", event(), "events.web", framing="single_object")
+    with pytest.raises(SerializationError, match="trailing bytes"):
+        codec.decode(data + b"\x00\x01", "CustomerEvent", "events.web")
+
+
+def test_record_that_does_not_fit_is_rejected(codec: AvroCodec) -> None:
+    with pytest.raises(SerializationError, match="does not fit"):
+        codec.encode("CustomerEvent", {"event_id": "x"}, "events.web", framing="single_object")
+
+
+def test_confluent_framing_needs_a_registry() -> None:
+    with pytest.raises(SerializationError, match="schema registry"):
+        AvroCodec(registry=None, framing="confluent")
+    so = AvroCodec(registry=None, framing="single_object")
+    with pytest.raises(SerializationError, match="no schema registry is configured"):
+        so.decode(b"\x00\x00\x00\x00\x01\x02", "CustomerEvent", "events.web")
