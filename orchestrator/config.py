@@ -83,6 +83,19 @@ class SenderSettings:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_timeout_ms: int = 5000
+    #: Implicit TLS (SMTPS, port 465); smtp_starttls upgrades a plain connection instead.
+    smtp_implicit_tls: bool = False
+    smtp_timeout_ms: int = 10_000
+    #: Long-lived SMTP sessions kept open and used in parallel.
+    smtp_connections: int = 4
+    #: Actions read from Kafka per batch; receipts are flushed and offsets committed per batch.
+    batch_size: int = 500
+    #: Provider calls in flight at once (the back-pressure bound, with batch_size).
+    max_in_flight: int = 64
+    #: Wait at most this long for an action's not_before; later ones are rejected, not held.
+    max_hold_ms: int = 60_000
+    #: On SIGTERM, in-flight sends get this long to finish before they are abandoned.
+    shutdown_grace_ms: int = 10_000
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,269 @@
+"""The Kafka shell around :class:`ActionProcessor`: read a batch, deliver, report, commit.
+
+One batch at a time (``sender.batch_size`` records, ``sender.max_in_flight`` provider calls at
+once) is the back-pressure: nothing more is read until the batch's receipts are flushed to
+``feedback.delivery`` and its offsets committed, so memory stays bounded whatever the backlog.
+Rebalances are only served inside ``consume()``, between batches, so a revoked partition never
+has work in flight.
+
+On SIGTERM the loop stops reading, gives in-flight sends ``sender.shutdown_grace_ms`` to finish,
+abandons the rest (no receipt, offset not committed: the next owner picks them up, and the dedupe
+store knows which ones may have left), commits what is done and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.codec import AvroCodec
+from orchestrator.errors import SerializationError
+from orchestrator.senders.errors import SenderError
+from orchestrator.senders.metrics import SenderMetrics
+from orchestrator.senders.model import Action, DeliveryReceipt
+from orchestrator.senders.processor import ActionProcessor, RecordRef
+
+__all__ = ["SenderLoop"]
+
+log = logging.getLogger("orchestrator.senders")
+
+
+class SenderLoop:
+    def __init__(
+        self,
+        *,
+        channel: str,
+        consumer: Any,
+        producer: Any,
+        codec: AvroCodec,
+        processor: ActionProcessor,
+        metrics: SenderMetrics,
+        actions_topic: str,
+        feedback_topic: str,
+        dead_letter_topic: str,
+        batch_size: int = 500,
+        max_in_flight: int = 64,
+        shutdown_grace_s: float = 10.0,
+        poll_timeout_s: float = 0.25,
+        purge_every_s: float = 3600.0,
+    ) -> None:
+        self.channel = channel
+        self.consumer = consumer
+        self.producer = producer
+        self.codec = codec
+        self.processor = processor
+        self.metrics = metrics
+        self.actions_topic = actions_topic
+        self.feedback_topic = feedback_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.batch_size = batch_size
+        self.shutdown_grace_s = shutdown_grace_s
+        self.poll_timeout_s = poll_timeout_s
+        self.purge_every_s = purge_every_s
+        self._slots = asyncio.Semaphore(max(1, max_in_flight))
+        self._stopping = asyncio.Event()
+        self._delivery_errors: list[str] = []
+        self.batches = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch (within the grace period) and return."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self, max_idle_polls: int | None = None) -> None:
+        """Consume until :meth:`stop` (or ``max_idle_polls`` empty polls in a row, for tests)."""
+        self.consumer.subscribe([self.actions_topic])
+        idle = 0
+        last_purge = 0.0
+        try:
+            while not self.stopping:
+                if time.monotonic() - last_purge > self.purge_every_s:
+                    purged = self.processor.dedupe.purge(self.processor.clock())
+                    last_purge = time.monotonic()
+                    if purged:
+                        log.info("purged expired dedupe entries", extra={"count": purged})
+                # Blocking in C for at most poll_timeout_s; signals are handled right after.
+                messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+                messages = [m for m in messages if not self._is_benign_error(m)]
+                if not messages:
+                    idle += 1
+                    if max_idle_polls is not None and idle >= max_idle_polls:
+                        return
+                    await asyncio.sleep(0)
+                    continue
+                idle = 0
+                await self.process_batch(messages)
+        finally:
+            self.producer.flush(10)
+
+    def _is_benign_error(self, message: Any) -> bool:
+        error = message.error()
+        if error is None:
+            return False
+        from confluent_kafka import KafkaError
+
+        if error.code() == KafkaError._PARTITION_EOF:
+            return True
+        if error.fatal():
+            raise SenderError(f"Kafka consumer failed: {error.str()}")
+        log.warning("consumer error", extra={"error": error.str()})
+        return True
+
+    # -- one batch ---------------------------------------------------------------------------
+    async def process_batch(self, messages: Sequence[Any]) -> None:
+        started = time.monotonic()
+        # Copies of one action id inside a batch are handled one after the other, so the
+        # second sees the first's dedupe entry instead of racing it to the provider.
+        chains: dict[str, list[tuple[Any, Action]]] = defaultdict(list)
+        finished: set[tuple[int, int]] = set()
+        for message in messages:
+            action = self._decode(message)
+            if action is None:
+                finished.add((message.partition(), message.offset()))
+            else:
+                chains[action.action_id].append((message, action))
+
+        self.metrics.in_flight.labels(self.channel).set(sum(len(c) for c in chains.values()))
+        tasks = [asyncio.create_task(self._run_chain(chain, finished)) for chain in chains.values()]
+        if tasks:
+            await self._wait(tasks)
+        self.metrics.in_flight.labels(self.channel).set(0)
+
+        # Receipts first, durably; then the offsets. A crash in between re-reads the batch, and
+        # the dedupe store turns every re-read into the same receipt, never a second send.
+        remaining = self.producer.flush(30)
+        if remaining or self._delivery_errors:
+            errors = "; ".join(self._delivery_errors[:3]) or f"{remaining} not acknowledged"
+            raise SenderError(
+                f"receipts could not be written to {self.feedback_topic}: {errors}. Offsets "
+                "were not committed; the actions will be re-read (and not re-sent) on restart."
+            )
+        self._commit(messages, finished)
+        self.batches += 1
+        self.metrics.batch_seconds.labels(self.channel).observe(time.monotonic() - started)
+
+    async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
+        stop_waiter = asyncio.create_task(self._stopping.wait())
+        pending: set[asyncio.Task[Any]] = set(tasks)
+        try:
+            while pending and not self.stopping:
+                done, still = await asyncio.wait(
+                    pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending = still - {stop_waiter}
+                self._raise_first(done - {stop_waiter})
+            if pending:
+                log.info(
+                    "stopping: waiting for in-flight sends",
+                    extra={"in_flight": len(pending), "grace_s": self.shutdown_grace_s},
+                )
+                done, late = await asyncio.wait(pending, timeout=self.shutdown_grace_s)
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("abandoned in-flight sends at shutdown", extra={"count": len(late)})
+                    await asyncio.gather(*late, return_exceptions=True)
+                pending = set()
+                self._raise_first(done)
+        finally:
+            stop_waiter.cancel()
+            # On an error, leave no orphan task sending behind the loop's back.
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    @staticmethod
+    def _raise_first(done: set[asyncio.Task[Any]]) -> None:
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _run_chain(
+        self, chain: list[tuple[Any, Action]], finished: set[tuple[int, int]]
+    ) -> None:
+        for message, action in chain:
+            ref = RecordRef(message.topic(), message.partition(), message.offset())
+            async with self._slots:
+                receipt = await self.processor.handle(action, ref)
+            self._produce_receipt(receipt)
+            finished.add((message.partition(), message.offset()))
+
+    def _decode(self, message: Any) -> Action | None:
+        try:
+            return Action.from_record(self.codec.decode(message.value(), "Action", message.topic()))
+        except (SerializationError, KeyError, TypeError, ValueError) as exc:
+            self.metrics.undecodable.labels(self.channel).inc()
+            log.error(
+                "undecodable action record sent to the dead-letter topic",
+                extra={
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "error": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
+            self._produce_dead_letter(message, exc)
+            return None
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _produce_receipt(self, receipt: DeliveryReceipt) -> None:
+        value = self.codec.encode("DeliveryReceipt", receipt.to_record(), self.feedback_topic)
+        self._produce(self.feedback_topic, receipt.customer_id.encode(), value)
+
+    def _produce_dead_letter(self, message: Any, exc: Exception) -> None:
+        record = {
+            "source_topic": message.topic(),
+            "source_partition": message.partition(),
+            "source_offset": message.offset(),
+            "key": message.key(),
+            "value": message.value(),
+            "headers": [{"key": k, "value": v} for k, v in (message.headers() or [])],
+            "error_class": type(exc).__name__,
+            "reason": str(exc)[:1000],
+            "failed_at": self.processor.clock(),
+            "worker": f"sender-{self.channel}",
+        }
+        value = self.codec.encode("DeadLetter", record, self.dead_letter_topic)
+        self._produce(self.dead_letter_topic, message.key(), value)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                # The producer's queue is full: wait for deliveries instead of growing memory.
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def _commit(self, messages: Sequence[Any], finished: set[tuple[int, int]]) -> None:
+        from confluent_kafka import TopicPartition
+
+        by_partition: dict[int, list[int]] = defaultdict(list)
+        for message in messages:
+            by_partition[message.partition()].append(message.offset())
+        offsets = []
+        for partition, batch_offsets in by_partition.items():
+            next_offset = None
+            # Commit up to the first unfinished record: later ones will be re-read, and the
+            # dedupe store makes that harmless.
+            for offset in sorted(batch_offsets):
+                if (partition, offset) not in finished:
+                    break
+                next_offset = offset + 1
+            if next_offset is not None:
+                offsets.append(TopicPartition(self.actions_topic, partition, next_offset))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            for tp in offsets:
+                self.metrics.committed_offset.labels(self.channel, str(tp.partition)).set(tp.offset)

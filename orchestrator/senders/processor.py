@@ -1,0 +1,218 @@
+"""What happens to one action, from "read" to "receipt", with no Kafka in sight.
+
+The order of the checks is the contract: wrong channel / approval / no destination → rejected;
+already handled → duplicate (or the stored receipt again for the very same record); past
+``expires_at`` → expired; ``not_before`` in the future → wait (briefly) or reject; then mark the
+action ``pending``, send with rate limit and retries, and record the final outcome before the
+receipt leaves. The Kafka loop writes the receipt and only then commits the offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
+from orchestrator.senders.errors import BounceError
+from orchestrator.senders.metrics import SenderMetrics
+from orchestrator.senders.model import Action, DeliveryReceipt, DeliveryStatus
+from orchestrator.senders.providers.base import Provider
+from orchestrator.senders.ratelimit import TokenBucket
+from orchestrator.senders.retry import RetryPolicy, send_with_retry
+
+__all__ = ["ActionProcessor", "RecordRef"]
+
+log = logging.getLogger("orchestrator.senders")
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where the action was read from: tells a redelivery from a duplicate."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class ActionProcessor:
+    def __init__(
+        self,
+        channel: str,
+        provider: Provider,
+        dedupe: DedupeStore,
+        metrics: SenderMetrics,
+        *,
+        rate_limit: TokenBucket | None = None,
+        retry: RetryPolicy | None = None,
+        max_hold_ms: int = 60_000,
+        clock: Callable[[], int] = _wall_ms,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.channel = channel
+        self.provider = provider
+        self.dedupe = dedupe
+        self.metrics = metrics
+        self.rate_limit = rate_limit
+        self.retry = retry or RetryPolicy()
+        self.max_hold_ms = max_hold_ms
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self._labels = (channel, provider.name)
+
+    # -- receipts ----------------------------------------------------------------------------
+    def _finish(
+        self, action: Action, status: DeliveryStatus, reason: str | None = None, **extra: Any
+    ) -> DeliveryReceipt:
+        receipt = DeliveryReceipt.for_action(
+            action,
+            status,
+            self.clock(),
+            reason=reason,
+            provider=self.provider.name,
+            **extra,
+        )
+        self.metrics.receipts.labels(*self._labels, status).inc()
+        if status in ("failed", "bounced", "rejected", "expired"):
+            self.metrics.failed.labels(*self._labels, (reason or status).split(":")[0]).inc()
+        log.info(
+            "action %s",
+            status,
+            extra={
+                "action_id": action.action_id,
+                "journey_id": action.journey_id,
+                "status": status,
+                "reason": reason,
+                "attempts": receipt.attempts,
+            },
+        )
+        return receipt
+
+    def _record(self, action: Action, ref: RecordRef, receipt: DeliveryReceipt) -> None:
+        self.dedupe.put(
+            action.action_id,
+            DedupeEntry(
+                state="done",
+                at_ms=self.clock(),
+                topic=ref.topic,
+                partition=ref.partition,
+                offset=ref.offset,
+                status=receipt.status,
+                reason=receipt.reason,
+                provider=receipt.provider,
+                provider_message_id=receipt.provider_message_id,
+                attempts=receipt.attempts,
+                latency_ms=receipt.latency_ms,
+                occurred_at_ms=receipt.occurred_at_ms,
+            ),
+        )
+
+    @staticmethod
+    def _stored_receipt(action: Action, entry: DedupeEntry) -> DeliveryReceipt:
+        return DeliveryReceipt.for_action(
+            action,
+            entry.status,  # type: ignore[arg-type]
+            entry.occurred_at_ms or entry.at_ms,
+            reason=entry.reason,
+            provider=entry.provider,
+            provider_message_id=entry.provider_message_id,
+            attempts=entry.attempts,
+            latency_ms=entry.latency_ms,
+        )
+
+    # -- the one entry point -----------------------------------------------------------------
+    async def handle(self, action: Action, ref: RecordRef) -> DeliveryReceipt:
+        received_ms = self.clock()
+        self.metrics.received.labels(self.channel).inc()
+
+        if action.channel != self.channel:
+            return self._finish(action, "rejected", f"wrong_channel:{action.channel}")
+        if action.requires_approval:
+            # Nobody approved it if it reached a sender with the flag still set.
+            return self._finish(action, "rejected", "requires_approval")
+        if not action.destination:
+            return self._finish(action, "rejected", "no_destination")
+
+        entry = self.dedupe.get(action.action_id, received_ms)
+        if entry is not None and entry.state == "done":
+            if entry.same_record(ref.topic, ref.partition, ref.offset) and entry.status:
+                # Read again after a restart: its receipt may not have been written. Same id.
+                self.metrics.dedupe_hits.labels(self.channel, "redelivery").inc()
+                return self._stored_receipt(action, entry)
+            self.metrics.dedupe_hits.labels(self.channel, "duplicate").inc()
+            return self._finish(
+                action,
+                "duplicate_skipped",
+                f"already {entry.status}",
+                provider_message_id=entry.provider_message_id,
+                attempts=0,
+            )
+        if entry is not None:  # pending: a previous process died while sending it
+            self.metrics.uncertain_resends.labels(self.channel).inc()
+            log.warning(
+                "resending an action whose previous send had an unknown outcome",
+                extra={"action_id": action.action_id},
+            )
+
+        if received_ms >= action.expires_at_ms:
+            return self._finish(action, "expired", "expired", attempts=0)
+        hold_ms = action.not_before_ms - received_ms
+        if hold_ms > self.max_hold_ms:
+            return self._finish(action, "rejected", "not_before_too_far", attempts=0)
+        if hold_ms > 0:
+            await self.sleep(hold_ms / 1000)
+            if self.clock() >= action.expires_at_ms:
+                return self._finish(action, "expired", "expired", attempts=0)
+
+        self.dedupe.put(
+            action.action_id,
+            DedupeEntry("pending", received_ms, ref.topic, ref.partition, ref.offset),
+        )
+        outcome = await send_with_retry(
+            self.provider,
+            action,
+            self.retry,
+            before_attempt=self._take_token,
+            on_retry=lambda exc: self.metrics.retries.labels(*self._labels, exc.code).inc(),
+            sleep=self.sleep,
+            rng=self.rng,
+        )
+        latency_ms = max(0, self.clock() - received_ms)
+        self.metrics.send_latency.labels(*self._labels).observe(latency_ms / 1000)
+        if outcome.result is not None:
+            self.metrics.sent.labels(*self._labels).inc()
+            receipt = self._finish(
+                action,
+                "sent",
+                provider_message_id=outcome.result.provider_message_id,
+                attempts=outcome.attempts,
+                latency_ms=latency_ms,
+            )
+        else:
+            error = outcome.error
+            assert error is not None
+            status: DeliveryStatus = "bounced" if isinstance(error, BounceError) else "failed"
+            reason = f"{error.code}: {error.detail}" if error.detail else error.code
+            receipt = self._finish(
+                action, status, reason, attempts=outcome.attempts, latency_ms=latency_ms
+            )
+        self._record(action, ref, receipt)
+        return receipt
+
+    async def _take_token(self) -> None:
+        if self.rate_limit is None:
+            return
+        waited = await self.rate_limit.acquire()
+        if waited > 0:
+            self.metrics.rate_limit_waits.labels(*self._labels).inc()
+            self.metrics.rate_limit_wait_seconds.labels(*self._labels).inc(waited)

@@ -1,0 +1,68 @@
+"""Provider adapters behind one Protocol, and the factory that picks one from settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from orchestrator.config import SenderSettings
+from orchestrator.senders.errors import ProviderConfigError
+from orchestrator.senders.providers.base import Provider
+from orchestrator.senders.providers.console import ConsoleProvider
+from orchestrator.senders.providers.memory import InMemoryProvider
+from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
+from orchestrator.senders.providers.webhook import WebhookConfig, WebhookProvider
+from orchestrator.senders.templates import TemplateRenderer
+
+__all__ = [
+    "PROVIDER_NAMES",
+    "ConsoleProvider",
+    "InMemoryProvider",
+    "Provider",
+    "ProviderName",
+    "SmtpConfig",
+    "SmtpProvider",
+    "WebhookConfig",
+    "WebhookProvider",
+    "build_provider",
+    "default_provider",
+]
+
+ProviderName = Literal["smtp", "webhook", "console"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = ("smtp", "webhook", "console")
+
+
+def default_provider(channel: str) -> ProviderName:
+    """E-mail goes out by SMTP; every other channel through its gateway's webhook."""
+    return "smtp" if channel == "email" else "webhook"
+
+
+def build_provider(name: str, settings: SenderSettings) -> Provider:
+    renderer = TemplateRenderer(settings.templates_dir, settings.unsubscribe_url)
+    if name == "smtp":
+        return SmtpProvider(
+            SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                implicit_tls=settings.smtp_implicit_tls,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                sender=settings.smtp_from,
+                timeout_s=settings.smtp_timeout_ms / 1000,
+                connections=settings.smtp_connections,
+            ),
+            renderer,
+        )
+    if name == "webhook":
+        return WebhookProvider(
+            WebhookConfig(
+                url=settings.webhook_url,
+                secret=settings.webhook_secret,
+                timeout_s=settings.webhook_timeout_ms / 1000,
+                connections=settings.max_in_flight,
+            ),
+            renderer,
+        )
+    if name == "console":
+        return ConsoleProvider(renderer)
+    raise ProviderConfigError(f"unknown provider {name!r}: use one of {', '.join(PROVIDER_NAMES)}")

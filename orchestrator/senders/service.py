@@ -1,0 +1,129 @@
+"""Assemble a sender process from Settings: provider, dedupe store, metrics, Kafka clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from orchestrator.codec import AvroCodec
+from orchestrator.config import Settings
+from orchestrator.kafka import consumer as make_consumer
+from orchestrator.kafka import producer as make_producer
+from orchestrator.senders.dedupe import DedupeStore, RocksDedupeStore
+from orchestrator.senders.errors import SenderError
+from orchestrator.senders.loop import SenderLoop
+from orchestrator.senders.metrics import SenderMetrics
+from orchestrator.senders.processor import ActionProcessor
+from orchestrator.senders.providers import Provider, build_provider, default_provider
+from orchestrator.senders.ratelimit import TokenBucket
+from orchestrator.senders.retry import RetryPolicy
+from orchestrator.topics import Topics
+from orchestrator.vocabulary import ACTION_CHANNELS
+
+__all__ = ["Sender", "build_sender", "group_id", "run_sender"]
+
+log = logging.getLogger("orchestrator.senders")
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+def group_id(settings: Settings, channel: str) -> str:
+    """One consumer group per channel (and per topic prefix, so test runs never share)."""
+    return f"{settings.topics.prefix}tutti-sender-{channel}"
+
+
+@dataclass
+class Sender:
+    loop: SenderLoop
+    provider: Provider
+    dedupe: DedupeStore
+    consumer: Any
+    producer: Any
+
+    async def close(self) -> None:
+        try:
+            await self.provider.aclose()
+        finally:
+            try:
+                self.consumer.close()
+            finally:
+                self.dedupe.close()
+
+
+def build_sender(
+    settings: Settings,
+    channel: str,
+    provider_name: str | None = None,
+    *,
+    provider: Provider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Sender:
+    if channel not in ACTION_CHANNELS:
+        raise SenderError(f"unknown channel {channel!r}: use one of {', '.join(ACTION_CHANNELS)}")
+    s = settings.sender
+    topics = Topics(settings.topics)
+    provider = provider or build_provider(provider_name or default_provider(channel), s)
+    dedupe = RocksDedupeStore(
+        s.data_dir / f"dedupe-{settings.topics.prefix}{channel}",
+        s.dedupe_retention_days * _DAY_MS,
+    )
+    metrics = SenderMetrics(registry)
+    processor = ActionProcessor(
+        channel,
+        provider,
+        dedupe,
+        metrics,
+        rate_limit=TokenBucket(s.rate_per_second, s.burst),
+        retry=RetryPolicy(s.max_attempts, s.backoff_initial_ms, s.backoff_max_ms),
+        max_hold_ms=s.max_hold_ms,
+    )
+    consumer = make_consumer(
+        settings.kafka,
+        group_id(settings, channel),
+        **{"client.id": f"{settings.kafka.client_id}-sender-{channel}"},
+    )
+    producer = make_producer(settings.kafka)
+    loop = SenderLoop(
+        channel=channel,
+        consumer=consumer,
+        producer=producer,
+        codec=AvroCodec.from_settings(settings.kafka),
+        processor=processor,
+        metrics=metrics,
+        actions_topic=topics.actions(channel),
+        feedback_topic=topics.delivery_feedback,
+        dead_letter_topic=topics.dead_letters,
+        batch_size=s.batch_size,
+        max_in_flight=s.max_in_flight,
+        shutdown_grace_s=s.shutdown_grace_ms / 1000,
+    )
+    return Sender(loop, provider, dedupe, consumer, producer)
+
+
+async def run_sender(sender: Sender, max_idle_polls: int | None = None) -> None:
+    """Run until SIGTERM/SIGINT (graceful: see SenderLoop) or ``max_idle_polls`` idle polls."""
+    aio = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        aio.add_signal_handler(sig, sender.loop.stop)
+    log.info(
+        "sender started",
+        extra={
+            "channel": sender.loop.channel,
+            "provider": sender.provider.name,
+            "topic": sender.loop.actions_topic,
+        },
+    )
+    try:
+        await sender.loop.run(max_idle_polls=max_idle_polls)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.remove_signal_handler(sig)
+        await sender.close()
+        log.info(
+            "sender stopped", extra={"channel": sender.loop.channel, "batches": sender.loop.batches}
+        )

@@ -1,0 +1,147 @@
+"""Render messages from the templates folder with Jinja2 (sandboxed, HTML autoescaped).
+
+Layout, one folder per template id::
+
+    templates/<template_id>/subject.txt   one line
+    templates/<template_id>/body.txt      plain-text part (and the SMS/push text if no short.txt)
+    templates/<template_id>/body.html     HTML part
+    templates/<template_id>/short.txt     optional: short text for SMS, push, WhatsApp
+    templates/<template_id>/<locale>/...  optional per-locale overrides, file by file
+
+An unknown template id renders the ``default`` template, and a missing payload value renders
+empty: a journey that names a template nobody wrote yet still reaches the customer with a sober
+message instead of crashing the sender.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+from orchestrator.senders.errors import ProviderConfigError
+from orchestrator.senders.model import Action
+
+__all__ = ["DEFAULT_TEMPLATE", "RenderedMessage", "TemplateRenderer"]
+
+DEFAULT_TEMPLATE = "default"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SAFE_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    template_id: str  # the template actually used (``default`` after a fallback)
+    subject: str
+    text: str
+    html: str
+    short: str
+
+
+class TemplateRenderer:
+    """Renders an :class:`Action` into subject, text, HTML and short text."""
+
+    def __init__(self, templates_dir: Path, unsubscribe_url: str = "") -> None:
+        if not (templates_dir / DEFAULT_TEMPLATE).is_dir():
+            raise ProviderConfigError(
+                f"templates folder {templates_dir} has no '{DEFAULT_TEMPLATE}' template: "
+                "set sender.templates_dir to the project's templates/ folder"
+            )
+        self.templates_dir = templates_dir
+        self.unsubscribe_url = unsubscribe_url
+        self._env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            autoescape=lambda name: bool(name and name.endswith(".html")),
+            undefined=ChainableUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+
+    def template_for(self, template_id: str) -> str:
+        if _SAFE_ID.match(template_id) and (self.templates_dir / template_id).is_dir():
+            return template_id
+        return DEFAULT_TEMPLATE
+
+    def _candidates(
+        self, template_id: str, locale: str | None, part: str, fallback: bool
+    ) -> list[str]:
+        names = []
+        if locale and _SAFE_LOCALE.match(locale):
+            # "fr-CA" tries fr-CA, then fr.
+            names.append(f"{template_id}/{locale}/{part}")
+            lang = re.split(r"[-_]", locale)[0]
+            if lang != locale:
+                names.append(f"{template_id}/{lang}/{part}")
+        names.append(f"{template_id}/{part}")
+        if fallback and template_id != DEFAULT_TEMPLATE:
+            names.append(f"{DEFAULT_TEMPLATE}/{part}")
+        return names
+
+    def _render(
+        self,
+        template_id: str,
+        locale: str | None,
+        part: str,
+        ctx: dict[str, Any],
+        fallback: bool = True,
+    ) -> str:
+        names = self._candidates(template_id, locale, part, fallback)
+        try:
+            template = self._env.select_template(names)
+        except TemplateNotFound:
+            return ""
+        try:
+            return template.render(ctx)
+        except TemplateError as exc:
+            # A broken template must not take the sender down; the default one still works.
+            log.error(
+                "template failed to render, using the default",
+                extra={"template": template.name, "error": str(exc)},
+            )
+            if template_id == DEFAULT_TEMPLATE:
+                raise ProviderConfigError(
+                    f"the default template {template.name} does not render: {exc}"
+                ) from exc
+            return self._render(DEFAULT_TEMPLATE, locale, part, ctx)
+
+    def context(self, action: Action) -> dict[str, Any]:
+        ctx: dict[str, Any] = dict(action.payload)
+        ctx.update(
+            action_id=action.action_id,
+            journey_id=action.journey_id,
+            template_id=action.template_id,
+            offer_id=action.offer_id,
+            channel=action.channel,
+            locale=action.locale,
+            unsubscribe_url=self.unsubscribe_link(action),
+            payload=dict(action.payload),
+        )
+        return ctx
+
+    def unsubscribe_link(self, action: Action) -> str:
+        if not self.unsubscribe_url:
+            return ""
+        sep = "&" if "?" in self.unsubscribe_url else "?"
+        # The action id identifies customer and journey to Tutti without exposing either.
+        return f"{self.unsubscribe_url}{sep}action={action.action_id}"
+
+    def render(self, action: Action) -> RenderedMessage:
+        template_id = self.template_for(action.template_id)
+        ctx = self.context(action)
+        subject = self._render(template_id, action.locale, "subject.txt", ctx)
+        text = self._render(template_id, action.locale, "body.txt", ctx).strip()
+        html = self._render(template_id, action.locale, "body.html", ctx).strip()
+        # A template without short.txt is summarised by its own text, not by the default's.
+        short = self._render(template_id, action.locale, "short.txt", ctx, fallback=False)
+        short = short.strip() or text
+        # A subject is a header: a newline in it would be a header injection.
+        subject = " ".join(subject.split())
+        return RenderedMessage(template_id, subject, text, html, short)
