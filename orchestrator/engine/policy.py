@@ -1,0 +1,340 @@
+"""The governance policy: consent rules per channel and purpose, frequency caps, quiet hours,
+suppression windows, service recovery, offers in flight, expiry defaults, channel priors.
+
+Read from `journeys/policy.yaml` (see docs/journeys.md); every field has a safe default, so an
+absent file means a conservative policy (opt-in required everywhere but email/push/in-app).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+
+from orchestrator.engine.errors import PolicyError
+from orchestrator.engine.timeutil import parse_duration, parse_local_time
+from orchestrator.engine.yamlnodes import Problem, YNode, compose
+from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "ChannelPrior",
+    "FrequencyCap",
+    "GovernancePolicy",
+    "QuietHours",
+    "SuppressionWindow",
+    "load_policy",
+    "parse_policy",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    per_day: int | None = None
+    per_week: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    start: time
+    end: time
+
+    def contains(self, t: time) -> bool:
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end  # spans midnight, e.g. 21:00-08:00
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionWindow:
+    tags: frozenset[str]
+    duration: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPrior:
+    rate: float  # population engagement rate (opens or clicks per send)
+
+
+_DEFAULT_CONSENT: Mapping[tuple[str, str], str] = {
+    **{(ch, "transactional"): "opt_out" for ch in ACTION_CHANNELS},
+    **{(ch, "marketing"): "opt_in" for ch in ACTION_CHANNELS},
+    ("email", "marketing"): "opt_out",
+    ("push", "marketing"): "opt_out",
+    ("in_app", "marketing"): "opt_out",
+    ("web", "marketing"): "opt_out",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GovernancePolicy:
+    # (channel, purpose) -> "opt_in" (needs an explicit opt-in) | "opt_out" (allowed unless opted out)
+    consent: Mapping[tuple[str, str], str] = field(default_factory=lambda: dict(_DEFAULT_CONSENT))
+    capped_categories: frozenset[str] = frozenset({"marketing"})
+    global_cap: FrequencyCap = FrequencyCap(3, 10)
+    channel_caps: Mapping[str, FrequencyCap] = field(default_factory=dict)
+    quiet_hours: QuietHours | None = QuietHours(time(21, 0), time(8, 0))
+    quiet_categories: frozenset[str] = frozenset({"marketing", "service"})
+    default_time_zone: str = "UTC"
+    suppress_after_order: tuple[SuppressionWindow, ...] = (
+        SuppressionWindow(frozenset({"acquisition"}), timedelta(days=14)),
+        SuppressionWindow(frozenset({"cart"}), timedelta(hours=12)),
+    )
+    ticket_pauses: frozenset[str] = frozenset({"marketing"})
+    offer_in_flight_for: timedelta = timedelta(days=7)  # zero disables "one offer in flight"
+    expiry: Mapping[str, timedelta] = field(
+        default_factory=lambda: {
+            "marketing": timedelta(days=1),
+            "transactional": timedelta(hours=6),
+            "service": timedelta(days=2),
+        }
+    )
+    arbitration_defer: timedelta = timedelta(minutes=30)
+    hold_retry: timedelta = timedelta(hours=1)
+    prior_strength: float = 20.0
+    channel_priors: Mapping[str, ChannelPrior] = field(
+        default_factory=lambda: {
+            "email": ChannelPrior(0.20),
+            "push": ChannelPrior(0.10),
+            "sms": ChannelPrior(0.25),
+            "whatsapp": ChannelPrior(0.30),
+            "in_app": ChannelPrior(0.15),
+        }
+    )
+    send_time_min_engagements: int = 3
+    kill_all: bool = False
+    killed_channels: frozenset[str] = frozenset()
+    killed_journeys: frozenset[str] = frozenset()
+    paused_journeys: frozenset[str] = frozenset()
+
+    def consent_mode(self, channel: str, purpose: str) -> str:
+        return self.consent.get((channel, purpose), "opt_in")
+
+    def expiry_for(self, category: str) -> timedelta:
+        return self.expiry.get(category, timedelta(days=1))
+
+    def prior(self, channel: str) -> float:
+        p = self.channel_priors.get(channel)
+        return p.rate if p else 0.1
+
+
+DEFAULT_POLICY = GovernancePolicy()
+
+_KEYS = {
+    "default_time_zone",
+    "consent",
+    "frequency_caps",
+    "quiet_hours",
+    "suppress_after_order",
+    "service_recovery",
+    "offers",
+    "expiry",
+    "arbitration",
+    "holds",
+    "channel_priors",
+    "send_time",
+    "kill_switches",
+    "paused_journeys",
+}
+
+
+def load_policy(path: Path | str) -> GovernancePolicy:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read the policy file: {exc.strerror}") from exc
+    return parse_policy(text, str(p))
+
+
+def parse_policy(text: str, source: str) -> GovernancePolicy:
+    """Parse policy YAML; raise PolicyError naming file, line, field and expectation."""
+    root = compose(text, source)
+    if isinstance(root, Problem):
+        raise PolicyError(str(root))
+    reader = _Reader()
+    policy = reader.policy(root)
+    if reader.problems:
+        raise PolicyError("\n".join(str(p) for p in reader.problems))
+    return policy
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, node: YNode, expected: str) -> None:
+        self.problems.append(node.problem(expected))
+
+    def duration(self, node: YNode | None, default: timedelta) -> timedelta:
+        if node is None:
+            return default
+        try:
+            return parse_duration(node.text)
+        except ValueError:
+            self.fail(node, "a duration like 30m, 1h, 3d")
+            return default
+
+    def count(self, node: YNode | None) -> int | None:
+        if node is None:
+            return None
+        v = node.value()
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            self.fail(node, "a whole number >= 0")
+            return None
+        return v
+
+    def names(self, node: YNode | None, allowed: tuple[str, ...] | None = None) -> frozenset[str]:
+        if node is None:
+            return frozenset()
+        if not node.is_list:
+            self.fail(node, "a list")
+            return frozenset()
+        out = set()
+        for n in node.elements():
+            if allowed is not None and n.text not in allowed:
+                self.fail(n, "one of " + ", ".join(allowed))
+            else:
+                out.add(n.text)
+        return frozenset(out)
+
+    def cap(self, node: YNode) -> FrequencyCap:
+        if not node.is_map:
+            self.fail(node, "{per_day, per_week}")
+            return FrequencyCap()
+        return FrequencyCap(self.count(node.get("per_day")), self.count(node.get("per_week")))
+
+    def policy(self, root: YNode) -> GovernancePolicy:
+        d = DEFAULT_POLICY
+        if not root.is_map:
+            self.fail(root, "a mapping of policy sections")
+            return d
+        for key, child in root.items():
+            if key not in _KEYS:
+                self.problems.append(
+                    child.problem("one of " + ", ".join(sorted(_KEYS)), show=False)
+                )
+        consent = dict(d.consent)
+        if (node := root.get("consent")) is not None:
+            for channel, per in node.items():
+                if channel not in ACTION_CHANNELS:
+                    self.fail(per, "an action channel: " + ", ".join(ACTION_CHANNELS))
+                    continue
+                for purpose, mode in per.items():
+                    if purpose not in ("marketing", "transactional"):
+                        self.fail(mode, "marketing or transactional")
+                    elif mode.text not in ("opt_in", "opt_out"):
+                        self.fail(mode, "opt_in (explicit consent needed) or opt_out")
+                    else:
+                        consent[(channel, purpose)] = mode.text
+        global_cap, channel_caps, capped = d.global_cap, dict(d.channel_caps), d.capped_categories
+        if (node := root.get("frequency_caps")) is not None:
+            if (g := node.get("global")) is not None:
+                global_cap = self.cap(g)
+            if (chs := node.get("channels")) is not None:
+                for ch, c in chs.items():
+                    if ch not in ACTION_CHANNELS:
+                        self.fail(c, "an action channel")
+                    else:
+                        channel_caps[ch] = self.cap(c)
+            if (cats := node.get("categories")) is not None:
+                capped = self.names(cats, CATEGORIES)
+        quiet, quiet_cats = d.quiet_hours, d.quiet_categories
+        if (node := root.get("quiet_hours")) is not None:
+            if node.is_scalar and node.text in ("none", "off"):
+                quiet = None
+            else:
+                try:
+                    start, end = node.get("start"), node.get("end")
+                    if start is None or end is None:
+                        raise ValueError
+                    quiet = QuietHours(parse_local_time(start.text), parse_local_time(end.text))
+                except ValueError:
+                    self.fail(node, "{start: HH:MM, end: HH:MM} or off")
+                if (cats := node.get("categories")) is not None:
+                    quiet_cats = self.names(cats, CATEGORIES)
+        suppress = d.suppress_after_order
+        if (node := root.get("suppress_after_order")) is not None:
+            windows = []
+            for item in node.elements():
+                windows.append(
+                    SuppressionWindow(
+                        self.names(item.get("tags")),
+                        self.duration(item.get("for"), timedelta(days=14)),
+                    )
+                )
+            suppress = tuple(windows)
+        pauses = d.ticket_pauses
+        if (node := root.get("service_recovery")) is not None:
+            pauses = self.names(node.get("pause_categories"), CATEGORIES)
+        offer_for = d.offer_in_flight_for
+        if (node := root.get("offers")) is not None:
+            one = node.get("one_in_flight")
+            offer_for = self.duration(node.get("in_flight_for"), offer_for)
+            if one is not None and one.value() is False:
+                offer_for = timedelta(0)
+        expiry = dict(d.expiry)
+        if (node := root.get("expiry")) is not None:
+            for cat, dur in node.items():
+                if cat not in CATEGORIES:
+                    self.fail(dur, "a category: " + ", ".join(CATEGORIES))
+                else:
+                    expiry[cat] = self.duration(dur, expiry.get(cat, timedelta(days=1)))
+        arb = d.arbitration_defer
+        if (node := root.get("arbitration")) is not None:
+            arb = self.duration(node.get("defer_by"), arb)
+        hold = d.hold_retry
+        if (node := root.get("holds")) is not None:
+            hold = self.duration(node.get("retry_every"), hold)
+        strength, priors = d.prior_strength, dict(d.channel_priors)
+        if (node := root.get("channel_priors")) is not None:
+            if (s := node.get("strength")) is not None:
+                v = s.value()
+                if isinstance(v, int | float) and v > 0:
+                    strength = float(v)
+                else:
+                    self.fail(s, "a positive number (pseudo-sends of prior evidence)")
+            rates = node.get("rates")
+            for ch, r in rates.items() if rates is not None else []:
+                v = r.value()
+                if ch not in ACTION_CHANNELS or not isinstance(v, int | float) or not 0 < v < 1:
+                    self.fail(r, "an action channel with a rate between 0 and 1")
+                else:
+                    priors[ch] = ChannelPrior(float(v))
+        min_eng = d.send_time_min_engagements
+        if (node := root.get("send_time")) is not None:
+            min_eng = self.count(node.get("min_engagements")) or min_eng
+        kill_all, killed_ch, killed_j = d.kill_all, d.killed_channels, d.killed_journeys
+        if (node := root.get("kill_switches")) is not None:
+            if (g := node.get("global")) is not None:
+                kill_all = g.value() is True
+            killed_ch = self.names(node.get("channels"), ACTION_CHANNELS)
+            killed_j = self.names(node.get("journeys"))
+        tz = d.default_time_zone
+        if (node := root.get("default_time_zone")) is not None:
+            tz = node.text
+        return GovernancePolicy(
+            consent=consent,
+            capped_categories=capped,
+            global_cap=global_cap,
+            channel_caps=channel_caps,
+            quiet_hours=quiet,
+            quiet_categories=quiet_cats,
+            default_time_zone=tz,
+            suppress_after_order=suppress,
+            ticket_pauses=pauses,
+            offer_in_flight_for=offer_for,
+            expiry=expiry,
+            arbitration_defer=arb,
+            hold_retry=hold,
+            prior_strength=strength,
+            channel_priors=priors,
+            send_time_min_engagements=min_eng,
+            kill_all=kill_all,
+            killed_channels=killed_ch,
+            killed_journeys=killed_j,
+            paused_journeys=self.names(root.get("paused_journeys")),
+        )

@@ -1,0 +1,140 @@
+"""Rules: everything `decide` needs besides the customer — published journeys (every version),
+the governance policy, paused journeys and kill switches.
+
+Immutable: the worker builds a new `Rules` when a journey is published or an operator command
+arrives (`with_journey`, `with_control`), so a decision always sees one consistent set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator.engine.dsl import JourneyParseError, parse_journey_file
+from orchestrator.engine.errors import JourneyError
+from orchestrator.engine.journey import Journey
+from orchestrator.engine.policy import DEFAULT_POLICY, GovernancePolicy, load_policy
+
+__all__ = ["POLICY_FILE", "Rules", "load_rules"]
+
+POLICY_FILE = "policy.yaml"
+
+
+@dataclass(frozen=True)
+class Rules:
+    journeys: Mapping[str, Mapping[int, Journey]] = field(default_factory=dict)
+    policy: GovernancePolicy = DEFAULT_POLICY
+
+    def __post_init__(self) -> None:
+        # Indexes computed once per Rules: decide() runs for every event.
+        latest = [versions[max(versions)] for versions in self.journeys.values() if versions]
+        latest.sort(key=lambda j: (-j.priority, j.id))
+        by_event: dict[str, list[Journey]] = {}
+        for j in latest:
+            for ev in j.entry.events:
+                by_event.setdefault(ev, []).append(j)
+        object.__setattr__(self, "_latest", tuple(latest))
+        object.__setattr__(self, "_by_event", {k: tuple(v) for k, v in by_event.items()})
+        object.__setattr__(
+            self, "_inactivity", tuple(j for j in latest if j.entry.inactivity is not None)
+        )
+
+    @classmethod
+    def from_journeys(
+        cls, journeys: Iterable[Journey], policy: GovernancePolicy = DEFAULT_POLICY
+    ) -> Rules:
+        table: dict[str, dict[int, Journey]] = {}
+        for j in journeys:
+            versions = table.setdefault(j.id, {})
+            if j.version in versions:
+                raise JourneyError(
+                    f"{j.source}: journey {j.id!r} version {j.version} is also defined in "
+                    f"{versions[j.version].source}; give the new file a higher version"
+                )
+            versions[j.version] = j
+        return cls(table, policy)
+
+    # --- lookups ------------------------------------------------------------------------------
+    def latest(self) -> tuple[Journey, ...]:
+        """The newest version of every journey, highest priority first."""
+        return self._latest  # type: ignore[attr-defined]
+
+    def triggered_by(self, event_type: str) -> tuple[Journey, ...]:
+        return self._by_event.get(event_type, ())  # type: ignore[attr-defined]
+
+    def inactivity_journeys(self) -> tuple[Journey, ...]:
+        return self._inactivity  # type: ignore[attr-defined]
+
+    def version(self, journey_id: str, version: int) -> Journey | None:
+        return self.journeys.get(journey_id, {}).get(version)
+
+    def is_paused(self, journey_id: str) -> bool:
+        return journey_id in self.policy.paused_journeys
+
+    def kill_switch(self, journey_id: str, channel: str | None = None) -> str | None:
+        """Which kill switch stops this send, if any ('global', 'channel:sms', 'journey:x')."""
+        if self.policy.kill_all:
+            return "global"
+        if journey_id in self.policy.killed_journeys:
+            return f"journey:{journey_id}"
+        if channel is not None and channel in self.policy.killed_channels:
+            return f"channel:{channel}"
+        return None
+
+    # --- updates (new Rules each time) --------------------------------------------------------
+    def with_journey(self, journey: Journey) -> Rules:
+        """Publish a journey version; enrolments keep the version they entered with."""
+        table = {k: dict(v) for k, v in self.journeys.items()}
+        table.setdefault(journey.id, {})[journey.version] = journey
+        return Rules(table, self.policy)
+
+    def with_policy(self, policy: GovernancePolicy) -> Rules:
+        return Rules(self.journeys, policy)
+
+    def with_control(self, kind: str, target: str | None = None) -> Rules:
+        """Apply an operator command (ControlCommand kinds that are not per customer)."""
+        p = self.policy
+        t = target or ""
+        match kind:
+            case "pause_journey":
+                p = replace(p, paused_journeys=p.paused_journeys | {t})
+            case "resume_journey":
+                p = replace(p, paused_journeys=p.paused_journeys - {t})
+            case "kill_channel":
+                p = replace(p, killed_channels=p.killed_channels | {t})
+            case "revive_channel":
+                p = replace(p, killed_channels=p.killed_channels - {t})
+            case "kill_all":
+                p = replace(p, kill_all=True)
+            case "revive_all":
+                p = replace(p, kill_all=False)
+            case _:
+                return self
+        return Rules(self.journeys, p)
+
+
+def load_rules(journeys_dir: Path | str) -> Rules:
+    """Load every `*.yaml`/`*.yml` journey in a directory and its `policy.yaml`, if any.
+
+    All invalid files are reported together in one JourneyError.
+    """
+    root = Path(journeys_dir)
+    if not root.is_dir():
+        raise JourneyError(f"{root}: not a directory of journey files")
+    policy = DEFAULT_POLICY
+    journeys: list[Journey] = []
+    errors: list[str] = []
+    for path in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]):
+        if path.name == POLICY_FILE:
+            policy = load_policy(path)
+            continue
+        try:
+            journeys.append(parse_journey_file(path))
+        except JourneyParseError as exc:
+            errors.extend(str(p) for p in exc.problems)
+        except JourneyError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise JourneyError("\n".join(errors))
+    return Rules.from_journeys(journeys, policy)
