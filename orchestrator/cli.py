@@ -22,11 +22,10 @@ def cli() -> None:
 
 def _register() -> None:
     # Command groups (one line each; keep sorted).
-    from orchestrator.ops_cli import config_group, schemas, stack, topics
+    from orchestrator.ops_cli import config_group, demo, schemas, stack, topics
 
-    for command in (config_group, schemas, stack, topics):
+    for command in (config_group, demo, schemas, stack, topics):
         cli.add_command(command)
-    pass
 
 
 _register()

@@ -11,7 +11,7 @@ from orchestrator.admin import check_schemas, create_topics, raise_on_findings, 
 from orchestrator.config import Settings, load_settings
 from orchestrator.stack import LocalStack
 
-__all__ = ["config_group", "schemas", "stack", "topics"]
+__all__ = ["config_group", "demo", "schemas", "stack", "topics"]
 
 config_option = click.option(
     "--config",
@@ -152,3 +152,48 @@ def config_show(config_path: Path | None) -> None:
     """Print every setting with its effective value (secrets masked)."""
     for name, value in settings_from(config_path).describe().items():
         click.echo(f"{name:<32} {value}")
+
+
+@click.command()
+@config_option
+@click.option("--customers", default=200, show_default=True, help="Customers per round.")
+@click.option("--rate", default=50.0, show_default=True, help="Events per second (0: no limit).")
+@click.option("--rounds", default=0, help="Rounds of traffic (0: until Ctrl-C).")
+@click.option("--seed", default=7, show_default=True)
+def demo(config_path: Path | None, customers: int, rate: float, rounds: int, seed: int) -> None:
+    """Produce realistic demo traffic (many customers, several channels) until Ctrl-C."""
+    from collections import Counter
+
+    from orchestrator.demo import demo_events, produce_events
+
+    settings = settings_from(config_path)
+    counts: Counter[str] = Counter()
+    total = 0
+
+    def tick(event: dict[str, object]) -> None:
+        nonlocal total
+        total += 1
+        counts[f"{event['channel']}/{event['event_type']}"] += 1
+        if total % 500 == 0:
+            top = ", ".join(f"{k} {v}" for k, v in counts.most_common(4))
+            click.echo(f"{total:>7} events produced  (top: {top})")
+
+    n = 0
+    click.echo(
+        f"producing demo events to {settings.kafka.bootstrap_servers} "
+        f"({settings.kafka.framing} framing); Ctrl-C to stop"
+    )
+    try:
+        while rounds == 0 or n < rounds:
+            events = demo_events(customers, seed=seed + n)
+            # Each round is a new cohort of customers, so ids never collide across rounds.
+            for e in events:
+                e["event_id"] = f"r{seed + n}-{e['event_id']}"
+                for k in ("customer_id",):
+                    if e["identities"].get(k):
+                        e["identities"][k] = f"r{seed + n}-{e['identities'][k]}"
+            produce_events(settings, events, rate=rate or None, on_sent=tick, retime=True)
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    click.echo(f"{total} events produced")
