@@ -116,7 +116,11 @@ def test_round_trip_with_confluent_kafka(settings: Settings, framing: str) -> No
     topic = Topics(settings.topics).events("app")
     p = producer(settings.kafka)
     for i in range(5):
-        p.produce(topic, key=f"c-{i}".encode(), value=codec.encode("CustomerEvent", _event(i), topic, framing))
+        p.produce(
+            topic,
+            key=f"c-{i}".encode(),
+            value=codec.encode("CustomerEvent", _event(i), topic, framing),
+        )
     assert p.flush(15) == 0
 
     got = _consume(settings, topic, 5)
