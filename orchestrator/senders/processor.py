@@ -21,6 +21,7 @@ from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
 from orchestrator.senders.errors import BounceError
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import Action, DeliveryReceipt, DeliveryStatus
+from orchestrator.senders.privacy import redact
 from orchestrator.senders.providers.base import Provider
 from orchestrator.senders.ratelimit import TokenBucket
 from orchestrator.senders.retry import RetryPolicy, send_with_retry
@@ -74,6 +75,10 @@ class ActionProcessor:
     def _finish(
         self, action: Action, status: DeliveryStatus, reason: str | None = None, **extra: Any
     ) -> DeliveryReceipt:
+        if reason:
+            # Providers redact their own errors; this is the last line of defence for receipts
+            # and logs, whatever a provider (or a future one) forgets.
+            reason = redact(reason, action.destination)
         receipt = DeliveryReceipt.for_action(
             action,
             status,

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChainableUndefined, FileSystemLoader, TemplateError, TemplateNotFound
+from jinja2 import ChainableUndefined, FileSystemLoader, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.model import Action
+from orchestrator.senders.privacy import redact
 
 __all__ = ["DEFAULT_TEMPLATE", "RenderedMessage", "TemplateRenderer"]
 
@@ -100,11 +101,11 @@ class TemplateRenderer:
             return ""
         try:
             return template.render(ctx)
-        except TemplateError as exc:
+        except Exception as exc:  # TemplateError, or e.g. a TypeError raised by a filter
             # A broken template must not take the sender down; the default one still works.
             log.error(
                 "template failed to render, using the default",
-                extra={"template": template.name, "error": str(exc)},
+                extra={"template": template.name, "error": redact(f"{type(exc).__name__}: {exc}")},
             )
             if template_id == DEFAULT_TEMPLATE:
                 raise ProviderConfigError(

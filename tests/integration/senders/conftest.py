@@ -1,0 +1,55 @@
+"""Fixtures for sender tests against real servers (and, when marked, the real broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.senders.model import Action
+
+from .servers import SmtpServer, WebhookServer
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[WebhookServer]:
+    with WebhookServer() as server:
+        yield server
+
+
+@pytest.fixture
+def action_factory() -> Callable[..., Action]:
+    import time
+
+    def make(i: int = 1, **overrides: Any) -> Action:
+        now = int(time.time() * 1000)
+        fields: dict[str, Any] = {
+            "action_id": f"act-{i}",
+            "customer_id": f"cust-{i}",
+            "channel": "email",
+            "journey_id": "cart_recovery",
+            "journey_version": 3,
+            "step_id": "remind",
+            "template_id": "cart_reminder",
+            "destination": f"ann.{i}@example.com",
+            "created_at_ms": now - 1000,
+            "not_before_ms": now - 1000,
+            "expires_at_ms": now + 3_600_000,
+            "category": "marketing",
+            "reason": "cart abandoned 1 h ago",
+            "payload": {"first_name": "Ann", "cart_total": "€42.50", "cart_url": "https://shop/c"},
+        }
+        fields.update(overrides)
+        return Action(**fields)
+
+    return make

@@ -1,0 +1,173 @@
+"""Real provider endpoints on 127.0.0.1 for the sender tests: an SMTP server and a webhook.
+
+Both run in background threads, record what they receive, and can be told to answer with
+errors for chosen recipients or requests, the way real providers do.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+class SmtpSink:
+    """aiosmtpd handler: stores messages; recipients starting with ``bounce`` get 550,
+    ``defer`` get 451."""
+
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMail] = []
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.startswith("bounce"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if address.startswith("defer"):
+            return "451 4.7.1 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        with self._lock:
+            self.messages.append(
+                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), msg)  # type: ignore[arg-type]
+            )
+        return "250 Message accepted for delivery"
+
+
+class SmtpServer:
+    def __init__(self) -> None:
+        self.sink = SmtpSink()
+        self.port = free_port()
+        self._controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpServer:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+    @property
+    def messages(self) -> list[ReceivedMail]:
+        return self.sink.messages
+
+
+@dataclass
+class WebhookRequest:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookState:
+    requests: list[WebhookRequest] = field(default_factory=list)
+    #: idempotency key -> statuses to answer before answering 200
+    script: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: deliveries as a provider that honours Idempotency-Key would count them
+    delivered: Counter[str] = field(default_factory=Counter)
+    delay_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _destination(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("destination"))
+    except ValueError:
+        return "?"
+
+
+class WebhookServer:
+    """A gateway endpoint: records requests, answers scripted statuses, counts deliveries."""
+
+    def __init__(self) -> None:
+        self.state = WebhookState()
+        state = self.state
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                key = self.headers.get("Idempotency-Key", "")
+                with state.lock:
+                    state.requests.append(WebhookRequest(dict(self.headers.items()), body))
+                    script = state.script.get(key)
+                    status = script.pop(0) if script else 200
+                    first = status == 200 and key not in state.delivered
+                    if status == 200:
+                        state.delivered[key] += 1
+                if state.delay_s:
+                    time.sleep(state.delay_s)
+                payload = json.dumps(
+                    {"message_id": f"gw-{key}", "duplicate": not first}
+                    if status == 200
+                    # Like real gateways, errors quote the destination back.
+                    else {"error": f"status {status} for {_destination(body)}"}
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                if status in (429, 503):
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/deliver"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def requests(self) -> list[WebhookRequest]:
+        return self.state.requests

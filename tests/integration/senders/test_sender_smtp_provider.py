@@ -1,0 +1,100 @@
+"""E-mail through a real SMTP server (aiosmtpd on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from orchestrator.senders.errors import BounceError, TransientDeliveryError
+from orchestrator.senders.model import Action
+from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
+from orchestrator.senders.templates import TemplateRenderer
+
+from .conftest import TEMPLATES
+from .servers import SmtpServer, free_port
+
+FROM = "Shop <news@shop.example>"
+
+
+def _provider(port: int, **config: object) -> SmtpProvider:
+    return SmtpProvider(
+        SmtpConfig(host="127.0.0.1", port=port, sender=FROM, timeout_s=5, **config),  # type: ignore[arg-type]
+        TemplateRenderer(TEMPLATES, "https://shop.example/unsubscribe"),
+    )
+
+
+async def _send(provider: SmtpProvider, *actions: Action) -> list[object]:
+    try:
+        return await asyncio.gather(*(provider.send(a) for a in actions), return_exceptions=True)
+    finally:
+        await provider.aclose()
+
+
+def test_the_customer_receives_subject_body_and_headers(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action]
+) -> None:
+    [result] = asyncio.run(_send(_provider(smtp_server.port), action_factory()))
+    [mail] = smtp_server.messages
+    assert mail.rcpt_tos == ["ann.1@example.com"]
+    assert mail.mail_from == "news@shop.example"
+    msg = mail.message
+    assert msg["To"] == "ann.1@example.com"
+    assert msg["Subject"] == "You left something in your cart"
+    assert msg["List-Unsubscribe"] == "<https://shop.example/unsubscribe?action=act-1>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Message-ID"] == "<act-1@shop.example>"
+    assert result.provider_message_id == "<act-1@shop.example>"  # type: ignore[attr-defined]
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "Hello Ann," in text and "€42.50" in text
+    assert "<p>Hello Ann,</p>" in html and "https://shop/c" in html
+
+
+def test_many_messages_share_a_few_connections(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action]
+) -> None:
+    actions = [action_factory(i) for i in range(40)]
+    results = asyncio.run(_send(_provider(smtp_server.port, connections=3), *actions))
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+        f"ann.{i}@example.com" for i in range(40)
+    )
+
+
+def test_an_unknown_mailbox_is_a_hard_bounce_without_the_address_in_the_reason(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action]
+) -> None:
+    [error] = asyncio.run(
+        _send(_provider(smtp_server.port), action_factory(destination="bounce.bob@example.com"))
+    )
+    assert isinstance(error, BounceError)
+    assert error.code == "smtp_recipient_refused" and "550" in error.detail
+    assert "bounce.bob" not in str(error)
+    assert smtp_server.messages == []
+
+
+def test_a_deferred_recipient_is_transient(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action]
+) -> None:
+    [error] = asyncio.run(
+        _send(_provider(smtp_server.port), action_factory(destination="defer@example.com"))
+    )
+    assert isinstance(error, TransientDeliveryError) and "451" in error.detail
+
+
+def test_an_unreachable_server_is_transient(action_factory: Callable[..., Action]) -> None:
+    [error] = asyncio.run(_send(_provider(free_port()), action_factory()))
+    assert isinstance(error, TransientDeliveryError) and error.code == "smtp_connect"
+
+
+@pytest.mark.parametrize("destination", [None, "not-an-address", "a@b.example\r\nBcc: x@y.example"])
+def test_an_invalid_destination_fails_without_reaching_the_server(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action], destination: str | None
+) -> None:
+    [error] = asyncio.run(
+        _send(_provider(smtp_server.port), action_factory(destination=destination))
+    )
+    assert getattr(error, "code", None) == "invalid_destination"
+    assert smtp_server.messages == []

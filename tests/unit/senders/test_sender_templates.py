@@ -1,0 +1,106 @@
+"""Rendering: personalised, escaped, localised, and never a crash for an unknown template."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator.senders.errors import ProviderConfigError
+from orchestrator.senders.model import Action
+from orchestrator.senders.templates import TemplateRenderer
+
+from .conftest import TEMPLATES
+
+
+@pytest.fixture
+def renderer() -> TemplateRenderer:
+    return TemplateRenderer(TEMPLATES, "https://shop.example/unsubscribe")
+
+
+def test_a_template_is_personalised_from_the_payload(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    msg = renderer.render(action_factory())
+    assert msg.template_id == "cart_reminder"
+    assert msg.subject == "You left something in your cart"
+    assert "Hello Ann," in msg.text and "€42.50" in msg.text and "https://shop/c" in msg.text
+    assert "<p>Hello Ann,</p>" in msg.html
+    assert "https://shop.example/unsubscribe?action=act-1" in msg.html
+    assert "€42.50" in msg.short and len(msg.short) < 160
+
+
+def test_payload_values_are_escaped_in_html_only(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    msg = renderer.render(action_factory(payload={"first_name": "<script>x</script>"}))
+    assert "<script>" not in msg.html and "&lt;script&gt;" in msg.html
+    assert "Hello <script>x</script>," in msg.text
+
+
+@pytest.mark.parametrize("template_id", ["no_such_template", "../../etc/passwd", "", "_base.html"])
+def test_unknown_or_unsafe_template_ids_fall_back_to_default(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action], template_id: str
+) -> None:
+    msg = renderer.render(action_factory(template_id=template_id))
+    assert msg.template_id == "default"
+    assert msg.subject and "Hello Ann" in msg.text
+
+
+def test_missing_payload_values_render_defaults(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    msg = renderer.render(action_factory(template_id="back_in_stock", payload={}))
+    assert msg.subject == "An item you wanted is back in stock"
+    assert "Hello there," in msg.text
+
+
+@pytest.mark.parametrize(
+    ("locale", "word"), [("fr", "Bienvenue"), ("fr-CA", "Bienvenue"), ("de", "Welcome")]
+)
+def test_locale_overrides_fall_back_by_language_then_to_the_base(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action], locale: str, word: str
+) -> None:
+    msg = renderer.render(action_factory(template_id="welcome", locale=locale))
+    assert msg.subject.startswith(word)
+    assert msg.html  # no French HTML shipped: the base HTML is used
+
+
+def test_a_subject_cannot_inject_headers(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    msg = renderer.render(
+        action_factory(
+            template_id="browse_abandonment", payload={"product_name": "x\r\nBcc: evil@x"}
+        )
+    )
+    assert "\n" not in msg.subject and "\r" not in msg.subject
+
+
+def test_every_shipped_template_renders_every_part(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    ids = sorted(p.name for p in TEMPLATES.iterdir() if p.is_dir())
+    assert {"default", "welcome", "cart_reminder"} <= set(ids)
+    for template_id in ids:
+        msg = renderer.render(action_factory(template_id=template_id, payload={}))
+        assert msg.template_id == template_id
+        assert msg.subject and msg.text and msg.html and msg.short, template_id
+
+
+def test_a_broken_template_falls_back_to_default(
+    tmp_path: Path, action_factory: Callable[..., Action]
+) -> None:
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "subject.txt").write_text("Hi")
+    (tmp_path / "default" / "body.txt").write_text("Plain")
+    (tmp_path / "oops").mkdir()
+    (tmp_path / "oops" / "body.txt").write_text("{{ 1 / 0 }}")
+    msg = TemplateRenderer(tmp_path).render(action_factory(template_id="oops"))
+    assert (msg.subject, msg.text) == ("Hi", "Plain")
+
+
+def test_a_templates_folder_without_default_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ProviderConfigError, match=r"sender\.templates_dir"):
+        TemplateRenderer(tmp_path)
