@@ -26,6 +26,9 @@ def _register() -> None:
 
     for command in (config_group, demo, schemas, stack, topics):
         cli.add_command(command)
+    from orchestrator.senders.cli import sender
+
+    cli.add_command(sender)
 
 
 _register()
