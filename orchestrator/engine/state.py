@@ -207,6 +207,7 @@ class Attribution:
     variant: str | None = None
     holdout: bool = False
     converted: bool = False
+    trigger_event_id: str | None = None  # the entry event never counts as its own conversion
 
 
 @dataclass

@@ -1,0 +1,351 @@
+"""The offline simulator: the decision engine driven by a virtual clock over a file of events.
+
+A thin loop over `orchestrator.engine.decide`: events and wake-ups are processed in time order
+(wake-ups due at the same instant as an event go first), identities are linked the way the
+live identity hop links them, and every action, suppression, deferral and outcome is written to
+a timeline. It is how a marketer tests a journey before publishing it, and the oracle the
+streaming pipeline is checked against (same input -> same actions, same action ids).
+
+Input: JSON Lines. Each line is one of
+- a customer event: the fields of schemas/CustomerEvent.avsc (event_time ISO-8601 with offset
+  or epoch millis; money as {"amount_minor": 1999, "currency": "EUR"}; sections optional);
+- a delivery receipt: the fields of schemas/DeliveryReceipt.avsc (recognised by receipt_id);
+- an operator command: the fields of schemas/ControlCommand.avsc (recognised by kind), e.g.
+  {"kind": "erase_customer", "target": "c-1", "issued_at": "...", "issued_by": "ops"} or
+  {"kind": "pause_journey", "target": "cart_abandonment", "issued_at": "..."}; approve/reject
+  need "customer_id".
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from orchestrator.engine import (
+    CustomerCommand,
+    CustomerEvent,
+    CustomerState,
+    Decision,
+    DeliveryFeedback,
+    Rules,
+    SignalError,
+    WakeUp,
+    decide,
+    merge_states,
+    pending_wakeups,
+)
+from orchestrator.engine.timeutil import to_datetime, to_iso
+from orchestrator.errors import ValidationError
+
+__all__ = [
+    "DEFAULT_HORIZON",
+    "ControlEntry",
+    "SimulationResult",
+    "Simulator",
+    "TimelineEntry",
+    "read_inputs",
+    "simulate",
+]
+
+#: Without --until, wake-ups are followed this far past the last input.
+DEFAULT_HORIZON = timedelta(days=120)
+_MAX_ITEMS = 1_000_000
+_RULE_COMMANDS = frozenset(
+    {"pause_journey", "resume_journey", "kill_channel", "revive_channel", "kill_all", "revive_all"}
+)
+_CUSTOMER_COMMANDS = frozenset({"erase_customer", "approve_action", "reject_action"})
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEntry:
+    """An operator command that changes the rules (pause, kill switches) at a point in time."""
+
+    at: datetime
+    kind: str
+    target: str | None
+
+
+Input = CustomerEvent | DeliveryFeedback | CustomerCommand | ControlEntry
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of the timeline."""
+
+    at: datetime
+    customer_id: str
+    what: str  # send | suppressed | deferred | held | entered | exited | converted | info
+    journey_id: str | None = None
+    step_id: str | None = None
+    channel: str | None = None
+    template_id: str | None = None
+    action_id: str | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": to_iso(self.at),
+            "customer_id": self.customer_id,
+            "what": self.what,
+            "journey_id": self.journey_id,
+            "step_id": self.step_id,
+            "channel": self.channel,
+            "template_id": self.template_id,
+            "action_id": self.action_id,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class SimulationResult:
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    decisions: list[tuple[datetime, Decision]] = field(default_factory=list)
+    states: dict[str, CustomerState] = field(default_factory=dict)
+
+    def actions(self) -> list[TimelineEntry]:
+        return [t for t in self.timeline if t.what == "send"]
+
+
+def _input_time(item: Input) -> datetime:
+    match item:
+        case CustomerEvent():
+            return item.event_time
+        case DeliveryFeedback():
+            return item.occurred_at
+        case CustomerCommand():
+            assert item.issued_at is not None
+            return item.issued_at
+        case ControlEntry():
+            return item.at
+
+
+def parse_input(d: dict[str, Any]) -> Input:
+    """Turn one JSON object into an event, receipt or command."""
+    if "receipt_id" in d:
+        return DeliveryFeedback.from_dict(d)
+    if "kind" in d and "event_type" not in d:
+        kind = str(d["kind"])
+        if "issued_at" not in d:
+            raise SignalError(f"command {kind}: issued_at is required in the simulator")
+        if kind in _RULE_COMMANDS:
+            return ControlEntry(to_datetime(d["issued_at"]), kind, d.get("target"))
+        if kind in _CUSTOMER_COMMANDS:
+            return CustomerCommand.from_dict(d, d.get("customer_id"))
+        raise SignalError(f"command kind {kind!r} is not known")
+    return CustomerEvent.from_dict(d)
+
+
+def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
+    """Parse JSON Lines (blank lines and lines starting with // are skipped)."""
+    out: list[Input] = []
+    for n, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("//"):
+            continue
+        try:
+            d = json.loads(text)
+            if not isinstance(d, dict):
+                raise SignalError("expected a JSON object")
+            out.append(parse_input(d))
+        except (json.JSONDecodeError, SignalError, ValueError) as exc:
+            raise ValidationError(f"{source}:{n}: {exc}") from exc
+    return out
+
+
+class Simulator:
+    """Customers in memory, a virtual clock, and the engine."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.states: dict[str, CustomerState] = {}
+        self.links: dict[str, str] = {}  # "kind:value" identifier -> customer key
+        self.result = SimulationResult(states=self.states)
+        self._queue: list[tuple[datetime, int, int, Input | WakeUp]] = []
+        self._seq = 0
+
+    def push(self, at: datetime, item: Input | WakeUp) -> None:
+        # At the same instant, wake-ups (0) go before inputs (1): they were scheduled earlier.
+        heapq.heappush(self._queue, (at, 0 if isinstance(item, WakeUp) else 1, self._seq, item))
+        self._seq += 1
+
+    def run(self, inputs: Iterable[Input], until: datetime | None = None) -> SimulationResult:
+        last: datetime | None = None
+        for item in inputs:
+            at = _input_time(item)
+            last = at if last is None or at > last else last
+            self.push(at, item)
+        horizon = until or ((last + DEFAULT_HORIZON) if last else None)
+        for _ in range(_MAX_ITEMS):
+            if not self._queue:
+                break
+            at, _prio, _seq, queued = heapq.heappop(self._queue)
+            if horizon is not None and at > horizon:
+                break
+            self.step(at, queued)
+        return self.result
+
+    def step(self, now: datetime, item: Input | WakeUp) -> None:
+        match item:
+            case ControlEntry():
+                self.rules = self.rules.with_control(item.kind, item.target)
+                self.result.timeline.append(
+                    TimelineEntry(now, "-", "info", reason=item.kind, detail=item.target or "")
+                )
+                return
+            case CustomerEvent():
+                key = self.resolve(item, now)
+            case WakeUp() | DeliveryFeedback() | CustomerCommand():
+                key = self.links.get(f"customer_id:{item.customer_id}", item.customer_id)
+        decision = decide(self.states.get(key), item, now, self.rules)
+        if decision.state is None:
+            self.states.pop(key, None)
+        else:
+            self.states[key] = decision.state
+        for w in decision.wakeups:
+            self.push(w.due_at, w)
+        self.record(now, decision)
+
+    def resolve(self, ev: CustomerEvent, now: datetime) -> str:
+        """The live identity hop in miniature: link identifiers, merge profiles they join."""
+        idents = [f"{k}:{v}" for k, v in ev.identities.items()]
+        known = [self.links[i] for i in idents if i in self.links]
+        cid = ev.identities.customer_id
+        key = cid or (known[0] if known else ev.customer_key)
+        assert key is not None
+        for other in dict.fromkeys(known):
+            if other == key or other not in self.states:
+                continue
+            absorbed = self.states.pop(other)
+            survivor = self.states.get(key) or CustomerState(customer_id=key)
+            merged = merge_states(survivor, absorbed)
+            self.states[key] = merged
+            for link, target in list(self.links.items()):
+                if target == other:
+                    self.links[link] = key
+            for w in pending_wakeups(merged):
+                self.push(max(w.due_at, now), w)
+            self.result.timeline.append(
+                TimelineEntry(
+                    now, key, "info", reason="profiles_merged", detail=f"absorbed {other}"
+                )
+            )
+        for i in idents:
+            self.links[i] = key
+        return key
+
+    def record(self, now: datetime, decision: Decision) -> None:
+        self.result.decisions.append((now, decision))
+        tl = self.result.timeline
+        cid = decision.customer_id
+
+        def outcomes(kinds: tuple[str, ...]) -> None:
+            for o in decision.outcomes:
+                if o.kind not in kinds:
+                    continue
+                detail = "holdout" if o.holdout else (o.variant or "")
+                if o.revenue is not None:
+                    detail = f"{detail} revenue {o.revenue.amount_minor} {o.revenue.currency}"
+                tl.append(
+                    TimelineEntry(
+                        now,
+                        cid,
+                        o.kind,
+                        o.journey_id,
+                        o.step_id,
+                        reason=o.reason,
+                        detail=detail.strip(),
+                    )
+                )
+
+        outcomes(("entered",))
+        by_action = {a.action_id: a for a in decision.actions}
+        for e in decision.explanations:
+            if e.kind == "sent" and e.action_id in by_action:
+                a = by_action[e.action_id]
+                tl.append(
+                    TimelineEntry(
+                        now,
+                        cid,
+                        "send",
+                        a.journey_id,
+                        a.step_id,
+                        a.channel,
+                        a.template_id,
+                        a.action_id,
+                        "sent",
+                        e.message,
+                    )
+                )
+            elif e.kind != "sent":
+                until = f" until {to_iso(e.until)}" if e.until else ""
+                tl.append(
+                    TimelineEntry(
+                        now,
+                        cid,
+                        e.kind,
+                        e.journey_id,
+                        e.step_id,
+                        e.channel,
+                        None,
+                        e.action_id,
+                        e.code,
+                        e.message + until,
+                    )
+                )
+
+
+def simulate(
+    rules: Rules, inputs: Iterable[Input], until: datetime | None = None
+) -> SimulationResult:
+    """Run the inputs through a fresh simulator."""
+    return Simulator(rules).run(inputs, until)
+
+
+def load_inputs(path: Path | str) -> list[Input]:
+    p = Path(path)
+    try:
+        with p.open(encoding="utf-8") as fh:
+            return read_inputs(fh, str(p))
+    except OSError as exc:
+        raise ValidationError(f"{p}: cannot read the events file: {exc.strerror}") from exc
+
+
+def format_table(entries: Iterable[TimelineEntry]) -> Iterator[str]:
+    """Fixed-width lines for people."""
+    header = (
+        "time",
+        "customer",
+        "what",
+        "journey",
+        "step",
+        "channel",
+        "template",
+        "action",
+        "reason",
+    )
+    rows = [header]
+    for t in entries:
+        rows.append(
+            (
+                to_iso(t.at),
+                t.customer_id,
+                t.what,
+                t.journey_id or "",
+                t.step_id or "",
+                t.channel or "",
+                t.template_id or "",
+                (t.action_id or "")[:12],
+                t.reason or "",
+                t.detail,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        yield "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
