@@ -29,6 +29,10 @@ def _register() -> None:
     from orchestrator.senders.cli import sender
 
     cli.add_command(sender)
+    from orchestrator.journeys_cli import journeys, simulate
+
+    cli.add_command(journeys)
+    cli.add_command(simulate)
 
 
 _register()

@@ -299,6 +299,7 @@ class Simulator:
                         e.message + until,
                     )
                 )
+        outcomes(("converted", "exited"))
 
 
 def simulate(
@@ -329,8 +330,9 @@ def format_table(entries: Iterable[TimelineEntry]) -> Iterator[str]:
         "template",
         "action",
         "reason",
+        "detail",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for t in entries:
         rows.append(
             (
