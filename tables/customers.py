@@ -1,0 +1,52 @@
+"""The `customers` table: customer id -> CustomerState, stored as versioned bytes.
+
+The Faust table holds plain bytes (raw serializers) so the format is ours, not Faust's;
+:class:`CustomerTable` is the typed view the agents use. Every write is one changelog record
+(Faust has no write cache), so agents save once per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from orchestrator.engine.state import CustomerState
+from tables.codec import decode_state, encode_state
+
+__all__ = ["CUSTOMERS_TABLE", "CustomerTable", "define_customers_table"]
+
+CUSTOMERS_TABLE = "customers"
+
+
+def define_customers_table(app: Any, partitions: int) -> Any:
+    """Declare the table on ``app`` (co-partitioned with the customer-keyed topics)."""
+    return app.Table(
+        CUSTOMERS_TABLE,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        help="customer id -> CustomerState (tables.codec format)",
+    )
+
+
+class CustomerTable:
+    """Typed access to the table; ``table`` is a Faust table or any mutable mapping (tests)."""
+
+    def __init__(self, table: MutableMapping[str, bytes] | Any) -> None:
+        self.table = table
+
+    def load(self, customer_id: str) -> CustomerState | None:
+        data = self.table.get(customer_id)
+        return None if data is None else decode_state(data)
+
+    def load_or_new(self, customer_id: str) -> CustomerState:
+        return self.load(customer_id) or CustomerState(customer_id=customer_id)
+
+    def save(self, state: CustomerState) -> None:
+        self.table[state.customer_id] = encode_state(state)
+
+    def delete(self, customer_id: str) -> None:
+        """Remove the customer (a tombstone in the changelog)."""
+        self.table.pop(customer_id, None)
