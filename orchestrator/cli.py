@@ -26,6 +26,10 @@ def _register() -> None:
 
     for command in (config_group, demo, schemas, stack, topics):
         cli.add_command(command)
+    from orchestrator.traffic_cli import actions, dlq, produce
+
+    for command in (actions, dlq, produce):
+        cli.add_command(command)
     from orchestrator.senders.cli import sender
 
     cli.add_command(sender)

@@ -1,0 +1,112 @@
+"""`tutti produce`, `tutti actions tail`, `tutti dlq tail` as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.codec import AvroCodec
+from orchestrator.config import Settings
+from orchestrator.kafka import producer
+from orchestrator.records import read_topics
+from orchestrator.topics import Topics
+
+pytestmark = pytest.mark.kafka
+
+
+def _tutti(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
+        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
+        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_produce_writes_events_to_their_channel_topics_keyed_like_upstream(
+    settings: Settings, tmp_path: Path
+) -> None:
+    lines = [
+        {
+            "event_id": "e1",
+            "event_time": "2026-11-25T10:00:00+01:00",
+            "channel": "web",
+            "event_type": "add_to_cart",
+            "identities": {"customer_id": "ada"},
+            "product": {"product_id": "p1"},
+        },
+        {
+            "event_id": "e2",
+            "event_time": 1795600000000,
+            "channel": "store",
+            "event_type": "order_placed",
+            "identities": {"loyalty_card": "L-1"},
+            "order": {"order_id": "o1", "total": {"amount_minor": 4200, "currency": "EUR"}},
+        },
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("// a comment\n" + "\n".join(json.dumps(x) for x in lines) + "\n\n")
+    proc = _tutti(settings, "produce", "--events", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "produced 2 events" in proc.stdout
+
+    topics = Topics(settings.topics)
+    web = list(read_topics(settings, [topics.events("web")], "CustomerEvent"))
+    store = list(read_topics(settings, [topics.events("store")], "CustomerEvent"))
+    assert [e["event_id"] for e in web] == ["e1"]
+    assert web[0]["event_time"] == datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert [e["order"]["total"]["amount_minor"] for e in store] == [4200]
+
+
+def test_produce_rejects_a_bad_line_with_file_and_line(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"event_id": "e1", "channel": "web"}\n')
+    proc = _tutti(settings, "produce", "--events", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:1" in proc.stderr and "event_time" in proc.stderr
+
+
+def test_actions_tail_prints_actions_as_json_lines(settings: Settings) -> None:
+    topics = Topics(settings.topics)
+    codec = AvroCodec.from_settings(settings.kafka)
+    now = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    action = {
+        "action_id": "a-1",
+        "customer_id": "ada",
+        "channel": "sms",
+        "journey_id": "cart",
+        "journey_version": 1,
+        "step_id": "sms",
+        "template_id": "cart_sms",
+        "category": "marketing",
+        "created_at": now,
+        "not_before": now,
+        "expires_at": now,
+        "reason": "cart abandoned",
+    }
+    p = producer(settings.kafka)
+    p.produce(
+        topics.actions("sms"),
+        key=b"ada",
+        value=codec.encode("Action", action, topics.actions("sms")),
+    )
+    p.flush(10)
+    proc = _tutti(settings, "actions", "tail", "--channel", "sms")
+    assert proc.returncode == 0, proc.stderr
+    printed = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(a["action_id"], a["channel"], a["reason"]) for a in printed] == [
+        ("a-1", "sms", "cart abandoned")
+    ]
+    assert printed[0]["created_at"] == "2026-11-25T08:00:00+00:00"
