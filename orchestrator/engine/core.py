@@ -595,7 +595,8 @@ class _Run:
             return
         action_id = stable_id(self.cid, journey.id, journey.version, enr.enrollment_id, step.id)
         due_since = enr.step_due_since or self.now
-        expires_at = due_since + (step.expires_after or self.policy.expiry_for(journey.category))
+        category = step.category or journey.category
+        expires_at = due_since + (step.expires_after or self.policy.expiry_for(category))
         verdict = evaluate(
             state=self.state,
             journey=journey,
@@ -701,6 +702,7 @@ class _Run:
         channel_why: str,
     ) -> None:
         s = self.state
+        category = step.category or journey.category
         trigger = enr.trigger.get("event_type", "inactivity")
         reason = (
             f"{journey.name} (v{journey.version}), step {step.id}: entered on {trigger} at "
@@ -720,7 +722,7 @@ class _Run:
                 journey_version=journey.version,
                 step_id=step.id,
                 template_id=step.template_for(enr.variant),
-                category=journey.category,
+                category=category,
                 created_at=self.now,
                 not_before=self.now,
                 expires_at=max(expires_at, self.now),
@@ -734,7 +736,7 @@ class _Run:
             )
         )
         s.send_log.append(
-            SendRecord(action_id, self.now, channel, journey.category, journey.id, step.offer)
+            SendRecord(action_id, self.now, channel, category, journey.id, step.offer)
         )
         s.engagement.setdefault(channel, ChannelEngagement()).sends += 1
         if step.offer:
@@ -749,7 +751,7 @@ class _Run:
             )
         enr.action_ids.append(action_id)
         enr.pending_action_id = None
-        if journey.category == "marketing":
+        if category == "marketing":
             self.marketing_sent_now = True
         self.outcome(enr, journey, "sent", step_id=step.id, channel=channel, action_id=action_id)
 

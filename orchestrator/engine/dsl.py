@@ -62,7 +62,7 @@ class JourneyParseError(JourneyError):
     """A journey file has problems; `problems` lists each one."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
+        self.problems = sorted(problems, key=lambda p: p.line)
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -502,6 +502,7 @@ class _Parser:
             "expires_after",
             "send_window",
             "payload",
+            "category",
         }
         self._keys(body, allowed, "a send step")
         ch_node = body.get("channels") or body.get("channel")
@@ -555,9 +556,15 @@ class _Parser:
                 payload = {k: str(v.value()) for k, v in pl.items()}
             else:
                 self._fail(pl, "a mapping of template values")
+        category = self._str(body.get("category"), "marketing, transactional or service")
+        if category is not None and category not in CATEGORIES:
+            cat_node = body.get("category")
+            assert cat_node is not None
+            self._fail(cat_node, "one of " + ", ".join(CATEGORIES))
         if not channels or not templates:
             return None
         return SendStep(
+            category=category,
             id=sid,
             channels=tuple(channels),
             templates=templates,

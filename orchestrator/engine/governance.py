@@ -150,7 +150,7 @@ def evaluate(
 ) -> Verdict:
     """Apply every governance rule, in order, to one due send."""
     policy = rules.policy
-    category = journey.category
+    category = step.category or journey.category
     if (switch := rules.kill_switch(journey.id)) is not None:
         return Verdict("suppress", "kill_switch", f"kill switch {switch} is on")
     if rules.is_paused(journey.id):

@@ -45,6 +45,7 @@ class SendStep:
     expires_after: timedelta | None = None
     send_window: timedelta | None = None
     payload: Mapping[str, str] = field(default_factory=dict)
+    category: str | None = None  # overrides the journey's (e.g. a transactional confirmation)
     next: str | None = None
 
     def template_for(self, variant: str | None) -> str:
