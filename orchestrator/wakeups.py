@@ -1,0 +1,86 @@
+"""The worker's in-memory index of due wake-ups, per partition it actively owns.
+
+The due times live in each CustomerState (durable, changelog-backed); this index is only a cache
+for the timer, rebuilt from the local table when a partition is assigned and dropped when it is
+revoked. Firing a wake-up only *sends a record* to the customer-keyed topic: the owning agent
+applies it inside the stream (Faust cannot write tables from a timer), and the engine ignores a
+stale or duplicate one by its token. So the index may over-fire safely; it must never forget.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from datetime import datetime
+
+from orchestrator.engine.signals import WakeUp
+from orchestrator.engine.state import CustomerState, pending_wakeups
+
+__all__ = ["WakeUpIndex"]
+
+
+class WakeUpIndex:
+    """Due wake-ups by partition; `due(now)` pops those whose time has come."""
+
+    def __init__(self) -> None:
+        self._heaps: dict[int, list[tuple[datetime, str, str]]] = {}
+        # What is scheduled per customer, so re-indexing a customer replaces its old entries.
+        self._scheduled: dict[str, set[tuple[datetime, str]]] = {}
+        self._partition_of: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._scheduled.values())
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._heaps)
+
+    def assign(self, partition: int, states: Iterable[CustomerState]) -> int:
+        """(Re)build one partition from its local states. Returns the wake-ups indexed."""
+        self.revoke(partition)
+        self._heaps[partition] = []
+        n = 0
+        for state in states:
+            n += self.update(partition, state)
+        return n
+
+    def revoke(self, partition: int) -> None:
+        self._heaps.pop(partition, None)
+        for customer, p in list(self._partition_of.items()):
+            if p == partition:
+                del self._partition_of[customer]
+                self._scheduled.pop(customer, None)
+
+    def update(self, partition: int, state: CustomerState | None, customer_id: str = "") -> int:
+        """Record what a customer's new state waits for (None: the customer was erased)."""
+        customer = state.customer_id if state is not None else customer_id
+        wanted = (
+            {(w.due_at, w.token) for w in pending_wakeups(state)} if state is not None else set()
+        )
+        if partition not in self._heaps:
+            return 0  # not ours (any more): the new owner rebuilds from its table
+        self._scheduled[customer] = wanted
+        self._partition_of[customer] = partition
+        if not wanted:
+            self._scheduled.pop(customer, None)
+            self._partition_of.pop(customer, None)
+        for due_at, token in wanted:
+            heapq.heappush(self._heaps[partition], (due_at, customer, token))
+        return len(wanted)
+
+    def next_due(self) -> datetime | None:
+        heads = [h[0][0] for h in self._heaps.values() if h]
+        return min(heads) if heads else None
+
+    def due(self, now: datetime) -> list[WakeUp]:
+        """Pop every still-scheduled wake-up due at or before ``now``, soonest first."""
+        fired: list[WakeUp] = []
+        for heap in self._heaps.values():
+            while heap and heap[0][0] <= now:
+                due_at, customer, token = heapq.heappop(heap)
+                scheduled = self._scheduled.get(customer)
+                if scheduled is None or (due_at, token) not in scheduled:
+                    continue  # superseded by a later state of this customer
+                scheduled.discard((due_at, token))
+                fired.append(WakeUp(customer, due_at, token))
+        return sorted(fired, key=lambda w: (w.due_at, w.customer_id, w.token))

@@ -1,0 +1,54 @@
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.engine.state import CustomerState, Enrollment
+from orchestrator.wakeups import WakeUpIndex
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def waiting(customer: str, due: datetime, seq: int = 0) -> CustomerState:
+    enr = Enrollment(
+        f"{customer}-cart", "cart", 1, T0, step_id="wait", status="waiting", due_at=due, seq=seq
+    )
+    return CustomerState(customer, enrollments=[enr])
+
+
+def test_fires_due_wakeups_once_in_time_order() -> None:
+    idx = WakeUpIndex()
+    idx.assign(
+        0, [waiting("b", T0 + timedelta(minutes=2)), waiting("a", T0 + timedelta(minutes=1))]
+    )
+    idx.assign(1, [waiting("c", T0 + timedelta(hours=1))])
+    assert idx.next_due() == T0 + timedelta(minutes=1)
+    assert idx.due(T0) == []
+    fired = idx.due(T0 + timedelta(minutes=5))
+    assert [(w.customer_id, w.token) for w in fired] == [("a", "a-cart#0"), ("b", "b-cart#0")]
+    assert idx.due(T0 + timedelta(minutes=5)) == []  # never twice
+    assert len(idx) == 1
+
+
+def test_a_new_state_supersedes_the_old_schedule() -> None:
+    idx = WakeUpIndex()
+    idx.assign(0, [waiting("a", T0 + timedelta(minutes=1))])
+    idx.update(0, waiting("a", T0 + timedelta(minutes=30), seq=1))  # moved on to a later step
+    assert idx.due(T0 + timedelta(minutes=10)) == []
+    assert [w.token for w in idx.due(T0 + timedelta(hours=1))] == ["a-cart#1"]
+
+
+def test_erased_customer_and_revoked_partition_fire_nothing() -> None:
+    idx = WakeUpIndex()
+    idx.assign(0, [waiting("a", T0)])
+    idx.assign(1, [waiting("b", T0)])
+    idx.update(0, None, customer_id="a")
+    idx.revoke(1)
+    assert idx.due(T0 + timedelta(days=1)) == []
+    assert idx.partitions == {0}
+    # Updates for a partition we do not own are ignored: its new owner rebuilds from its table.
+    assert idx.update(1, waiting("b", T0)) == 0
+
+
+def test_overdue_after_downtime_fires_once_on_rebuild() -> None:
+    idx = WakeUpIndex()
+    idx.assign(3, [waiting("a", T0 - timedelta(days=3))])
+    assert [w.customer_id for w in idx.due(T0)] == ["a"]
+    assert idx.due(T0) == []
