@@ -1,0 +1,73 @@
+"""Compiled conditions: operators, combinators, missing values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.engine import CustomerState
+from orchestrator.engine.conditions import EvalContext, compile_condition
+from orchestrator.engine.yamlnodes import YNode, compose
+
+from .factories import T0, event, product
+
+
+def cond(text: str) -> Any:
+    node = compose(text, "c.yaml")
+    assert isinstance(node, YNode)
+    problems: list[Any] = []
+    c = compile_condition(node, problems)
+    assert problems == []
+    return c
+
+
+def ctx(**state_fields: Any) -> EvalContext:
+    state = CustomerState("c1", **state_fields)
+    state.commerce.orders_online = 2
+    state.loyalty.tier = "gold"
+    ev = event(
+        "product_view",
+        product=product("p1", 4200, category="shoes/running"),
+        attributes={"utm": "spring"},
+    )
+    return EvalContext(state, ev, None, T0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{field: profile.orders, op: eq, value: 2}", True),
+        ("{field: profile.orders, op: ne, value: 2}", False),
+        ("{field: profile.orders, op: gt, value: 1}", True),
+        ("{field: profile.orders, op: gte, value: 3}", False),
+        ("{field: profile.orders, op: lt, value: 3}", True),
+        ("{field: profile.orders, op: lte, value: 1}", False),
+        ("{field: profile.loyalty.tier, op: in, value: [gold, platinum]}", True),
+        ("{field: profile.loyalty.tier, op: not_in, value: [gold]}", False),
+        ("{field: event.product.category, op: starts_with, value: shoes}", True),
+        ("{field: event.product.category, op: contains, value: running}", True),
+        ("{field: event.product.price, op: gte, value: 4200}", True),
+        ("{field: event.attributes.utm, op: eq, value: spring}", True),
+        ("{field: event.attributes.missing, op: exists, value: true}", False),
+        ("{field: event.order.total, op: gt, value: 0}", False),  # no order section: false
+        ("{field: profile.consent.sms.marketing, op: eq, value: opted_in}", False),
+        ("{field: profile.engagement.email.opens, op: eq, value: 0}", True),
+        (
+            "{all: [{field: profile.orders, op: gt, value: 0}, {field: profile.loyalty.tier, op: eq, value: gold}]}",
+            True,
+        ),
+        (
+            "{any: [{field: profile.orders, op: eq, value: 0}, {field: profile.loyalty.tier, op: eq, value: gold}]}",
+            True,
+        ),
+        ("{not: {field: profile.orders, op: eq, value: 2}}", False),
+        (
+            "[{field: profile.orders, op: eq, value: 2}, {field: profile.app_installed, op: eq, value: true}]",
+            False,
+        ),
+        ("{field: profile.orders, op: eq, value: '2'}", False),  # no silent type coercion
+    ],
+)
+def test_condition(text: str, expected: bool) -> None:
+    assert cond(text)(ctx()) is expected

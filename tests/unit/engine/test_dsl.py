@@ -1,0 +1,183 @@
+"""Journey files: the library parses; bad files are rejected with file, line, field, expectation."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.engine import JourneyError, journey_problems, parse_journey
+from orchestrator.engine.journey import BranchStep, SendStep, WaitForStep, WaitStep
+from orchestrator.journeys_cli import journeys
+
+from .factories import LIBRARY, library
+
+GOOD = """\
+id: demo
+version: 1
+name: Demo
+category: marketing
+entry:
+  event: add_to_cart
+steps:
+  - id: wait_1h
+    wait: 1h
+  - id: remind
+    send: {channels: [push, email], template: t1}
+"""
+
+
+def test_the_shipped_library_loads() -> None:
+    rules = library()
+    assert {j.id for j in rules.latest()} >= {
+        "welcome",
+        "browse_abandonment",
+        "cart_abandonment",
+        "post_purchase",
+        "back_in_stock",
+        "price_drop",
+        "loyalty_onboarding",
+        "loyalty_tier_change",
+        "win_back",
+        "service_recovery",
+    }
+    assert rules.policy.global_cap.per_day == 3
+
+
+def test_nested_step_lists_continue_after_their_parent() -> None:
+    j = parse_journey(
+        textwrap.dedent("""\
+        id: demo
+        version: 2
+        name: Demo
+        category: marketing
+        entry: {event: add_to_cart}
+        steps:
+          - id: check
+            branch:
+              - when: {field: profile.orders, op: eq, value: 0}
+                then:
+                  - id: first
+                    send: {channel: email, template: a}
+              - else: exit
+          - id: after
+            wait: {until: "10:00", day_offset: 1}
+          - id: w
+            wait_for: {event: order_placed, timeout: 1d, on_timeout: exit}
+        """),
+        "demo.yaml",
+    )
+    assert j.first_step == "check"
+    check = j.steps["check"]
+    assert isinstance(check, BranchStep) and check.otherwise is None
+    first = j.steps["first"]
+    assert isinstance(first, SendStep) and first.next == "after"
+    after = j.steps["after"]
+    assert isinstance(after, WaitStep) and after.day_offset == 1
+    w = j.steps["w"]
+    assert isinstance(w, WaitForStep) and w.on_timeout is None and w.on_event is None
+
+
+def replace(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+# (the broken file, line, field, words of the expectation)
+BAD = [
+    (replace("event: add_to_cart", "event: add_to_kart"), 6, "entry.event", "known event type"),
+    (
+        replace("send: {channels: [push, email], template: t1}", "teleport: {}"),
+        11,
+        "steps[1].teleport",
+        "step type",
+    ),
+    (replace("wait: 1h", "wait: {}"), 9, "steps[0].wait.duration", "duration"),
+    (replace("wait: 1h", "wait: soon"), 9, "steps[0].wait", "duration like"),
+    (GOOD + "holdout: 120\n", 12, "holdout", "percentage from 0 to 100"),
+    (
+        GOOD + "variants:\n  - {id: a, weight: 60}\n  - {id: b, weight: 60}\n",
+        13,
+        "variants",
+        "adding up to 100",
+    ),
+    (replace("id: remind", "id: wait_1h"), 10, "steps[1].id", "unique step id"),
+    (replace("category: marketing", "category: spam"), 4, "category", "one of marketing"),
+    (replace("version: 1", "version: one"), 2, "version", "whole number"),
+    (replace("[push, email]", "[push, fax]"), 11, "steps[1].send.channels[1]", "action channel"),
+    (replace("wait: 1h", "wait: 1h\n    next: nowhere"), 10, "steps[0].next", "no step 'nowhere'"),
+    (GOOD + "colour: red\n", 12, "colour", "one of"),
+    (GOOD.replace("id: demo\n", ""), 1, "id", "required field"),
+    (
+        replace(
+            "event: add_to_cart",
+            "event: add_to_cart\n  conditions: {field: profile.shoe_size, op: eq, value: 3}",
+        ),
+        7,
+        "entry.conditions.field",
+        "known field",
+    ),
+    (
+        replace(
+            "event: add_to_cart",
+            "event: add_to_cart\n  conditions: {field: profile.orders, op: like, value: 3}",
+        ),
+        7,
+        "entry.conditions.op",
+        "one of eq",
+    ),
+    (
+        replace(
+            "event: add_to_cart",
+            "event: add_to_cart\n  conditions: {field: profile.orders, op: in, value: 3}",
+        ),
+        7,
+        "entry.conditions.value",
+        "a list",
+    ),
+    (replace("wait: 1h", "wait: 1h\n    next: wait_1h"), 8, "steps[0]", "only move forward"),
+    ("id: x\n  bad: [\n", 2, "(file)", "valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "expected"), BAD)
+def test_a_bad_journey_is_rejected_precisely(
+    text: str, line: int, field: str, expected: str
+) -> None:
+    problems = journey_problems(text, "journeys/demo.yaml")
+    assert problems, "the file should have been rejected"
+    rendered = [str(p) for p in problems]
+    assert any(
+        p.line == line and p.field.startswith(field) and expected in p.expected for p in problems
+    ), rendered
+    assert all(r.startswith("journeys/demo.yaml:") for r in rendered)
+    with pytest.raises(JourneyError):
+        parse_journey(text, "journeys/demo.yaml")
+
+
+def test_unreachable_step_is_reported() -> None:
+    text = replace("wait: 1h", "wait: 1h\n    next: exit")
+    problems = journey_problems(text, "demo.yaml")
+    assert [(p.line, "reachable" in p.expected) for p in problems] == [(11, True)]
+
+
+def test_cli_validate_exits_non_zero_and_names_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "ok.yaml").write_text(GOOD)
+    (tmp_path / "bad.yaml").write_text(replace("event: add_to_cart", "event: add_to_kart"))
+    result = CliRunner().invoke(journeys, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'bad.yaml'}:6: entry.event: expected a known event type" in result.output
+
+
+def test_cli_validate_rejects_the_same_version_twice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD)
+    result = CliRunner().invoke(journeys, ["validate", str(tmp_path)])
+    assert result.exit_code == 1 and "new version" in result.output
+
+
+def test_cli_validate_accepts_the_library() -> None:
+    result = CliRunner().invoke(journeys, ["validate", str(LIBRARY)])
+    assert result.exit_code == 0, result.output
+    assert "10 journey file(s) valid" in result.output
