@@ -111,3 +111,33 @@ class Customer:
 
     def codes(self) -> list[str]:
         return [e.code for d in self.decisions for e in d.explanations]
+
+
+def send_journey(
+    jid: str = "promo",
+    *,
+    priority: int = 50,
+    channels: str = "[email]",
+    category: str = "marketing",
+    entry: str = "custom.go",
+    tags: str = "[]",
+    extra: str = "",
+    send_extra: str = "",
+    version: int = 1,
+    template: str = "t",
+) -> str:
+    """A one-send journey triggered by `entry` (YAML text)."""
+    return f"""\
+id: {jid}
+version: {version}
+name: {jid.title()}
+category: {category}
+priority: {priority}
+tags: {tags}
+entry: {{event: {entry}}}
+re_entry: always
+{extra}
+steps:
+  - id: message
+    send: {{channels: {channels}, template: {template}{send_extra}}}
+"""
