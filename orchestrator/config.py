@@ -96,6 +96,9 @@ class SenderSettings:
     max_hold_ms: int = 60_000
     #: On SIGTERM, in-flight sends get this long to finish before they are abandoned.
     shutdown_grace_ms: int = 10_000
+    #: Kafka static membership id (empty: "<hostname>"). A restarted sender gets its partitions
+    #: back at once, and with them the history in its local dedupe store.
+    instance_id: str = ""
 
 
 @dataclass(frozen=True)

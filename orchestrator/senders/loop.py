@@ -68,6 +68,8 @@ class SenderLoop:
         self._stopping = asyncio.Event()
         self._delivery_errors: list[str] = []
         self.batches = 0
+        #: Records finished (receipt produced, or dead-lettered) and committed, since start.
+        self.processed = 0
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch (within the grace period) and return."""
@@ -146,6 +148,7 @@ class SenderLoop:
                 "were not committed; the actions will be re-read (and not re-sent) on restart."
             )
         self._commit(messages, finished)
+        self.processed += len(finished)
         self.batches += 1
         self.metrics.batch_seconds.labels(self.channel).observe(time.monotonic() - started)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,7 @@ def build_sender(
     *,
     provider: Provider | None = None,
     registry: CollectorRegistry | None = None,
+    group: str | None = None,
 ) -> Sender:
     if channel not in ACTION_CHANNELS:
         raise SenderError(f"unknown channel {channel!r}: use one of {', '.join(ACTION_CHANNELS)}")
@@ -84,8 +86,15 @@ def build_sender(
     )
     consumer = make_consumer(
         settings.kafka,
-        group_id(settings, channel),
-        **{"client.id": f"{settings.kafka.client_id}-sender-{channel}"},
+        group or group_id(settings, channel),
+        **{
+            "client.id": f"{settings.kafka.client_id}-sender-{channel}",
+            # Static membership: a sender restarted after a crash rejoins with its old identity,
+            # gets its partitions back without waiting out the dead member's session, and finds
+            # its own dedupe history for them.
+            "group.instance.id": f"{group or group_id(settings, channel)}-"
+            f"{s.instance_id or socket.gethostname()}",
+        },
     )
     producer = make_producer(settings.kafka)
     loop = SenderLoop(

@@ -69,7 +69,7 @@ def test_a_500_then_200_is_one_delivery_after_a_retry(
     webhook_server.state.script["act-1"] = [500]
     outcome = _deliver(webhook_server.url, action_factory(channel="push"))
     assert outcome.result is not None and outcome.attempts == 2
-    assert webhook_server.state.delivered == {"act-1": 1}
+    assert webhook_server.state.accepted == {"act-1": 1}
     assert [r.headers["Idempotency-Key"] for r in webhook_server.requests] == ["act-1", "act-1"]
 
 
@@ -88,7 +88,7 @@ def test_a_400_fails_at_once_without_retry(
     outcome = _deliver(webhook_server.url, action_factory(channel="sms"))
     assert isinstance(outcome.error, PermanentDeliveryError) and outcome.attempts == 1
     assert outcome.error.code == "http_400"
-    assert len(webhook_server.requests) == 1 and not webhook_server.state.delivered
+    assert len(webhook_server.requests) == 1 and not webhook_server.state.accepted
 
 
 def test_a_410_means_the_destination_is_gone(
