@@ -166,6 +166,7 @@ class Simulator:
         self.rules = rules
         self.states: dict[str, CustomerState] = {}
         self.links: dict[str, str] = {}  # "kind:value" identifier -> customer key
+        self.known_customers: set[str] = set()  # keys that are the brand's own customer ids
         self.result = SimulationResult(states=self.states)
         self._queue: list[tuple[datetime, int, int, Input | WakeUp]] = []
         self._seq = 0
@@ -219,8 +220,12 @@ class Simulator:
         cid = ev.identities.customer_id
         key = cid or (known[0] if known else ev.customer_key)
         assert key is not None
+        if cid is not None:
+            self.known_customers.add(cid)
         for other in dict.fromkeys(known):
-            if other == key or other not in self.states:
+            # Only anonymous profiles are absorbed: two customer ids sharing a phone number
+            # (a family) stay two customers.
+            if other == key or other not in self.states or other in self.known_customers:
                 continue
             absorbed = self.states.pop(other)
             survivor = self.states.get(key) or CustomerState(customer_id=key)
