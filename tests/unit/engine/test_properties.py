@@ -1,0 +1,170 @@
+"""Properties that must hold for any customer history (hypothesis), with the shipped library.
+
+Each example is a random day-or-so of one customer's events; the simulator plays it with the
+virtual clock and we check what a regulator or an annoyed customer would check.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.engine import Action, CustomerEvent
+from orchestrator.simulator import SimulationResult, simulate
+
+from .factories import library
+
+RULES = library()
+PARIS = ZoneInfo("Europe/Paris")
+START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+CID = "p1"
+
+KINDS = [
+    "add_to_cart",
+    "order_placed",
+    "product_view",
+    "back_in_stock",
+    "price_drop",
+    "ticket_opened",
+    "ticket_resolved",
+    "sms_opt_in",
+    "sms_opt_out",
+    "stop_reply",
+    "email_unsubscribe",
+    "push_opened",
+    "loyalty_enrolled",
+    "signup",
+    "app_open",
+]
+
+
+def make(kind: str, when: datetime, n: int) -> CustomerEvent:
+    d: dict[str, Any] = {
+        "event_id": f"e{n}",
+        "event_time": when.isoformat(),
+        "channel": "web",
+        "event_type": kind,
+        "identities": {"customer_id": CID},
+    }
+    product = {
+        "product_id": "p1",
+        "price": {"amount_minor": 4000, "currency": "EUR"},
+        "previous_price": {"amount_minor": 5000, "currency": "EUR"},
+    }
+    match kind:
+        case "add_to_cart" | "product_view" | "back_in_stock" | "price_drop":
+            d["product"] = product
+        case "order_placed":
+            d["order"] = {"order_id": f"o{n}", "total": {"amount_minor": 3000, "currency": "EUR"}}
+        case "ticket_opened" | "ticket_resolved":
+            d["event_type"] = f"support_ticket_{kind.split('_')[1]}"
+            d["support"] = {"ticket_id": "t1"}
+        case "sms_opt_in" | "sms_opt_out":
+            d["event_type"] = "consent_changed"
+            status = "opted_in" if kind == "sms_opt_in" else "opted_out"
+            d["consent"] = {"channel": "sms", "purpose": "marketing", "status": status}
+        case "stop_reply":
+            d.update(event_type="message_replied", channel="sms", message={"reply_text": "STOP"})
+        case "email_unsubscribe":
+            d.update(event_type="unsubscribed", channel="email", message={})
+        case "push_opened":
+            d.update(
+                event_type="message_opened",
+                channel="push",
+                message={"journey_id": "cart_abandonment"},
+            )
+        case "loyalty_enrolled":
+            d["loyalty"] = {"tier": "silver"}
+        case "signup":
+            d["identities"].update(email="p@example.test", phone="+33611111111", push_token="tok")
+            d["preferences"] = {"time_zone": "Europe/Paris"}
+        case _:
+            pass
+    return CustomerEvent.from_dict(d)
+
+
+histories = st.lists(
+    st.tuples(st.integers(min_value=1, max_value=600), st.sampled_from(KINDS)),
+    min_size=1,
+    max_size=25,
+)
+
+
+def play(history: list[tuple[int, str]]) -> tuple[list[CustomerEvent], SimulationResult]:
+    when = START
+    events = [make("signup", START, 0)]
+    for n, (gap, kind) in enumerate(history, start=1):
+        when += timedelta(minutes=gap)
+        events.append(make(kind, when, n))
+    return events, simulate(RULES, events, when + timedelta(days=3))
+
+
+def actions(result: SimulationResult) -> list[tuple[datetime, Action]]:
+    return [(now, a) for now, d in result.decisions for a in d.actions]
+
+
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPS
+@given(histories)
+def test_never_more_marketing_per_rolling_day_than_the_cap(history: list[tuple[int, str]]) -> None:
+    _, result = play(history)
+    marketing = [now for now, a in actions(result) if a.category == "marketing"]
+    cap = RULES.policy.global_cap.per_day
+    assert cap is not None
+    for t in marketing:
+        assert sum(1 for u in marketing if t - timedelta(days=1) < u <= t) <= cap
+
+
+@PROPS
+@given(histories)
+def test_no_message_on_a_channel_without_consent(history: list[tuple[int, str]]) -> None:
+    events, result = play(history)
+    for now, a in actions(result):
+        before = [e for e in events if e.event_time <= now]
+        if a.channel == "sms":
+            stop = any(e.event_type == "message_replied" for e in before)
+            assert not stop, "an SMS after a STOP reply"
+            if a.category == "marketing":
+                sms = [e.consent.status for e in before if e.consent and e.consent.channel == "sms"]
+                assert sms and sms[-1] == "opted_in", "a marketing SMS without opt-in"
+        if a.channel == "email" and a.category == "marketing":
+            assert not any(e.event_type == "unsubscribed" for e in before)
+
+
+@PROPS
+@given(histories)
+def test_no_marketing_or_service_message_in_quiet_hours(history: list[tuple[int, str]]) -> None:
+    _, result = play(history)
+    for now, a in actions(result):
+        if a.category in ("marketing", "service"):
+            local = now.astimezone(PARIS).time()
+            assert time(8, 0) <= local < time(21, 0), f"{a.template_id} at {local}"
+
+
+@PROPS
+@given(histories)
+def test_no_cart_message_after_an_order(history: list[tuple[int, str]]) -> None:
+    events, result = play(history)
+    for now, a in actions(result):
+        if a.journey_id != "cart_abandonment":
+            continue
+        adds = [
+            e.event_time for e in events if e.event_type == "add_to_cart" and e.event_time <= now
+        ]
+        assert adds
+        orders = [e.event_time for e in events if e.event_type == "order_placed"]
+        assert not any(adds[-1] <= o <= now for o in orders), "cart message after an order"
+
+
+@settings(max_examples=20, deadline=None)
+@given(histories)
+def test_same_history_same_decisions(history: list[tuple[int, str]]) -> None:
+    _, a = play(history)
+    _, b = play(history)
+    assert [d for _, d in a.decisions] == [d for _, d in b.decisions]
