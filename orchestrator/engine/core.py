@@ -11,7 +11,6 @@ never mutates its inputs, so the same inputs always give the same decision.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -118,7 +117,7 @@ def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Ru
 
 
 def _copy(state: CustomerState) -> CustomerState:
-    return copy.deepcopy(state)
+    return state.clone()
 
 
 @dataclass
