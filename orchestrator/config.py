@@ -99,6 +99,9 @@ class SenderSettings:
     #: Kafka static membership id (empty: "<hostname>"). A restarted sender gets its partitions
     #: back at once, and with them the history in its local dedupe store.
     instance_id: str = ""
+    #: Parallel HTTP connections to the webhook endpoint. httpx slows down sharply with more
+    #: concurrent requests per client (encode/httpx#3215); 4 measured best here.
+    webhook_connections: int = 4
 
 
 @dataclass(frozen=True)

@@ -153,35 +153,34 @@ class SenderLoop:
         self.metrics.batch_seconds.labels(self.channel).observe(time.monotonic() - started)
 
     async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
-        stop_waiter = asyncio.create_task(self._stopping.wait())
-        pending: set[asyncio.Task[Any]] = set(tasks)
+        # Wait on two futures (all work, or a stop request), not on every task each time one
+        # finishes: that would be quadratic in the batch size.
+        everything: asyncio.Future[Any] = asyncio.gather(*tasks)
+        stop_waiter: asyncio.Future[Any] = asyncio.create_task(self._stopping.wait())
         try:
-            while pending and not self.stopping:
-                done, still = await asyncio.wait(
-                    pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending = still - {stop_waiter}
-                self._raise_first(done - {stop_waiter})
-            if pending:
-                log.info(
-                    "stopping: waiting for in-flight sends",
-                    extra={"in_flight": len(pending), "grace_s": self.shutdown_grace_s},
-                )
-                done, late = await asyncio.wait(pending, timeout=self.shutdown_grace_s)
-                for task in late:
-                    task.cancel()
-                if late:
-                    log.warning("abandoned in-flight sends at shutdown", extra={"count": len(late)})
-                    await asyncio.gather(*late, return_exceptions=True)
-                pending = set()
-                self._raise_first(done)
+            await asyncio.wait({everything, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if everything.done():
+                everything.result()  # re-raises the first error (e.g. a ProviderConfigError)
+                return
+            pending = [t for t in tasks if not t.done()]
+            log.info(
+                "stopping: waiting for in-flight sends",
+                extra={"in_flight": len(pending), "grace_s": self.shutdown_grace_s},
+            )
+            _, late = await asyncio.wait(pending, timeout=self.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("abandoned in-flight sends at shutdown", extra={"count": len(late)})
+                await asyncio.gather(*late, return_exceptions=True)
+            self._raise_first({t for t in tasks if t.done()})
         finally:
             stop_waiter.cancel()
             # On an error, leave no orphan task sending behind the loop's back.
-            for task in pending:
+            unfinished = [t for t in tasks if not t.done()]
+            for task in unfinished:
                 task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     def _raise_first(done: set[asyncio.Task[Any]]) -> None:

@@ -59,7 +59,7 @@ def build_provider(name: str, settings: SenderSettings) -> Provider:
                 url=settings.webhook_url,
                 secret=settings.webhook_secret,
                 timeout_s=settings.webhook_timeout_ms / 1000,
-                connections=settings.max_in_flight,
+                connections=settings.webhook_connections,
             ),
             renderer,
         )

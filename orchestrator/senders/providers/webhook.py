@@ -9,6 +9,7 @@ their Retry-After); 401 stops the sender (wrong secret or key); any other 4xx fa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ class WebhookConfig:
     url: str
     secret: str
     timeout_s: float = 5.0
-    connections: int = 64
+    connections: int = 4
 
 
 def webhook_body(action: Action, renderer: TemplateRenderer) -> dict[str, Any]:
@@ -99,6 +100,9 @@ class WebhookProvider:
         self.config = config
         self.renderer = renderer
         self._clock = clock
+        # Requests queue here, not in httpx's pool: its queueing is what gets slow under
+        # concurrency (encode/httpx#3215), an asyncio.Semaphore is cheap.
+        self._slots = asyncio.Semaphore(max(1, config.connections))
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout_s),
             limits=httpx.Limits(
@@ -120,7 +124,8 @@ class WebhookProvider:
             SIGNATURE_HEADER: signature_header(self.config.secret, body, int(self._clock())),
         }
         try:
-            response = await self._client.post(self.config.url, content=body, headers=headers)
+            async with self._slots:
+                response = await self._client.post(self.config.url, content=body, headers=headers)
         except httpx.TimeoutException:
             raise TransientDeliveryError("http_timeout", "no answer in time") from None
         except httpx.TransportError as exc:
