@@ -361,6 +361,8 @@ class _Run:
     # --- entries, exits, goals ----------------------------------------------------------------
     def try_enter(self, journey: Journey, ev: CustomerEvent | None, trigger_key: str) -> None:
         s = self.state
+        if ev is not None and self.overtaken(journey, ev):
+            return
         if not journey.entry.condition(EvalContext(s, ev, None, self.now)):
             return
         if self.rules.is_paused(journey.id):
@@ -423,6 +425,22 @@ class _Run:
             active_j = self.journey_of(active)
             self.exit(active, active_j, "reentered")
         self.enter(journey, ev, trigger_key)
+
+    def overtaken(self, journey: Journey, ev: CustomerEvent) -> bool:
+        """True when the trigger arrived late and an exit event already happened after it
+        (e.g. an add-to-cart delivered after the order that followed it): entering now would
+        start a journey the customer has already left."""
+        s = self.state
+        for rule in journey.exits:
+            if rule.event == ACTIVITY:
+                later = s.last_activity_at
+            elif rule.event == "order_placed":
+                later = s.commerce.last_order_at
+            else:
+                continue
+            if later is not None and later > ev.event_time:
+                return True
+        return False
 
     def enter(self, journey: Journey, ev: CustomerEvent | None, trigger_key: str) -> None:
         s = self.state

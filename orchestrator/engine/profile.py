@@ -202,6 +202,9 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
         else:
             _apply_consent(state, ev.consent, at)
     p = ev.product
+    last_order = state.commerce.last_order_at
+    if ev.event_type in ("add_to_cart", "remove_from_cart") and last_order and at < last_order:
+        p = None  # a late cart event from before the last order must not refill the cart
     match ev.event_type:
         case "product_view" if p is not None and p.product_id:
             state.recent_views.append(ProductView(p.product_id, at, p.category, p.name))

@@ -85,6 +85,14 @@ class Rules:
     # --- updates (new Rules each time) --------------------------------------------------------
     def with_journey(self, journey: Journey) -> Rules:
         """Publish a journey version; enrolments keep the version they entered with."""
+        existing = self.version(journey.id, journey.version)
+        if existing is not None and existing.text != journey.text:
+            # A published version is immutable: enrolments rely on it. Re-publishing the same
+            # text (a compacted control topic replayed on restart) is fine.
+            raise JourneyError(
+                f"{journey.source}: journey {journey.id!r} version {journey.version} is already "
+                "published with different content; publish it as a new version"
+            )
         table = {k: dict(v) for k, v in self.journeys.items()}
         table.setdefault(journey.id, {})[journey.version] = journey
         return Rules(table, self.policy)

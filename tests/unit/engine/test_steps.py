@@ -302,3 +302,22 @@ def test_every_run_of_the_same_inputs_is_identical() -> None:
         return [(d.actions, d.outcomes, d.explanations, d.wakeups, d.state) for d in c.decisions]
 
     assert run() == run()
+
+
+def test_a_late_add_to_cart_from_before_the_order_starts_nothing() -> None:
+    c = Customer(journey_rules(WAITS), contactable())
+    c.send(event("order_placed", at(minutes=30), channel="store", order=order()))
+    d = c.send(event("add_to_cart", T0), at(minutes=31))  # happened before the order, arrives after
+    assert not any(o.kind == "entered" for o in d.outcomes)
+    assert d.state is not None and d.state.cart == {}
+
+
+def test_a_published_version_cannot_change() -> None:
+    from orchestrator.engine import JourneyError
+
+    rules = journey_rules(WAITS)
+    same = parse_journey(WAITS, "again.yaml")
+    assert rules.with_journey(same).version("waits", 1) is not None  # replay is idempotent
+    changed = parse_journey(WAITS.replace("template: first", "template: other"), "changed.yaml")
+    with pytest.raises(JourneyError, match="new version"):
+        rules.with_journey(changed)
