@@ -37,6 +37,9 @@ def _register() -> None:
 
     cli.add_command(journeys)
     cli.add_command(simulate)
+    from agents.cli import worker
+
+    cli.add_command(worker)
 
 
 _register()

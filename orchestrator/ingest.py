@@ -25,7 +25,10 @@ __all__ = [
     "DEFAULT_LIMITS",
     "REQUIRED_SECTIONS",
     "IngestLimits",
+    "Normalised",
+    "check_record_size",
     "dead_letter",
+    "normalise",
     "normalise_event",
     "provisional_customer_id",
 ]
@@ -186,6 +189,20 @@ def _check_attributes(record: Mapping[str, Any], limits: IngestLimits) -> None:
         raise _fail(f"order has {len(order['items'])} lines (limit {limits.max_order_lines})")
 
 
+def check_record_size(size: int, limits: IngestLimits = DEFAULT_LIMITS) -> None:
+    """Reject a record by its size on the wire, before spending time decoding it."""
+    if size > limits.max_record_bytes:
+        raise _fail(f"record is {size} bytes (limit {limits.max_record_bytes})")
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A valid event: the normalised record (CustomerEvent.avsc shape) and the engine's event."""
+
+    record: dict[str, Any]
+    event: CustomerEvent
+
+
 def normalise_event(
     record: Mapping[str, Any],
     now: datetime,
@@ -194,15 +211,29 @@ def normalise_event(
     record_size: int | None = None,
     limits: IngestLimits = DEFAULT_LIMITS,
 ) -> CustomerEvent:
-    """Validate a decoded CustomerEvent record and return the engine's event.
+    """Validate a decoded CustomerEvent record and return the engine's event (see normalise)."""
+    return normalise(
+        record, now, source_channel=source_channel, record_size=record_size, limits=limits
+    ).event
+
+
+def normalise(
+    record: Mapping[str, Any],
+    now: datetime,
+    *,
+    source_channel: str | None = None,
+    record_size: int | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
+) -> Normalised:
+    """Validate a decoded CustomerEvent record; return it normalised and as the engine's event.
 
     ``now`` is the worker's clock (this module never reads it); ``source_channel`` is the channel
     of the topic the record came from (a record must not claim another channel);
     ``record_size`` is the size of the record's bytes on the wire. Raises
-    :class:`ValidationError` with a precise reason; the record itself is never changed.
+    :class:`ValidationError` with a precise reason; the input record is never changed.
     """
-    if record_size is not None and record_size > limits.max_record_bytes:
-        raise _fail(f"record is {record_size} bytes (limit {limits.max_record_bytes})")
+    if record_size is not None:
+        check_record_size(record_size, limits)
     event_id = str(record.get("event_id") or "").strip()
     if not event_id:
         raise _fail("event_id is missing or empty")
@@ -249,7 +280,7 @@ def normalise_event(
         "identities": identities,
     }
     try:
-        return CustomerEvent.from_dict(normalised)
+        return Normalised(normalised, CustomerEvent.from_dict(normalised))
     except SignalError as exc:
         raise _fail(str(exc)) from None
 

@@ -7,7 +7,7 @@ The Faust table holds plain bytes (raw serializers) so the format is ours, not F
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from orchestrator.engine.state import CustomerState
@@ -18,16 +18,25 @@ __all__ = ["CUSTOMERS_TABLE", "CustomerTable", "define_customers_table"]
 CUSTOMERS_TABLE = "customers"
 
 
-def define_customers_table(app: Any, partitions: int) -> Any:
-    """Declare the table on ``app`` (co-partitioned with the customer-keyed topics)."""
+def define_customers_table(
+    app: Any, partitions: int, store_options: Mapping[str, Any] | None = None
+) -> Any:
+    """Declare the table on ``app`` (co-partitioned with the customer-keyed topics).
+
+    ``key_type=str`` and ``value_type=bytes`` make Faust use its raw serializer: the bytes are
+    :mod:`tables.codec`'s.
+
+    ``store_options`` go to the RocksDB store (block cache sizes...). Never set a ``ttl``: with
+    rocksdict it is RocksDB's data TTL and silently deletes customers.
+    """
     return app.Table(
         CUSTOMERS_TABLE,
         key_type=str,
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=partitions,
         help="customer id -> CustomerState (tables.codec format)",
+        # A copy: Faust's RocksDB store pops keys from the dict it is given.
+        options=dict(store_options or {}),
     )
 
 

@@ -1,0 +1,78 @@
+"""The single-customer view on the worker's web server: ``GET /customers/{id}``.
+
+Protected by the bearer token ``worker.api_token`` (an empty token disables the view). Any
+worker answers for any customer: Faust's table routing forwards the request, headers included,
+to the worker that owns the customer's partition. Contact points are masked in the answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from agents.app import TuttiWorker
+from orchestrator.engine.state import CustomerState
+from orchestrator.senders.privacy import mask
+
+__all__ = ["CONTACT_KINDS", "public_profile", "register_views"]
+
+log = logging.getLogger(__name__)
+
+#: Identifier kinds that are contact points: never shown in full.
+CONTACT_KINDS = ("email", "phone", "push_token")
+
+
+def public_profile(state: CustomerState) -> dict[str, Any]:
+    """The profile as the view shows it: JSON-able, contact points masked, no dedupe ids."""
+    body = state.to_dict()
+    body.pop("recent_event_ids", None)
+    identities = body.get("identities") or {}
+    for kind in CONTACT_KINDS:
+        if kind in identities:
+            identities[kind] = [mask(v) for v in identities[kind]]
+    return body
+
+
+def _authorised(token: str, header: str | None) -> bool:
+    expected = f"Bearer {token}"
+    return hmac.compare_digest((header or "").encode(), expected.encode())
+
+
+def register_views(worker: TuttiWorker) -> None:
+    app = worker.app
+    token = worker.settings.worker.api_token
+
+    async def local_customer(view: Any, request: Any, customer_id: str) -> Any:
+        state = worker.customers.load(customer_id)
+        if state is None:
+            return view.json({"error": f"no customer {customer_id!r}"}, status=404)
+        return view.json(public_profile(state))
+
+    routed = app.table_route(table=worker.customers_table, match_info="customer_id")(local_customer)
+
+    async def customer(view: Any, request: Any, customer_id: str) -> Any:
+        """The unified profile of one customer (contact points masked)."""
+        if not token:
+            return view.json(
+                {"error": "the customer view is disabled: set worker.api_token"}, status=404
+            )
+        if not _authorised(token, request.headers.get("Authorization")):
+            return view.json(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            return await routed(view, request, customer_id=customer_id)
+        except Exception as exc:  # Faust's router fails until table metadata is known
+            if type(exc).__name__ == "ServiceUnavailable":
+                raise
+            log.warning("customer view: cannot route yet (%s)", type(exc).__name__)
+            return view.json(
+                {"error": "the worker is starting or rebalancing; retry shortly"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+
+    app.page("/customers/{customer_id}", name="customer")(customer)
