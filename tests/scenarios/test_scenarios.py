@@ -214,3 +214,53 @@ def test_the_simulator_is_deterministic(library: Rules) -> None:
     a = run("s2_cart_push_opened_then_sms_or_email", library)
     b = run("s2_cart_push_opened_then_sms_or_email", library)
     assert [t.to_dict() for t in a.timeline] == [t.to_dict() for t in b.timeline]
+
+
+# --- one scenario per library journey not already covered above --------------------------------
+
+LIBRARY_UNTIL = datetime(2026, 4, 20, tzinfo=UTC)
+
+
+def run_library(name: str, rules: Rules) -> SimulationResult:
+    r = simulate(rules, load_inputs(HERE / "events" / f"{name}.jsonl"), LIBRARY_UNTIL)
+    check_expected(name, r)
+    return r
+
+
+def test_welcome_incentive_only_without_a_first_order(library: Rules) -> None:
+    r = run_library("lib_welcome", library)
+    assert [t.template_id for t in sends(r, "c10")] == ["welcome", "welcome_incentive"]
+    assert sends(r, "c10")[1].at == datetime(2026, 3, 5, 9, tzinfo=UTC)  # 3 days later
+    assert "welcome_incentive" not in [t.template_id for t in sends(r, "c11")]
+    exits = [t.reason for t in r.timeline if t.customer_id == "c11" and t.what == "exited"]
+    assert exits[:1] == ["exit_on:order_placed"]
+
+
+def test_price_drop_needs_interest_and_ten_percent(library: Rules) -> None:
+    r = run_library("lib_price_drop", library)
+    assert [(t.template_id, t.at.hour) for t in sends(r)] == [("price_drop", 15)]  # p5, not p6
+
+
+def test_loyalty_tier_change_upgrade_and_downgrade(library: Rules) -> None:
+    r = run_library("lib_loyalty_tier_change", library)
+    assert [(t.customer_id, t.template_id) for t in sends(r)] == [
+        ("c13", "loyalty_upgrade"),
+        ("c14", "loyalty_tier_update"),
+    ]
+
+
+def test_win_back_after_60_idle_days_with_holdout_and_variants(library: Rules) -> None:
+    r = run_library("lib_win_back", library)
+    wb = [t for t in sends(r) if t.journey_id == "win_back"]
+    assert {t.customer_id for t in wb} == {"c16", "c18"}  # c15 is in the 10 % holdout
+    assert wb[0].at == datetime(2026, 3, 3, 10, tzinfo=UTC)  # order + 60 days
+    assert {t.template_id for t in wb if t.step_id == "we_miss_you"} == {
+        "winback_offer_15",
+        "winback_offer_free_shipping",
+    }
+    assert [t.step_id for t in wb if t.customer_id == "c16"] == [
+        "we_miss_you",
+        "reminder",
+    ]  # app_open
+    conv = [t for t in r.timeline if t.what == "converted" and t.journey_id == "win_back"]
+    assert [(t.customer_id, t.detail.split()[0]) for t in conv] == [("c15", "holdout")]
