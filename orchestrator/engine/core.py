@@ -212,7 +212,14 @@ class _Run:
                     journey,
                     action_id=cmd.target,
                 )
-                self.outcome(enr, journey, "suppressed", reason="rejected", action_id=cmd.target)
+                self.outcome(
+                    enr,
+                    journey,
+                    "suppressed",
+                    step_id=enr.step_id,
+                    reason="rejected",
+                    action_id=cmd.target,
+                )
                 enr.due_at = None
                 enr.seq += 1
                 self.run(enr, journey, step.next if isinstance(step, SendStep) else None, self.now)
