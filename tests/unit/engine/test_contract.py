@@ -1,0 +1,114 @@
+"""The Avro contract at the engine's edge: fastavro-decoded events become the same domain
+objects as the simulator's JSON, and actions/outcomes encode against their schemas."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+
+from orchestrator.engine import (
+    CustomerEvent,
+    DeliveryFeedback,
+    JourneyError,
+    SignalError,
+    decide,
+    load_rules,
+)
+
+from .factories import T0, contactable, event, journey_rules, send_journey
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
+
+
+def schema(name: str) -> Any:
+    return fastavro.parse_schema(json.loads((SCHEMAS / f"{name}.avsc").read_text()))
+
+
+def roundtrip(name: str, record: dict[str, Any]) -> Any:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema(name), record)
+    buf.seek(0)
+    return fastavro.schemaless_reader(buf, schema(name))
+
+
+SIMULATOR_JSON = {
+    "event_id": "e-1",
+    "event_time": "2026-03-02T10:00:00+01:00",
+    "channel": "store",
+    "event_type": "order_placed",
+    "identities": {"customer_id": "c1", "loyalty_card": "L-9"},
+    "order": {
+        "order_id": "o-1",
+        "total": {"amount_minor": 1999, "currency": "EUR"},
+        "store_id": "paris-01",
+        "items": [{"product_id": "p1", "quantity": 2}],
+    },
+    "attributes": {"till": "4"},
+}
+
+
+def test_a_fastavro_decoded_event_equals_the_simulator_json() -> None:
+    from_json = CustomerEvent.from_dict(SIMULATOR_JSON)
+    avro_record = {**SIMULATOR_JSON, "event_time": from_json.event_time}
+    decoded = roundtrip("CustomerEvent", avro_record)
+    assert CustomerEvent.from_dict(decoded) == from_json
+    assert from_json.event_time == T0 and from_json.order is not None
+    assert from_json.order.items[0].quantity == 2
+
+
+def test_epoch_millis_are_accepted() -> None:
+    millis = int(T0.timestamp() * 1000)
+    assert CustomerEvent.from_dict({**SIMULATOR_JSON, "event_time": millis}).event_time == T0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"event_time": "2026-03-02T10:00:00"}, "offset"),
+        ({"identities": {}}, "at least one identifier"),
+        ({"event_id": ""}, "must not be empty"),
+        ({"order": {"order_id": "o"}}, "order"),
+    ],
+)
+def test_a_bad_event_raises_a_signal_error_saying_why(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SignalError, match=message):
+        CustomerEvent.from_dict({**SIMULATOR_JSON, **change})
+
+
+def test_actions_and_outcomes_encode_against_their_schemas() -> None:
+    d = decide(
+        contactable(), event("custom.go"), T0, journey_rules(send_journey(send_extra=", offer: X"))
+    )
+    (action,) = d.actions
+    back = roundtrip("Action", action.to_record())
+    assert back["action_id"] == action.action_id and back["not_before"] == T0
+    assert back["offer_id"] == "X" and back["category"] == "marketing"
+    for outcome in d.outcomes:
+        assert roundtrip("JourneyOutcome", outcome.to_record())["kind"] == outcome.kind
+
+
+def test_a_decoded_delivery_receipt_is_feedback() -> None:
+    record = {
+        "receipt_id": "a1:delivered",
+        "action_id": "a1",
+        "customer_id": "c1",
+        "channel": "email",
+        "status": "delivered",
+        "occurred_at": T0,
+    }
+    fb = DeliveryFeedback.from_dict(roundtrip("DeliveryReceipt", record))
+    assert (fb.status, fb.occurred_at) == ("delivered", T0)
+
+
+def test_every_bad_file_of_a_directory_is_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("id: a\n")
+    (tmp_path / "b.yaml").write_text("id: b\nversion: 1\nname: B\ncategory: nope\n")
+    with pytest.raises(JourneyError) as err:
+        load_rules(tmp_path)
+    text = str(err.value)
+    assert "a.yaml:1" in text and "b.yaml:4: category" in text
