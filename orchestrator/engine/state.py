@@ -254,8 +254,11 @@ class CustomerState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CustomerState:
-        """Tolerant load: unknown keys are ignored, missing keys take their defaults."""
-        return _decode_dataclass(cls, d)
+        """Tolerant load: unknown keys are ignored, missing keys take their defaults; the
+        result is a current-version state (it is written back as such)."""
+        state = _decode_dataclass(cls, d)
+        state.schema_version = SCHEMA_VERSION
+        return state
 
     def clone(self) -> CustomerState:
         """A deep copy, several times faster than copy.deepcopy (datetimes/strings are shared:

@@ -174,3 +174,41 @@ def test_same_history_same_decisions(history: list[tuple[int, str]]) -> None:
     _, a = play(history)
     _, b = play(history)
     assert [d for _, d in a.decisions] == [d for _, d in b.decisions]
+
+
+@PROPS
+@given(histories)
+def test_no_welcome_message_after_the_first_order(history: list[tuple[int, str]]) -> None:
+    events, result = play(history)
+    first_order = min(
+        (e.event_time for e in events if e.event_type == "order_placed"), default=None
+    )
+    for now, a in actions(result):
+        if a.journey_id == "welcome" and first_order is not None:
+            assert now < first_order
+
+
+@PROPS
+@given(histories)
+def test_channel_caps_hold(history: list[tuple[int, str]]) -> None:
+    _, result = play(history)
+    for channel, cap in RULES.policy.channel_caps.items():
+        times = [
+            n for n, a in actions(result) if a.channel == channel and a.category == "marketing"
+        ]
+        for t in times:
+            assert (
+                cap.per_day is None
+                or sum(1 for u in times if t - timedelta(days=1) < u <= t) <= cap.per_day
+            )
+
+
+@settings(max_examples=30, deadline=None)
+@given(histories, st.data())
+def test_redelivered_events_change_nothing(
+    history: list[tuple[int, str]], data: st.DataObject
+) -> None:
+    events, once = play(history)
+    redelivered = data.draw(st.lists(st.sampled_from(events), max_size=5))
+    twice = simulate(RULES, events + redelivered, events[-1].event_time + timedelta(days=3))
+    assert [(n, a) for n, a in actions(twice)] == [(n, a) for n, a in actions(once)]
