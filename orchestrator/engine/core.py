@@ -61,7 +61,7 @@ from orchestrator.engine.state import (
     StepVisit,
     pending_wakeups,
 )
-from orchestrator.engine.timeutil import local_time_to_utc, to_iso, zone
+from orchestrator.engine.timeutil import format_duration, local_time_to_utc, to_iso, zone
 
 __all__ = ["bucket", "decide"]
 
@@ -406,9 +406,8 @@ class _Run:
                     self.explain(
                         "suppressed",
                         "suppressed_after_purchase",
-                        "just ordered: this journey does not start for "
-                        f"{window.duration.days or window.duration.seconds // 3600}"
-                        f"{'d' if window.duration.days else 'h'} after an order",
+                        f"ordered {format_duration(self.now - last_order)} ago: this journey "
+                        f"does not start for {format_duration(window.duration)} after an order",
                         None,
                         journey,
                     )
