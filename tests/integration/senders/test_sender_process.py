@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orchestrator.config import Settings
@@ -23,7 +24,7 @@ from orchestrator.senders.service import group_id
 
 from .conftest import TEMPLATES
 from .kafkaio import committed_total, produce_actions, read_receipts
-from .servers import WebhookServer
+from .servers import WebhookServer, free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -54,9 +55,17 @@ def _env(settings: Settings, tmp_path: Path, url: str) -> dict[str, str]:
     return env
 
 
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start(env: dict[str, str], log: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.senders", "--channel", "sms", "--metrics-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.senders",
+            "--channel",
+            "sms",
+            "--metrics-port",
+            str(metrics_port),
+        ],
         cwd=REPO,
         env=env,
         stdout=log.open("ab"),
@@ -138,8 +147,10 @@ def test_sigterm_finishes_in_flight_sends_and_commits_them(
     env = _env(settings, tmp_path, webhook_server.url)
     log = tmp_path / "sender.log"
 
-    first = _start(env, log)
+    port = free_port()
+    first = _start(env, log, metrics_port=port)
     _wait_for(lambda: len(webhook_server.requests) >= 20, 60, "first deliveries")
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0, log.read_text()[-2000:]
     committed, end = committed_total(settings, "sms", group_id(settings, "sms"))
@@ -161,3 +172,11 @@ def test_sigterm_finishes_in_flight_sends_and_commits_them(
     keys = Counter(r.headers["Idempotency-Key"] for r in webhook_server.requests)
     assert len(keys) == 300 and set(keys.values()) == {1}  # nothing sent twice
     assert '"msg": "sender stopped"' in log.read_text()
+    # An SRE scraping /metrics saw the sender at work.
+    sent = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('tutti_sender_actions_sent_total{channel="sms",provider="webhook"}')
+    ]
+    assert sent and float(sent[0].split()[-1]) >= 1
+    assert "tutti_sender_send_latency_seconds_bucket" in metrics

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +141,20 @@ def test_error_bodies_quoting_the_number_do_not_leak_it(
     )
     assert outcome.error is not None and "612345678" not in str(outcome.error)
     assert json.loads(webhook_server.requests[0].body)["destination"] == "+33612345678"
+
+
+def test_a_misconfigured_sender_stops_at_once_with_the_setting_to_fix(tmp_path: Path) -> None:
+    env = dict(
+        os.environ, TUTTI_SENDER_WEBHOOK_URL="http://127.0.0.1:9/x", TUTTI_SENDER_WEBHOOK_SECRET=""
+    )
+    env.pop("TUTTI_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.senders", "--channel", "sms", "--metrics-port", "0"],
+        cwd=Path(__file__).resolve().parents[3],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "sender.webhook_secret is empty" in done.stderr
