@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.engine.signals import CustomerEvent
@@ -84,6 +84,14 @@ def _times_viewed(ctx: EvalContext) -> Any:
     return sum(1 for v in ctx.state.recent_views if v.product_id == pid)
 
 
+def _views_last_24h(ctx: EvalContext) -> Any:
+    if ctx.event is None or ctx.event.product is None:
+        return None
+    pid = ctx.event.product.product_id
+    since = ctx.event.event_time - timedelta(days=1)
+    return sum(1 for v in ctx.state.recent_views if v.product_id == pid and v.at > since)
+
+
 def _interested(ctx: EvalContext) -> Any:
     if ctx.event is None or ctx.event.product is None:
         return None
@@ -121,6 +129,7 @@ _FIELDS: dict[str, Resolver] = {
     "event.product.price_drop_pct": _ev(_drop_pct),
     "event.product.quantity": _ev(lambda e: e.product and e.product.quantity),
     "event.product.times_viewed": _times_viewed,
+    "event.product.views_last_24h": _views_last_24h,
     "event.product.interest": _interested,
     "event.order.id": _ev(lambda e: e.order and e.order.order_id),
     "event.order.total": _ev(lambda e: e.order and e.order.total.amount_minor),

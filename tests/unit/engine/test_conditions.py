@@ -71,3 +71,20 @@ def ctx(**state_fields: Any) -> EvalContext:
 )
 def test_condition(text: str, expected: bool) -> None:
     assert cond(text)(ctx()) is expected
+
+
+def test_views_in_the_last_day_ignore_old_views() -> None:
+    from datetime import timedelta
+
+    from orchestrator.engine.state import ProductView
+
+    state = CustomerState("c1")
+    state.recent_views = [
+        ProductView("p1", T0 - timedelta(days=3)),
+        ProductView("p1", T0 - timedelta(hours=2)),
+        ProductView("p1", T0),
+    ]
+    ev = event("product_view", product=product("p1"))
+    c = EvalContext(state, ev, None, T0)
+    assert cond("{field: event.product.times_viewed, op: eq, value: 3}")(c)
+    assert cond("{field: event.product.views_last_24h, op: eq, value: 2}")(c)
