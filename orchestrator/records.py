@@ -16,7 +16,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import SerializationError
 from orchestrator.kafka import consumer
 
-__all__ = ["read_topics", "to_json"]
+__all__ = ["read_raw", "read_topics", "to_json"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -36,22 +36,38 @@ def to_json(record: dict[str, Any]) -> str:
     return json.dumps(_jsonable(record), sort_keys=False)
 
 
-def read_topics(
-    settings: Settings,
-    topics: list[str],
-    schema_name: str,
-    follow: bool = False,
-    idle_timeout: float = 2.0,
-    codec: AvroCodec | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Yield decoded records of ``topics`` from the beginning, without joining a group's commits.
+def _end_offsets(
+    c: Any, partitions: list[Any], timeout: float = 15.0
+) -> dict[tuple[str, int], int]:
+    """High watermarks of non-empty partitions; retried while a new topic's leader is elected."""
+    from confluent_kafka import KafkaException
+
+    ends: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + timeout
+    for tp in partitions:
+        while True:
+            try:
+                low, high = c.get_watermark_offsets(tp, timeout=5)
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        if high > low:
+            ends[(tp.topic, tp.partition)] = high
+    return ends
+
+
+def read_raw(
+    settings: Settings, topics: list[str], follow: bool = False, idle_timeout: float = 2.0
+) -> Iterator[Any]:
+    """Yield raw messages of ``topics`` from the beginning, without a consumer group's commits.
 
     Without ``follow`` it stops once every partition has been read up to its end offset as of
     the start (or nothing arrived for ``idle_timeout``).
     """
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    codec = codec or AvroCodec.from_settings(settings.kafka)
     c = consumer(settings.kafka, f"tutti-tail-{uuid.uuid4().hex[:8]}")
     try:
         md = c.list_topics(timeout=10)
@@ -61,11 +77,7 @@ def read_topics(
             if t in md.topics
             for p in md.topics[t].partitions
         ]
-        ends: dict[tuple[str, int], int] = {}
-        for tp in partitions:
-            low, high = c.get_watermark_offsets(tp, timeout=10)
-            if high > low:
-                ends[(tp.topic, tp.partition)] = high
+        ends = _end_offsets(c, partitions)
         c.assign(partitions)
         last = time.monotonic()
         while follow or ends:
@@ -80,10 +92,24 @@ def read_topics(
             key = (msg.topic(), msg.partition())
             if key in ends and msg.offset() + 1 >= ends[key]:
                 del ends[key]
-            try:
-                record = codec.decode(msg.value(), schema_name, msg.topic())
-            except SerializationError as exc:
-                record = {"undecodable": str(exc)}
-            yield {"_topic": msg.topic(), "_offset": msg.offset(), **record}
+            yield msg
     finally:
         c.close()
+
+
+def read_topics(
+    settings: Settings,
+    topics: list[str],
+    schema_name: str,
+    follow: bool = False,
+    idle_timeout: float = 2.0,
+    codec: AvroCodec | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Decoded records of ``topics`` (see :func:`read_raw`); undecodable ones say why."""
+    codec = codec or AvroCodec.from_settings(settings.kafka)
+    for msg in read_raw(settings, topics, follow, idle_timeout):
+        try:
+            record = codec.decode(msg.value(), schema_name, msg.topic())
+        except SerializationError as exc:
+            record = {"undecodable": str(exc)}
+        yield {"_topic": msg.topic(), "_offset": msg.offset(), **record}
