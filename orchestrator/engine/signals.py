@@ -74,7 +74,7 @@ class Money:
             return None
         try:
             return cls(int(d["amount_minor"]), str(d["currency"]).upper())
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SignalError(f"money: expected amount_minor and currency, got {d!r}") from exc
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,7 +305,10 @@ class CustomerEvent:
             event_time = to_datetime(raw_time)
         except ValueError as exc:
             raise SignalError(f"event {event_id}: event_time: {exc}") from exc
-        identities = Identities.from_dict(_section(d, "identities"))
+        try:
+            identities = Identities.from_dict(_section(d, "identities"))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SignalError(f"event {event_id}: identities: {exc}") from exc
         if not identities.items():
             raise SignalError(f"event {event_id}: identities: at least one identifier is required")
         try:
@@ -324,8 +327,8 @@ class CustomerEvent:
                 loyalty=LoyaltyRef.from_dict(_section(d, "loyalty")),
                 attributes={str(k): str(v) for k, v in (d.get("attributes") or {}).items()},
             )
-        except (TypeError, ValueError, KeyError) as exc:
-            raise SignalError(f"event {event_id}: {exc}") from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SignalError(f"event {event_id}: malformed section: {exc}") from exc
 
     @property
     def customer_key(self) -> str | None:
@@ -348,7 +351,7 @@ class WakeUp:
     def from_dict(cls, d: Mapping[str, Any]) -> WakeUp:
         try:
             return cls(str(d["customer_id"]), to_datetime(d["due_at"]), str(d["token"]))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise SignalError(f"wake-up: {exc}") from exc
 
 
@@ -383,7 +386,7 @@ class DeliveryFeedback:
                 journey_id=_opt_str(d, "journey_id"),
                 reason=_opt_str(d, "reason"),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise SignalError(f"delivery receipt: {exc}") from exc
 
 

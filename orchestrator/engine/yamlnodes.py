@@ -100,8 +100,15 @@ class YNode:
         return str(self.node.value) if isinstance(self.node, yaml.ScalarNode) else ""
 
     def value(self) -> object:
-        """The plain Python value (scalars typed by the YAML resolver)."""
-        return yaml.safe_load(yaml.serialize(self.node))
+        """The plain Python value (scalars typed by the YAML resolver, safe tags only)."""
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_document(self.node)
+        except yaml.YAMLError:
+            # An unsupported tag: hand back the text so the caller reports a type problem.
+            return self.text or None
+        finally:
+            loader.dispose()
 
 
 def compose(text: str, source: str) -> YNode | Problem:

@@ -3,6 +3,7 @@ objects as the simulator's JSON, and actions/outcomes encode against their schem
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.engine import (
     CustomerEvent,
@@ -112,3 +115,53 @@ def test_every_bad_file_of_a_directory_is_reported_at_once(tmp_path: Path) -> No
         load_rules(tmp_path)
     text = str(err.value)
     assert "a.yaml:1" in text and "b.yaml:4: category" in text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _set(d: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(d))
+    node = out
+    for key in path[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            return out
+        node = nxt
+    node[path[-1]] = value
+    return out
+
+
+FIELD_PATHS = [
+    ["event_id"],
+    ["event_time"],
+    ["channel"],
+    ["event_type"],
+    ["identities"],
+    ["identities", "customer_id"],
+    ["order"],
+    ["order", "total"],
+    ["order", "items"],
+    ["order", "total", "amount_minor"],
+    ["attributes"],
+    ["product"],
+    ["consent"],
+    ["preferences"],
+    ["loyalty"],
+    ["support"],
+    ["message"],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FIELD_PATHS), json_values)
+def test_any_malformed_event_is_a_signal_error_never_a_crash(path: list[str], value: Any) -> None:
+    d = _set(SIMULATOR_JSON, path, value)
+    with contextlib.suppress(SignalError):
+        CustomerEvent.from_dict(d)

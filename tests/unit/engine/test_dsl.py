@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.engine import JourneyError, journey_problems, parse_journey
 from orchestrator.engine.journey import BranchStep, SendStep, WaitForStep, WaitStep
@@ -181,3 +183,27 @@ def test_cli_validate_accepts_the_library() -> None:
     result = CliRunner().invoke(journeys, ["validate", str(LIBRARY)])
     assert result.exit_code == 0, result.output
     assert "10 journey file(s) valid" in result.output
+
+
+LIBRARY_TEXTS = sorted(p.read_text() for p in LIBRARY.glob("*.yaml") if p.name != "policy.yaml")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(LIBRARY_TEXTS),
+    st.lists(
+        st.tuples(
+            st.integers(0, 10_000),
+            st.sampled_from(["", "x", ":", "-", "{", "  ", "1h", "\n", "[", "exit"]),
+        ),
+        max_size=4,
+    ),
+)
+def test_a_mangled_file_is_an_error_never_a_crash(text: str, edits: list[tuple[int, str]]) -> None:
+    for pos, insert in edits:
+        i = pos % (len(text) + 1)
+        text = text[:i] + insert + text[i + 1 :]
+    try:
+        parse_journey(text, "mangled.yaml")
+    except JourneyError as exc:
+        assert str(exc).startswith("mangled.yaml:")

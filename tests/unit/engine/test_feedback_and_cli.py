@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.engine import DeliveryFeedback, PolicyError, decide
 from orchestrator.engine.policy import parse_policy
@@ -151,3 +154,24 @@ def test_simulate_reports_a_bad_event_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(simulate, ["--journeys", str(LIBRARY), "--events", str(events)])
     assert result.exit_code != 0
     assert "events.jsonl:1" in str(result.exception) and "offset" in str(result.exception)
+
+
+POLICY_TEXT = (LIBRARY / "policy.yaml").read_text()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10_000), st.sampled_from(["", "x", ":", "-", "{", "  ", "1h", "\n", "["])
+        ),
+        max_size=4,
+    )
+)
+def test_a_mangled_policy_is_an_error_never_a_crash(edits: list[tuple[int, str]]) -> None:
+    text = POLICY_TEXT
+    for pos, insert in edits:
+        i = pos % (len(text) + 1)
+        text = text[:i] + insert + text[i + 1 :]
+    with contextlib.suppress(PolicyError):
+        parse_policy(text, "policy.yaml")
