@@ -1,0 +1,47 @@
+from typing import Any
+
+from orchestrator.analytics import JourneyStats
+
+
+def outcome(oid: str, kind: str, **over: Any) -> dict[str, Any]:
+    return {
+        "outcome_id": oid,
+        "journey_id": "cart",
+        "journey_version": 1,
+        "customer_id": "c",
+        "kind": kind,
+        "holdout": False,
+        "variant": None,
+        **over,
+    }
+
+
+def test_counts_per_arm_with_reasons_revenue_and_versions() -> None:
+    s = JourneyStats("cart")
+    for o in [
+        outcome("1", "entered"),
+        outcome("2", "sent", channel="push"),
+        outcome("3", "suppressed", reason="quiet_hours"),
+        outcome("4", "converted", revenue={"amount_minor": 4999, "currency": "EUR"}),
+        outcome("5", "exited", reason="goal"),
+        outcome("6", "entered", holdout=True, journey_version=2),
+        outcome("7", "converted", holdout=True, revenue={"amount_minor": 1000, "currency": "EUR"}),
+    ]:
+        assert s.apply(o)
+    treated, holdout = s.arms["treated"], s.arms["holdout"]
+    assert (treated.entered, treated.sent, treated.converted, treated.exited) == (1, 1, 1, 1)
+    assert treated.suppressed == {"quiet_hours": 1}
+    assert treated.sent_by_channel == {"push": 1}
+    assert treated.revenue_minor == {"EUR": 4999}
+    assert (holdout.entered, holdout.converted, holdout.sent) == (1, 1, 0)
+    assert s.versions == {"1": 1, "2": 1}
+    assert s.active == 1
+
+
+def test_a_redelivered_outcome_counts_once_and_state_round_trips() -> None:
+    s = JourneyStats("cart")
+    assert s.apply(outcome("1", "entered", variant="B"))
+    assert not s.apply(outcome("1", "entered", variant="B"))
+    back = JourneyStats.from_dict(s.to_dict())
+    assert back.arms["B"].entered == 1
+    assert not back.apply(outcome("1", "entered", variant="B"))
