@@ -49,11 +49,13 @@ from orchestrator.engine.signals import (
     WakeUp,
 )
 from orchestrator.engine.state import (
+    MAX_DECISION_NOTES,
     MAX_EVENT_IDS,
     MAX_HISTORY,
     Attribution,
     ChannelEngagement,
     CustomerState,
+    DecisionNote,
     Enrollment,
     JourneyHistory,
     OfferInFlight,
@@ -862,6 +864,14 @@ class _Run:
         s.send_log = [r for r in s.send_log if self.now - r.at < _SEND_LOG_KEEP]
         s.offers_in_flight = [o for o in s.offers_in_flight if o.until > self.now]
         s.attributions = [a for a in s.attributions if a.until > self.now and not a.converted]
+        if self.explanations:
+            s.recent_decisions.extend(
+                DecisionNote(
+                    e.at, e.kind, e.code, e.message, e.journey_id, e.step_id, e.channel, e.action_id
+                )
+                for e in self.explanations
+            )
+            del s.recent_decisions[:-MAX_DECISION_NOTES]
         wakeups = [w for w in pending_wakeups(s) if (w.token, w.due_at) not in self.known_wakeups]
         return Decision(
             self.cid,

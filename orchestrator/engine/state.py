@@ -27,6 +27,7 @@ __all__ = [
     "Commerce",
     "ConsentRecord",
     "CustomerState",
+    "DecisionNote",
     "Enrollment",
     "JourneyHistory",
     "Loyalty",
@@ -49,6 +50,7 @@ MAX_WISHLIST = 50
 MAX_IDENTITIES_PER_KIND = 5
 MAX_HISTORY = 40
 MAX_ORDER_IDS = 50
+MAX_DECISION_NOTES = 30
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,21 @@ class StepVisit:
     what: str
 
 
+@dataclass(frozen=True)
+class DecisionNote:
+    """One explained decision kept in the profile, for the single-customer view ("why did she
+    get this SMS?"). Same content as an Explanation; never personal data."""
+
+    at: datetime
+    kind: str
+    code: str
+    message: str
+    journey_id: str | None = None
+    step_id: str | None = None
+    channel: str | None = None
+    action_id: str | None = None
+
+
 @dataclass
 class Enrollment:
     """One customer's passage through one version of one journey."""
@@ -243,6 +260,7 @@ class CustomerState:
     timers: dict[str, datetime] = field(default_factory=dict)  # token -> due (inactivity checks)
     event_counts: dict[str, int] = field(default_factory=dict)
     recent_event_ids: list[str] = field(default_factory=list)
+    recent_decisions: list[DecisionNote] = field(default_factory=list)
     merged_from: list[str] = field(default_factory=list)
     first_seen_at: datetime | None = None
     last_activity_at: datetime | None = None
@@ -288,6 +306,7 @@ _ATOMIC = frozenset(
         SendRecord,
         OfferInFlight,
         StepVisit,
+        DecisionNote,
     }
 )
 
@@ -480,6 +499,16 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
             mine_hist.last_entered_at = _latest(mine_hist.last_entered_at, hist.last_entered_at)
             mine_hist.last_exited_at = _latest(mine_hist.last_exited_at, hist.last_exited_at)
             mine_hist.times_entered += hist.times_entered
+    notes = {(n.at, n.code, n.action_id, n.journey_id) for n in merged.recent_decisions}
+    merged.recent_decisions = sorted(
+        merged.recent_decisions
+        + [
+            n
+            for n in other.recent_decisions
+            if (n.at, n.code, n.action_id, n.journey_id) not in notes
+        ],
+        key=lambda n: n.at,
+    )[-MAX_DECISION_NOTES:]
     attributed = {a.enrollment_id for a in merged.attributions}
     merged.attributions += [a for a in other.attributions if a.enrollment_id not in attributed]
     for token, due in other.timers.items():

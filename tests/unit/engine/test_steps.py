@@ -321,3 +321,14 @@ def test_a_published_version_cannot_change() -> None:
     changed = parse_journey(WAITS.replace("template: first", "template: other"), "changed.yaml")
     with pytest.raises(JourneyError, match="new version"):
         rules.with_journey(changed)
+
+
+def test_the_profile_remembers_why_each_message_was_sent_or_not() -> None:
+    c = Customer(journey_rules(send_journey(channels="[sms, email]")), contactable())
+    c.send(event("custom.go"))
+    assert c.state is not None
+    (note,) = c.state.recent_decisions
+    assert (note.code, note.channel, note.journey_id) == ("sent", "email", "promo")
+    for _ in range(40):
+        c.send(event("custom.go", at(minutes=1 + _)))
+    assert len(c.state.recent_decisions) == 30  # bounded
