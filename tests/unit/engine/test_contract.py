@@ -165,3 +165,11 @@ def test_any_malformed_event_is_a_signal_error_never_a_crash(path: list[str], va
     d = _set(SIMULATOR_JSON, path, value)
     with contextlib.suppress(SignalError):
         CustomerEvent.from_dict(d)
+
+
+def test_a_profile_keyed_by_email_alone_never_exposes_the_address() -> None:
+    ev = CustomerEvent.from_dict({**SIMULATOR_JSON, "identities": {"email": "ana@example.com"}})
+    key = ev.customer_key
+    assert key is not None and key.startswith("email#") and "ana" not in key
+    d = decide(None, ev, T0, journey_rules(send_journey()))
+    assert d.state is not None and d.state.customer_id == key
