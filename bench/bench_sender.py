@@ -103,6 +103,7 @@ def _machine() -> dict[str, object]:
         "cpu_model": model,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "note": "broker, registry, endpoint and sender share this machine",
     }
 
