@@ -374,16 +374,6 @@ class _Run:
             return
         if not journey.entry.condition(EvalContext(s, ev, None, self.now)):
             return
-        if self.rules.is_paused(journey.id):
-            self.explain(
-                "suppressed", "journey_paused", "journey is paused: no new entries", None, journey
-            )
-            return
-        if (switch := self.rules.kill_switch(journey.id)) is not None:
-            self.explain(
-                "suppressed", "kill_switch", f"kill switch {switch}: no new entries", None, journey
-            )
-            return
         active = s.enrollment(journey.id)
         hist = s.journeys.get(journey.id)
         mode = journey.re_entry.mode
@@ -401,6 +391,17 @@ class _Run:
                 and self.now - hist.last_entered_at < after
             ):
                 return
+        # Only a customer who would really enter hears why they did not.
+        if self.rules.is_paused(journey.id):
+            self.explain(
+                "suppressed", "journey_paused", "journey is paused: no new entries", None, journey
+            )
+            return
+        if (switch := self.rules.kill_switch(journey.id)) is not None:
+            self.explain(
+                "suppressed", "kill_switch", f"kill switch {switch}: no new entries", None, journey
+            )
+            return
         last_order = s.commerce.last_order_at
         if last_order is not None:
             for window in self.policy.suppress_after_order:
