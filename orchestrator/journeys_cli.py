@@ -13,7 +13,7 @@ from orchestrator.engine.errors import PolicyError
 from orchestrator.engine.policy import parse_policy
 from orchestrator.engine.rules import POLICY_FILE
 from orchestrator.engine.timeutil import to_datetime
-from orchestrator.simulator import format_table, load_inputs
+from orchestrator.simulator import format_table, load_inputs, summarize
 from orchestrator.simulator import simulate as run_simulation
 
 __all__ = ["journeys", "simulate"]
@@ -117,3 +117,4 @@ def simulate(journeys_dir: str, events: str, until: str | None, fmt: str) -> Non
     else:
         for line in format_table(result.timeline):
             click.echo(line)
+        click.echo(f"\n{summarize(result.timeline)}")

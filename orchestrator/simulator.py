@@ -48,8 +48,12 @@ __all__ = [
     "SimulationResult",
     "Simulator",
     "TimelineEntry",
+    "format_table",
+    "load_inputs",
+    "parse_input",
     "read_inputs",
     "simulate",
+    "summarize",
 ]
 
 #: Without --until, wake-ups are followed this far past the last input.
@@ -321,6 +325,21 @@ def load_inputs(path: Path | str) -> list[Input]:
             return read_inputs(fh, str(p))
     except OSError as exc:
         raise ValidationError(f"{p}: cannot read the events file: {exc.strerror}") from exc
+
+
+def summarize(entries: Iterable[TimelineEntry]) -> str:
+    """One line for people: how many messages went out and why the others did not."""
+    entries = list(entries)
+    sent = sum(1 for t in entries if t.what == "send")
+    by_reason: dict[str, int] = {}
+    for t in entries:
+        if t.what in ("suppressed", "deferred", "held"):
+            key = f"{t.what} {t.reason}"
+            by_reason[key] = by_reason.get(key, 0) + 1
+    customers = len({t.customer_id for t in entries if t.customer_id != "-"})
+    parts = [f"{sent} sent to {customers} customer(s)"]
+    parts += [f"{n} {reason}" for reason, n in sorted(by_reason.items())]
+    return "; ".join(parts)
 
 
 def format_table(entries: Iterable[TimelineEntry]) -> Iterator[str]:
