@@ -332,3 +332,10 @@ def test_the_profile_remembers_why_each_message_was_sent_or_not() -> None:
     for _ in range(40):
         c.send(event("custom.go", at(minutes=1 + _)))
     assert len(c.state.recent_decisions) == 30  # bounded
+
+
+def test_a_redelivered_event_returns_the_same_state_object() -> None:
+    rules = journey_rules(WAITS)
+    first = decide(contactable(), event("add_to_cart", event_id="dup"), T0, rules)
+    again = decide(first.state, event("add_to_cart", event_id="dup"), at(minutes=1), rules)
+    assert again.state is first.state and again.actions == again.wakeups == ()
