@@ -36,6 +36,20 @@ _SAFE_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 log = logging.getLogger(__name__)
 
+_ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "ISK", "CLP", "VND", "XOF", "XAF"})
+
+
+def money(amount_minor: object, currency: object = "") -> str:
+    """``{{ order_total_minor | money(order_currency) }}`` → ``42.50 EUR``; empty if not a number."""
+    try:
+        minor = int(str(amount_minor))
+    except ValueError:
+        return ""
+    code = str(currency or "").upper()
+    if code in _ZERO_DECIMAL_CURRENCIES:
+        return f"{minor} {code}"
+    return f"{minor / 100:.2f} {code}".strip()
+
 
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
@@ -65,6 +79,7 @@ class TemplateRenderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
+        self._env.filters["money"] = money
 
     def template_for(self, template_id: str) -> str:
         if _SAFE_ID.match(template_id) and (self.templates_dir / template_id).is_dir():

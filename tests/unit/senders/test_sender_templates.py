@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.model import Action
@@ -72,10 +73,10 @@ def test_a_subject_cannot_inject_headers(
 ) -> None:
     msg = renderer.render(
         action_factory(
-            template_id="browse_abandonment", payload={"product_name": "x\r\nBcc: evil@x"}
+            template_id="browse_recommendation", payload={"product_name": "x\r\nBcc: evil@x"}
         )
     )
-    assert "\n" not in msg.subject and "\r" not in msg.subject
+    assert msg.subject == "Still thinking about x Bcc: evil@x?"  # folded onto one line
 
 
 def test_every_shipped_template_renders_every_part(
@@ -104,3 +105,37 @@ def test_a_broken_template_falls_back_to_default(
 def test_a_templates_folder_without_default_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ProviderConfigError, match=r"sender\.templates_dir"):
         TemplateRenderer(tmp_path)
+
+
+def _template_ids(node: object) -> set[str]:
+    """Every template id named in a journey file (a string, or variant -> id)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "template":
+                found |= {value} if isinstance(value, str) else set(value.values())
+            else:
+                found |= _template_ids(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _template_ids(item)
+    return found
+
+
+def test_every_template_the_journey_library_names_is_shipped() -> None:
+    journeys = sorted((TEMPLATES.parent / "journeys").glob("*.yaml"))
+    named = set().union(*(_template_ids(yaml.safe_load(p.read_text())) for p in journeys))
+    assert named, "the journey library names no template: has its format changed?"
+    missing = sorted(t for t in named if not (TEMPLATES / t).is_dir())
+    assert not missing, f"journeys name templates that would fall back to default: {missing}"
+
+
+def test_order_totals_render_as_money(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    payload = {"order_id": "O-17", "order_total_minor": "4250", "order_currency": "EUR"}
+    msg = renderer.render(action_factory(template_id="order_confirmation", payload=payload))
+    assert "Thank you for your order O-17 (42.50 EUR)" in msg.text
+    yen = {"order_id": "O-18", "order_total_minor": "4250", "order_currency": "JPY"}
+    msg = renderer.render(action_factory(template_id="order_confirmation", payload=yen))
+    assert "(4250 JPY)" in msg.text
