@@ -102,6 +102,8 @@ class SenderSettings:
     #: Parallel HTTP connections to the webhook endpoint. httpx slows down sharply with more
     #: concurrent requests per client (encode/httpx#3215); 4 measured best here.
     webhook_connections: int = 4
+    #: Extra CA bundle (PEM) to trust for the SMTP server's certificate, e.g. a private CA.
+    smtp_ca_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ def build_provider(name: str, settings: SenderSettings) -> Provider:
                 sender=settings.smtp_from,
                 timeout_s=settings.smtp_timeout_ms / 1000,
                 connections=settings.smtp_connections,
+                ca_file=settings.smtp_ca_file,
             ),
             renderer,
         )

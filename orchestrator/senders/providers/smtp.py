@@ -47,6 +47,7 @@ class SmtpConfig:
     timeout_s: float = 10.0
     connections: int = 4
     validate_certs: bool = True
+    ca_file: str = ""
 
 
 def message_id(action: Action, sender: str) -> str:
@@ -104,6 +105,7 @@ class SmtpProvider:
             # False, not None: without the setting, never upgrade on the server's offer.
             start_tls=bool(c.starttls),
             validate_certs=c.validate_certs,
+            cert_bundle=c.ca_file or None,
             username=c.username or None,
             password=c.password or None,
         )

@@ -10,22 +10,38 @@ import email
 import email.policy
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made by the real openssl, and its key."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 @dataclass
@@ -70,10 +86,33 @@ class SmtpSink:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    """Plain SMTP, or with ``tls``: STARTTLS required and AUTH (user ``tutti``, ``password``)."""
+
+    USER, PASSWORD = "tutti", "s3cret-pass"
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.sink = SmtpSink()
         self.port = free_port()
-        self._controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+        extra: dict[str, Any] = {}
+        if tls is not None:
+            extra = {
+                "tls_context": tls,
+                "require_starttls": True,
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": True,
+            }
+        self._controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, **extra)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode(),
+            auth_data.password.decode(),
+        ) == (self.USER, self.PASSWORD)
+        # handled=False: let aiosmtpd answer "535 ... credentials invalid" itself.
+        return AuthResult(success=ok, handled=False)
 
     def __enter__(self) -> SmtpServer:
         self._controller.start()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from orchestrator.senders.errors import BounceError, TransientDeliveryError
+from orchestrator.senders.errors import BounceError, ProviderConfigError, TransientDeliveryError
 from orchestrator.senders.model import Action
 from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
 from orchestrator.senders.templates import TemplateRenderer
 
 from .conftest import TEMPLATES
-from .servers import SmtpServer, free_port
+from .servers import SmtpServer, free_port, self_signed_cert
 
 FROM = "Shop <news@shop.example>"
 
@@ -98,3 +100,52 @@ def test_an_invalid_destination_fails_without_reaching_the_server(
     )
     assert getattr(error, "code", None) == "invalid_destination"
     assert smtp_server.messages == []
+
+
+@pytest.fixture
+def tls_smtp_server(tmp_path: Path) -> Iterator[tuple[SmtpServer, Path]]:
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with SmtpServer(tls=context) as server:
+        yield server, cert
+
+
+def test_starttls_and_auth_deliver_when_configured(
+    tls_smtp_server: tuple[SmtpServer, Path], action_factory: Callable[..., Action]
+) -> None:
+    server, cert = tls_smtp_server
+    provider = _provider(
+        server.port,
+        starttls=True,
+        username=SmtpServer.USER,
+        password=SmtpServer.PASSWORD,
+        ca_file=str(cert),  # the server's self-signed certificate is verified, not ignored
+    )
+    [result] = asyncio.run(_send(provider, action_factory()))
+    assert not isinstance(result, BaseException), result
+    assert [m.rcpt_tos for m in server.messages] == [["ann.1@example.com"]]
+
+
+def test_a_refused_login_stops_the_sender_with_the_setting_to_fix(
+    tls_smtp_server: tuple[SmtpServer, Path], action_factory: Callable[..., Action]
+) -> None:
+    server, cert = tls_smtp_server
+    provider = _provider(
+        server.port, starttls=True, username="tutti", password="wrong", ca_file=str(cert)
+    )
+    [error] = asyncio.run(_send(provider, action_factory()))
+    assert isinstance(error, ProviderConfigError)
+    assert "sender.smtp_password" in str(error)
+    assert server.messages == []
+
+
+def test_an_untrusted_certificate_is_not_accepted(
+    tls_smtp_server: tuple[SmtpServer, Path], action_factory: Callable[..., Action]
+) -> None:
+    server, _ = tls_smtp_server
+    provider = _provider(
+        server.port, starttls=True, username=SmtpServer.USER, password=SmtpServer.PASSWORD
+    )
+    [error] = asyncio.run(_send(provider, action_factory()))
+    assert isinstance(error, TransientDeliveryError) and server.messages == []
