@@ -268,4 +268,11 @@ class SenderLoop:
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
             for tp in offsets:
-                self.metrics.committed_offset.labels(self.channel, str(tp.partition)).set(tp.offset)
+                label = str(tp.partition)
+                self.metrics.committed_offset.labels(self.channel, label).set(tp.offset)
+                # Cached watermarks come with every fetch response: no extra broker round trip.
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    self.metrics.consumer_lag.labels(self.channel, label).set(
+                        max(0, high - tp.offset)
+                    )

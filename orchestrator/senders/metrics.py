@@ -97,6 +97,12 @@ class SenderMetrics:
             ["channel"],
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "tutti_sender_consumer_lag",
+            "Actions waiting in the partition after the last commit (end offset - committed).",
+            ["channel", "partition"],
+            registry=r,
+        )
         self.committed_offset = Gauge(
             "tutti_sender_committed_offset",
             "Last committed offset per partition (compare with the topic end for lag).",

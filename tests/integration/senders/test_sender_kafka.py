@@ -71,8 +71,9 @@ def test_email_actions_are_delivered_once_and_reported(
     bounce = action_factory(3, destination="bounce.bob@example.com")
     produce_actions(s, [due, due, expired, bounce], raw=[b"\x00\x00\x00\x00\x01garbage"])
 
+    registry = CollectorRegistry()
     with caplog.at_level(logging.INFO):
-        _run_until(build_sender(s, "email", registry=CollectorRegistry()), processed=5)
+        _run_until(build_sender(s, "email", registry=registry), processed=5)
 
     # The customer got exactly one e-mail, the right one.
     [mail] = smtp_server.messages
@@ -105,6 +106,21 @@ def test_email_actions_are_delivered_once_and_reported(
     assert len(letters) == 1
     letter = AvroCodec.from_settings(s.kafka).decode(letters[0].value(), "DeadLetter", "x")
     assert letter["value"] == b"\x00\x00\x00\x00\x01garbage" and letter["worker"] == "sender-email"
+    # What an SRE sees: no lag left, one send, one duplicate, one expiry, one bounce.
+    lag = [m for m in registry.collect() if m.name == "tutti_sender_consumer_lag"]
+    assert lag and lag[0].samples and all(x.value == 0 for x in lag[0].samples)
+    labels = {"channel": "email", "provider": "smtp"}
+    assert registry.get_sample_value("tutti_sender_actions_sent_total", labels) == 1
+    assert (
+        registry.get_sample_value(
+            "tutti_sender_dedupe_hits_total", {"channel": "email", "kind": "duplicate"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value("tutti_sender_undecodable_records_total", {"channel": "email"})
+        == 1
+    )
     # Logs are useful but never show an address (the test SMTP server's own log aside).
     logs = "\n".join(
         JsonFormatter().format(r) for r in caplog.records if not r.name.startswith("mail.log")
