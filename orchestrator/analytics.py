@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.engine.measurement import LiftReport
+
 __all__ = ["ArmStats", "JourneyStats", "arm_of"]
 
 MAX_RECENT_IDS = 5000
@@ -86,6 +88,18 @@ class JourneyStats:
     def active(self) -> int:
         """Enrolments entered and not yet exited (all arms)."""
         return sum(a.entered - a.exited for a in self.arms.values())
+
+    def lift(self) -> LiftReport:
+        """All treated arms together against the holdout."""
+        treated = [a for name, a in self.arms.items() if name != "holdout"]
+        holdout = self.arms.get("holdout", ArmStats())
+        return LiftReport(
+            self.journey_id,
+            sum(a.entered for a in treated),
+            sum(a.converted for a in treated),
+            holdout.entered,
+            holdout.converted,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -26,9 +26,9 @@ def _register() -> None:
 
     for command in (config_group, demo, schemas, stack, topics):
         cli.add_command(command)
-    from orchestrator.traffic_cli import actions, dlq, produce
+    from orchestrator.traffic_cli import actions, dlq, produce, report
 
-    for command in (actions, dlq, produce):
+    for command in (actions, dlq, produce, report):
         cli.add_command(command)
     from orchestrator.senders.cli import sender
 

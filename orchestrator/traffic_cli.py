@@ -21,7 +21,7 @@ from orchestrator.records import read_topics, to_json
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import ACTION_CHANNELS
 
-__all__ = ["actions", "dlq", "produce", "read_event_file"]
+__all__ = ["actions", "dlq", "produce", "read_event_file", "report"]
 
 
 def read_event_file(
@@ -137,3 +137,45 @@ def dlq_tail(config_path: Path | None, follow: bool) -> None:
         settings, [Topics(settings.topics).dead_letters], "DeadLetter", follow=follow
     ):
         click.echo(to_json(record))
+
+
+@click.command()
+@config_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def report(config_path: Path | None, fmt: str) -> None:
+    """Per-journey results from the outcomes topic: entries, sends, suppressions by reason,
+    conversions and revenue per arm, and lift over the holdout with a 95% interval."""
+    from orchestrator.analytics import JourneyStats
+
+    settings = settings_from(config_path)
+    stats: dict[str, JourneyStats] = {}
+    topic = Topics(settings.topics).outcomes
+    for record in read_topics(settings, [topic], "JourneyOutcome"):
+        if "undecodable" in record:
+            continue
+        journey = str(record["journey_id"])
+        stats.setdefault(journey, JourneyStats(journey)).apply(record)
+    if fmt == "json":
+        for s in stats.values():
+            d = s.to_dict()
+            d.pop("recent_ids")
+            click.echo(json.dumps(d))
+        return
+    if not stats:
+        click.echo("no journey outcomes yet")
+    for journey in sorted(stats):
+        s = stats[journey]
+        click.echo(f"\n{journey}  (enrolments by version: {s.versions}; active {s.active})")
+        click.echo(
+            f"  {'arm':<10} {'entered':>8} {'sent':>6} {'conv':>6} {'rate':>7}  revenue      suppressed"
+        )
+        for name in sorted(s.arms):
+            a = s.arms[name]
+            revenue = ", ".join(f"{v / 100:.2f} {c}" for c, v in a.revenue_minor.items()) or "-"
+            supp = ", ".join(f"{r} {n}" for r, n in sorted(a.suppressed.items())) or "-"
+            click.echo(
+                f"  {name:<10} {a.entered:>8} {a.sent:>6} {a.converted:>6} "
+                f"{a.conversion_rate:>7.1%}  {revenue:<12} {supp}"
+            )
+        if "holdout" in s.arms:
+            click.echo("  " + s.lift().summary())

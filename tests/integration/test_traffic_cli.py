@@ -110,3 +110,40 @@ def test_actions_tail_prints_actions_as_json_lines(settings: Settings) -> None:
         ("a-1", "sms", "cart abandoned")
     ]
     assert printed[0]["created_at"] == "2026-11-25T08:00:00+00:00"
+
+
+def test_report_shows_arms_and_lift_from_the_outcomes_topic(settings: Settings) -> None:
+    from orchestrator.emit import decision_records
+    from orchestrator.engine.rules import load_rules
+    from orchestrator.simulator import load_inputs, simulate
+
+    root = Path(__file__).resolve().parents[2]
+    result = simulate(
+        load_rules(root / "journeys"),
+        load_inputs(root / "tests/scenarios/events/lib_win_back.jsonl"),
+    )
+    codec = AvroCodec.from_settings(settings.kafka)
+    topics = Topics(settings.topics)
+    p = producer(settings.kafka)
+    outcomes = []
+    for _, decision in result.decisions:
+        outcomes += decision.outcomes
+        for rec in decision_records(decision, topics, codec):
+            if rec.topic == topics.outcomes:
+                p.produce(rec.topic, key=rec.key, value=rec.value)
+                p.produce(rec.topic, key=rec.key, value=rec.value)  # redelivery counts once
+    p.flush(10)
+    entries = [o for o in outcomes if o.kind == "entered" and o.journey_id == "win_back"]
+    holdout_entries = sum(o.holdout for o in entries)
+    treated_entries = len(entries) - holdout_entries
+    assert holdout_entries and treated_entries, "scenario must have both arms"
+
+    proc = _tutti(settings, "report", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    stats = {d["journey_id"]: d for d in map(json.loads, proc.stdout.splitlines())}
+    arms = stats["win_back"]["arms"]
+    assert arms["holdout"]["entered"] == holdout_entries
+    assert sum(a["entered"] for k, a in arms.items() if k != "holdout") == treated_entries
+
+    table = _tutti(settings, "report")
+    assert "win_back" in table.stdout and "lift" in table.stdout and "95% CI" in table.stdout
