@@ -1,7 +1,7 @@
 """The offline simulator: the decision engine driven by a virtual clock over a file of events.
 
 A thin loop over `orchestrator.engine.decide`: events and wake-ups are processed in time order
-(wake-ups due at the same instant as an event go first), identities are linked the way the
+(an event at the same instant as a due wake-up goes first), identities are linked the way the
 live identity hop links them, and every action, suppression, deferral and outcome is written to
 a timeline. It is how a marketer tests a journey before publishing it, and the oracle the
 streaming pipeline is checked against (same input -> same actions, same action ids).
@@ -176,8 +176,9 @@ class Simulator:
         self._seq = 0
 
     def push(self, at: datetime, item: Input | WakeUp) -> None:
-        # At the same instant, wake-ups (0) go before inputs (1): they were scheduled earlier.
-        heapq.heappush(self._queue, (at, 0 if isinstance(item, WakeUp) else 1, self._seq, item))
+        # At the same instant, inputs (0) go before wake-ups (1): a STOP or an order at that very
+        # moment is then known before a due message is sent (decide ticks due steps itself).
+        heapq.heappush(self._queue, (at, 1 if isinstance(item, WakeUp) else 0, self._seq, item))
         self._seq += 1
 
     def run(self, inputs: Iterable[Input], until: datetime | None = None) -> SimulationResult:

@@ -6,6 +6,7 @@ virtual clock and we check what a regulator or an annoyed customer would check.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +14,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.engine import Action, CustomerEvent
+from orchestrator.engine import Action, CustomerEvent, CustomerState, decide
 from orchestrator.simulator import SimulationResult, simulate
+from orchestrator.vocabulary import EVENT_TYPES
 
 from .factories import library
 
@@ -212,3 +214,55 @@ def test_redelivered_events_change_nothing(
     redelivered = data.draw(st.lists(st.sampled_from(events), max_size=5))
     twice = simulate(RULES, events + redelivered, events[-1].event_time + timedelta(days=3))
     assert [(n, a) for n, a in actions(twice)] == [(n, a) for n, a in actions(once)]
+
+
+SECTIONS: dict[str, Any] = {
+    "product": {"product_id": "p1", "price": {"amount_minor": 900, "currency": "EUR"}},
+    "order": {
+        "order_id": "o1",
+        "total": {"amount_minor": 900, "currency": "EUR"},
+        "store_id": None,
+    },
+    "consent": {"channel": "email", "purpose": "marketing", "status": "opted_out"},
+    "support": {"ticket_id": "t1"},
+    "message": {"journey_id": "cart_abandonment", "reply_text": "STOP"},
+    "preferences": {
+        "time_zone": "Asia/Tokyo",
+        "quiet_hours_start": "22:00",
+        "quiet_hours_end": "07:00",
+    },
+    "loyalty": {"tier": "gold", "points_delta": 5},
+}
+
+any_event = st.tuples(
+    st.sampled_from([*sorted(EVENT_TYPES), "custom.quiz"]),
+    st.integers(min_value=-3000, max_value=3000),  # event time vs processing time, minutes
+    st.integers(min_value=0, max_value=3000),  # processing clock advance, minutes
+    st.sets(st.sampled_from(sorted(SECTIONS))),
+    st.sampled_from(["web", "app", "email", "sms", "push", "store", "catalog"]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(any_event, min_size=1, max_size=30))
+def test_any_history_in_any_order_is_decided_and_the_state_survives_storage(
+    history: list[tuple[str, int, int, set[str], str]],
+) -> None:
+    state: CustomerState | None = None
+    now = START
+    for n, (etype, skew, advance, sections, channel) in enumerate(history):
+        now += timedelta(minutes=advance)
+        d: dict[str, Any] = {
+            "event_id": f"f{n}",
+            "event_time": (now + timedelta(minutes=skew)).isoformat(),
+            "channel": channel,
+            "event_type": etype,
+            "identities": {"customer_id": CID, "email": "f@example.test", "push_token": "t"},
+            **{k: SECTIONS[k] for k in sections},
+        }
+        decision = decide(state, CustomerEvent.from_dict(d), now, RULES)
+        state = decision.state
+        assert state is not None
+        assert CustomerState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+        for a in decision.actions:
+            assert a.not_before == now and a.expires_at >= now
