@@ -158,6 +158,7 @@ _FIELDS: dict[str, Resolver] = {
     "profile.cart.product_ids": lambda c: sorted(c.state.cart),
     "profile.wishlist": lambda c: list(c.state.wishlist),
     "profile.viewed_products": lambda c: [v.product_id for v in c.state.recent_views],
+    "profile.recent_categories": lambda c: list(c.state.recent_categories),
     "profile.loyalty.tier": lambda c: c.state.loyalty.tier,
     "profile.loyalty.previous_tier": lambda c: c.state.loyalty.previous_tier,
     "profile.loyalty.points": lambda c: c.state.loyalty.points,

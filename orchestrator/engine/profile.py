@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.engine.signals import ConsentChange, CustomerEvent
 from orchestrator.engine.state import (
+    MAX_CATEGORIES,
     MAX_IDENTITIES_PER_KIND,
     MAX_ORDER_IDS,
     MAX_VIEWS,
@@ -205,6 +206,11 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
     last_order = state.commerce.last_order_at
     if ev.event_type in ("add_to_cart", "remove_from_cart") and last_order and at < last_order:
         p = None  # a late cart event from before the last order must not refill the cart
+    if ev.event_type in ("product_view", "category_view") and p is not None and p.category:
+        if p.category in state.recent_categories:
+            state.recent_categories.remove(p.category)
+        state.recent_categories.append(p.category)
+        del state.recent_categories[:-MAX_CATEGORIES]
     match ev.event_type:
         case "product_view" if p is not None and p.product_id:
             state.recent_views.append(ProductView(p.product_id, at, p.category, p.name))

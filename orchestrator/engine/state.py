@@ -46,6 +46,7 @@ SCHEMA_VERSION = 1
 # Bounds keep one customer's record small whatever they do.
 MAX_EVENT_IDS = 256
 MAX_VIEWS = 30
+MAX_CATEGORIES = 10
 MAX_WISHLIST = 50
 MAX_IDENTITIES_PER_KIND = 5
 MAX_HISTORY = 40
@@ -243,6 +244,7 @@ class CustomerState:
     cart: dict[str, CartLine] = field(default_factory=dict)
     cart_updated_at: datetime | None = None
     recent_views: list[ProductView] = field(default_factory=list)
+    recent_categories: list[str] = field(default_factory=list)  # most recent last
     wishlist: list[str] = field(default_factory=list)
     last_search: str | None = None
     app_installed: bool = False
@@ -470,6 +472,9 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
     views = {(v.product_id, v.at): v for v in merged.recent_views + other.recent_views}
     merged.recent_views = sorted(views.values(), key=lambda v: v.at)[-MAX_VIEWS:]
     merged.wishlist = list(dict.fromkeys(merged.wishlist + other.wishlist))[-MAX_WISHLIST:]
+    merged.recent_categories = list(
+        dict.fromkeys(other.recent_categories + merged.recent_categories)
+    )[-MAX_CATEGORIES:]
     merged.app_installed = merged.app_installed or other.app_installed
     for tid, at in other.open_tickets.items():
         merged.open_tickets.setdefault(tid, at)

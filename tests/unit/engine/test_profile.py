@@ -84,7 +84,7 @@ CASES: dict[str, tuple[list[Any], Any]] = {
     ),
     "category_view": (
         [event("category_view", product={"product_id": "", "category": "shoes"})],
-        lambda s: s.recent_views == [] and s.event_counts["category_view"] == 1,
+        lambda s: s.recent_views == [] and s.recent_categories == ["shoes"],
     ),
     "search": (
         [event("search", attributes={"query": "red shoes"})],
