@@ -83,10 +83,10 @@ class SenderLoop:
         """Consume until :meth:`stop` (or ``max_idle_polls`` empty polls in a row, for tests)."""
         self.consumer.subscribe([self.actions_topic])
         idle = 0
-        last_purge = 0.0
+        last_purge: float | None = None  # purge once at start, then every purge_every_s
         try:
             while not self.stopping:
-                if time.monotonic() - last_purge > self.purge_every_s:
+                if last_purge is None or time.monotonic() - last_purge > self.purge_every_s:
                     purged = self.processor.dedupe.purge(self.processor.clock())
                     last_purge = time.monotonic()
                     if purged:

@@ -162,15 +162,15 @@ class ActionProcessor:
                 provider_message_id=entry.provider_message_id,
                 attempts=0,
             )
-        if entry is not None:  # pending: a previous process died while sending it
-            self.metrics.uncertain_resends.labels(self.channel).inc()
-            log.warning(
-                "resending an action whose previous send had an unknown outcome",
-                extra={"action_id": action.action_id},
-            )
+        # An entry still ``pending`` here means a previous process died during a provider call.
+        uncertain = entry is not None
 
         if received_ms >= action.expires_at_ms:
-            return self._finish(action, "expired", "expired", attempts=0)
+            # After a crash mid-send the message may have left anyway: say so, do not guess.
+            reason = (
+                "expired: an earlier attempt may have been delivered" if uncertain else "expired"
+            )
+            return self._finish(action, "expired", reason, attempts=0)
         hold_ms = action.not_before_ms - received_ms
         if hold_ms > self.max_hold_ms:
             return self._finish(action, "rejected", "not_before_too_far", attempts=0)
@@ -179,15 +179,25 @@ class ActionProcessor:
             if self.clock() >= action.expires_at_ms:
                 return self._finish(action, "expired", "expired", attempts=0)
 
-        self.dedupe.put(
-            action.action_id,
-            DedupeEntry("pending", received_ms, ref.topic, ref.partition, ref.offset),
-        )
+        if uncertain:
+            self.metrics.uncertain_resends.labels(self.channel).inc()
+            log.warning(
+                "resending an action whose previous send had an unknown outcome",
+                extra={"action_id": action.action_id},
+            )
+        pending = DedupeEntry("pending", received_ms, ref.topic, ref.partition, ref.offset)
+
+        async def before_attempt() -> None:
+            await self._take_token()
+            # Marked only once a provider call is about to start: an action abandoned while it
+            # waited for the rate limiter is known not to have left.
+            self.dedupe.put(action.action_id, pending)
+
         outcome = await send_with_retry(
             self.provider,
             action,
             self.retry,
-            before_attempt=self._take_token,
+            before_attempt=before_attempt,
             on_retry=lambda exc: self.metrics.retries.labels(*self._labels, exc.code).inc(),
             sleep=self.sleep,
             rng=self.rng,

@@ -221,3 +221,47 @@ def test_logs_carry_ids_but_never_the_destination(
     assert "act-1" in formatted  # the log is useful...
     assert "secret.person" not in formatted  # ...and private
     assert receipt.reason is not None and "secret.person" not in receipt.reason
+
+
+def test_an_interrupted_send_that_has_since_expired_is_reported_honestly(
+    harness: Harness, action_factory: Callable[..., Action]
+) -> None:
+    harness.dedupe.put("act-1", DedupeEntry("pending", NOW_MS - 5000, REF.topic, 0, 10))
+    receipt = harness.handle(action_factory(expires_at_ms=NOW_MS - 1))
+    assert receipt.status == "expired" and harness.provider.delivered == []
+    assert receipt.reason == "expired: an earlier attempt may have been delivered"
+    assert harness.count("tutti_sender_uncertain_resends_total", channel="email") == 0
+
+
+class RecordingProvider(InMemoryProvider):
+    """Notes the dedupe entry's state at the moment the provider is called."""
+
+    def __init__(self, dedupe: InMemoryDedupeStore) -> None:
+        super().__init__()
+        self.dedupe = dedupe
+        self.states_seen: list[str | None] = []
+
+    async def send(self, action: Action) -> Any:
+        entry = self.dedupe.get(action.action_id, NOW_MS)
+        self.states_seen.append(entry.state if entry else None)
+        return await super().send(action)
+
+
+def test_an_action_is_marked_pending_only_once_its_provider_call_starts(
+    clock: FakeClock, metrics: SenderMetrics, action_factory: Callable[..., Action]
+) -> None:
+    harness = Harness(clock, metrics)
+    provider = RecordingProvider(harness.dedupe)
+    harness.processor.provider = provider
+    waits_seen: list[object] = []
+
+    async def slow_token() -> None:
+        # While waiting for the rate limiter nothing has left: the store must not claim otherwise.
+        waits_seen.append(harness.dedupe.get("act-1", NOW_MS))
+
+    harness.processor._take_token = slow_token  # type: ignore[method-assign]
+    receipt = harness.handle(action_factory())
+    assert waits_seen == [None]
+    assert provider.states_seen == ["pending"]
+    entry = harness.dedupe.get("act-1", NOW_MS)
+    assert receipt.status == "sent" and entry is not None and entry.state == "done"
