@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.senders.ratelimit import TokenBucket
 
@@ -38,3 +40,24 @@ def test_tokens_refill_with_time_but_never_beyond_burst(clock: FakeClock) -> Non
     clock.ms += 60_000  # a quiet minute refills at most `burst` tokens
     assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]
     assert bucket.reserve() == 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=500),
+    burst=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=60),
+)
+def test_no_window_ever_sees_more_than_burst_plus_rate_times_its_length(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=rate, burst=burst, clock=lambda: now[0])
+    uses = []
+    for gap in gaps:
+        now[0] += gap
+        uses.append(now[0] + bucket.reserve())  # when the caller may actually send
+    uses.sort()
+    for i, start in enumerate(uses):
+        for j in range(i, len(uses)):
+            assert j - i + 1 <= burst + rate * (uses[j] - start) + 1e-6
