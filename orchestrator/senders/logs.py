@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 __all__ = ["JsonFormatter", "configure_logging"]
@@ -34,10 +35,12 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter()
-    formatter.converter = __import__("time").gmtime
+    formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request URL at INFO; keep it for debugging only.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx (webhooks) and httpx2 (confluent-kafka's registry client) log every request URL at
+    # INFO; keep that for debugging only.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
