@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChainableUndefined, FileSystemLoader, TemplateNotFound
+from jinja2 import ChainableUndefined, FileSystemLoader, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.senders.errors import ProviderConfigError
@@ -78,13 +78,23 @@ class TemplateRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            # Compiled once per process; no stat() of every file on every render. Restart the
+            # sender to pick up edited templates.
+            auto_reload=False,
+            cache_size=-1,
         )
+        self._resolved: dict[str, str] = {}
+        self._selected: dict[tuple[str, str | None, str, bool], Template | None] = {}
         self._env.filters["money"] = money
 
     def template_for(self, template_id: str) -> str:
-        if _SAFE_ID.match(template_id) and (self.templates_dir / template_id).is_dir():
-            return template_id
-        return DEFAULT_TEMPLATE
+        resolved = self._resolved.get(template_id)
+        if resolved is None:
+            ok = _SAFE_ID.match(template_id) and (self.templates_dir / template_id).is_dir()
+            resolved = template_id if ok else DEFAULT_TEMPLATE
+            if len(self._resolved) < 10_000:  # ids come from data: keep the cache bounded
+                self._resolved[template_id] = resolved
+        return resolved
 
     def _candidates(
         self, template_id: str, locale: str | None, part: str, fallback: bool
@@ -109,10 +119,20 @@ class TemplateRenderer:
         ctx: dict[str, Any],
         fallback: bool = True,
     ) -> str:
-        names = self._candidates(template_id, locale, part, fallback)
-        try:
-            template = self._env.select_template(names)
-        except TemplateNotFound:
+        key = (template_id, locale, part, fallback)
+        if key in self._selected:
+            template = self._selected[key]
+        else:
+            # Misses are remembered too: Jinja only caches templates it found.
+            try:
+                template = self._env.select_template(
+                    self._candidates(template_id, locale, part, fallback)
+                )
+            except TemplateNotFound:
+                template = None
+            if len(self._selected) < 10_000:
+                self._selected[key] = template
+        if template is None:
             return ""
         try:
             return template.render(ctx)
