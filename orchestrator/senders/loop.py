@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from orchestrator.codec import AvroCodec
@@ -27,9 +27,53 @@ from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import Action, DeliveryReceipt
 from orchestrator.senders.processor import ActionProcessor, RecordRef
 
-__all__ = ["SenderLoop"]
+__all__ = ["SenderLoop", "commit_with_retry"]
 
 log = logging.getLogger("orchestrator.senders")
+
+
+# Errors a broker restart or a coordinator move produces: worth waiting out, not crashing on.
+_TRANSIENT_COMMIT_ERRORS = frozenset(
+    {
+        "_TRANSPORT",
+        "_TIMED_OUT",
+        "_ALL_BROKERS_DOWN",
+        "REQUEST_TIMED_OUT",
+        "COORDINATOR_NOT_AVAILABLE",
+        "NOT_COORDINATOR",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+    }
+)
+
+
+async def commit_with_retry(
+    consumer: Any,
+    offsets: list[Any],
+    timeout_s: float = 60.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Commit synchronously, waiting out transient broker trouble for up to ``timeout_s``."""
+    from confluent_kafka import KafkaException
+
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = error is not None and (
+                error.retriable() or error.name() in _TRANSIENT_COMMIT_ERRORS
+            )
+            if not transient or waited + delay > timeout_s:
+                raise SenderError(
+                    f"offsets could not be committed: {error}. The receipts are written; after a "
+                    "restart these actions are re-read and their receipts re-emitted, not re-sent."
+                ) from None
+            log.warning("offset commit failed, retrying", extra={"error": str(error)})
+            await sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
 
 class SenderLoop:
@@ -50,6 +94,7 @@ class SenderLoop:
         shutdown_grace_s: float = 10.0,
         poll_timeout_s: float = 0.25,
         purge_every_s: float = 3600.0,
+        commit_timeout_s: float = 60.0,
     ) -> None:
         self.channel = channel
         self.consumer = consumer
@@ -64,6 +109,7 @@ class SenderLoop:
         self.shutdown_grace_s = shutdown_grace_s
         self.poll_timeout_s = poll_timeout_s
         self.purge_every_s = purge_every_s
+        self.commit_timeout_s = commit_timeout_s
         self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self._stopping = asyncio.Event()
         self._delivery_errors: list[str] = []
@@ -140,14 +186,15 @@ class SenderLoop:
 
         # Receipts first, durably; then the offsets. A crash in between re-reads the batch, and
         # the dedupe store turns every re-read into the same receipt, never a second send.
-        remaining = self.producer.flush(30)
+        # A broker restart is waited out (up to commit_timeout_s), like the commit below.
+        remaining = self.producer.flush(self.commit_timeout_s)
         if remaining or self._delivery_errors:
             errors = "; ".join(self._delivery_errors[:3]) or f"{remaining} not acknowledged"
             raise SenderError(
                 f"receipts could not be written to {self.feedback_topic}: {errors}. Offsets "
                 "were not committed; the actions will be re-read (and not re-sent) on restart."
             )
-        self._commit(messages, finished)
+        await self._commit(messages, finished)
         self.processed += len(finished)
         self.batches += 1
         self.metrics.batch_seconds.labels(self.channel).observe(time.monotonic() - started)
@@ -248,7 +295,7 @@ class SenderLoop:
                 self.producer.poll(0.1)
         self.producer.poll(0)
 
-    def _commit(self, messages: Sequence[Any], finished: set[tuple[int, int]]) -> None:
+    async def _commit(self, messages: Sequence[Any], finished: set[tuple[int, int]]) -> None:
         from confluent_kafka import TopicPartition
 
         by_partition: dict[int, list[int]] = defaultdict(list)
@@ -266,7 +313,7 @@ class SenderLoop:
             if next_offset is not None:
                 offsets.append(TopicPartition(self.actions_topic, partition, next_offset))
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            await commit_with_retry(self.consumer, offsets, self.commit_timeout_s)
             for tp in offsets:
                 label = str(tp.partition)
                 self.metrics.committed_offset.labels(self.channel, label).set(tp.offset)
