@@ -82,6 +82,8 @@ class TuttiWorker:
     customers_table: Any
     name: str = field(default_factory=socket.gethostname)
     faust_topics: dict[str, Any] = field(default_factory=dict)
+    #: The decide step (agents.journey.JourneyStep) the customer agent hands journey signals to.
+    journeys: Any = None
 
     @property
     def customers(self) -> CustomerTable:
@@ -118,6 +120,21 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
     )
     register_ingest(worker)
+    register_journeys(worker)
     register_profile(worker)
     register_views(worker)
     return worker
+
+
+def register_journeys(worker: TuttiWorker) -> None:
+    """Issue 5's part: control plane, decide step, wake-up timer, receipts, analytics."""
+    from agents.analytics import register_analytics
+    from agents.control import register_control
+    from agents.journey import JourneyStep, register_feedback
+    from agents.timers import register_timers
+
+    control = register_control(worker)
+    timer = register_timers(worker)
+    worker.journeys = JourneyStep(worker, control, timer.index)
+    register_feedback(worker)
+    register_analytics(worker)

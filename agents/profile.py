@@ -51,6 +51,9 @@ def register_profile(worker: TuttiWorker) -> None:
     async def profile(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
+            # Events, wake-ups, receipts and per-customer commands: decide + write + emit.
+            if worker.journeys is not None and await worker.journeys.handle(msg):
+                continue
             now = datetime.now(UTC)
             try:
                 kind = _signal_kind(msg)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from agents.app import TuttiWorker
+from agents.journey import journey_summary
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 
@@ -47,7 +48,7 @@ def register_views(worker: TuttiWorker) -> None:
         state = worker.customers.load(customer_id)
         if state is None:
             return view.json({"error": f"no customer {customer_id!r}"}, status=404)
-        return view.json(public_profile(state))
+        return view.json({**public_profile(state), **journey_summary(state)})
 
     routed = app.table_route(table=worker.customers_table, match_info="customer_id")(local_customer)
 

@@ -1,0 +1,174 @@
+"""The control plane inside every worker: journeys and operator commands folded into `Rules`.
+
+Every worker follows `control.journeys` and `control.commands` itself, from the beginning and
+without a consumer group (each worker needs *all* of it, and a group would split it), folding
+them with :class:`orchestrator.control.ControlPlane` - the same fold `tutti journeys list` uses.
+A publish or a pause is therefore effective on every worker within a poll interval, without a
+restart. The journey agent waits for the first catch-up so no signal is decided against an
+empty library at startup.
+
+Per-customer commands (erase, approve, reject) are not folded here: :func:`register_control`
+adds an agent that forwards them, once per group, to the customer-keyed topic so the agent that
+owns the customer applies them inside the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agents.app import TuttiWorker
+from agents.ingest import SIGNAL_HEADER
+from orchestrator.control import GLOBAL_COMMANDS, ControlPlane
+from orchestrator.engine.rules import Rules
+
+__all__ = ["SIGNAL_COMMAND", "ControlFollower", "register_control"]
+
+log = logging.getLogger(__name__)
+
+#: Header value of a per-customer ControlCommand forwarded to the customer-keyed topic (the
+#: value is the original ControlCommand bytes, decoded against the control-commands topic).
+SIGNAL_COMMAND = b"command"
+_POLL_MS = 250
+_CUSTOMER_COMMANDS = frozenset({"erase_customer", "approve_action", "reject_action"})
+
+
+class ControlFollower:
+    """Follows both control topics with its own aiokafka consumer and keeps `rules` current."""
+
+    def __init__(self, worker: TuttiWorker) -> None:
+        self.worker = worker
+        self.plane = ControlPlane()
+        self.ready = asyncio.Event()
+        self.generation = 0  # bumped whenever the rules change
+
+    @property
+    def rules(self) -> Rules:
+        return self.plane.rules
+
+    async def wait_ready(self) -> None:
+        if not self.ready.is_set():
+            await self.ready.wait()
+
+    def apply(self, topic: str, key: bytes | None, value: bytes | None, offset: int) -> bool:
+        topics = self.worker.topics
+        if topic == topics.control_journeys:
+            return self.plane.apply_definition((key or b"").decode(), value)
+        try:
+            cmd = self.worker.codec.decode(value, "ControlCommand", topic)
+        except Exception as exc:  # a foreign or corrupt record must not stop the worker
+            self.plane.problems.append(f"control.commands offset {offset} ignored: {exc}")
+            log.warning("control: command at offset %d ignored (%s)", offset, type(exc).__name__)
+            return False
+        kind = str(cmd.get("kind"))
+        if kind not in GLOBAL_COMMANDS:
+            return False
+        log.info("control: %s %s", kind, cmd.get("target") or "")
+        return self.plane.apply_command(kind, cmd.get("target"))
+
+    def _partitions(self, names: list[str]) -> dict[str, list[int]]:
+        from orchestrator.kafka import admin_client
+
+        md = admin_client(self.worker.settings.kafka).list_topics(timeout=10)
+        return {n: sorted(md.topics[n].partitions) if n in md.topics else [] for n in names}
+
+    async def run(self) -> None:
+        """Fold everything up to the end offsets (then `ready`), then follow new records."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topics = self.worker.topics
+        names = [topics.control_journeys, topics.control_commands]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.worker.settings.kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.worker.settings.worker.app_id}-control",
+        )
+        await consumer.start()
+        try:
+            tps: list[Any] = []
+            while not tps:
+                found = await asyncio.to_thread(self._partitions, names)
+                missing = [n for n, ps in found.items() if not ps]
+                if missing:
+                    log.warning("control: waiting for topics %s (tutti topics create)", missing)
+                    await asyncio.sleep(1.0)
+                    continue
+                tps = [TopicPartition(n, p) for n, ps in found.items() for p in ps]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            pending = {tp for tp, end in ends.items() if end > 0}
+            while True:
+                batches = await consumer.getmany(timeout_ms=_POLL_MS)
+                changed = False
+                for tp, records in batches.items():
+                    for r in records:
+                        changed |= self.apply(tp.topic, r.key, r.value, r.offset)
+                if changed:
+                    self.generation += 1
+                    live = sorted(self.plane.published)
+                    log.info("control: rules now have %d journey versions %s", len(live), live)
+                if pending:
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= ends[tp]:
+                            pending.discard(tp)
+                if not pending and not self.ready.is_set():
+                    self.ready.set()
+                    log.info(
+                        "control: caught up; %d journey versions, %d commands",
+                        len(self.plane.published),
+                        len(self.plane.commands),
+                    )
+        finally:
+            await consumer.stop()
+
+
+def register_control(worker: TuttiWorker) -> ControlFollower:
+    """The follower (started with the app) and the per-customer command router."""
+    follower = ControlFollower(worker)
+    app = worker.app
+
+    async def follow_control_plane() -> None:
+        while True:
+            try:
+                await follower.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control: follower failed; restarting in 2 s")
+                await asyncio.sleep(2.0)
+                follower.plane = ControlPlane()  # refold from the beginning
+
+    app.task(follow_control_plane)
+
+    source = worker.topic(worker.topics.control_commands)
+    customer_events = worker.topic(worker.topics.customer_events)
+
+    async def route_commands(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            try:
+                cmd = worker.codec.decode(msg.value, "ControlCommand", msg.topic)
+            except Exception as exc:
+                log.warning("control: undecodable command at %d (%s)", msg.offset, exc)
+                continue
+            if str(cmd.get("kind")) not in _CUSTOMER_COMMANDS:
+                continue
+            customer = cmd.get("customer_id") or (
+                cmd.get("target") if cmd.get("kind") == "erase_customer" else None
+            )
+            if not customer:
+                log.warning("control: %s without a customer id ignored", cmd.get("kind"))
+                continue
+            await customer_events.send(
+                key=str(customer).encode(),
+                value=msg.value,
+                headers=[(SIGNAL_HEADER, SIGNAL_COMMAND)],
+            )
+
+    route_commands.__name__ = route_commands.__qualname__ = "route_commands"
+    app.agent(source, name="route_commands", concurrency=1)(route_commands)
+    return follower

@@ -1,0 +1,261 @@
+"""The decide step of the customer agent: one signal in, one state write, records out.
+
+For every signal on the customer-keyed topic - an event, a wake-up, a delivery receipt, a
+per-customer operator command - the agent that owns the customer's partition loads the state,
+calls the pure :func:`orchestrator.engine.decide` with the current rules and the processing
+time, writes the new state once (or deletes it on erase), tells the wake-up index what the
+customer now waits for, and sends the decision's actions and outcomes
+(:func:`orchestrator.emit.decision_records`), all in the same stream step.
+
+Redelivery (Faust is at-least-once here) is harmless: the engine returns the very same state
+object for an event id it already applied, and then nothing is written or sent; a duplicate or
+stale wake-up is a no-op; actions carry deterministic ids the senders deduplicate.
+
+Also here: the forwarder that moves delivery receipts (keyed by customer on
+`feedback.delivery`) onto the customer-keyed topic, so every state change has one writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from agents.app import TuttiWorker
+from agents.control import SIGNAL_COMMAND, ControlFollower
+from agents.ingest import SIGNAL_EVENT, SIGNAL_HEADER
+from orchestrator.emit import decision_records
+from orchestrator.engine import (
+    CustomerCommand,
+    CustomerEvent,
+    CustomerState,
+    Decision,
+    DeliveryFeedback,
+    Signal,
+    WakeUp,
+    decide,
+)
+from orchestrator.engine.state import next_wakeup_at
+from orchestrator.engine.timeutil import to_iso
+from orchestrator.ingest import dead_letter
+from orchestrator.wakeups import WakeUpIndex
+
+__all__ = [
+    "JOURNEY_SIGNALS",
+    "SIGNAL_FEEDBACK",
+    "SIGNAL_WAKEUP",
+    "JourneyStep",
+    "StepStats",
+    "decode_wakeup",
+    "encode_wakeup",
+    "journey_summary",
+    "register_feedback",
+    "signal_kind",
+]
+
+log = logging.getLogger(__name__)
+
+SIGNAL_WAKEUP: Final = b"wakeup"
+SIGNAL_FEEDBACK: Final = b"feedback"
+#: The signal kinds the decide step owns; the profile agent hands these to it.
+JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
+
+
+def signal_kind(message: Any) -> bytes | None:
+    """The ``tutti-signal`` header of a Faust message (None when absent)."""
+    raw = message.headers or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for key, value in pairs:
+        if key == SIGNAL_HEADER:
+            return bytes(value) if value is not None else None
+    return None
+
+
+def encode_wakeup(wakeup: WakeUp) -> bytes:
+    """A wake-up record's value (the key is the customer id)."""
+    return json.dumps({"due_at": to_iso(wakeup.due_at), "token": wakeup.token}).encode()
+
+
+def decode_wakeup(customer_id: str, value: bytes) -> WakeUp:
+    doc = json.loads(value)
+    return WakeUp.from_dict({"customer_id": customer_id, **doc})
+
+
+def journey_summary(state: CustomerState) -> dict[str, Any]:
+    """What the customer view adds for journeys: enrolments, next wake-up, last decisions."""
+    due = next_wakeup_at(state)
+    return {
+        "active_enrolments": [
+            {
+                "journey_id": e.journey_id,
+                "version": e.version,
+                "step_id": e.step_id,
+                "status": e.status,
+                "variant": e.variant,
+                "entered_at": to_iso(e.entered_at),
+                "due_at": to_iso(e.due_at) if e.due_at else None,
+                "hold_reason": e.hold_reason,
+            }
+            for e in state.enrollments
+        ],
+        "holdouts": sorted(a.journey_id for a in state.attributions if a.holdout),
+        "next_wakeup_at": to_iso(due) if due else None,
+        "last_decisions": [
+            {
+                "at": to_iso(n.at),
+                "kind": n.kind,
+                "code": n.code,
+                "journey_id": n.journey_id,
+                "step_id": n.step_id,
+                "channel": n.channel,
+                "action_id": n.action_id,
+                "reason": n.message,
+            }
+            for n in reversed(state.recent_decisions[-10:])
+        ],
+    }
+
+
+@dataclass
+class StepStats:
+    """Counters for logs and the benchmark (metrics are the observability issue's)."""
+
+    signals: int = 0
+    writes: int = 0
+    erased: int = 0
+    actions: int = 0
+    outcomes: int = 0
+    dead_letters: int = 0
+    decide_seconds: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class JourneyStep:
+    """Everything the customer agent needs to run `decide` on one message."""
+
+    def __init__(self, worker: TuttiWorker, control: ControlFollower, index: WakeUpIndex) -> None:
+        self.worker = worker
+        self.control = control
+        self.index = index
+        self.stats = StepStats()
+        self._dead_letters = worker.topic(worker.topics.dead_letters)
+
+    def parse(self, kind: bytes, customer_id: str, msg: Any) -> Signal:
+        codec, topics = self.worker.codec, self.worker.topics
+        if kind == SIGNAL_EVENT:
+            return CustomerEvent.from_dict(codec.decode(msg.value, "CustomerEvent", msg.topic))
+        if kind == SIGNAL_WAKEUP:
+            return decode_wakeup(customer_id, bytes(msg.value))
+        if kind == SIGNAL_FEEDBACK:
+            receipt = codec.decode(msg.value, "DeliveryReceipt", topics.delivery_feedback)
+            return DeliveryFeedback.from_dict(receipt)
+        if kind == SIGNAL_COMMAND:
+            command = codec.decode(msg.value, "ControlCommand", topics.control_commands)
+            return CustomerCommand.from_dict(command, customer_id)
+        raise ValueError(f"signal kind {kind!r} is not the decide step's")
+
+    async def handle(self, msg: Any) -> bool:
+        """Apply one customer-topic message if it is a journey signal. False: not ours."""
+        kind = signal_kind(msg)
+        if kind not in JOURNEY_SIGNALS:
+            return False
+        assert kind is not None
+        await self.control.wait_ready()
+        now = datetime.now(UTC)
+        try:
+            if not msg.key:
+                raise ValueError("record without a customer id key")
+            customer_id = bytes(msg.key).decode()
+            signal = self.parse(kind, customer_id, msg)
+            customers = self.worker.customers
+            state = customers.load(customer_id)
+            if state is None and not isinstance(signal, CustomerEvent):
+                # A late receipt, wake-up or command for a customer who is gone (erased or
+                # merged away) must not bring an empty profile back.
+                log.debug("decide: %s for an unknown customer skipped", kind.decode())
+                return True
+            if isinstance(signal, WakeUp):
+                now = max(now, signal.due_at)  # a worker clock behind the one that fired it
+            started = time.perf_counter()
+            decision = decide(state, signal, now, self.control.rules)
+            self.stats.decide_seconds += time.perf_counter() - started
+        except Exception as exc:
+            await self._dead_letter(msg, exc, now)
+            return True
+        await self.commit(msg.partition, customer_id, state, decision)
+        self.stats.signals += 1
+        self.stats.by_kind[kind.decode()] = self.stats.by_kind.get(kind.decode(), 0) + 1
+        return True
+
+    async def commit(
+        self,
+        partition: int,
+        customer_id: str,
+        previous: CustomerState | None,
+        decision: Decision,
+    ) -> None:
+        """Write the state once (or erase it), index its wake-ups, send actions and outcomes."""
+        customers = self.worker.customers
+        if decision.state is None:
+            if previous is not None:
+                customers.delete(customer_id)  # the changelog gets a tombstone
+                self.stats.erased += 1
+            self.index.update(partition, None, customer_id)
+        elif decision.state is not previous:
+            customers.save(decision.state)
+            self.stats.writes += 1
+            self.index.update(partition, decision.state)
+        for out in decision_records(decision, self.worker.topics, self.worker.codec):
+            await self.worker.topic(out.topic).send(key=out.key, value=out.value)
+        self.stats.actions += len(decision.actions)
+        self.stats.outcomes += len(decision.outcomes)
+
+    async def _dead_letter(self, msg: Any, exc: Exception, now: datetime) -> None:
+        log.warning(
+            "decide: %s[%d]@%d dead-lettered (%s)",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            type(exc).__name__,
+        )
+        letter = dead_letter(
+            key=msg.key,
+            value=msg.value,
+            headers=msg.headers or [],
+            source_topic=msg.topic,
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            error=exc,
+            failed_at=now,
+            worker=self.worker.name,
+        )
+        value = self.worker.codec.encode_single_object("DeadLetter", letter)
+        await self._dead_letters.send(key=msg.key, value=value)
+        self.stats.dead_letters += 1
+
+
+def register_feedback(worker: TuttiWorker) -> None:
+    """Forward delivery receipts to the customer-keyed topic (one writer per customer)."""
+    source = worker.topic(worker.topics.delivery_feedback)
+    customer_events = worker.topic(worker.topics.customer_events)
+
+    async def route_feedback(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            try:
+                receipt = worker.codec.decode(msg.value, "DeliveryReceipt", msg.topic)
+                customer = str(receipt["customer_id"])
+            except Exception as exc:
+                log.warning("feedback: undecodable receipt at %d (%s)", msg.offset, exc)
+                continue
+            await customer_events.send(
+                key=customer.encode(),
+                value=msg.value,
+                headers=[(SIGNAL_HEADER, SIGNAL_FEEDBACK)],
+            )
+
+    route_feedback.__name__ = route_feedback.__qualname__ = "route_feedback"
+    worker.app.agent(source, name="route_feedback", concurrency=1)(route_feedback)

@@ -1,0 +1,121 @@
+"""Wake-ups: each worker's timer sends the due wake-ups of the partitions it actively owns.
+
+The due times live in every CustomerState (durable, changelog-backed). The in-memory
+:class:`orchestrator.wakeups.WakeUpIndex` is a cache over them: a partition is indexed from the
+local table once the worker actively owns it and recovery is over, and forgotten when it is no
+longer owned; the journey agent updates it after every write. Four times a second the timer pops what
+is due and *sends a record* (signal kind ``wakeup``) to the customer-keyed topic: the agent that
+owns the partition applies it inside the stream, because faust-streaming cannot write a table
+from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-firing is safe.
+
+Restarts and rebalances lose nothing: a newly owned partition is rebuilt from the table, so a
+wake-up that fell due while nobody owned it fires once, late, on the new owner. Whether a late
+send still goes out is the engine's expiry rule: a send step is dropped (suppressed with reason
+``expired``) once ``expires_after`` (or the policy's per-category expiry) has passed since the
+step fell due, e.g. a cart reminder 12 h late is not sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from agents.app import TuttiWorker
+from agents.ingest import SIGNAL_HEADER
+from agents.journey import SIGNAL_WAKEUP, encode_wakeup
+from orchestrator.engine.state import CustomerState
+from orchestrator.wakeups import WakeUpIndex
+from tables.codec import decode_state
+
+__all__ = ["TICK_SECONDS", "WakeUpTimer", "local_partition_states", "register_timers"]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS: Final = 0.25
+
+
+def local_partition_states(table: Any, partition: int) -> Iterator[CustomerState]:
+    """The states stored locally for one partition of a Faust RocksDB-backed table.
+
+    Faust has no public per-partition iteration (``table.items()`` covers every active
+    partition at once), so this reads the store's partition DB; with another store (memory,
+    tests) it falls back to every local key, which over-indexes harmlessly.
+    """
+    store = table.data
+    dbs = getattr(store, "_dbs", None)
+    if dbs is not None and hasattr(store, "_visible_items"):
+        db = dbs.get(partition)
+        if db is None:
+            return
+        for _key, value in store._visible_items(db):
+            if value:
+                try:
+                    yield decode_state(value)
+                except Exception:  # one bad record must not blind the index
+                    log.warning("timers: a stored state in partition %d does not load", partition)
+        return
+    for value in table.values():
+        if value:
+            yield decode_state(value)
+
+
+class WakeUpTimer:
+    """Keeps the index in step with the active assignment and fires due wake-ups."""
+
+    def __init__(self, worker: TuttiWorker, index: WakeUpIndex | None = None) -> None:
+        self.worker = worker
+        self.index = index or WakeUpIndex()
+        self.fired = 0
+
+    def active_partitions(self) -> set[int] | None:
+        """Partitions of the customers table this worker actively owns; None while rebalancing."""
+        app = self.worker.app
+        if getattr(app, "rebalancing", False):
+            return None
+        recovery = getattr(app.tables, "recovery", None)
+        if recovery is not None and not recovery.completed.is_set():
+            return None
+        changelog = self.worker.customers_table.changelog_topic.get_topic_name()
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+
+    def reconcile(self, active: set[int]) -> None:
+        for partition in self.index.partitions - active:
+            self.index.revoke(partition)
+            log.info("timers: partition %d no longer ours; its wake-ups dropped", partition)
+        for partition in sorted(active - self.index.partitions):
+            states = local_partition_states(self.worker.customers_table, partition)
+            n = self.index.assign(partition, states)
+            log.info("timers: partition %d indexed, %d wake-ups pending", partition, n)
+
+    async def tick(self, now: datetime | None = None) -> int:
+        active = self.active_partitions()
+        if active is None:
+            return 0  # paused while partitions move; the new assignment is rebuilt after
+        self.reconcile(active)
+        topic = self.worker.topic(self.worker.topics.customer_events)
+        sent = 0
+        for wakeup in self.index.due(now or datetime.now(UTC)):
+            await topic.send(
+                key=wakeup.customer_id.encode(),
+                value=encode_wakeup(wakeup),
+                headers=[(SIGNAL_HEADER, SIGNAL_WAKEUP)],
+            )
+            sent += 1
+        self.fired += sent
+        return sent
+
+
+def register_timers(worker: TuttiWorker) -> WakeUpTimer:
+    timer = WakeUpTimer(worker)
+
+    async def fire_wakeups() -> None:
+        try:
+            await timer.tick()
+        except Exception:
+            log.exception("timers: tick failed; retrying next tick")
+
+    fire_wakeups.__name__ = fire_wakeups.__qualname__ = "fire_wakeups"
+    worker.app.timer(TICK_SECONDS, name="fire_wakeups")(fire_wakeups)
+    return timer
