@@ -96,9 +96,12 @@ class SenderSettings:
     max_hold_ms: int = 60_000
     #: On SIGTERM, in-flight sends get this long to finish before they are abandoned.
     shutdown_grace_ms: int = 10_000
-    #: Kafka static membership id (empty: "<hostname>"). A restarted sender gets its partitions
-    #: back at once, and with them the history in its local dedupe store.
+    #: Kafka static membership id; empty (default) = dynamic membership. With an id, a restarted
+    #: sender gets its partitions back at once, but librdkafka fences a static member for good
+    #: after a broker restart (the sender then exits with code 2 and must be restarted).
     instance_id: str = ""
+    #: Dynamic membership: how long a dead sender keeps its partitions before the group moves on.
+    session_timeout_ms: int = 10_000
     #: Parallel HTTP connections to the webhook endpoint. httpx slows down sharply with more
     #: concurrent requests per client (encode/httpx#3215); 4 measured best here.
     webhook_connections: int = 4

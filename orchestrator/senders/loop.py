@@ -46,24 +46,46 @@ _TRANSIENT_COMMIT_ERRORS = frozenset(
 )
 
 
+# The group moved on while the batch ran (rebalance, coordinator restart, a static member's id
+# replaced): the partitions are re-read by their owner, and the dedupe store turns that into
+# the same receipts again, so the commit is skipped rather than the process stopped.
+_MEMBERSHIP_COMMIT_ERRORS = frozenset(
+    {"ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "FENCED_INSTANCE_ID"}
+)
+
+
 async def commit_with_retry(
     consumer: Any,
     offsets: list[Any],
     timeout_s: float = 60.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> None:
-    """Commit synchronously, waiting out transient broker trouble for up to ``timeout_s``."""
+) -> bool:
+    """Commit synchronously; True when committed, False when skipped (membership changed).
+
+    Transient broker trouble is waited out for up to ``timeout_s``; anything else, or a fatal
+    consumer error, raises :class:`SenderError`.
+    """
     from confluent_kafka import KafkaException
 
     delay, waited = 0.2, 0.0
     while True:
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
-            return
+            return True
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            transient = error is not None and (
-                error.retriable() or error.name() in _TRANSIENT_COMMIT_ERRORS
+            name = error.name() if error is not None else ""
+            if error is not None and not error.fatal() and name in _MEMBERSHIP_COMMIT_ERRORS:
+                log.warning(
+                    "offset commit skipped: group membership changed; the records will be "
+                    "re-read and their receipts re-emitted, not re-sent",
+                    extra={"error": str(error)},
+                )
+                return False
+            transient = (
+                error is not None
+                and not error.fatal()
+                and (error.retriable() or name in _TRANSIENT_COMMIT_ERRORS)
             )
             if not transient or waited + delay > timeout_s:
                 raise SenderError(
@@ -159,8 +181,9 @@ class SenderLoop:
 
         if error.code() == KafkaError._PARTITION_EOF:
             return True
-        if error.fatal():
-            raise SenderError(f"Kafka consumer failed: {error.str()}")
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            # E.g. a static member fenced for good: only a new consumer (a restart) can go on.
+            raise SenderError(f"Kafka consumer failed: {error.str()}; restart the sender")
         log.warning("consumer error", extra={"error": error.str()})
         return True
 
@@ -313,7 +336,8 @@ class SenderLoop:
             if next_offset is not None:
                 offsets.append(TopicPartition(self.actions_topic, partition, next_offset))
         if offsets:
-            await commit_with_retry(self.consumer, offsets, self.commit_timeout_s)
+            if not await commit_with_retry(self.consumer, offsets, self.commit_timeout_s):
+                return
             for tp in offsets:
                 label = str(tp.partition)
                 self.metrics.committed_offset.labels(self.channel, label).set(tp.offset)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,18 +83,20 @@ def build_sender(
         retry=RetryPolicy(s.max_attempts, s.backoff_initial_ms, s.backoff_max_ms),
         max_hold_ms=s.max_hold_ms,
     )
-    consumer = make_consumer(
-        settings.kafka,
-        group or group_id(settings, channel),
-        **{
-            "client.id": f"{settings.kafka.client_id}-sender-{channel}",
-            # Static membership: a sender restarted after a crash rejoins with its old identity,
-            # gets its partitions back without waiting out the dead member's session, and finds
-            # its own dedupe history for them.
-            "group.instance.id": f"{group or group_id(settings, channel)}-"
-            f"{s.instance_id or socket.gethostname()}",
-        },
-    )
+    group = group or group_id(settings, channel)
+    membership: dict[str, object] = {
+        "client.id": f"{settings.kafka.client_id}-sender-{channel}",
+        # A killed sender's partitions move on after this long (heartbeats come from a
+        # background thread, so a long batch does not count against it).
+        "session.timeout.ms": s.session_timeout_ms,
+        # Time allowed between two reads: a batch, its retries and a not_before hold.
+        "max.poll.interval.ms": 600_000,
+    }
+    if s.instance_id:
+        # Static membership: a restarted sender rejoins under its old identity and gets its
+        # partitions (and, with them, its own dedupe history) back without a rebalance.
+        membership["group.instance.id"] = f"{group}-{s.instance_id}"
+    consumer = make_consumer(settings.kafka, group, **membership)
     producer = make_producer(settings.kafka)
     loop = SenderLoop(
         channel=channel,
@@ -107,7 +108,9 @@ def build_sender(
         actions_topic=topics.actions(channel),
         feedback_topic=topics.delivery_feedback,
         dead_letter_topic=topics.dead_letters,
-        batch_size=s.batch_size,
+        # At most a minute of sends per batch at the configured rate, so one batch never nears
+        # max.poll.interval.ms however low the rate is set.
+        batch_size=max(1, min(s.batch_size, int(s.rate_per_second * 60))),
         max_in_flight=s.max_in_flight,
         shutdown_grace_s=s.shutdown_grace_ms / 1000,
     )

@@ -49,7 +49,6 @@ def _env(settings: Settings, tmp_path: Path, url: str) -> dict[str, str]:
         TUTTI_SENDER_BATCH_SIZE="200",
         TUTTI_SENDER_MAX_IN_FLIGHT="32",
         TUTTI_SENDER_SHUTDOWN_GRACE_MS="5000",
-        TUTTI_SENDER_INSTANCE_ID=tmp_path.name,
     )
     env.pop("TUTTI_CONFIG", None)
     return env
