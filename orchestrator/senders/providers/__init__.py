@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from orchestrator.config import SenderSettings
+from orchestrator.config import PROJECT_ROOT, SenderSettings
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.providers.base import Provider
 from orchestrator.senders.providers.console import ConsoleProvider
@@ -36,8 +37,18 @@ def default_provider(channel: str) -> ProviderName:
     return "smtp" if channel == "email" else "webhook"
 
 
+def templates_dir(settings: SenderSettings) -> Path:
+    """The configured folder; a relative one missing from the working directory is looked up in
+    the project checkout, so ``tutti sender`` works from any directory during development."""
+    configured = settings.templates_dir
+    if configured.is_absolute() or configured.is_dir():
+        return configured
+    in_project = PROJECT_ROOT / configured
+    return in_project if in_project.is_dir() else configured
+
+
 def build_provider(name: str, settings: SenderSettings) -> Provider:
-    renderer = TemplateRenderer(settings.templates_dir, settings.unsubscribe_url)
+    renderer = TemplateRenderer(templates_dir(settings), settings.unsubscribe_url)
     if name == "smtp":
         return SmtpProvider(
             SmtpConfig(

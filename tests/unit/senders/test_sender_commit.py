@@ -1,4 +1,4 @@
-"""Offset commits wait out a broker restart instead of crashing the sender; other errors stop it."""
+"""Offset commits wait out a broker restart or a group change; only real failures stop the sender."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_a_broker_restart_is_waited_out(clock: FakeClock) -> None:
     consumer = FlakyConsumer(
         KafkaError(KafkaError._TRANSPORT), KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE)
     )
-    asyncio.run(commit_with_retry(consumer, OFFSETS, timeout_s=10, sleep=clock.sleep))
+    assert asyncio.run(commit_with_retry(consumer, OFFSETS, timeout_s=10, sleep=clock.sleep))
     assert consumer.committed == [OFFSETS]
     assert clock.sleeps == [0.2, 0.4]
 
@@ -45,8 +45,24 @@ def test_a_broker_that_stays_away_stops_the_sender_after_the_timeout(clock: Fake
     assert consumer.committed == [] and sum(clock.sleeps) <= 10
 
 
-def test_a_lost_partition_is_not_retried(clock: FakeClock) -> None:
-    consumer = FlakyConsumer(KafkaError(KafkaError.ILLEGAL_GENERATION))
+@pytest.mark.parametrize(
+    "code",
+    [KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID],
+)
+def test_a_membership_change_skips_the_commit_without_stopping(clock: FakeClock, code: int) -> None:
+    consumer = FlakyConsumer(KafkaError(code))
+    committed = asyncio.run(commit_with_retry(consumer, OFFSETS, timeout_s=10, sleep=clock.sleep))
+    assert committed is False and consumer.committed == [] and clock.sleeps == []
+
+
+def test_a_fatal_consumer_error_stops_the_sender(clock: FakeClock) -> None:
+    consumer = FlakyConsumer(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))
+    with pytest.raises(SenderError):
+        asyncio.run(commit_with_retry(consumer, OFFSETS, timeout_s=10, sleep=clock.sleep))
+
+
+def test_an_unexpected_error_is_not_retried(clock: FakeClock) -> None:
+    consumer = FlakyConsumer(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
     with pytest.raises(SenderError):
         asyncio.run(commit_with_retry(consumer, OFFSETS, timeout_s=10, sleep=clock.sleep))
     assert clock.sleeps == []

@@ -139,3 +139,15 @@ def test_order_totals_render_as_money(
     yen = {"order_id": "O-18", "order_total_minor": "4250", "order_currency": "JPY"}
     msg = renderer.render(action_factory(template_id="order_confirmation", payload=yen))
     assert "(4250 JPY)" in msg.text
+
+
+def test_the_default_templates_folder_is_found_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.config import SenderSettings
+    from orchestrator.senders.providers import templates_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert templates_dir(SenderSettings()) == TEMPLATES
+    (tmp_path / "templates").mkdir()  # a folder in the working directory wins
+    assert templates_dir(SenderSettings()) == Path("templates")
