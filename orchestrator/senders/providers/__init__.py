@@ -26,6 +26,7 @@ __all__ = [
     "WebhookProvider",
     "build_provider",
     "default_provider",
+    "templates_dir",
 ]
 
 ProviderName = Literal["smtp", "webhook", "console"]
