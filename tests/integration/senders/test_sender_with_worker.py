@@ -1,0 +1,94 @@
+"""The whole loop: worker decides, the e-mail sender delivers, its receipt updates the profile.
+
+A real worker process (the worker suite's harness) runs the welcome journey; a real
+``python -m orchestrator.senders --channel email`` process delivers to an SMTP server on
+127.0.0.1 that refuses one mailbox. The delivered customer gets the welcome e-mail; the refused
+one's hard bounce travels back through ``feedback.delivery`` and the worker marks e-mail as
+undeliverable for that customer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.worker.conftest import (  # the worker suite's real-process harness
+    WorkerProcess,
+    kafka_groups,  # noqa: F401  (fixture used by worker_factory)
+    worker_factory,  # noqa: F401  (fixture)
+)
+from integration.worker.journey_helpers import contact, event, publish_fast
+from orchestrator.config import Settings
+from orchestrator.demo import produce_events
+
+from .conftest import TEMPLATES
+from .servers import SmtpServer
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _daytime_zone() -> str:
+    """A time zone where it is early afternoon now, so quiet hours never defer the welcome."""
+    offset = 13 - datetime.now(UTC).hour
+    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT signs are inverted
+
+
+def test_receipts_reach_the_worker_and_a_bounce_makes_email_undeliverable(
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],  # noqa: F811
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    publish_fast(settings, tmp_path / "lib", {"welcome"})
+    worker = worker_factory(settings)
+    env = {
+        **os.environ,
+        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
+        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
+        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
+        "TUTTI_SENDER_DATA_DIR": str(tmp_path / "senders"),
+        "TUTTI_SENDER_TEMPLATES_DIR": str(TEMPLATES),
+        "TUTTI_SENDER_SMTP_PORT": str(smtp_server.port),
+    }
+    log = tmp_path / "sender.log"
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.senders", "--channel", "email", "--metrics-port", "0"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        zone = _daytime_zone()
+        for cid in ("ann-e2e", "bounce-e2e"):  # e-mails: <cid>@example.test
+            produce_events(
+                settings,
+                [*contact(cid, push=False, time_zone=zone), event(cid, "signup")],
+            )
+
+        def bounced_profile() -> Any:
+            view = worker.customer("bounce-e2e")
+            return view if view and "email" in view.get("undeliverable", []) else None
+
+        view = worker.wait_for(bounced_profile, timeout=60, what="the bounce in the profile")
+        assert view["engagement"]["email"]["bounces"] == 1
+        [mail] = [m for m in smtp_server.messages if m.rcpt_tos == ["ann-e2e@example.test"]]
+        assert mail.message["Subject"].startswith("Welcome")
+        assert mail.message["X-Tutti-Journey"] == "welcome"
+        delivered = worker.customer("ann-e2e")
+        assert delivered is not None and "email" not in delivered.get("undeliverable", [])
+    finally:
+        sender.terminate()
+        assert sender.wait(30) == 0, log.read_text()[-2000:]
+    assert "example.test" not in log.read_text()  # the sender never logged an address
