@@ -35,6 +35,7 @@ def worker(
     from faust import Worker
 
     from agents.app import build_worker
+    from agents.faust_workarounds import precreate_table_topics
     from orchestrator.config import load_settings
 
     overrides: dict[str, Any] = {}
@@ -43,9 +44,16 @@ def worker(
     if data_dir is not None:
         overrides["worker__data_dir"] = str(data_dir)
     settings = load_settings(config_path, **overrides)
+    click.echo(f"tutti worker {settings.worker.app_id}: building the app", err=True)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     built = build_worker(settings)
     app = built.app
+    created = precreate_table_topics(settings, app)
+    click.echo(
+        f"tutti worker {settings.worker.app_id}: {len(created)} table topic(s) created, "
+        f"starting on {settings.kafka.bootstrap_servers}",
+        err=True,
+    )
     # What `faust worker` does before it starts the Worker service.
     app.finalize()
     app.worker_init()

@@ -12,9 +12,11 @@ import logging
 from typing import Any
 
 from agents.app import TuttiWorker
+from agents.faust_workarounds import ensure_router_metadata
 from agents.journey import journey_summary
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
+from tables.codec import state_digest
 
 __all__ = ["CONTACT_KINDS", "public_profile", "register_views"]
 
@@ -48,8 +50,12 @@ def register_views(worker: TuttiWorker) -> None:
         state = worker.customers.load(customer_id)
         if state is None:
             return view.json({"error": f"no customer {customer_id!r}"}, status=404)
-        return view.json({**public_profile(state), **journey_summary(state)})
+        # The digest covers the whole stored state: compare it across workers and restores.
+        return view.json(
+            {**public_profile(state), **journey_summary(state), "state_digest": state_digest(state)}
+        )
 
+    metadata_ready: list[bool] = []
     routed = app.table_route(table=worker.customers_table, match_info="customer_id")(local_customer)
 
     async def customer(view: Any, request: Any, customer_id: str) -> Any:
@@ -65,8 +71,11 @@ def register_views(worker: TuttiWorker) -> None:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
+            if not metadata_ready:
+                await ensure_router_metadata(app, worker.customers_table)
+                metadata_ready.append(True)
             return await routed(view, request, customer_id=customer_id)
-        except Exception as exc:  # Faust's router fails until table metadata is known
+        except Exception as exc:  # e.g. the changelog topic not created yet at startup
             if type(exc).__name__ == "ServiceUnavailable":
                 raise
             log.warning("customer view: cannot route yet (%s)", type(exc).__name__)

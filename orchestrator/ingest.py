@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from orchestrator.engine.errors import SignalError
-from orchestrator.engine.signals import CustomerEvent
+from orchestrator.engine.signals import CustomerEvent, Identities
 from orchestrator.engine.timeutil import to_datetime
 from orchestrator.errors import ValidationError
 from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS, is_known_event_type
@@ -28,6 +28,7 @@ __all__ = [
     "Normalised",
     "check_record_size",
     "dead_letter",
+    "identifier_keys",
     "normalise",
     "normalise_event",
     "provisional_customer_id",
@@ -285,19 +286,31 @@ def normalise(
         raise _fail(str(exc)) from None
 
 
-def provisional_customer_id(event: CustomerEvent) -> str:
-    """A stable key for an event without a customer id: ``anon:<kind>:<identifier>``.
+_IDENTIFIER_ORDER = ("anonymous_id", "device_id", "loyalty_card", "email", "phone", "push_token")
 
-    Personal identifiers (email, phone, push token) are hashed so the key, which Kafka and the
-    table changelog keep, carries no contact point.
+
+def identifier_keys(identities: Identities) -> list[str]:
+    """Every identifier except the customer id, as ``kind:value`` keys, most stable first.
+
+    Personal identifiers (email, phone, push token) are hashed, so these keys, which Kafka, the
+    `identities` table and its changelog keep, carry no contact point.
     """
-    for kind in ("anonymous_id", "device_id", "loyalty_card", "email", "phone", "push_token"):
-        value = getattr(event.identities, kind)
+    keys = []
+    for kind in _IDENTIFIER_ORDER:
+        value = getattr(identities, kind)
         if value:
             if kind in _PERSONAL_KINDS:
                 value = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
-            return f"anon:{kind}:{value}"
-    raise ValidationError(f"event {event.event_id} has no identifier")  # pragma: no cover
+            keys.append(f"{kind}:{value}")
+    return keys
+
+
+def provisional_customer_id(event: CustomerEvent) -> str:
+    """A stable id for a visitor known by no customer id: ``anon:<kind>:<identifier>``."""
+    keys = identifier_keys(event.identities)
+    if not keys:  # pragma: no cover - normalise() guarantees an identifier
+        raise ValidationError(f"event {event.event_id} has no identifier")
+    return f"anon:{keys[0]}"
 
 
 #: DLQ records stay below the broker's default 1 MB message limit whatever was received.
