@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,8 +34,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from orchestrator.admin import create_topics  # noqa: E402
 from orchestrator.codec import AvroCodec  # noqa: E402
-from orchestrator.config import SenderSettings, TopicSettings, load_settings  # noqa: E402
-from orchestrator.kafka import producer  # noqa: E402
+from orchestrator.config import SenderSettings, Settings, TopicSettings, load_settings  # noqa: E402
+from orchestrator.kafka import admin_client, producer  # noqa: E402
 from orchestrator.senders.model import Action  # noqa: E402
 from orchestrator.senders.providers import InMemoryProvider  # noqa: E402
 from orchestrator.senders.service import build_sender, run_sender  # noqa: E402
@@ -235,6 +236,21 @@ def main() -> None:
         if endpoint is not None:
             endpoint.terminate()
             endpoint.wait(10)
+        _delete_topics(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _delete_topics(settings: Settings) -> None:
+    """Leave the broker as found: ~30 topics per run add up on a single local node."""
+    admin = admin_client(settings.kafka)
+    prefix = settings.topics.prefix
+    names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(prefix)]
+    for future in admin.delete_topics(names, operation_timeout=30).values() if names else ():
+        future.exception()
+    for future in admin.delete_consumer_groups(
+        [f"{prefix}tutti-sender-{c}" for c in ("email", "sms")]
+    ).values():
+        future.exception()
 
 
 if __name__ == "__main__":
