@@ -48,10 +48,20 @@ class DeliveryError(SenderError):
 class TransientDeliveryError(DeliveryError):
     """Worth another try later (timeouts, 5xx, 429, SMTP 4xx)."""
 
-    def __init__(self, code: str, detail: str = "", retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        retry_after_s: float | None = None,
+        provider_down: bool = False,
+    ) -> None:
         super().__init__(code, detail)
         #: A provider's own Retry-After hint, honoured by the retry policy (capped).
         self.retry_after_s = retry_after_s
+        #: The provider cannot be reached at all (connection refused, 503...): nothing is wrong
+        #: with this message, so it waits for the provider until it expires instead of using up
+        #: its attempts, and the batch (hence reading) waits with it.
+        self.provider_down = provider_down
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -85,6 +85,12 @@ class SenderMetrics:
             ["channel", "provider"],
             registry=r,
         )
+        self.provider_up = Gauge(
+            "tutti_sender_provider_up",
+            "1 after the provider accepted a message, 0 while it cannot be reached (alert on 0).",
+            ["channel", "provider"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "tutti_sender_in_flight",
             "Actions of the current batch not finished yet.",

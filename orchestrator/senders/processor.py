@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
-from orchestrator.senders.errors import BounceError
+from orchestrator.senders.errors import BounceError, TransientDeliveryError
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import Action, DeliveryReceipt, DeliveryStatus
 from orchestrator.senders.privacy import redact
@@ -198,14 +198,16 @@ class ActionProcessor:
             action,
             self.retry,
             before_attempt=before_attempt,
-            on_retry=lambda exc: self.metrics.retries.labels(*self._labels, exc.code).inc(),
+            on_retry=self._on_retry,
             sleep=self.sleep,
             rng=self.rng,
+            still_wanted=lambda: self.clock() < action.expires_at_ms,
         )
         latency_ms = max(0, self.clock() - received_ms)
         self.metrics.send_latency.labels(*self._labels).observe(latency_ms / 1000)
         if outcome.result is not None:
             self.metrics.sent.labels(*self._labels).inc()
+            self.metrics.provider_up.labels(*self._labels).set(1)
             receipt = self._finish(
                 action,
                 "sent",
@@ -218,11 +220,19 @@ class ActionProcessor:
             assert error is not None
             status: DeliveryStatus = "bounced" if isinstance(error, BounceError) else "failed"
             reason = f"{error.code}: {error.detail}" if error.detail else error.code
+            if isinstance(error, TransientDeliveryError) and error.provider_down:
+                # It waited for the provider until it was no longer wanted.
+                status, reason = "expired", f"expired: provider unavailable ({error.code})"
             receipt = self._finish(
                 action, status, reason, attempts=outcome.attempts, latency_ms=latency_ms
             )
         self._record(action, ref, receipt)
         return receipt
+
+    def _on_retry(self, error: TransientDeliveryError) -> None:
+        self.metrics.retries.labels(*self._labels, error.code).inc()
+        if error.provider_down:
+            self.metrics.provider_up.labels(*self._labels).set(0)
 
     async def _take_token(self) -> None:
         if self.rate_limit is None:

@@ -61,11 +61,19 @@ async def send_with_retry(
     on_retry: Callable[[TransientDeliveryError], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> Attempted:
+    """Send, retrying transient failures up to ``policy.max_attempts``.
+
+    While the provider is down (``provider_down`` errors) and ``still_wanted()`` (the action has
+    not expired), attempts are not counted: an outage delays messages instead of failing them.
+    """
     rng = rng or random.Random()
-    attempt = 0
+    attempt = 0  # every provider call
+    counted = 0  # calls that count against max_attempts
     while True:
         attempt += 1
+        counted += 1
         if before_attempt is not None:
             await before_attempt()
         try:
@@ -73,11 +81,15 @@ async def send_with_retry(
         except PermanentDeliveryError as exc:
             return Attempted(attempt, error=exc)
         except TransientDeliveryError as exc:
-            if attempt >= policy.max_attempts:
+            if exc.provider_down and still_wanted is not None:
+                if not still_wanted():
+                    return Attempted(attempt, error=exc)
+                counted -= 1
+            elif counted >= policy.max_attempts:
                 return Attempted(attempt, error=exc)
             if on_retry is not None:
                 on_retry(exc)
-            await sleep(policy.delay_s(attempt, rng, exc.retry_after_s))
+            await sleep(policy.delay_s(min(attempt, 30), rng, exc.retry_after_s))
             continue
         except SenderError:
             raise  # configuration problems stop the sender; nothing is committed
@@ -91,10 +103,10 @@ async def send_with_retry(
                 "provider raised an unexpected error",
                 extra={"action_id": action.action_id, "error": error.detail},
             )
-            if attempt >= policy.max_attempts:
+            if counted >= policy.max_attempts:
                 return Attempted(attempt, error=error)
             if on_retry is not None:
                 on_retry(error)
-            await sleep(policy.delay_s(attempt, rng))
+            await sleep(policy.delay_s(min(attempt, 30), rng))
             continue
         return Attempted(attempt, result=result)

@@ -118,7 +118,9 @@ class SmtpProvider:
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientDeliveryError(
-                "smtp_connect", f"cannot reach {c.host}:{c.port}: {type(exc).__name__}"
+                "smtp_connect",
+                f"cannot reach {c.host}:{c.port}: {type(exc).__name__}",
+                provider_down=True,
             ) from None
         self._all.add(client)
         return client
@@ -163,7 +165,8 @@ class SmtpProvider:
                 )
             if 500 <= exc.code < 600:
                 return PermanentDeliveryError("smtp_rejected", detail)
-            return TransientDeliveryError("smtp_deferred", detail)
+            # 421: the server is shutting down or overloaded, whatever the message.
+            return TransientDeliveryError("smtp_deferred", detail, provider_down=exc.code == 421)
         if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
             return TransientDeliveryError("smtp_timeout", "no answer in time")
         if isinstance(exc, aiosmtplib.SMTPException | OSError):

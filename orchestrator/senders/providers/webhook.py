@@ -4,7 +4,8 @@ One signed JSON POST per action (see :mod:`orchestrator.senders.signing`), with
 ``Idempotency-Key: <action_id>`` so a gateway that honours it never delivers twice, even when
 Tutti resends after a crash or a timeout. Answers: 2xx sent; 410 bounced (the destination is
 gone, e.g. an unregistered push token); 408/409/425/429 and 5xx are retried (429 and 503 with
-their Retry-After); 401 stops the sender (wrong secret or key); any other 4xx fails for good.
+their Retry-After; while the endpoint is unreachable or answers 502/503/504 the message waits
+for it, up to its expiry); 401 stops the sender (wrong secret or key); other 4xx fail for good.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ class WebhookProvider:
         try:
             async with self._slots:
                 response = await self._client.post(self.config.url, content=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Nothing reached the endpoint: it is down, not this message's fault.
+            raise TransientDeliveryError(
+                "http_unreachable", type(exc).__name__, provider_down=True
+            ) from None
         except httpx.TimeoutException:
             raise TransientDeliveryError("http_timeout", "no answer in time") from None
         except httpx.TransportError as exc:
@@ -142,7 +148,13 @@ class WebhookProvider:
             raise BounceError("http_410", detail)
         if status in _RETRYABLE_4XX or status >= 500:
             code = "http_5xx" if status >= 500 else f"http_{status}"
-            raise TransientDeliveryError(code, detail, retry_after_s=_retry_after(response))
+            raise TransientDeliveryError(
+                code,
+                detail,
+                retry_after_s=_retry_after(response),
+                # 502/503/504: the gateway (or what is behind it) is unavailable as a whole.
+                provider_down=status in (502, 503, 504),
+            )
         raise PermanentDeliveryError(f"http_{status}" if status < 500 else "http_other", detail)
 
     @staticmethod

@@ -163,7 +163,7 @@ def _destination(body: bytes) -> str:
 class WebhookServer:
     """A gateway endpoint: records requests, answers scripted statuses, counts deliveries."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.state = WebhookState()
         state = self.state
 
@@ -199,7 +199,7 @@ class WebhookServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}/deliver"

@@ -115,7 +115,7 @@ def test_a_slow_endpoint_times_out_and_is_retried_a_bounded_number_of_times(
 def test_an_unreachable_endpoint_is_transient(action_factory: Callable[..., Action]) -> None:
     outcome = _deliver(f"http://127.0.0.1:{free_port()}/x", action_factory(), attempts=2)
     assert isinstance(outcome.error, TransientDeliveryError)
-    assert outcome.error.code == "http_connection"
+    assert outcome.error.code == "http_unreachable" and outcome.error.provider_down
 
 
 def test_a_401_stops_the_sender_instead_of_failing_every_action(
@@ -158,3 +158,33 @@ def test_a_misconfigured_sender_stops_at_once_with_the_setting_to_fix(tmp_path: 
     )
     assert done.returncode == 2
     assert "sender.webhook_secret is empty" in done.stderr
+
+
+def test_an_outage_delays_messages_instead_of_failing_them(
+    action_factory: Callable[..., Action],
+) -> None:
+    """The gateway is down for a while, longer than max_attempts would allow; then it is back."""
+    port = free_port()
+    provider = _provider(f"http://127.0.0.1:{port}/deliver")
+    servers: list[WebhookServer] = []
+
+    async def go() -> Attempted:
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, lambda: servers.append(WebhookServer(port).__enter__()))
+        try:
+            return await send_with_retry(
+                provider,
+                action_factory(channel="sms"),
+                RetryPolicy(max_attempts=2, initial_ms=50, max_ms=200),
+                still_wanted=lambda: True,
+            )
+        finally:
+            await provider.aclose()
+
+    try:
+        outcome = asyncio.run(go())
+    finally:
+        for server in servers:
+            server.__exit__()
+    assert outcome.result is not None and outcome.attempts > 2
+    assert servers[0].state.accepted == {"act-1": 1}

@@ -10,8 +10,10 @@ undeliverable for that customer.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +26,8 @@ from integration.worker.conftest import (  # the worker suite's real-process har
     kafka_groups,  # noqa: F401  (fixture used by worker_factory)
     worker_factory,  # noqa: F401  (fixture)
 )
-from integration.worker.journey_helpers import contact, event, publish_fast
 from orchestrator.config import Settings
+from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
 
 from .conftest import TEMPLATES
@@ -43,13 +45,39 @@ def _daytime_zone() -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT signs are inverted
 
 
+def _signup(cid: str, zone: str) -> list[dict[str, Any]]:
+    """A customer with an e-mail address (``<cid>@example.test``) who has just signed up."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "event_id": f"{cid}-profile-{uuid.uuid4().hex[:8]}",
+            "event_time": now,
+            "channel": "web",
+            "event_type": "profile_updated",
+            "identities": {"customer_id": cid, "email": f"{cid}@example.test"},
+            "preferences": {"time_zone": zone},
+        },
+        {
+            "event_id": f"{cid}-signup-{uuid.uuid4().hex[:8]}",
+            "event_time": now,
+            "channel": "web",
+            "event_type": "signup",
+            "identities": {"customer_id": cid},
+        },
+    ]
+
+
 def test_receipts_reach_the_worker_and_a_bounce_makes_email_undeliverable(
     settings: Settings,
     worker_factory: Callable[..., WorkerProcess],  # noqa: F811
     smtp_server: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    publish_fast(settings, tmp_path / "lib", {"welcome"})
+    library = tmp_path / "journeys"
+    library.mkdir()
+    for name in ("welcome.yaml", "policy.yaml"):  # the shipped journey, unchanged
+        shutil.copy(REPO / "journeys" / name, library / name)
+    publish_journeys(settings, [library])
     worker = worker_factory(settings)
     env = {
         **os.environ,
@@ -72,10 +100,7 @@ def test_receipts_reach_the_worker_and_a_bounce_makes_email_undeliverable(
     try:
         zone = _daytime_zone()
         for cid in ("ann-e2e", "bounce-e2e"):  # e-mails: <cid>@example.test
-            produce_events(
-                settings,
-                [*contact(cid, push=False, time_zone=zone), event(cid, "signup")],
-            )
+            produce_events(settings, _signup(cid, zone))
 
         def bounced_profile() -> Any:
             view = worker.customer("bounce-e2e")

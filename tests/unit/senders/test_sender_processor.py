@@ -265,3 +265,25 @@ def test_an_action_is_marked_pending_only_once_its_provider_call_starts(
     assert provider.states_seen == ["pending"]
     entry = harness.dedupe.get("act-1", NOW_MS)
     assert receipt.status == "sent" and entry is not None and entry.state == "done"
+
+
+def test_a_provider_outage_delays_the_message_rather_than_failing_it(
+    harness: Harness, action_factory: Callable[..., Action]
+) -> None:
+    down = TransientDeliveryError("http_unreachable", "ConnectError", provider_down=True)
+    harness.provider.fail("act-1", [down] * 10)  # max_attempts is 3
+    receipt = harness.handle(action_factory())
+    assert (receipt.status, receipt.attempts) == ("sent", 11)
+    assert harness.count("tutti_sender_provider_up", channel="email", provider="memory") == 1
+
+
+def test_a_message_waits_for_a_provider_outage_only_until_it_expires(
+    harness: Harness, action_factory: Callable[..., Action], clock: FakeClock
+) -> None:
+    down = TransientDeliveryError("smtp_connect", "cannot reach", provider_down=True)
+    harness.provider.fail("act-1", [down] * 1000)
+    receipt = harness.handle(action_factory(expires_at_ms=NOW_MS + 60_000))
+    assert receipt.status == "expired"
+    assert receipt.reason == "expired: provider unavailable (smtp_connect)"
+    assert clock.ms >= NOW_MS + 60_000 and harness.provider.delivered == []
+    assert harness.count("tutti_sender_provider_up", channel="email", provider="memory") == 0
