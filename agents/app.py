@@ -80,6 +80,7 @@ class TuttiWorker:
     topics: Topics
     codec: AvroCodec
     customers_table: Any
+    identities_table: Any = None
     name: str = field(default_factory=socket.gethostname)
     faust_topics: dict[str, Any] = field(default_factory=dict)
     #: The decide step (agents.journey.JourneyStep) the customer agent hands journey signals to.
@@ -105,6 +106,7 @@ class TuttiWorker:
 
 def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWorker:
     """The whole worker: app, tables, agents and web views for ``settings``."""
+    from agents.identity import define_identities_table, register_identity
     from agents.ingest import register_ingest
     from agents.profile import register_profile
     from agents.views import register_views
@@ -117,9 +119,11 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         topics=Topics(settings.topics),
         codec=codec or AvroCodec.from_settings(settings.kafka),
         customers_table=table,
+        identities_table=define_identities_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
     )
     register_ingest(worker)
+    register_identity(worker)
     register_journeys(worker)
     register_profile(worker)
     register_views(worker)

@@ -4,10 +4,12 @@ A record that cannot be decoded or breaks the contract goes to the dead-letter t
 original bytes and the reason; the agent never stops on a bad record. A *transient* failure
 (the schema registry unreachable) is not the record's fault: it is retried, never dead-lettered.
 
-Valid events are forwarded to the customer-keyed topic as the normalised record in Avro
-single-object framing: the profile agent then reads records that are already validated and
-normalised (lower-cased e-mail, E.164 phone, trimmed ids), needs no registry round trip for an
-internal topic, and the fingerprint still lets old and new workers coexist during an upgrade.
+Valid events are forwarded as the normalised record in Avro single-object framing: the next
+agent reads records that are already validated and normalised (lower-cased e-mail, E.164 phone,
+trimmed ids), needs no registry round trip for an internal topic, and the fingerprint still
+lets old and new workers coexist during an upgrade. An event with a customer id goes to the
+customer-keyed topic (plus one identity *link* per other identifier it carries); an event
+without one goes to the identity topic, keyed by its most stable identifier (agents.identity).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.app import INGEST_CHANNELS, TuttiWorker
+from agents.signals import SIGNAL_EVENT, SIGNAL_HEADER, SIGNAL_LINK
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.errors import SerializationError, TuttiError
@@ -28,8 +31,8 @@ from orchestrator.ingest import (
     IngestLimits,
     check_record_size,
     dead_letter,
+    identifier_keys,
     normalise,
-    provisional_customer_id,
 )
 
 __all__ = [
@@ -44,19 +47,21 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Header naming the kind of signal on the customer-keyed topic (events now; wake-ups, merges,
-#: feedback and commands later).
-SIGNAL_HEADER = "tutti-signal"
-SIGNAL_EVENT = b"event"
 _RETRY_MAX_S = 30.0
+EVENT_HEADERS = [(SIGNAL_HEADER, SIGNAL_EVENT)]
+LINK_HEADERS = [(SIGNAL_HEADER, SIGNAL_LINK)]
 
 
 @dataclass(frozen=True)
 class Forwarded:
+    """A valid event: ``key`` is the customer id, or the identifier key when ``via_identity``."""
+
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]]
     event: CustomerEvent
+    via_identity: bool = False
+    #: (identifier key, customer id) pairs the event links, for the identity topic.
+    links: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,13 @@ def route_inbound(
         check_record_size(len(value or b""), limits)
         record = codec.decode(value, "CustomerEvent", topic)
         valid = normalise(record, now, source_channel=channel, limits=limits)
-        customer = valid.event.identities.customer_id or provisional_customer_id(valid.event)
         forwarded = codec.encode_single_object("CustomerEvent", valid.record)
-        return Forwarded(customer.encode(), forwarded, [(SIGNAL_HEADER, SIGNAL_EVENT)], valid.event)
+        customer = valid.event.identities.customer_id
+        identifiers = [k.encode() for k in identifier_keys(valid.event.identities)]
+        if customer is None:
+            return Forwarded(identifiers[0], forwarded, valid.event, via_identity=True)
+        links = tuple((k, customer.encode()) for k in identifiers)
+        return Forwarded(customer.encode(), forwarded, valid.event, links=links)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -146,6 +155,7 @@ def _make_ingest_agent(worker: TuttiWorker, channel: str) -> None:
     source_name = worker.topics.events(channel)
     source = worker.topic(source_name)
     customer_events = worker.topic(worker.topics.customer_events)
+    identity = worker.topic(worker.topics.identity)
     dead_letters = worker.topic(worker.topics.dead_letters)
 
     async def ingest(stream: Any) -> None:
@@ -178,9 +188,10 @@ def _make_ingest_agent(worker: TuttiWorker, channel: str) -> None:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX_S)
             if isinstance(outcome, Forwarded):
-                await customer_events.send(
-                    key=outcome.key, value=outcome.value, headers=outcome.headers
-                )
+                target = identity if outcome.via_identity else customer_events
+                await target.send(key=outcome.key, value=outcome.value, headers=EVENT_HEADERS)
+                for identifier, customer in outcome.links:
+                    await identity.send(key=identifier, value=customer, headers=LINK_HEADERS)
             else:
                 log.info(
                     "dead-lettered %s[%d]@%d: %s: %s",

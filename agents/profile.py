@@ -1,8 +1,10 @@
-"""Profile agent on the customer-keyed topic: load the state, apply the event, save it once.
+"""Profile agent on the customer-keyed topic: load the state, apply the signal, save it once.
 
-Faust is at-least-once in practice, so the update is idempotent: the state keeps the ids of the
-recent events it applied (the engine's own `decide` does the same) and a redelivered event
-changes nothing and writes nothing.
+Faust is at-least-once in practice, so every update is idempotent: the state keeps the ids of
+the recent events it applied (the engine's own `decide` does the same), so a redelivered event
+changes nothing and writes nothing; a merge is recorded in ``merged_from`` and never applied
+twice. Merges take two hops on this topic: ``merge`` (keyed by the provisional id) sends the
+provisional profile as ``absorb`` to the surviving customer's partition and deletes it there.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.app import TuttiWorker
-from agents.ingest import SIGNAL_EVENT, SIGNAL_HEADER
+from agents.signals import SIGNAL_ABSORB, SIGNAL_EVENT, SIGNAL_HEADER, SIGNAL_MERGE, signal_kind
 from orchestrator.engine.profile import apply_event, lifecycle_stage
 from orchestrator.engine.signals import CustomerEvent
-from orchestrator.engine.state import MAX_EVENT_IDS, CustomerState
+from orchestrator.engine.state import MAX_EVENT_IDS, CustomerState, merge_states
+from orchestrator.errors import TuttiError
 from orchestrator.ingest import dead_letter
+from tables.codec import decode_state, encode_state
 
 __all__ = ["register_profile", "update_profile"]
 
 log = logging.getLogger(__name__)
+
+ABSORB = [(SIGNAL_HEADER, SIGNAL_ABSORB)]
 
 
 def update_profile(state: CustomerState, event: CustomerEvent, now: datetime) -> bool:
@@ -34,19 +40,35 @@ def update_profile(state: CustomerState, event: CustomerEvent, now: datetime) ->
     return True
 
 
-def _signal_kind(message: Any) -> bytes | None:
-    raw = message.headers or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for key, value in pairs:
-        if key == SIGNAL_HEADER:
-            return bytes(value) if value is not None else None
-    return None
-
-
 def register_profile(worker: TuttiWorker) -> None:
     source = worker.topic(worker.topics.customer_events)
     dead_letters = worker.topic(worker.topics.dead_letters)
+    customer_events = worker.topic(worker.topics.customer_events)
     customers = worker.customers
+
+    async def to_dead_letters(msg: Any, exc: Exception, now: datetime) -> None:
+        # Ingest and resolve only forward valid records: this is a bug or a foreign producer.
+        log.error(
+            "profile: cannot use %s[%d]@%d: %s: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            type(exc).__name__,
+            exc,
+        )
+        letter = dead_letter(
+            key=msg.key,
+            value=msg.value,
+            headers=msg.headers or [],
+            source_topic=msg.topic,
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            error=exc,
+            failed_at=now,
+            worker=worker.name,
+        )
+        value = worker.codec.encode_single_object("DeadLetter", letter)
+        await dead_letters.send(key=msg.key, value=value)
 
     async def profile(stream: Any) -> None:
         async for ev in stream.events():
@@ -56,34 +78,34 @@ def register_profile(worker: TuttiWorker) -> None:
                 continue
             now = datetime.now(UTC)
             try:
-                kind = _signal_kind(msg)
-                if kind != SIGNAL_EVENT:
-                    raise ValueError(f"unknown signal kind {kind!r} on {msg.topic}")
+                kind = signal_kind(msg)
                 if not msg.key:
                     raise ValueError("record without a customer id key")
                 customer_id = bytes(msg.key).decode()
-                record = worker.codec.decode(msg.value, "CustomerEvent", msg.topic)
-                event = CustomerEvent.from_dict(record)
-                state = customers.load_or_new(customer_id)
-            except Exception as exc:
-                # Ingest only forwards valid records: this is a bug or a foreign producer.
-                log.exception("profile: cannot use %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                letter = dead_letter(
-                    key=msg.key,
-                    value=msg.value,
-                    headers=msg.headers or [],
-                    source_topic=msg.topic,
-                    source_partition=msg.partition,
-                    source_offset=msg.offset,
-                    error=exc,
-                    failed_at=now,
-                    worker=worker.name,
-                )
-                value = worker.codec.encode_single_object("DeadLetter", letter)
-                await dead_letters.send(key=msg.key, value=value)
-                continue
-            if update_profile(state, event, now):
-                customers.save(state)  # one changelog record per applied event
+                if kind == SIGNAL_EVENT:
+                    record = worker.codec.decode(msg.value, "CustomerEvent", msg.topic)
+                    event = CustomerEvent.from_dict(record)
+                    state = customers.load_or_new(customer_id)
+                    if update_profile(state, event, now):
+                        customers.save(state)  # one changelog record per applied event
+                elif kind == SIGNAL_MERGE:
+                    # A provisional profile moves to its customer, then disappears.
+                    survivor = bytes(msg.value).decode()
+                    absorbed = customers.load(customer_id)
+                    if absorbed is not None and survivor != customer_id:
+                        await customer_events.send(
+                            key=survivor.encode(), value=encode_state(absorbed), headers=ABSORB
+                        )
+                        customers.delete(customer_id)
+                elif kind == SIGNAL_ABSORB:
+                    absorbed = decode_state(msg.value)
+                    state = customers.load_or_new(customer_id)
+                    if absorbed.customer_id not in state.merged_from:
+                        customers.save(merge_states(state, absorbed))
+                else:
+                    raise ValueError(f"unknown signal kind {kind!r}")
+            except (TuttiError, ValueError) as exc:  # ValueError: UnicodeDecodeError too
+                await to_dead_letters(msg, exc, now)
 
     profile.__name__ = profile.__qualname__ = "profile"
     worker.app.agent(source, name="profile", concurrency=1)(profile)

@@ -9,14 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.ingest import (
-    SIGNAL_EVENT,
-    SIGNAL_HEADER,
-    DeadLettered,
-    Forwarded,
-    is_transient,
-    route_inbound,
-)
+from agents.ingest import DeadLettered, Forwarded, is_transient, route_inbound
 from agents.profile import update_profile
 from agents.views import public_profile
 from orchestrator.codec import AvroCodec
@@ -62,17 +55,30 @@ def test_a_valid_event_is_forwarded_normalised_and_keyed_by_customer() -> None:
     out = route(CODEC.encode_single_object("CustomerEvent", record()))
     assert isinstance(out, Forwarded)
     assert out.key == b"c-1"
-    assert out.headers == [(SIGNAL_HEADER, SIGNAL_EVENT)]
+    assert not out.via_identity
     forwarded = CODEC.decode(out.value, "CustomerEvent", "x")
     assert forwarded["identities"]["email"] == "ann@example.com"
     assert CustomerEvent.from_dict(forwarded) == out.event
 
 
-def test_an_event_without_customer_id_gets_a_provisional_key() -> None:
-    value = CODEC.encode_single_object("CustomerEvent", record(identities={"anonymous_id": "a-9"}))
-    out = route(value)
+def test_an_event_without_customer_id_is_resolved_by_its_most_stable_identifier() -> None:
+    identities = {"email": "ann@example.com", "anonymous_id": "a-9"}
+    out = route(CODEC.encode_single_object("CustomerEvent", record(identities=identities)))
     assert isinstance(out, Forwarded)
-    assert out.key == b"anon:anonymous_id:a-9"
+    assert out.via_identity
+    assert out.key == b"anonymous_id:a-9"
+    assert out.links == ()
+
+
+def test_an_event_with_a_customer_id_links_its_other_identifiers() -> None:
+    identities = {"customer_id": "c-1", "email": "Ann@Example.com", "loyalty_card": "L1"}
+    out = route(CODEC.encode_single_object("CustomerEvent", record(identities=identities)))
+    assert isinstance(out, Forwarded)
+    assert out.key == b"c-1"
+    keys = [k for k, _ in out.links]
+    assert keys[0] == b"loyalty_card:L1"
+    assert keys[1].startswith(b"email:") and b"example" not in keys[1]  # hashed
+    assert {c for _, c in out.links} == {b"c-1"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,138 @@
+"""Identity resolution: the `identities` table (identifier -> customer id) and its agent.
+
+Records on the identity topic are keyed by an identifier key (``anonymous_id:a-1``,
+``email:<sha256>``, see :func:`orchestrator.ingest.identifier_keys`), so one identifier's
+records meet on one partition and the table is written only by its owner:
+
+- an *event* from someone known only by identifiers is forwarded to the customer-keyed topic
+  under the customer id the identifier belongs to (written into the event's identities); an
+  identifier seen for the first time gets a stable provisional id ``anon:<identifier key>``;
+- a *link* says "this identifier belongs to customer C" (a login, a sign-up, an order with an
+  e-mail and a loyalty card). When the identifier pointed to a provisional profile, that profile
+  is merged into C through the customer-keyed topic (see agents.profile).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from agents.app import TuttiWorker
+from agents.signals import (
+    SIGNAL_EVENT,
+    SIGNAL_HEADER,
+    SIGNAL_LINK,
+    SIGNAL_MERGE,
+    signal_kind,
+)
+
+__all__ = [
+    "IDENTITIES_TABLE",
+    "PROVISIONAL_PREFIX",
+    "Resolution",
+    "define_identities_table",
+    "register_identity",
+    "resolve_event",
+    "resolve_link",
+    "resolved_event",
+]
+
+log = logging.getLogger(__name__)
+
+IDENTITIES_TABLE = "identities"
+PROVISIONAL_PREFIX = "anon:"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What to do with one identity record: where it goes, what to store, what to merge."""
+
+    customer_id: str
+    store: bool = False  # write customer_id for the identifier
+    merge_from: str | None = None  # a provisional profile to fold into customer_id
+
+
+def resolve_event(identifier: str, current: str | None) -> Resolution:
+    """An event known only by ``identifier``: to its customer, or to a new provisional id."""
+    if current:
+        return Resolution(current)
+    return Resolution(f"{PROVISIONAL_PREFIX}{identifier}", store=True)
+
+
+def resolve_link(identifier: str, customer_id: str, current: str | None) -> Resolution:
+    """``identifier`` belongs to ``customer_id``: record it, merging a provisional profile."""
+    if current == customer_id:
+        return Resolution(customer_id)
+    if current is None:
+        return Resolution(customer_id, store=True)
+    if current.startswith(PROVISIONAL_PREFIX):
+        return Resolution(customer_id, store=True, merge_from=current)
+    # Two real customers share the identifier (a family e-mail, a reused device): the latest
+    # link wins for routing; their profiles are not merged (that needs a human decision).
+    return Resolution(customer_id, store=True)
+
+
+def resolved_event(worker: TuttiWorker, value: bytes, customer_id: str) -> bytes:
+    """The event with the resolved (or provisional) customer id filled in.
+
+    The engine keys a new profile by the event's customer id, so the record must carry the id
+    it is keyed by on the customer topic; ingest already validated and normalised it.
+    """
+    record = worker.codec.decode(value, "CustomerEvent", worker.topics.identity)
+    record["identities"] = {**record["identities"], "customer_id": customer_id}
+    return worker.codec.encode_single_object("CustomerEvent", record)
+
+
+def define_identities_table(app: Any, partitions: int, store_options: dict[str, Any]) -> Any:
+    return app.Table(
+        IDENTITIES_TABLE,
+        key_type=str,
+        value_type=str,
+        partitions=partitions,
+        help="identifier key (kind:value, personal values hashed) -> customer id",
+        options=dict(store_options),
+    )
+
+
+def register_identity(worker: TuttiWorker) -> None:
+    source = worker.topic(worker.topics.identity)
+    customer_events = worker.topic(worker.topics.customer_events)
+    table = worker.identities_table
+
+    async def resolve(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            kind = signal_kind(msg)
+            identifier = bytes(msg.key or b"").decode()
+            if not identifier or kind not in (SIGNAL_EVENT, SIGNAL_LINK):
+                log.warning(
+                    "identity: skipped %s[%d]@%d (kind %r)",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    kind,
+                )
+                continue
+            current = table.get(identifier)
+            if kind == SIGNAL_EVENT:
+                res = resolve_event(identifier, current)
+            else:
+                res = resolve_link(identifier, bytes(msg.value).decode(), current)
+            if res.store:
+                table[identifier] = res.customer_id  # one changelog record, only on change
+            if res.merge_from:
+                await customer_events.send(
+                    key=res.merge_from.encode(),
+                    value=res.customer_id.encode(),
+                    headers=[(SIGNAL_HEADER, SIGNAL_MERGE)],
+                )
+            if kind == SIGNAL_EVENT:
+                await customer_events.send(
+                    key=res.customer_id.encode(),
+                    value=resolved_event(worker, msg.value, res.customer_id),
+                    headers=[(SIGNAL_HEADER, SIGNAL_EVENT)],
+                )
+
+    resolve.__name__ = resolve.__qualname__ = "resolve"
+    worker.app.agent(source, name="resolve", concurrency=1)(resolve)

@@ -1,0 +1,39 @@
+"""What travels on the worker's internal topics: the signal kind is a header, the key says whom.
+
+- ``event``: a normalised CustomerEvent in Avro single-object framing (customer-keyed topic and
+  identity topic);
+- ``link``: identity topic, keyed by an identifier key; the value is the customer id it belongs to;
+- ``merge``: customer-keyed topic, keyed by a provisional id; the value is the surviving customer
+  id the provisional profile must move to;
+- ``absorb``: customer-keyed topic, keyed by the surviving customer id; the value is the absorbed
+  profile in :mod:`tables.codec` format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = [
+    "SIGNAL_ABSORB",
+    "SIGNAL_EVENT",
+    "SIGNAL_HEADER",
+    "SIGNAL_LINK",
+    "SIGNAL_MERGE",
+    "signal_kind",
+]
+
+SIGNAL_HEADER: Final = "tutti-signal"
+SIGNAL_EVENT: Final = b"event"
+SIGNAL_LINK: Final = b"link"
+SIGNAL_MERGE: Final = b"merge"
+SIGNAL_ABSORB: Final = b"absorb"
+
+
+def signal_kind(message: Any) -> bytes | None:
+    """The ``tutti-signal`` header of a Faust message (None when absent)."""
+    raw = message.headers or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for key, value in pairs:
+        if key == SIGNAL_HEADER:
+            return bytes(value) if value is not None else None
+    return None
