@@ -102,6 +102,9 @@ class SenderSettings:
     instance_id: str = ""
     #: Dynamic membership: how long a dead sender keeps its partitions before the group moves on.
     session_timeout_ms: int = 10_000
+    #: A provider unreachable for longer stops the sender (exit 2) with its batch uncommitted, so
+    #: the actions wait in Kafka instead of failing; kept below max.poll.interval.ms (10 min).
+    provider_down_max_ms: int = 240_000
     #: Parallel HTTP connections to the webhook endpoint. httpx slows down sharply with more
     #: concurrent requests per client (encode/httpx#3215); 4 measured best here.
     webhook_connections: int = 4
@@ -117,7 +120,7 @@ class StackSettings:
     kafka_port: int = 19092
     controller_port: int = 19093
     registry_port: int = 18081
-    kafka_heap_mb: int = 512
+    kafka_heap_mb: int = 1024
     registry_heap_mb: int = 384
     start_timeout_s: int = 120
 

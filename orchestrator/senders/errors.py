@@ -15,6 +15,7 @@ __all__ = [
     "DeliveryError",
     "PermanentDeliveryError",
     "ProviderConfigError",
+    "ProviderUnavailableError",
     "SenderError",
     "TransientDeliveryError",
 ]
@@ -30,6 +31,11 @@ class ProviderConfigError(SenderError):
     Raised instead of failing every action, so nothing is committed and the actions wait in
     Kafka until the sender is restarted with a working configuration.
     """
+
+
+class ProviderUnavailableError(SenderError):
+    """The provider has been unreachable for too long: the sender stops without committing, so the
+    actions wait in Kafka; a supervisor restarts it (check the provider and the network)."""
 
 
 class DedupeStoreError(SenderError):

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
-from orchestrator.senders.errors import BounceError, TransientDeliveryError
+from orchestrator.senders.errors import (
+    BounceError,
+    ProviderUnavailableError,
+    TransientDeliveryError,
+)
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import Action, DeliveryReceipt, DeliveryStatus
 from orchestrator.senders.privacy import redact
@@ -55,6 +59,7 @@ class ActionProcessor:
         rate_limit: TokenBucket | None = None,
         retry: RetryPolicy | None = None,
         max_hold_ms: int = 60_000,
+        provider_down_max_ms: int = 240_000,
         clock: Callable[[], int] = _wall_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -66,6 +71,9 @@ class ActionProcessor:
         self.rate_limit = rate_limit
         self.retry = retry or RetryPolicy()
         self.max_hold_ms = max_hold_ms
+        self.provider_down_max_ms = provider_down_max_ms
+        #: When the provider was first found unreachable in the current outage (epoch ms).
+        self._down_since: int | None = None
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
@@ -201,11 +209,14 @@ class ActionProcessor:
             on_retry=self._on_retry,
             sleep=self.sleep,
             rng=self.rng,
-            still_wanted=lambda: self.clock() < action.expires_at_ms,
+            still_wanted=lambda: (
+                self.clock() < action.expires_at_ms and not self._outage_too_long()
+            ),
         )
         latency_ms = max(0, self.clock() - received_ms)
         self.metrics.send_latency.labels(*self._labels).observe(latency_ms / 1000)
         if outcome.result is not None:
+            self._down_since = None
             self.metrics.sent.labels(*self._labels).inc()
             self.metrics.provider_up.labels(*self._labels).set(1)
             receipt = self._finish(
@@ -221,7 +232,14 @@ class ActionProcessor:
             status: DeliveryStatus = "bounced" if isinstance(error, BounceError) else "failed"
             reason = f"{error.code}: {error.detail}" if error.detail else error.code
             if isinstance(error, TransientDeliveryError) and error.provider_down:
-                # It waited for the provider until it was no longer wanted.
+                if self.clock() < action.expires_at_ms:
+                    # Still wanted, but the outage lasts: stop, leave the batch in Kafka.
+                    raise ProviderUnavailableError(
+                        f"{self.provider.name} provider unreachable for more than "
+                        f"{self.provider_down_max_ms // 1000} s ({error.code}: {error.detail}); "
+                        "stopping without committing so the actions wait in Kafka"
+                    )
+                # It waited for the provider until the action expired.
                 status, reason = "expired", f"expired: provider unavailable ({error.code})"
             receipt = self._finish(
                 action, status, reason, attempts=outcome.attempts, latency_ms=latency_ms
@@ -233,6 +251,12 @@ class ActionProcessor:
         self.metrics.retries.labels(*self._labels, error.code).inc()
         if error.provider_down:
             self.metrics.provider_up.labels(*self._labels).set(0)
+            if self._down_since is None:
+                self._down_since = self.clock()
+
+    def _outage_too_long(self) -> bool:
+        down = self._down_since
+        return down is not None and self.clock() - down >= self.provider_down_max_ms
 
     async def _take_token(self) -> None:
         if self.rate_limit is None:

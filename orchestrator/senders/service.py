@@ -82,6 +82,7 @@ def build_sender(
         rate_limit=TokenBucket(s.rate_per_second, s.burst),
         retry=RetryPolicy(s.max_attempts, s.backoff_initial_ms, s.backoff_max_ms),
         max_hold_ms=s.max_hold_ms,
+        provider_down_max_ms=s.provider_down_max_ms,
     )
     group = group or group_id(settings, channel)
     membership: dict[str, object] = {

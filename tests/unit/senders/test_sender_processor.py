@@ -287,3 +287,18 @@ def test_a_message_waits_for_a_provider_outage_only_until_it_expires(
     assert receipt.reason == "expired: provider unavailable (smtp_connect)"
     assert clock.ms >= NOW_MS + 60_000 and harness.provider.delivered == []
     assert harness.count("tutti_sender_provider_up", channel="email", provider="memory") == 0
+
+
+def test_a_long_outage_stops_the_sender_and_leaves_the_action_in_kafka(
+    clock: FakeClock, metrics: SenderMetrics, action_factory: Callable[..., Action]
+) -> None:
+    from orchestrator.senders.errors import ProviderUnavailableError
+
+    harness = Harness(clock, metrics, provider_down_max_ms=120_000)
+    down = TransientDeliveryError("http_unreachable", "ConnectError", provider_down=True)
+    harness.provider.fail("act-1", [down] * 1000)
+    with pytest.raises(ProviderUnavailableError, match="more than 120 s"):
+        harness.handle(action_factory(expires_at_ms=NOW_MS + 24 * 3600_000))
+    assert clock.ms - NOW_MS >= 120_000
+    entry = harness.dedupe.get("act-1", clock.ms)
+    assert entry is not None and entry.state == "pending"  # no outcome recorded: re-read later
