@@ -213,6 +213,11 @@ class JourneyStep:
         self.stats.actions += len(decision.actions)
         self.stats.outcomes += len(decision.outcomes)
 
+    def note_write(self, partition: int, state: CustomerState | None, customer_id: str) -> None:
+        """Another writer of the customers table (a profile merge) changed a customer: keep
+        the wake-up index in step (None: the customer was deleted)."""
+        self.index.update(partition, state, customer_id)
+
     async def _dead_letter(self, msg: Any, exc: Exception, now: datetime) -> None:
         log.warning(
             "decide: %s[%d]@%d dead-lettered (%s)",

@@ -45,6 +45,9 @@ def _register() -> None:
     from agents.cli import worker
 
     cli.add_command(worker)
+    from orchestrator.watch_cli import watch
+
+    cli.add_command(watch)
 
 
 _register()
