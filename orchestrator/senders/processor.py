@@ -5,6 +5,10 @@ already handled → duplicate (or the stored receipt again for the very same rec
 ``expires_at`` → expired; ``not_before`` in the future → wait (briefly) or reject; then mark the
 action ``pending``, send with rate limit and retries, and record the final outcome before the
 receipt leaves. The Kafka loop writes the receipt and only then commits the offset.
+
+A provider outage is not the message's fault: it waits (uncounted attempts) until the provider
+is back, the action expires, or the outage outlasts ``provider_down_max_ms`` - then the sender
+stops with the batch uncommitted rather than failing every action it holds.
 """
 
 from __future__ import annotations
