@@ -73,19 +73,35 @@ def kafka_settings() -> Iterator[KafkaSettings]:
             stack.down()
 
 
+def delete_topics_with_prefix(kafka: KafkaSettings, prefixes: tuple[str, ...]) -> None:
+    """Delete a test's topics: ~30 per test, left behind, add up to thousands of partitions and
+    the single local broker runs out of heap."""
+    from orchestrator.kafka import admin_client
+
+    admin = admin_client(kafka)
+    names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(prefixes)]
+    for future in admin.delete_topics(names, operation_timeout=30).values() if names else ():
+        future.exception()  # wait; a topic already gone is fine
+
+
 @pytest.fixture
-def settings_factory(kafka_settings: KafkaSettings) -> Callable[..., Settings]:
-    """Settings on the real broker with a unique topic prefix; topics created (``create=True``)."""
+def settings_factory(kafka_settings: KafkaSettings) -> Iterator[Callable[..., Settings]]:
+    """Settings on the real broker with a unique topic prefix; topics created (``create=True``)
+    and deleted after the test."""
+    prefixes: list[str] = []
 
     def make(partitions: int = 4, create: bool = True, **topic_overrides: object) -> Settings:
         prefix = f"t{uuid.uuid4().hex[:10]}."
+        prefixes.append(prefix)
         topic_settings = TopicSettings(prefix=prefix, partitions=partitions, **topic_overrides)  # type: ignore[arg-type]
         settings = Settings(kafka=kafka_settings, topics=topic_settings)
         if create:
             create_topics(settings)
         return settings
 
-    return make
+    yield make
+    if prefixes:
+        delete_topics_with_prefix(kafka_settings, tuple(prefixes))
 
 
 @pytest.fixture
