@@ -24,7 +24,7 @@ __all__ = ["INGEST_CHANNELS", "TuttiWorker", "build_worker", "create_app"]
 log = logging.getLogger(__name__)
 
 #: Inbound channels with an ingest agent. `catalog` events are keyed by product and fan out
-#: to interested customers: they get their own agent (next slice of issue 4).
+#: to interested customers: they get their own agent (agents.catalog).
 INGEST_CHANNELS: tuple[str, ...] = (
     "web",
     "app",
@@ -106,6 +106,7 @@ class TuttiWorker:
 
 def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWorker:
     """The whole worker: app, tables, agents and web views for ``settings``."""
+    from agents.catalog import register_catalog
     from agents.identity import define_identities_table, register_identity
     from agents.ingest import register_ingest
     from agents.profile import register_profile
@@ -124,6 +125,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     )
     register_ingest(worker)
     register_identity(worker)
+    register_catalog(worker, _ROCKSDB_OPTIONS)
     register_journeys(worker)
     register_profile(worker)
     register_views(worker)

@@ -6,7 +6,11 @@
 - ``merge``: customer-keyed topic, keyed by a provisional id; the value is the surviving customer
   id the provisional profile must move to;
 - ``absorb``: customer-keyed topic, keyed by the surviving customer id; the value is the absorbed
-  profile in :mod:`tables.codec` format.
+  profile in :mod:`tables.codec` format;
+- ``interest``: product-keyed topic, keyed by a product id; the value says which customer showed
+  interest and when (:func:`orchestrator.catalog.encode_interest`);
+- ``catalog``: product-keyed topic, keyed by a product id; the value is a normalised catalog event
+  (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Any, Final
 
 __all__ = [
     "SIGNAL_ABSORB",
+    "SIGNAL_CATALOG",
     "SIGNAL_EVENT",
     "SIGNAL_HEADER",
+    "SIGNAL_INTEREST",
     "SIGNAL_LINK",
     "SIGNAL_MERGE",
     "signal_kind",
@@ -27,6 +33,8 @@ SIGNAL_EVENT: Final = b"event"
 SIGNAL_LINK: Final = b"link"
 SIGNAL_MERGE: Final = b"merge"
 SIGNAL_ABSORB: Final = b"absorb"
+SIGNAL_INTEREST: Final = b"interest"
+SIGNAL_CATALOG: Final = b"catalog"
 
 
 def signal_kind(message: Any) -> bytes | None:

@@ -1,0 +1,258 @@
+"""Catalog fan-out: the `product_interest` table and the three agents around it.
+
+- ``ingest_catalog`` reads ``events.catalog`` (price drops, back in stock), validates each
+  record like any ingest agent (bad ones to the dead-letter topic with their reason) and
+  forwards it to the product-keyed topic ``tutti.product-interest`` under its product id: the
+  upstream key and partitioner are not trusted to match the table's partitioning.
+- ``note_interest`` also reads the customer-keyed topic: a product view, wish-list add or
+  add-to-cart (or a provisional profile absorbed into a customer) becomes an *interest* record
+  on the product-keyed topic.
+- ``product_interest`` owns the table (product id -> :class:`InterestIndex`): an interest record
+  updates the product's index (one write, and only when it changed); a catalog record fans out
+  as one CustomerEvent per interested customer on the customer-keyed topic, each with a derived
+  event id (``<event_id>:<customer_id>``) so a redelivered catalog event changes nothing.
+
+Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON) and ``catalog``
+(value: the normalised catalog event, Avro single-object framing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.app import TuttiWorker
+from agents.ingest import EVENT_HEADERS, is_transient
+from agents.signals import (
+    SIGNAL_ABSORB,
+    SIGNAL_CATALOG,
+    SIGNAL_EVENT,
+    SIGNAL_HEADER,
+    SIGNAL_INTEREST,
+    signal_kind,
+)
+from orchestrator.catalog import (
+    DEFAULT_INTEREST_LIMITS,
+    INTEREST_EVENT_TYPES,
+    Interest,
+    InterestIndex,
+    InterestLimits,
+    decode_interest,
+    encode_interest,
+    fan_out,
+    interests_from_event,
+    interests_from_state,
+    normalise_catalog,
+)
+from orchestrator.engine.signals import CustomerEvent
+from orchestrator.errors import SerializationError, TuttiError
+from orchestrator.ingest import check_record_size, dead_letter
+from tables.codec import decode_state
+
+__all__ = [
+    "PRODUCT_INTEREST_TABLE",
+    "CatalogStats",
+    "define_product_interest_table",
+    "register_catalog",
+]
+
+log = logging.getLogger(__name__)
+
+PRODUCT_INTEREST_TABLE = "product_interest"
+INTEREST_HEADERS = [(SIGNAL_HEADER, SIGNAL_INTEREST)]
+CATALOG_HEADERS = [(SIGNAL_HEADER, SIGNAL_CATALOG)]
+_RETRY_MAX_S = 30.0
+#: Interest event types as they appear in the Avro bytes: a cheap filter before decoding.
+_INTEREST_MARKERS = tuple(t.encode() for t in INTEREST_EVENT_TYPES)
+
+
+class CatalogStats:
+    """Counters for logs and tests."""
+
+    def __init__(self) -> None:
+        self.interest_records = 0
+        self.index_writes = 0
+        self.catalog_events = 0
+        self.fanned_out = 0
+
+
+def define_product_interest_table(app: Any, partitions: int, store_options: dict[str, Any]) -> Any:
+    """product id -> InterestIndex bytes, co-partitioned with the product-keyed topic.
+
+    Never set a ``ttl`` (RocksDB's TTL would silently drop products); the index ages its
+    entries itself.
+    """
+    return app.Table(
+        PRODUCT_INTEREST_TABLE,
+        key_type=str,
+        value_type=bytes,
+        partitions=partitions,
+        help="product id -> recently interested customers (orchestrator.catalog.InterestIndex)",
+        options=dict(store_options),
+    )
+
+
+def register_catalog(
+    worker: TuttiWorker,
+    store_options: dict[str, Any],
+    limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
+) -> CatalogStats:
+    """Declare the table and the three agents on ``worker``."""
+    table = define_product_interest_table(
+        worker.app, worker.settings.topics.partitions, store_options
+    )
+    stats = CatalogStats()
+    _register_ingest_catalog(worker)
+    _register_note_interest(worker, stats)
+    _register_product_interest(worker, table, limits, stats)
+    return stats
+
+
+def _register_ingest_catalog(worker: TuttiWorker) -> None:
+    source = worker.topic(worker.topics.events("catalog"))
+    products = worker.topic(worker.topics.product_interest)
+    dead_letters = worker.topic(worker.topics.dead_letters)
+    codec = worker.codec
+
+    def route(msg: Any, now: datetime) -> tuple[bytes, bytes, bool]:
+        """(key, value, valid): the product-keyed record, or a dead letter. Raises if transient."""
+        try:
+            check_record_size(len(msg.value or b""))
+            record = codec.decode(msg.value, "CustomerEvent", msg.topic)
+            valid = normalise_catalog(record, now)
+            product_id = str(valid["product"]["product_id"])
+            return product_id.encode(), codec.encode_single_object("CustomerEvent", valid), True
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if not isinstance(exc, TuttiError):
+                log.exception("catalog: unexpected error on %s[%d]@%d", *_where(msg))
+            letter = dead_letter(
+                key=msg.key,
+                value=msg.value,
+                headers=msg.headers or [],
+                source_topic=msg.topic,
+                source_partition=msg.partition,
+                source_offset=msg.offset,
+                error=exc,
+                failed_at=now,
+                worker=worker.name,
+            )
+            return msg.key, codec.encode_single_object("DeadLetter", letter), False
+
+    async def ingest_catalog(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            delay = 0.5
+            while True:
+                try:
+                    key, value, valid = route(msg, datetime.now(UTC))
+                    break
+                except Exception as exc:  # only transient failures (registry down) get here
+                    log.warning("ingest catalog: transient failure (%s), retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX_S)
+            if valid:
+                await products.send(key=key, value=value, headers=CATALOG_HEADERS)
+            else:
+                log.info("dead-lettered %s[%d]@%d", *_where(msg))
+                await dead_letters.send(key=key, value=value)
+
+    ingest_catalog.__name__ = ingest_catalog.__qualname__ = "ingest_catalog"
+    worker.app.agent(source, name="ingest_catalog", concurrency=1)(ingest_catalog)
+
+
+def _register_note_interest(worker: TuttiWorker, stats: CatalogStats) -> None:
+    """A second reader of the customer-keyed topic (Faust hands each record to every agent
+    subscribed to it; the offset is committed once both are done)."""
+    source = worker.topic(worker.topics.customer_events)
+    products = worker.topic(worker.topics.product_interest)
+    codec = worker.codec
+
+    def interests(msg: Any, kind: bytes | None, customer_id: str) -> list[Interest]:
+        value = bytes(msg.value or b"")
+        if kind == SIGNAL_EVENT:
+            if not any(marker in value for marker in _INTEREST_MARKERS):
+                return []  # most events: no need to decode them a second time
+            record = codec.decode(value, "CustomerEvent", msg.topic)
+            return interests_from_event(CustomerEvent.from_dict(record), customer_id)
+        if kind == SIGNAL_ABSORB:
+            return interests_from_state(decode_state(value), customer_id, datetime.now(UTC))
+        return []
+
+    async def note_interest(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            if not msg.key:
+                continue
+            try:
+                found = interests(msg, signal_kind(msg), bytes(msg.key).decode())
+            except (TuttiError, ValueError) as exc:
+                # The customer agent dead-letters what it cannot use; here it is only skipped.
+                log.debug("note_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
+                continue
+            for interest in found:
+                await products.send(
+                    key=interest.product_id.encode(),
+                    value=encode_interest(interest),
+                    headers=INTEREST_HEADERS,
+                )
+                stats.interest_records += 1
+
+    note_interest.__name__ = note_interest.__qualname__ = "note_interest"
+    worker.app.agent(source, name="note_interest", concurrency=1)(note_interest)
+
+
+def _register_product_interest(
+    worker: TuttiWorker, table: Any, limits: InterestLimits, stats: CatalogStats
+) -> None:
+    source = worker.topic(worker.topics.product_interest)
+    customer_events = worker.topic(worker.topics.customer_events)
+    codec = worker.codec
+
+    async def product_interest(stream: Any) -> None:
+        async for ev in stream.events():
+            msg = ev.message
+            kind = signal_kind(msg)
+            now = datetime.now(UTC)
+            try:
+                if not msg.key:
+                    raise SerializationError("record without a product id key")
+                product_id = bytes(msg.key).decode()
+                if kind == SIGNAL_INTEREST:
+                    index = InterestIndex.decode(table.get(product_id))
+                    if index.record(decode_interest(product_id, bytes(msg.value)), now, limits):
+                        table[product_id] = index.encode()  # once per record, only on change
+                        stats.index_writes += 1
+                    continue
+                if kind != SIGNAL_CATALOG:
+                    raise SerializationError(f"unknown signal kind {kind!r}")
+                record = codec.decode(msg.value, "CustomerEvent", msg.topic)
+                customers = InterestIndex.decode(table.get(product_id)).customers(now, limits)
+            except (TuttiError, ValueError) as exc:
+                # Only this worker writes the topic: a bug or a foreign producer, never data.
+                log.error("product_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
+                continue
+            for event in fan_out(record, customers):
+                await customer_events.send(
+                    key=event["identities"]["customer_id"].encode(),
+                    value=codec.encode_single_object("CustomerEvent", event),
+                    headers=EVENT_HEADERS,
+                )
+            stats.catalog_events += 1
+            stats.fanned_out += len(customers)
+            log.info(
+                "catalog %s for product %s: %d interested customer(s)",
+                record["event_type"],
+                product_id,
+                len(customers),
+            )
+
+    product_interest.__name__ = product_interest.__qualname__ = "product_interest"
+    worker.app.agent(source, name="product_interest", concurrency=1)(product_interest)
+
+
+def _where(msg: Any) -> tuple[str, int, int]:
+    return msg.topic, msg.partition, msg.offset

@@ -1,0 +1,223 @@
+"""Catalog fan-out, without Kafka: the per-product interest index and the per-customer events.
+
+A ``price_drop`` or ``back_in_stock`` event is about a product, not a customer. The worker keeps,
+per product, the customers who recently viewed, wish-listed or carted it (bounded: the most recent
+:attr:`InterestLimits.max_customers`, none older than :attr:`InterestLimits.window`), and turns a
+catalog event into one CustomerEvent per interested customer with a derived, deterministic
+event id (``<event_id>:<customer_id>``), so a redelivered catalog event is a no-op for every
+customer it reaches. Whether the customer still qualifies (the product still in the cart, the
+price drop large enough) is the journey's business, decided on the customer's own state.
+
+Everything here is pure: agents.catalog moves the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from orchestrator.engine.signals import CustomerEvent
+from orchestrator.engine.state import CustomerState
+from orchestrator.errors import SerializationError, ValidationError
+from orchestrator.ingest import DEFAULT_LIMITS, IngestLimits, normalise
+
+__all__ = [
+    "CATALOG_EVENT_TYPES",
+    "DEFAULT_INTEREST_LIMITS",
+    "INTEREST_EVENT_TYPES",
+    "Interest",
+    "InterestIndex",
+    "InterestLimits",
+    "decode_interest",
+    "encode_interest",
+    "fan_out",
+    "interests_from_event",
+    "interests_from_state",
+    "normalise_catalog",
+]
+
+#: Catalog event types that fan out to interested customers.
+CATALOG_EVENT_TYPES: Final = frozenset({"price_drop", "back_in_stock"})
+#: Customer event types that make a customer interested in the event's product.
+INTEREST_EVENT_TYPES: Final = frozenset({"product_view", "wishlist_add", "add_to_cart"})
+
+_INDEX_FORMAT: Final = 1
+_PROVISIONAL_PREFIX: Final = "anon:"
+
+
+@dataclass(frozen=True)
+class InterestLimits:
+    """How much interest one product keeps (its table value is rewritten on every change)."""
+
+    #: The most recent customers kept per product.
+    max_customers: int = 1000
+    #: Interest older than this is forgotten (and never fanned out to).
+    window: timedelta = timedelta(days=30)
+    #: A customer already indexed this recently is not rewritten: repeated views of one
+    #: product make no changelog records.
+    refresh: timedelta = timedelta(hours=1)
+
+
+DEFAULT_INTEREST_LIMITS: Final = InterestLimits()
+
+
+@dataclass(frozen=True)
+class Interest:
+    """Customer ``customer_id`` showed interest in ``product_id`` at ``at``."""
+
+    product_id: str
+    customer_id: str
+    at: datetime
+
+
+def _epoch(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def encode_interest(interest: Interest) -> bytes:
+    """The value of an interest record on the product-keyed topic (the key is the product)."""
+    return json.dumps({"customer_id": interest.customer_id, "at": _epoch(interest.at)}).encode()
+
+
+def decode_interest(product_id: str, value: bytes) -> Interest:
+    try:
+        doc = json.loads(value)
+        return Interest(product_id, str(doc["customer_id"]), datetime.fromtimestamp(doc["at"], UTC))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SerializationError(f"interest record for product {product_id!r}: {exc}") from exc
+
+
+def _indexable(customer_id: str | None) -> bool:
+    # A provisional (anonymous) profile has no contact consent and is merged away on login;
+    # its interest follows it into the customer (see interests_from_state).
+    return bool(customer_id) and not str(customer_id).startswith(_PROVISIONAL_PREFIX)
+
+
+def interests_from_event(event: CustomerEvent, customer_id: str) -> list[Interest]:
+    """The interest a customer event shows (none for most event types)."""
+    if event.event_type not in INTEREST_EVENT_TYPES or event.product is None:
+        return []
+    if not event.product.product_id or not _indexable(customer_id):
+        return []
+    return [Interest(event.product.product_id, customer_id, event.event_time)]
+
+
+def interests_from_state(state: CustomerState, customer_id: str, now: datetime) -> list[Interest]:
+    """The interest a profile carries (a provisional profile absorbed into ``customer_id``)."""
+    if not _indexable(customer_id):
+        return []
+    latest: dict[str, datetime] = {}
+
+    def note(product_id: str, at: datetime) -> None:
+        if product_id and (product_id not in latest or latest[product_id] < at):
+            latest[product_id] = at
+
+    for view in state.recent_views:
+        note(view.product_id, view.at)
+    for product_id, line in state.cart.items():
+        note(product_id, line.added_at)
+    for product_id in state.wishlist:
+        note(product_id, state.last_event_at or now)  # the wish list keeps no times
+    return [Interest(p, customer_id, at) for p, at in sorted(latest.items())]
+
+
+class InterestIndex:
+    """One product's interested customers: customer id -> time of their latest interest.
+
+    Stored as a format byte + JSON of ``{customer_id: epoch seconds}``.
+    """
+
+    def __init__(self, entries: Mapping[str, int] | None = None) -> None:
+        self.entries: dict[str, int] = dict(entries or {})
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> InterestIndex:
+        if not data:
+            return cls()
+        if data[0] != _INDEX_FORMAT:
+            raise SerializationError(
+                f"interest index: unknown format {data[0]} (known: {_INDEX_FORMAT}); "
+                "was it written by a newer Tutti? Upgrade this worker"
+            )
+        try:
+            raw = json.loads(data[1:])
+            return cls({str(k): int(v) for k, v in raw.items()})
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SerializationError(f"interest index is corrupt: {exc}") from exc
+
+    def encode(self) -> bytes:
+        body = json.dumps(self.entries, separators=(",", ":"), sort_keys=True).encode()
+        return bytes([_INDEX_FORMAT]) + body
+
+    def record(
+        self, interest: Interest, now: datetime, limits: InterestLimits = DEFAULT_INTEREST_LIMITS
+    ) -> bool:
+        """Note ``interest``; True when the index changed (and must be written)."""
+        at = _epoch(interest.at)
+        horizon = _epoch(now - limits.window)
+        before = dict(self.entries)
+        entries = {c: t for c, t in self.entries.items() if t >= horizon}
+        current = entries.get(interest.customer_id)
+        if at >= horizon and (current is None or at - current >= limits.refresh.total_seconds()):
+            entries[interest.customer_id] = at
+        if len(entries) > limits.max_customers:
+            keep = sorted(entries.items(), key=lambda ct: (-ct[1], ct[0]))
+            entries = dict(keep[: limits.max_customers])
+        self.entries = entries
+        return entries != before
+
+    def customers(
+        self, now: datetime, limits: InterestLimits = DEFAULT_INTEREST_LIMITS
+    ) -> list[str]:
+        """Customers interested within the window, most recent first."""
+        horizon = _epoch(now - limits.window)
+        live = [(c, t) for c, t in self.entries.items() if t >= horizon]
+        return [c for c, _ in sorted(live, key=lambda ct: (-ct[1], ct[0]))]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def normalise_catalog(
+    record: Mapping[str, Any], now: datetime, limits: IngestLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """Validate a decoded catalog event (CustomerEvent.avsc shape) and return it normalised.
+
+    A catalog event names a product, not a customer: it needs no identities, but everything
+    else is held to the ingest contract. Raises :class:`ValidationError` with a precise reason.
+    """
+    event_type = str(record.get("event_type") or "").strip()
+    if event_type not in CATALOG_EVENT_TYPES:
+        raise ValidationError(
+            f"catalog event_type {event_type[:80]!r} is not one of "
+            f"{', '.join(sorted(CATALOG_EVENT_TYPES))}"
+        )
+    product = record.get("product")
+    if isinstance(product, tuple) and len(product) == 2:  # fastavro's named union branch
+        product = product[1]
+    if not isinstance(product, Mapping) or not str(product.get("product_id") or "").strip():
+        raise ValidationError(f"{event_type} needs product.product_id")
+    # The ingest contract, checked on the event as the first customer would receive it.
+    probe = normalise(
+        {**record, "identities": {"customer_id": "catalog-probe"}},
+        now,
+        source_channel="catalog",
+        limits=limits,
+    ).record
+    product = {**product, "product_id": str(product["product_id"]).strip()}
+    return {**probe, "product": product, "identities": {}}
+
+
+def fan_out(record: Mapping[str, Any], customers: Iterable[str]) -> list[dict[str, Any]]:
+    """One CustomerEvent record per customer, with a deterministic derived event id."""
+    return [
+        {
+            **record,
+            "event_id": f"{record['event_id']}:{customer}",
+            "identities": {"customer_id": customer},
+        }
+        for customer in customers
+    ]

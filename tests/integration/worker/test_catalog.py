@@ -1,0 +1,137 @@
+"""Catalog fan-out with a real worker: a price drop reaches the customers who showed interest in
+the product, once each, even when the catalog event is delivered twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.demo import produce_events
+
+from .conftest import WorkerProcess
+from .test_ingest_profile import product, read_dead_letters
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
+
+
+def customer_ev(cid: str, n: int, event_type: str, product_id: str) -> dict[str, Any]:
+    return {
+        "event_id": f"{cid}-{n}",
+        "event_time": datetime.now(UTC) - timedelta(minutes=30 - n),
+        "channel": "web",
+        "event_type": event_type,
+        "identities": {"customer_id": cid},
+        "attributes": {},
+        "product": product(product_id),
+    }
+
+
+def catalog_ev(event_id: str, event_type: str, product_id: str | None) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_time": datetime.now(UTC) - timedelta(seconds=5),
+        "channel": "catalog",
+        "event_type": event_type,
+        "identities": {},
+        "attributes": {},
+        "product": None
+        if product_id is None
+        else {
+            "product_id": product_id,
+            "name": product_id,
+            "price": {"amount_minor": 8000, "currency": "EUR"},
+            "previous_price": {"amount_minor": 10000, "currency": "EUR"},
+        },
+    }
+
+
+def counts(worker: WorkerProcess, cid: str) -> dict[str, int]:
+    profile = worker.customer(cid)
+    return dict(profile["event_counts"]) if profile else {}
+
+
+def test_a_price_drop_fans_out_to_interested_customers_once(
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],
+    kafka_groups: set[str],
+) -> None:
+    worker = worker_factory(settings)
+    produce_events(
+        settings,
+        [
+            customer_ev("cat-1", 1, "product_view", "p-drop"),
+            customer_ev("cat-2", 1, "add_to_cart", "p-drop"),
+            customer_ev("cat-2", 2, "product_view", "p-drop"),
+            customer_ev("cat-3", 1, "product_view", "p-other"),
+            customer_ev("cat-4", 1, "page_view", "p-drop"),  # no interest shown
+        ],
+    )
+    for cid in ("cat-1", "cat-2", "cat-3", "cat-4"):
+        worker.wait_for(lambda cid=cid: counts(worker, cid), what=f"{cid}'s profile")
+    # Interest reaches the product's index asynchronously (one more hop, through the product
+    # topic): probe with back-in-stock events until both interested customers got one. Later
+    # catalog events for the product queue behind the interest on its partition.
+    probes = iter(range(100))
+
+    def probed() -> bool:
+        if all(counts(worker, c).get("back_in_stock") for c in ("cat-1", "cat-2")):
+            return True
+        produce_events(settings, [catalog_ev(f"probe-{next(probes)}", "back_in_stock", "p-drop")])
+        return False
+
+    worker.wait_for(probed, what="the interest index of p-drop")
+    drop = catalog_ev("pd-1", "price_drop", "p-drop")
+    produce_events(settings, [drop, drop, catalog_ev("bad-1", "price_drop", None)])
+    worker.wait_for(
+        lambda: (
+            counts(worker, "cat-1").get("price_drop") == 1
+            and counts(worker, "cat-2").get("price_drop") == 1
+        ),
+        what="the price drop in both interested profiles",
+    )
+    letters = read_dead_letters(settings, kafka_groups, expected=1)
+    assert [d["reason"] for d in letters] == ["price_drop needs product.product_id"]
+    # A second price drop queues behind the duplicate (same product: same partition all the
+    # way): once it is in, the duplicate has been fanned out, and ignored by both customers.
+    produce_events(settings, [catalog_ev("pd-2", "price_drop", "p-drop")])
+    worker.wait_for(
+        lambda: all(counts(worker, c).get("price_drop") == 2 for c in ("cat-1", "cat-2")),
+        what="the second price drop",
+    )
+    expected = {"cat-1": {"product_view": 1}, "cat-2": {"add_to_cart": 1, "product_view": 1}}
+    for cid, interest in expected.items():
+        got = counts(worker, cid)
+        assert got.pop("back_in_stock") >= 1  # the probes
+        assert got == {**interest, "price_drop": 2}
+    assert counts(worker, "cat-3") == {"product_view": 1}
+    assert counts(worker, "cat-4") == {"page_view": 1}
+    assert worker.get("/customers/p-drop")[0] == 404  # no profile keyed by the product
+
+
+def test_interest_shown_anonymously_follows_the_visitor_into_their_profile(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker = worker_factory(settings)
+    anonymous = customer_ev("x", 1, "product_view", "p-anon")
+    anonymous["identities"] = {"anonymous_id": "a-cat-1"}
+    login = customer_ev("cat-9", 2, "login", "p-none")
+    login.update(product=None, identities={"customer_id": "cat-9", "anonymous_id": "a-cat-1"})
+    produce_events(settings, [anonymous])
+    worker.wait_for(lambda: counts(worker, "anon:anonymous_id:a-cat-1"), what="the visitor")
+    produce_events(settings, [login])
+    worker.wait_for(lambda: counts(worker, "cat-9").get("product_view"), what="the merge")
+    probes = iter(range(100))
+
+    def reached() -> bool:
+        if counts(worker, "cat-9").get("back_in_stock"):
+            return True
+        produce_events(settings, [catalog_ev(f"probe-{next(probes)}", "back_in_stock", "p-anon")])
+        return False
+
+    worker.wait_for(reached, what="a back-in-stock for the product seen anonymously")
+    # The provisional profile is gone and stays gone: no catalog event brings it back.
+    assert worker.get("/customers/anon:anonymous_id:a-cat-1")[0] == 404
