@@ -6,8 +6,8 @@ journeys are kept a few seconds apart (4, 7, 10, 13, 16, 19, 22, 25, 28...) so o
 wake-ups of different journeys never fall within one timer tick of each other: then the live
 pipeline and the simulator take the same decisions at the same points.
 
-The policy turns quiet hours off (the tests run at any hour), shortens arbitration deferral and
-hold retries to seconds, and keeps send-time optimisation out of the way.
+The policy turns quiet hours off (the tests run at any hour), shortens arbitration deferral,
+hold retries and the acquisition suppression after an order to seconds, and keeps send-time optimisation out of the way.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ REPLACEMENTS: dict[str, list[tuple[str, str]]] = {
         ),
         ("arbitration: {defer_by: 30m}", "arbitration: {defer_by: 2s}"),
         ("holds: {retry_every: 1h}", "holds: {retry_every: 2s}"),
+        # Win-back (28 s of inactivity after an order) must be able to send.
+        ("- {tags: [acquisition], for: 14d}", "- {tags: [acquisition], for: 20s}"),
         ("send_time: {min_engagements: 3}", "send_time: {min_engagements: 100000}"),
     ],
 }

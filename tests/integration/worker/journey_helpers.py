@@ -157,6 +157,12 @@ class Script:
         return self
 
 
+def now_ms() -> datetime:
+    """The current time at the millisecond precision Avro's timestamp-millis keeps."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
     """Produce every item at its offset; returns the start and the simulator's inputs."""
     from orchestrator.control import send_command
@@ -182,10 +188,10 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
         if isinstance(item, tuple) and item[0] == "command":
             flush()
             _, kind, target = item
-            inputs.append(ControlEntry(datetime.now(UTC), kind, target))
+            inputs.append(ControlEntry(now_ms(), kind, target))
             send_command(settings, kind, target)
         else:
-            pending.append({**item, "event_time": datetime.now(UTC)})
+            pending.append({**item, "event_time": now_ms()})
     flush()
     return start, inputs
 
