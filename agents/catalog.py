@@ -86,7 +86,7 @@ def define_product_interest_table(app: Any, partitions: int, store_options: dict
     """
     return app.Table(
         PRODUCT_INTEREST_TABLE,
-        key_type=str,
+        key_type=bytes,  # raw keys, as on the product-keyed topic (see tables.customers)
         value_type=bytes,
         partitions=partitions,
         help="product id -> recently interested customers (orchestrator.catalog.InterestIndex)",

@@ -48,6 +48,9 @@ def _register() -> None:
     from orchestrator.watch_cli import watch
 
     cli.add_command(watch)
+    from orchestrator.customer_cli import customer
+
+    cli.add_command(customer)
 
 
 _register()

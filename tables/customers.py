@@ -23,15 +23,19 @@ def define_customers_table(
 ) -> Any:
     """Declare the table on ``app`` (co-partitioned with the customer-keyed topics).
 
-    ``key_type=str`` and ``value_type=bytes`` make Faust use its raw serializer: the bytes are
-    :mod:`tables.codec`'s.
+    ``value_type=bytes`` makes Faust use its raw serializer: the bytes are :mod:`tables.codec`'s.
+    ``key_type=bytes`` does the same for keys (a ``str`` key is stored as its UTF-8 bytes): the
+    changelog keys are then exactly the customer-keyed topics' keys, so Faust's table routing
+    (``app.table_route``), which hashes the *serialized* key, finds the partition the customer's
+    records really go to. With ``key_type=str`` Faust serializes keys as JSON (``"c-1"`` with
+    quotes) and the customer view was routed to the wrong worker as soon as two shared a group.
 
     ``store_options`` go to the RocksDB store (block cache sizes...). Never set a ``ttl``: with
     rocksdict it is RocksDB's data TTL and silently deletes customers.
     """
     return app.Table(
         CUSTOMERS_TABLE,
-        key_type=str,
+        key_type=bytes,
         value_type=bytes,
         partitions=partitions,
         help="customer id -> CustomerState (tables.codec format)",
