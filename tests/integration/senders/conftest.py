@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,13 @@ def settings(settings_factory: Callable[..., Settings]) -> Iterator[Settings]:
     yield made
     from orchestrator.kafka import admin_client
 
+    admin = admin_client(made.kafka)
+    admin.list_topics(timeout=10)  # connect first: a cold client's group deletion can stall
     groups = [f"{made.topics.prefix}tutti-sender-{c}" for c in ("email", "sms")]
-    for future in admin_client(made.kafka).delete_consumer_groups(groups).values():
-        future.exception()  # a group that never existed is fine
+    for future in admin.delete_consumer_groups(groups, request_timeout=10).values():
+        # A group that never existed is fine; cleanup is best effort, never a test failure.
+        with contextlib.suppress(Exception):
+            future.exception(timeout=20)
 
 
 @pytest.fixture
