@@ -234,7 +234,14 @@ class AvroCodec:
             raise SerializationError(f"Confluent-framed record truncated: {len(data)} bytes")
         deserializer = self._deserializers.get(schema_name)
         if deserializer is None:
-            deserializer = AvroDeserializer(self.registry, self.repository.get(schema_name).text)
+            from confluent_kafka.schema_registry import topic_subject_name_strategy
+
+            # Same explicit strategy as the serializer: no call to the associations endpoint.
+            deserializer = AvroDeserializer(
+                self.registry,
+                self.repository.get(schema_name).text,
+                conf={"subject.name.strategy": topic_subject_name_strategy},
+            )
             self._deserializers[schema_name] = deserializer
         try:
             record = deserializer(data, SerializationContext(topic, MessageField.VALUE))
