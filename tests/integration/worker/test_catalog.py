@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
 
-from .conftest import WorkerProcess
+from .conftest import ROOT, WorkerProcess
 from .test_ingest_profile import product, read_dead_letters
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
@@ -135,3 +136,55 @@ def test_interest_shown_anonymously_follows_the_visitor_into_their_profile(
     worker.wait_for(reached, what="a back-in-stock for the product seen anonymously")
     # The provisional profile is gone and stays gone: no catalog event brings it back.
     assert worker.get("/customers/anon:anonymous_id:a-cat-1")[0] == 404
+
+
+def test_the_price_drop_journey_runs_on_the_fanned_out_event(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    journeys = ROOT / "journeys"
+    publish_journeys(settings, [journeys / "price_drop.yaml", journeys / "policy.yaml"])
+    worker = worker_factory(settings)
+    signups = []
+    for cid in ("cat-j", "cat-k"):
+        signup = customer_ev(cid, 1, "signup", "p-none")
+        signup.update(product=None, identities={"customer_id": cid, "email": f"{cid}@example.com"})
+        signups.append(signup)
+    produce_events(
+        settings,
+        [
+            *signups,
+            customer_ev("cat-j", 2, "product_view", "p-j"),
+            customer_ev("cat-k", 2, "product_view", "p-small"),
+        ],
+    )
+    probes = iter(range(100))
+
+    def reached() -> bool:
+        if all(counts(worker, c).get("back_in_stock") for c in ("cat-j", "cat-k")):
+            return True
+        n = next(probes)
+        produce_events(
+            settings,
+            [
+                catalog_ev(f"probe-j-{n}", "back_in_stock", "p-j"),
+                catalog_ev(f"probe-k-{n}", "back_in_stock", "p-small"),
+            ],
+        )
+        return False
+
+    worker.wait_for(reached, what="both interest indexes")
+    small = catalog_ev("pd-small", "price_drop", "p-small")
+    small["product"]["price"]["amount_minor"] = 9500  # 5 %: below the journey's 10 %
+    produce_events(settings, [catalog_ev("pd-j", "price_drop", "p-j"), small])
+
+    def price_drop_decided() -> Any:
+        view = worker.customer("cat-j")
+        return view and [d for d in view["last_decisions"] if d["journey_id"] == "price_drop"]
+
+    decisions = worker.wait_for(price_drop_decided, what="the price-drop journey for cat-j")
+    assert all(d["reason"] for d in decisions)  # explained, whatever governance decided
+    # Same customer story, same journey; only the size of the drop differs.
+    worker.wait_for(lambda: counts(worker, "cat-k").get("price_drop"), what="the small drop")
+    assert not [
+        d for d in worker.customer("cat-k")["last_decisions"] if d["journey_id"] == "price_drop"
+    ]
