@@ -132,6 +132,13 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     return worker
 
 
+def _log_stats(step: Any) -> Any:
+    async def journey_stats() -> None:
+        step.log_stats()
+
+    return journey_stats
+
+
 def register_journeys(worker: TuttiWorker) -> None:
     """Issue 5's part: control plane, decide step, wake-up timer, receipts, analytics."""
     from agents.analytics import register_analytics
@@ -141,6 +148,7 @@ def register_journeys(worker: TuttiWorker) -> None:
 
     control = register_control(worker)
     timer = register_timers(worker)
-    worker.journeys = JourneyStep(worker, control, timer.index)
+    worker.journeys = step = JourneyStep(worker, control, timer.index)
+    worker.app.timer(30.0, name="journey_stats")(_log_stats(step))
     register_feedback(worker)
     register_analytics(worker)

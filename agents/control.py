@@ -167,6 +167,7 @@ def register_control(worker: TuttiWorker) -> ControlFollower:
                 key=str(customer).encode(),
                 value=msg.value,
                 headers=[(SIGNAL_HEADER, SIGNAL_COMMAND)],
+                force=True,
             )
 
     route_commands.__name__ = route_commands.__qualname__ = "route_commands"

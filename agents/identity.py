@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.app import TuttiWorker
+from agents.journey import SIGNAL_FORGET
 from agents.signals import (
     SIGNAL_EVENT,
     SIGNAL_HEADER,
@@ -105,6 +106,10 @@ def register_identity(worker: TuttiWorker) -> None:
             msg = ev.message
             kind = signal_kind(msg)
             identifier = bytes(msg.key or b"").decode()
+            if kind == SIGNAL_FORGET:  # the customer was erased (agents.journey)
+                if identifier and table.get(identifier) == bytes(msg.value or b"").decode():
+                    table.pop(identifier, None)  # a tombstone in the changelog
+                continue
             if not identifier or kind not in (SIGNAL_EVENT, SIGNAL_LINK):
                 log.warning(
                     "identity: skipped %s[%d]@%d (kind %r)",

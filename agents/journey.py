@@ -38,19 +38,22 @@ from orchestrator.engine import (
     WakeUp,
     decide,
 )
+from orchestrator.engine.signals import Identities
 from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
-from orchestrator.ingest import dead_letter
+from orchestrator.ingest import dead_letter, identifier_keys
 from orchestrator.wakeups import WakeUpIndex
 
 __all__ = [
     "JOURNEY_SIGNALS",
     "SIGNAL_FEEDBACK",
+    "SIGNAL_FORGET",
     "SIGNAL_WAKEUP",
     "JourneyStep",
     "StepStats",
     "decode_wakeup",
     "encode_wakeup",
+    "identifier_keys_of",
     "journey_summary",
     "register_feedback",
     "signal_kind",
@@ -60,8 +63,22 @@ log = logging.getLogger(__name__)
 
 SIGNAL_WAKEUP: Final = b"wakeup"
 SIGNAL_FEEDBACK: Final = b"feedback"
+#: Identity topic, keyed by an identifier key; the value is the erased customer id whose link
+#: the identity agent must drop (right to be forgotten: no table keeps the customer).
+SIGNAL_FORGET: Final = b"forget"
 #: The signal kinds the decide step owns; the profile agent hands these to it.
 JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
+
+
+def identifier_keys_of(state: CustomerState) -> list[str]:
+    """The identities-table keys (personal values hashed) a customer's profile is known by."""
+    keys: list[str] = []
+    for kind, values in state.identities.items():
+        if kind == "customer_id" or kind not in Identities.KINDS:
+            continue
+        for value in values:
+            keys += identifier_keys(Identities(**{kind: value}))
+    return list(dict.fromkeys(keys))
 
 
 def signal_kind(message: Any) -> bytes | None:
@@ -130,6 +147,8 @@ class StepStats:
     outcomes: int = 0
     dead_letters: int = 0
     decide_seconds: float = 0.0
+    handle_seconds: float = 0.0  # decide + state write + sends
+    send_seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -186,6 +205,7 @@ class JourneyStep:
             await self._dead_letter(msg, exc, now)
             return True
         await self.commit(msg.partition, customer_id, state, decision)
+        self.stats.handle_seconds += time.perf_counter() - started
         self.stats.signals += 1
         self.stats.by_kind[kind.decode()] = self.stats.by_kind.get(kind.decode(), 0) + 1
         return True
@@ -203,15 +223,46 @@ class JourneyStep:
             if previous is not None:
                 customers.delete(customer_id)  # the changelog gets a tombstone
                 self.stats.erased += 1
+                # The identities table (keyed by identifier, other partitions) is told too.
+                identity = self.worker.topic(self.worker.topics.identity)
+                for key in identifier_keys_of(previous):
+                    await identity.send(
+                        key=key.encode(),
+                        value=customer_id.encode(),
+                        headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
+                        force=True,
+                    )
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous:
             customers.save(decision.state)
             self.stats.writes += 1
             self.index.update(partition, decision.state)
-        for out in decision_records(decision, self.worker.topics, self.worker.codec):
-            await self.worker.topic(out.topic).send(key=out.key, value=out.value)
+        records = decision_records(decision, self.worker.topics, self.worker.codec)
+        started = time.perf_counter()
+        for out in records:
+            # force: publish now, not at the next commit (Faust's attachments would hold it
+            # up to broker_commit_interval); the commit still flushes the producer first.
+            await self.worker.topic(out.topic).send(key=out.key, value=out.value, force=True)
+        self.stats.send_seconds += time.perf_counter() - started
         self.stats.actions += len(decision.actions)
         self.stats.outcomes += len(decision.outcomes)
+
+    def log_stats(self) -> None:
+        st = self.stats
+        if st.signals:
+            log.info(
+                "decide: %d signals %s, %d writes, %d actions, %d outcomes, %d dead letters; "
+                "%.2f ms decide, %.2f ms sending, %.2f ms decide+write+send per signal",
+                st.signals,
+                st.by_kind,
+                st.writes,
+                st.actions,
+                st.outcomes,
+                st.dead_letters,
+                1000 * st.decide_seconds / st.signals,
+                1000 * st.send_seconds / st.signals,
+                1000 * st.handle_seconds / st.signals,
+            )
 
     def note_write(self, partition: int, state: CustomerState | None, customer_id: str) -> None:
         """Another writer of the customers table (a profile merge) changed a customer: keep
@@ -238,7 +289,7 @@ class JourneyStep:
             worker=self.worker.name,
         )
         value = self.worker.codec.encode_single_object("DeadLetter", letter)
-        await self._dead_letters.send(key=msg.key, value=value)
+        await self._dead_letters.send(key=msg.key, value=value, force=True)
         self.stats.dead_letters += 1
 
 
@@ -260,6 +311,7 @@ def register_feedback(worker: TuttiWorker) -> None:
                 key=customer.encode(),
                 value=msg.value,
                 headers=[(SIGNAL_HEADER, SIGNAL_FEEDBACK)],
+                force=True,
             )
 
     route_feedback.__name__ = route_feedback.__qualname__ = "route_feedback"

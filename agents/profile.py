@@ -97,11 +97,16 @@ def register_profile(worker: TuttiWorker) -> None:
                             key=survivor.encode(), value=encode_state(absorbed), headers=ABSORB
                         )
                         customers.delete(customer_id)
+                        if worker.journeys is not None:  # its wake-ups move with it
+                            worker.journeys.note_write(msg.partition, None, customer_id)
                 elif kind == SIGNAL_ABSORB:
                     absorbed = decode_state(msg.value)
                     state = customers.load_or_new(customer_id)
                     if absorbed.customer_id not in state.merged_from:
-                        customers.save(merge_states(state, absorbed))
+                        merged = merge_states(state, absorbed)
+                        customers.save(merged)
+                        if worker.journeys is not None:  # the absorbed enrolments' wake-ups
+                            worker.journeys.note_write(msg.partition, merged, customer_id)
                 else:
                     raise ValueError(f"unknown signal kind {kind!r}")
             except (TuttiError, ValueError) as exc:  # ValueError: UnicodeDecodeError too

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,6 +40,7 @@ def journeys_list(config_path: Path | None) -> None:
     rules = plane.rules
     if not plane.journeys:
         click.echo("no journeys published yet: `tutti journeys publish journeys/`")
+    stats = enrolment_counts(settings) if plane.journeys else {}
     for journey_id in sorted(plane.journeys):
         versions = sorted(plane.journeys[journey_id])
         latest = plane.journeys[journey_id][versions[-1]]
@@ -52,10 +54,28 @@ def journeys_list(config_path: Path | None) -> None:
             f"{journey_id:<24} v{versions[-1]:<3} {status:<16} prio {latest.priority:<4} "
             f"{latest.category:<13} versions {','.join(map(str, versions))}  {when}"
         )
+        if journey_id in stats:
+            s = stats[journey_id]
+            per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(s.versions.items()))
+            click.echo(f"{'':<28}enrolments {per_version}; active now {s.active}")
     if rules.policy.killed_channels:
         click.echo(f"\nkilled channels: {', '.join(sorted(rules.policy.killed_channels))}")
     for problem in plane.problems:
         click.echo(f"warning: {problem}", err=True)
+
+
+def enrolment_counts(settings: Any) -> dict[str, Any]:
+    """Per-journey enrolments (by version) and active ones, folded from the outcomes topic."""
+    from orchestrator.analytics import JourneyStats
+    from orchestrator.records import read_topics
+    from orchestrator.topics import Topics
+
+    stats: dict[str, JourneyStats] = {}
+    for record in read_topics(settings, [Topics(settings.topics).outcomes], "JourneyOutcome"):
+        if "undecodable" not in record:
+            journey = str(record["journey_id"])
+            stats.setdefault(journey, JourneyStats(journey)).apply(record)
+    return stats
 
 
 @click.group()

@@ -140,3 +140,46 @@ def test_pause_holds_sends_and_resume_releases_them(
     records = actions.wait_for(lambda rs: rs, timeout=15, what="the released reminder")
     assert [(r["customer_id"], r["step_id"]) for r in records] == [("p-1", "reminder")]
     actions.close()
+
+
+def test_erase_removes_the_customer_writes_a_tombstone_and_cancels_pending_sends(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    from orchestrator.records import read_raw
+
+    publish_fast(settings, tmp_path / "lib", {"cart_abandonment"})
+    worker = worker_factory(settings)
+    actions = Collector.actions(settings)
+    cid = "erase-1"
+    produce_events(settings, [*contact(cid), event(cid, "add_to_cart", product=product("p-1"))])
+    view = worker.wait_for(lambda: enrolled(worker, cid, "cart_abandonment"), what="enrolment")
+    due = datetime.fromisoformat(view["next_wakeup_at"])
+    send_command(settings, "erase_customer", cid, reason="right to be forgotten")
+    worker.wait_for(lambda: worker.get(f"/customers/{cid}")[0] == 404, what="the erasure")
+    actions.poll(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 2.0)
+    assert actions.records == []  # the reminder that was waiting is gone with the customer
+    changelog = f"{worker.app_id}-customers-changelog"
+    last = {}
+    for msg in read_raw(settings, [changelog]):
+        last[msg.key()] = msg.value()
+    assert last[cid.encode()] is None  # a tombstone: compaction drops the customer's history
+    # The identities table forgets the customer's identifiers (hashed e-mail, phone, token).
+    from orchestrator.engine.signals import Identities
+    from orchestrator.ingest import identifier_keys
+
+    email_key = identifier_keys(Identities(email=f"{cid}@example.test"))[0].encode()
+
+    def identity_forgotten() -> bool:
+        links: dict[bytes, bytes | None] = {}
+        for msg in read_raw(settings, [f"{worker.app_id}-identities-changelog"]):
+            links[msg.key()] = msg.value()
+        # (keys of a str-keyed Faust table are stored JSON-encoded)
+        key = next((k for k in (email_key, b'"' + email_key + b'"') if k in links), None)
+        return key is not None and links[key] is None
+
+    worker.wait_for(identity_forgotten, timeout=15, what="the identities tombstone")
+    # A late event for the customer starts a new, empty profile: nothing of the old one is back.
+    produce_events(settings, [event(cid, "page_view")])
+    fresh = worker.wait_for(lambda: worker.customer(cid), what="the new profile")
+    assert "email" not in fresh["identities"] and fresh["active_enrolments"] == []
+    actions.close()
