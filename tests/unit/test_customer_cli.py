@@ -98,7 +98,12 @@ def fake_worker() -> Iterator[int]:
 
 
 def run(port: int, *args: str, token: str = "s3cret") -> Any:
-    env = {"TUTTI_WORKER_WEB_PORT": str(port), "TUTTI_WORKER_API_TOKEN": token}
+    env = {
+        "TUTTI_CONFIG": "",
+        "TUTTI_WORKER_WEB_HOST": "127.0.0.1",
+        "TUTTI_WORKER_WEB_PORT": str(port),
+        "TUTTI_WORKER_API_TOKEN": token,
+    }
     return CliRunner().invoke(cli, ["customer", "show", *args], env=env)
 
 
