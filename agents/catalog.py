@@ -12,8 +12,9 @@
   as one CustomerEvent per interested customer on the customer-keyed topic, each with a derived
   event id (``<event_id>:<customer_id>``) so a redelivered catalog event changes nothing.
 
-Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON) and ``catalog``
-(value: the normalised catalog event, Avro single-object framing).
+Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON), ``catalog``
+(value: the normalised catalog event, Avro single-object framing) and ``forget`` (value: an
+erased customer's id, sent by :func:`forget_interest` for every product of the erased profile).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from agents.app import TuttiWorker
 from agents.ingest import EVENT_HEADERS, is_transient
+from agents.journey import SIGNAL_FORGET
 from agents.signals import (
     SIGNAL_ABSORB,
     SIGNAL_CATALOG,
@@ -45,8 +47,10 @@ from orchestrator.catalog import (
     interests_from_event,
     interests_from_state,
     normalise_catalog,
+    products_of,
 )
 from orchestrator.engine.signals import CustomerEvent
+from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError, TuttiError
 from orchestrator.ingest import check_record_size, dead_letter
 from tables.codec import decode_state
@@ -55,6 +59,7 @@ __all__ = [
     "PRODUCT_INTEREST_TABLE",
     "CatalogStats",
     "define_product_interest_table",
+    "forget_interest",
     "register_catalog",
 ]
 
@@ -63,6 +68,7 @@ log = logging.getLogger(__name__)
 PRODUCT_INTEREST_TABLE = "product_interest"
 INTEREST_HEADERS = [(SIGNAL_HEADER, SIGNAL_INTEREST)]
 CATALOG_HEADERS = [(SIGNAL_HEADER, SIGNAL_CATALOG)]
+FORGET_HEADERS = [(SIGNAL_HEADER, SIGNAL_FORGET)]
 _RETRY_MAX_S = 30.0
 #: Interest event types as they appear in the Avro bytes: a cheap filter before decoding.
 _INTEREST_MARKERS = tuple(t.encode() for t in INTEREST_EVENT_TYPES)
@@ -108,6 +114,17 @@ def register_catalog(
     _register_note_interest(worker, stats)
     _register_product_interest(worker, table, limits, stats)
     return stats
+
+
+async def forget_interest(worker: TuttiWorker, state: CustomerState) -> int:
+    """Tell the product indexes an erased customer is gone (call where the erasure happens,
+    with the profile as it was). Returns the number of products told."""
+    products = worker.topic(worker.topics.product_interest)
+    customer = state.customer_id.encode()
+    found = products_of(state)
+    for product_id in found:
+        await products.send(key=product_id.encode(), value=customer, headers=FORGET_HEADERS)
+    return len(found)
 
 
 def _register_ingest_catalog(worker: TuttiWorker) -> None:
@@ -225,6 +242,12 @@ def _register_product_interest(
                     index = InterestIndex.decode(table.get(product_id))
                     if index.record(decode_interest(product_id, bytes(msg.value)), now, limits):
                         table[product_id] = index.encode()  # once per record, only on change
+                        stats.index_writes += 1
+                    continue
+                if kind == SIGNAL_FORGET:
+                    index = InterestIndex.decode(table.get(product_id))
+                    if index.forget(bytes(msg.value).decode()):
+                        table[product_id] = index.encode()
                         stats.index_writes += 1
                     continue
                 if kind != SIGNAL_CATALOG:

@@ -37,6 +37,7 @@ __all__ = [
     "interests_from_event",
     "interests_from_state",
     "normalise_catalog",
+    "products_of",
 ]
 
 #: Catalog event types that fan out to interested customers.
@@ -124,6 +125,12 @@ def interests_from_state(state: CustomerState, customer_id: str, now: datetime) 
     return [Interest(p, customer_id, at) for p, at in sorted(latest.items())]
 
 
+def products_of(state: CustomerState) -> list[str]:
+    """Every product a profile shows interest in (the indexes an erasure must clean)."""
+    found = [v.product_id for v in state.recent_views] + list(state.cart) + list(state.wishlist)
+    return sorted({p for p in found if p})
+
+
 class InterestIndex:
     """One product's interested customers: customer id -> time of their latest interest.
 
@@ -168,6 +175,10 @@ class InterestIndex:
             entries = dict(keep[: limits.max_customers])
         self.entries = entries
         return entries != before
+
+    def forget(self, customer_id: str) -> bool:
+        """Drop ``customer_id`` (erased); True when the index changed."""
+        return self.entries.pop(customer_id, None) is not None
 
     def customers(
         self, now: datetime, limits: InterestLimits = DEFAULT_INTEREST_LIMITS

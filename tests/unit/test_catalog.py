@@ -17,6 +17,7 @@ from orchestrator.catalog import (
     interests_from_event,
     interests_from_state,
     normalise_catalog,
+    products_of,
 )
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CartLine, CustomerState, ProductView
@@ -172,3 +173,19 @@ def test_fan_out_derives_one_deterministic_event_per_customer() -> None:
         assert parsed.channel == "catalog"
         assert parsed.product is not None and parsed.product.product_id == "p-1"
         assert parsed.identities.customer_id == event["event_id"].split(":")[1]
+
+
+def test_an_erased_customer_is_forgotten_by_every_product_of_their_profile() -> None:
+    state = CustomerState(
+        customer_id="c-1",
+        recent_views=[ProductView("p-1", at(5)), ProductView("p-2", at(3))],
+        cart={"p-3": CartLine(quantity=1, added_at=at(4))},
+        wishlist=["p-1", "p-4"],
+    )
+    assert products_of(state) == ["p-1", "p-2", "p-3", "p-4"]
+    index = InterestIndex()
+    index.record(Interest("p-1", "c-1", at(5)), NOW, LIMITS)
+    index.record(Interest("p-1", "c-2", at(5)), NOW, LIMITS)
+    assert index.forget("c-1")
+    assert not index.forget("c-1")  # redelivered: nothing to write
+    assert index.customers(NOW, LIMITS) == ["c-2"]

@@ -3,15 +3,19 @@ the product, once each, even when the catalog event is delivered twice."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from agents.catalog import FORGET_HEADERS
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
+from orchestrator.kafka import producer
+from orchestrator.topics import Topics
 
 from .conftest import ROOT, WorkerProcess
 from .test_ingest_profile import product, read_dead_letters
@@ -188,3 +192,42 @@ def test_the_price_drop_journey_runs_on_the_fanned_out_event(
     assert not [
         d for d in worker.customer("cat-k")["last_decisions"] if d["journey_id"] == "price_drop"
     ]
+
+
+def test_a_forgotten_customer_gets_no_catalog_event_and_no_profile_back(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker = worker_factory(settings)
+    produce_events(
+        settings,
+        [
+            customer_ev("cat-e", 1, "product_view", "p-e"),
+            customer_ev("cat-f", 1, "product_view", "p-e"),
+        ],
+    )
+    probes = iter(range(100))
+
+    def indexed() -> bool:
+        if all(counts(worker, c).get("back_in_stock") for c in ("cat-e", "cat-f")):
+            return True
+        produce_events(settings, [catalog_ev(f"probe-{next(probes)}", "back_in_stock", "p-e")])
+        return False
+
+    worker.wait_for(indexed, what="the interest index of p-e")
+    # What the erasure of cat-e sends (agents.catalog.forget_interest), then a price drop.
+    p = producer(settings.kafka)
+    p.produce(
+        Topics(settings.topics).product_interest,
+        key=b"p-e",
+        value=b"cat-e",
+        headers=list(FORGET_HEADERS),
+    )
+    p.flush(10)
+    before = counts(worker, "cat-e")
+    produce_events(settings, [catalog_ev("pd-e", "price_drop", "p-e")])
+    worker.wait_for(lambda: counts(worker, "cat-f").get("price_drop"), what="the price drop")
+    # Both were sent in the same step: give cat-e's partition a moment to show a mistake.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert counts(worker, "cat-e") == before
+        time.sleep(0.3)
