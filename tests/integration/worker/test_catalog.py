@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from agents.catalog import FORGET_HEADERS
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
@@ -215,6 +214,9 @@ def test_a_forgotten_customer_gets_no_catalog_event_and_no_profile_back(
 
     worker.wait_for(indexed, what="the interest index of p-e")
     # What the erasure of cat-e sends (agents.catalog.forget_interest), then a price drop.
+    # (Imported here: at collection time `agents` would shadow tests/unit/agents.)
+    from agents.catalog import FORGET_HEADERS
+
     p = producer(settings.kafka)
     p.produce(
         Topics(settings.topics).product_interest,
