@@ -1,6 +1,7 @@
-"""PRODUCT.md scenarios 1-7 end to end through Kafka: events in, action records out.
+"""PRODUCT.md scenarios 1-8 end to end through Kafka: events in, action records out.
 
-One worker and one set of topics serve the module (the scenarios use distinct customers). The
+One worker and one set of topics serve the module, and every scenario script is played at once in
+its own thread (they use distinct customers), so the module lasts as long as its longest one. The
 journeys are the shipped library with waits shortened to seconds (fast_journeys.py) plus the
 four "sale" journeys of scenario 5. Every scenario checks what PRODUCT.md promises *and* that
 the live actions equal the simulator's for the same inputs at the same times.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,30 +42,66 @@ from .journey_helpers import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
 
 
+Context = dict[str, Any]
+#: name -> builder of (script, seconds to watch, slack, context for the assertions)
+SCENARIOS: dict[str, Callable[[], tuple[Script, float, float, Context]]] = {}
+
+
+def scenario(name: str) -> Callable[[Any], Any]:
+    def register(builder: Any) -> Any:
+        SCENARIOS[name] = builder
+        return builder
+
+    return register
+
+
+@dataclass
+class Played:
+    inputs: list[Any]
+    until: datetime
+    records: list[dict[str, Any]]
+
+
 @dataclass
 class Live:
+    """One worker for the module; every scenario's script is played at once, in its own thread
+    (they use distinct customers), so the module takes as long as the longest scenario."""
+
     settings: Settings
     library: Path
     worker: WorkerProcess
-    actions: Collector
+    pending: dict[str, tuple[Future[Played], float, Context]] = field(default_factory=dict)
 
-    def run(
-        self, script: Script, seconds: float, slack: float = 0.0
-    ) -> tuple[set[Any], list[dict[str, Any]]]:
-        """Play the script, wait ``seconds`` from its start; check live == simulator.
+    def start(self, pool: ThreadPoolExecutor) -> None:
+        for name, build in SCENARIOS.items():
+            script, seconds, slack, context = build()
+            collector = Collector.actions(self.settings)
+            future = pool.submit(self._play, script, seconds, slack, collector)
+            self.pending[name] = (future, slack, context)
 
-        ``slack``: how much later than the simulator the live pipeline may decide (a burst of
-        hundreds of events queues); only for scripts with nothing due in that margin.
-        """
-        start, inputs = play(self.settings, script)
-        until = start + timedelta(seconds=seconds)
-        records = collect_until(self.actions, until + timedelta(seconds=slack))
+    def _play(self, script: Script, seconds: float, slack: float, actions: Collector) -> Played:
+        """Play the script, watch ``seconds`` from its start (+ ``slack``: how much later than
+        the simulator the live pipeline may decide when a burst queues; only for scripts with
+        nothing due in that margin)."""
+        try:
+            start, inputs = play(self.settings, script)
+            until = start + timedelta(seconds=seconds)
+            records = collect_until(actions, until + timedelta(seconds=slack))
+            return Played(inputs, until, records)
+        finally:
+            actions.close()
+
+    def result(self, name: str) -> tuple[set[Any], list[dict[str, Any]], Context]:
+        """The scenario's live sends (checked equal to the simulator's) and action records."""
+        future, slack, context = self.pending[name]
+        played = future.result(timeout=80)
+        inputs, until = played.inputs, played.until
         customers = {i.identities.customer_id for i in inputs if hasattr(i, "identities")}
-        mine = [r for r in records if r["customer_id"] in customers]
+        mine = [r for r in played.records if r["customer_id"] in customers]
         live = live_sends(mine, until + timedelta(seconds=slack))
         expected = simulated_sends(self.library, inputs, until)
         assert live == expected, f"live - sim: {live - expected}\nsim - live: {expected - live}"
-        return live, mine
+        return live, mine, context
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +127,10 @@ def live(kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
     )
     publish_journeys(settings, [library])
     worker = start_worker(settings, workdir)
-    actions = Collector.actions(settings)
-    yield Live(settings, library, worker, actions)
-    actions.close()
+    live = Live(settings, library, worker)
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
+        live.start(pool)
+        yield live
     worker.stop()
 
 
@@ -105,9 +144,8 @@ def decisions(live: Live, cid: str) -> list[dict[str, Any]]:
     return list(view["last_decisions"])
 
 
-def test_s1_cart_then_store_purchase_sends_no_reminder_and_starts_post_purchase(
-    live: Live,
-) -> None:
+@scenario("s1")
+def s1_script() -> tuple[Script, float, float, Context]:
     c = "s1-" + uuid.uuid4().hex[:6]
     script = (
         Script()
@@ -128,7 +166,14 @@ def test_s1_cart_then_store_purchase_sends_no_reminder_and_starts_post_purchase(
         )
         .at(1.5, event(c, "signup", identities={"customer_id": c, "email": f"{c}@example.test"}))
     )
-    sent, _ = live.run(script, 8.0)  # the cart reminder would have been due at 4.3 s
+    return script, 8.0, 0.0, {"c": c}
+
+
+def test_s1_cart_then_store_purchase_sends_no_reminder_and_starts_post_purchase(
+    live: Live,
+) -> None:
+    sent, _, context = live.result("s1")
+    c = context["c"]
     assert sends_of(sent, "cart_abandonment") == []
     assert [s[2] for s in sends_of(sent, "post_purchase")] == ["confirmation"]
     assert sends_of(sent, "welcome") == []  # acquisition offer suppressed after the order
@@ -136,7 +181,8 @@ def test_s1_cart_then_store_purchase_sends_no_reminder_and_starts_post_purchase(
     assert ("welcome", "suppressed_after_purchase") in codes
 
 
-def test_s2_opened_push_then_no_order_sms_if_consented_else_email(live: Live) -> None:
+@scenario("s2")
+def s2_script() -> tuple[Script, float, float, Context]:
     a, b = ("s2a-" + uuid.uuid4().hex[:6]), ("s2b-" + uuid.uuid4().hex[:6])
     script = (
         Script()
@@ -149,7 +195,13 @@ def test_s2_opened_push_then_no_order_sms_if_consented_else_email(live: Live) ->
             event(b, "message_opened", channel="push", message={"journey_id": "cart_abandonment"}),
         )
     )
-    sent, _ = live.run(script, 22.0)  # reminder at 4.5 s, last call at 19.5 s
+    return script, 22.0, 0.0, {"a": a, "b": b}
+
+
+def test_s2_opened_push_then_no_order_sms_if_consented_else_email(live: Live) -> None:
+    sent, _, context = live.result("s2")
+    a = context["a"]
+    b = context["b"]
     steps = {(s[0], s[2], s[3]) for s in sends_of(sent, "cart_abandonment")}
     assert steps == {
         (a, "reminder", "push"),
@@ -159,7 +211,8 @@ def test_s2_opened_push_then_no_order_sms_if_consented_else_email(live: Live) ->
     }
 
 
-def test_s3_open_ticket_holds_promotions_until_resolved_then_follow_up(live: Live) -> None:
+@scenario("s3")
+def s3_script() -> tuple[Script, float, float, Context]:
     c = "s3-" + uuid.uuid4().hex[:6]
     script = (
         Script()
@@ -178,7 +231,12 @@ def test_s3_open_ticket_holds_promotions_until_resolved_then_follow_up(live: Liv
             5.0, event(c, "support_ticket_resolved", channel="support", support={"ticket_id": "t1"})
         )
     )
-    sent, records = live.run(script, 29.0)  # follow-up at 27 s
+    return script, 29.0, 0.0, {"c": c}
+
+
+def test_s3_open_ticket_holds_promotions_until_resolved_then_follow_up(live: Live) -> None:
+    sent, records, context = live.result("s3")
+    c = context["c"]
     by_step = {s[2]: r for s in sent for r in records if r["action_id"] == s[5]}
     assert "confirmation" in by_step  # transactional: not held by the ticket
     welcome = by_step["programme_welcome"]  # marketing: held until the ticket was resolved
@@ -190,7 +248,8 @@ def test_s3_open_ticket_holds_promotions_until_resolved_then_follow_up(live: Liv
     assert "ticket_open" in codes
 
 
-def test_s4_stop_reply_blocks_sms_from_every_journey(live: Live) -> None:
+@scenario("s4")
+def s4_script() -> tuple[Script, float, float, Context]:
     c = "s4-" + uuid.uuid4().hex[:6]
     script = (
         Script()
@@ -202,28 +261,34 @@ def test_s4_stop_reply_blocks_sms_from_every_journey(live: Live) -> None:
         )
         .at(8.0, event(c, "message_replied", channel="sms", message={"reply_text": "STOP"}))
     )
-    sent, _ = live.run(script, 22.0)
+    return script, 22.0, 0.0, {"c": c}
+
+
+def test_s4_stop_reply_blocks_sms_from_every_journey(live: Live) -> None:
+    sent, _, _ = live.result("s4")
     channels = {(s[2], s[3]) for s in sends_of(sent, "cart_abandonment")}
     assert channels == {("reminder", "push"), ("last_call", "email")}
     assert all(s[3] != "sms" for s in sent)
 
 
-def test_s5_four_journeys_same_day_cap_of_three_suppresses_the_lowest(live: Live) -> None:
+@scenario("s5")
+def s5_script() -> tuple[Script, float, float, Context]:
     c = "s5-" + uuid.uuid4().hex[:6]
     script = Script().at(0, *contact(c)).at(0.5, event(c, "custom.sale_day"))
-    sent, _ = live.run(script, 9.0)
+    return script, 9.0, 0.0, {"c": c}
+
+
+def test_s5_four_journeys_same_day_cap_of_three_suppresses_the_lowest(live: Live) -> None:
+    sent, _, context = live.result("s5")
+    c = context["c"]
     sale = sorted(s[1] for s in sent if s[1].startswith("sale_"))
     assert sale == ["sale_p20", "sale_p30", "sale_p40"]
     codes = {(d["journey_id"], d["code"]) for d in decisions(live, c)}
     assert ("sale_p10", "frequency_cap") in codes
 
 
-def test_s7_holdout_receives_nothing_its_conversions_count_and_the_report_shows_lift(
-    live: Live, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    from orchestrator.traffic_cli import report
+@scenario("s7")
+def s7_script() -> tuple[Script, float, float, Context]:
 
     run = uuid.uuid4().hex[:6]
     customers = [f"s7-{run}-{n:03d}" for n in range(150)]
@@ -242,7 +307,18 @@ def test_s7_holdout_receives_nothing_its_conversions_count_and_the_report_shows_
                 order={"order_id": f"o-{c}", "total": {"amount_minor": 1000, "currency": "EUR"}},
             ),
         )
-    sent, _ = live.run(script, 7.0, slack=2.5)  # the incentive would be due at 10 s
+    return script, 7.0, 2.5, {"customers": customers}
+
+
+def test_s7_holdout_receives_nothing_its_conversions_count_and_the_report_shows_lift(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.traffic_cli import report
+
+    sent, _, context = live.result("s7")
+    customers = context["customers"]
     welcomed = {s[0] for s in sends_of(sent, "welcome")}
     holdout = {c for c in customers if c not in welcomed}
     assert 3 <= len(holdout) <= 35  # ~10 % of 150
@@ -269,7 +345,8 @@ def test_s7_holdout_receives_nothing_its_conversions_count_and_the_report_shows_
     assert "welcome" in out.output and "lift" in out.output and "95% CI" in out.output
 
 
-def test_s8_anonymous_browsing_then_login_merges_and_journeys_continue_once(live: Live) -> None:
+@scenario("s8")
+def s8_script() -> tuple[Script, float, float, Context]:
     c = "s8-" + uuid.uuid4().hex[:6]
     anon = {"anonymous_id": f"a-{c}"}
     view = {"channel": "app", "product": product("p1", 5999)}
@@ -282,7 +359,12 @@ def test_s8_anonymous_browsing_then_login_merges_and_journeys_continue_once(live
         .at(1.3, event(c, "product_view", identities=anon, **view))
         .at(2.0, event(c, "login", channel="app", identities={"customer_id": c, **anon}))
     )
-    sent, records = live.run(script, 11.0)  # browse timeouts at 7.6 s (c) and 8.3 s (anon)
+    return script, 11.0, 0.0, {"c": c}
+
+
+def test_s8_anonymous_browsing_then_login_merges_and_journeys_continue_once(live: Live) -> None:
+    sent, records, context = live.result("s8")
+    c = context["c"]
     assert [(s[0], s[2]) for s in sends_of(sent, "browse_abandonment")] == [(c, "recommendation")]
     assert len([r for r in records if r["journey_id"] == "browse_abandonment"]) == 1
     merged = live.worker.customer(c)
