@@ -115,6 +115,7 @@ def journey_summary(state: CustomerState) -> dict[str, Any]:
                 "entered_at": to_iso(e.entered_at),
                 "due_at": to_iso(e.due_at) if e.due_at else None,
                 "hold_reason": e.hold_reason,
+                "pending_action_id": e.pending_action_id,  # what `tutti control approve` takes
             }
             for e in state.enrollments
         ],

@@ -183,3 +183,48 @@ def test_erase_removes_the_customer_writes_a_tombstone_and_cancels_pending_sends
     fresh = worker.wait_for(lambda: worker.customer(cid), what="the new profile")
     assert "email" not in fresh["identities"] and fresh["active_enrolments"] == []
     actions.close()
+
+
+APPROVAL = """\
+id: big_gesture
+version: 1
+name: Goodwill voucher (needs a human)
+category: service
+priority: 50
+entry: {event: custom.complaint}
+re_entry: never
+steps:
+  - id: voucher
+    send: {channel: email, template: goodwill_voucher, require_approval: true}
+"""
+
+
+def test_a_send_needing_approval_waits_for_the_operator_approve_sends_reject_drops(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    library = publish_fast(settings, tmp_path / "lib", set())
+    (library / "big_gesture.yaml").write_text(APPROVAL)
+    publish_journeys(settings, [library])
+    worker = worker_factory(settings)
+    actions = Collector.actions(settings)
+    produce_events(
+        settings,
+        [e for c in ("ap-yes", "ap-no") for e in (*contact(c), event(c, "custom.complaint"))],
+    )
+
+    def pending(cid: str) -> Any:
+        view = enrolled(worker, cid, "big_gesture")
+        return view and view["active_enrolments"][0]["pending_action_id"]
+
+    yes = worker.wait_for(lambda: pending("ap-yes"), what="the held send")
+    no = worker.wait_for(lambda: pending("ap-no"), what="the other held send")
+    assert actions.poll(1.0) == []  # nothing leaves without a human
+    send_command(settings, "approve_action", yes, customer_id="ap-yes")
+    send_command(settings, "reject_action", no, customer_id="ap-no")
+    records = actions.wait_for(lambda rs: rs, timeout=20, what="the approved send")
+    records = actions.quiet_for(2.0)
+    assert [(r["customer_id"], r["action_id"]) for r in records] == [("ap-yes", yes)]
+    rejected = worker.customer("ap-no")
+    assert rejected is not None
+    assert "rejected" in [d["code"] for d in rejected["last_decisions"]]
+    actions.close()
