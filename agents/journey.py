@@ -224,7 +224,11 @@ class JourneyStep:
             if previous is not None:
                 customers.delete(customer_id)  # the changelog gets a tombstone
                 self.stats.erased += 1
-                # The identities table (keyed by identifier, other partitions) is told too.
+                # The identities table and the product interest index (keyed by identifier
+                # and by product, other partitions) are told too.
+                from agents.catalog import forget_interest
+
+                await forget_interest(self.worker, previous)
                 identity = self.worker.topic(self.worker.topics.identity)
                 for key in identifier_keys_of(previous):
                     await identity.send(
