@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import faust
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
+from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
 from tables.customers import CustomerTable, define_customers_table
 
@@ -89,6 +91,22 @@ class TuttiWorker:
     @property
     def customers(self) -> CustomerTable:
         return CustomerTable(self.customers_table)
+
+    def dead_letter_value(self, message: Any, error: Exception, failed_at: datetime) -> bytes:
+        """A Faust message that cannot be used, as a DeadLetter record (original key, bytes,
+        headers and position, the error and its reason) in single-object framing."""
+        letter = dead_letter(
+            key=message.key,
+            value=message.value,
+            headers=message.headers or [],
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            error=error,
+            failed_at=failed_at,
+            worker=self.name,
+        )
+        return self.codec.encode_single_object("DeadLetter", letter)
 
     def topic(self, name: str) -> Any:
         """The Faust topic for ``name`` (raw bytes both ways), made once."""

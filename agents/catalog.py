@@ -26,11 +26,11 @@ from typing import Any
 
 from agents.app import TuttiWorker
 from agents.ingest import EVENT_HEADERS, is_transient
-from agents.journey import SIGNAL_FORGET
 from agents.signals import (
     SIGNAL_ABSORB,
     SIGNAL_CATALOG,
     SIGNAL_EVENT,
+    SIGNAL_FORGET,
     SIGNAL_HEADER,
     SIGNAL_INTEREST,
     signal_kind,
@@ -52,7 +52,7 @@ from orchestrator.catalog import (
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError, TuttiError
-from orchestrator.ingest import check_record_size, dead_letter
+from orchestrator.ingest import check_record_size
 from tables.codec import decode_state
 
 __all__ = [
@@ -146,18 +146,7 @@ def _register_ingest_catalog(worker: TuttiWorker) -> None:
                 raise
             if not isinstance(exc, TuttiError):
                 log.exception("catalog: unexpected error on %s[%d]@%d", *_where(msg))
-            letter = dead_letter(
-                key=msg.key,
-                value=msg.value,
-                headers=msg.headers or [],
-                source_topic=msg.topic,
-                source_partition=msg.partition,
-                source_offset=msg.offset,
-                error=exc,
-                failed_at=now,
-                worker=worker.name,
-            )
-            return msg.key, codec.encode_single_object("DeadLetter", letter), False
+            return msg.key, worker.dead_letter_value(msg, exc, now), False
 
     async def ingest_catalog(stream: Any) -> None:
         async for ev in stream.events():

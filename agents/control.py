@@ -19,17 +19,14 @@ import logging
 from typing import Any
 
 from agents.app import TuttiWorker
-from agents.ingest import SIGNAL_HEADER
+from agents.signals import SIGNAL_COMMAND, SIGNAL_HEADER
 from orchestrator.control import GLOBAL_COMMANDS, ControlPlane
 from orchestrator.engine.rules import Rules
 
-__all__ = ["SIGNAL_COMMAND", "ControlFollower", "register_control"]
+__all__ = ["ControlFollower", "register_control"]
 
 log = logging.getLogger(__name__)
 
-#: Header value of a per-customer ControlCommand forwarded to the customer-keyed topic (the
-#: value is the original ControlCommand bytes, decoded against the control-commands topic).
-SIGNAL_COMMAND = b"command"
 _POLL_MS = 250
 _CUSTOMER_COMMANDS = frozenset({"erase_customer", "approve_action", "reject_action"})
 

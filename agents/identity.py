@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.app import TuttiWorker
-from agents.journey import SIGNAL_FORGET
 from agents.signals import (
     SIGNAL_EVENT,
+    SIGNAL_FORGET,
     SIGNAL_HEADER,
     SIGNAL_LINK,
     SIGNAL_MERGE,

@@ -25,8 +25,16 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.app import TuttiWorker
-from agents.control import SIGNAL_COMMAND, ControlFollower
-from agents.ingest import SIGNAL_EVENT, SIGNAL_HEADER
+from agents.control import ControlFollower
+from agents.signals import (
+    SIGNAL_COMMAND,
+    SIGNAL_EVENT,
+    SIGNAL_FEEDBACK,
+    SIGNAL_FORGET,
+    SIGNAL_HEADER,
+    SIGNAL_WAKEUP,
+    signal_kind,
+)
 from orchestrator.emit import decision_records
 from orchestrator.engine import (
     CustomerCommand,
@@ -41,14 +49,11 @@ from orchestrator.engine import (
 from orchestrator.engine.signals import Identities
 from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
-from orchestrator.ingest import dead_letter, identifier_keys
+from orchestrator.ingest import identifier_keys
 from orchestrator.wakeups import WakeUpIndex
 
 __all__ = [
     "JOURNEY_SIGNALS",
-    "SIGNAL_FEEDBACK",
-    "SIGNAL_FORGET",
-    "SIGNAL_WAKEUP",
     "JourneyStep",
     "StepStats",
     "decode_wakeup",
@@ -56,16 +61,10 @@ __all__ = [
     "identifier_keys_of",
     "journey_summary",
     "register_feedback",
-    "signal_kind",
 ]
 
 log = logging.getLogger(__name__)
 
-SIGNAL_WAKEUP: Final = b"wakeup"
-SIGNAL_FEEDBACK: Final = b"feedback"
-#: Identity topic, keyed by an identifier key; the value is the erased customer id whose link
-#: the identity agent must drop (right to be forgotten: no table keeps the customer).
-SIGNAL_FORGET: Final = b"forget"
 #: The signal kinds the decide step owns; the profile agent hands these to it.
 JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
 
@@ -79,16 +78,6 @@ def identifier_keys_of(state: CustomerState) -> list[str]:
         for value in values:
             keys += identifier_keys(Identities(**{kind: value}))
     return list(dict.fromkeys(keys))
-
-
-def signal_kind(message: Any) -> bytes | None:
-    """The ``tutti-signal`` header of a Faust message (None when absent)."""
-    raw = message.headers or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for key, value in pairs:
-        if key == SIGNAL_HEADER:
-            return bytes(value) if value is not None else None
-    return None
 
 
 def encode_wakeup(wakeup: WakeUp) -> bytes:
@@ -282,18 +271,7 @@ class JourneyStep:
             msg.offset,
             type(exc).__name__,
         )
-        letter = dead_letter(
-            key=msg.key,
-            value=msg.value,
-            headers=msg.headers or [],
-            source_topic=msg.topic,
-            source_partition=msg.partition,
-            source_offset=msg.offset,
-            error=exc,
-            failed_at=now,
-            worker=self.worker.name,
-        )
-        value = self.worker.codec.encode_single_object("DeadLetter", letter)
+        value = self.worker.dead_letter_value(msg, exc, now)
         await self._dead_letters.send(key=msg.key, value=value, force=True)
         self.stats.dead_letters += 1
 

@@ -19,7 +19,6 @@ from orchestrator.engine.profile import apply_event, lifecycle_stage
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import MAX_EVENT_IDS, CustomerState, merge_states
 from orchestrator.errors import TuttiError
-from orchestrator.ingest import dead_letter
 from tables.codec import decode_state, encode_state
 
 __all__ = ["register_profile", "update_profile"]
@@ -56,19 +55,7 @@ def register_profile(worker: TuttiWorker) -> None:
             type(exc).__name__,
             exc,
         )
-        letter = dead_letter(
-            key=msg.key,
-            value=msg.value,
-            headers=msg.headers or [],
-            source_topic=msg.topic,
-            source_partition=msg.partition,
-            source_offset=msg.offset,
-            error=exc,
-            failed_at=now,
-            worker=worker.name,
-        )
-        value = worker.codec.encode_single_object("DeadLetter", letter)
-        await dead_letters.send(key=msg.key, value=value)
+        await dead_letters.send(key=msg.key, value=worker.dead_letter_value(msg, exc, now))
 
     async def profile(stream: Any) -> None:
         async for ev in stream.events():

@@ -10,7 +10,13 @@
 - ``interest``: product-keyed topic, keyed by a product id; the value says which customer showed
   interest and when (:func:`orchestrator.catalog.encode_interest`);
 - ``catalog``: product-keyed topic, keyed by a product id; the value is a normalised catalog event
-  (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog).
+  (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog);
+- ``wakeup``: customer-keyed topic; the value is a due wake-up (agents.timers);
+- ``feedback``: customer-keyed topic; the value is a DeliveryReceipt forwarded from the senders;
+- ``command``: customer-keyed topic; the value is the original per-customer ControlCommand bytes
+  (erase, approve, reject), decoded against the control-commands topic;
+- ``forget``: identity and product topics; the value is an erased customer id whose links and
+  interests must be dropped (right to be forgotten: no table keeps the customer).
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ from typing import Any, Final
 __all__ = [
     "SIGNAL_ABSORB",
     "SIGNAL_CATALOG",
+    "SIGNAL_COMMAND",
     "SIGNAL_EVENT",
+    "SIGNAL_FEEDBACK",
+    "SIGNAL_FORGET",
     "SIGNAL_HEADER",
     "SIGNAL_INTEREST",
     "SIGNAL_LINK",
     "SIGNAL_MERGE",
+    "SIGNAL_WAKEUP",
     "signal_kind",
 ]
 
@@ -35,6 +45,10 @@ SIGNAL_MERGE: Final = b"merge"
 SIGNAL_ABSORB: Final = b"absorb"
 SIGNAL_INTEREST: Final = b"interest"
 SIGNAL_CATALOG: Final = b"catalog"
+SIGNAL_WAKEUP: Final = b"wakeup"
+SIGNAL_FEEDBACK: Final = b"feedback"
+SIGNAL_COMMAND: Final = b"command"
+SIGNAL_FORGET: Final = b"forget"
 
 
 def signal_kind(message: Any) -> bytes | None:

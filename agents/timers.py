@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.app import TuttiWorker
-from agents.ingest import SIGNAL_HEADER
-from agents.journey import SIGNAL_WAKEUP, encode_wakeup
+from agents.journey import encode_wakeup
+from agents.signals import SIGNAL_HEADER, SIGNAL_WAKEUP
 from orchestrator.engine.state import CustomerState
 from orchestrator.wakeups import WakeUpIndex
 from tables.codec import decode_state
