@@ -35,6 +35,7 @@ from agents.signals import (
     SIGNAL_WAKEUP,
     signal_kind,
 )
+from orchestrator.catalog import CATALOG_EVENT_TYPES
 from orchestrator.emit import decision_records
 from orchestrator.engine import (
     CustomerCommand,
@@ -181,9 +182,12 @@ class JourneyStep:
             signal = self.parse(kind, customer_id, msg)
             customers = self.worker.customers
             state = customers.load(customer_id)
-            if state is None and not isinstance(signal, CustomerEvent):
+            if state is None and (
+                not isinstance(signal, CustomerEvent) or signal.event_type in CATALOG_EVENT_TYPES
+            ):
                 # A late receipt, wake-up or command for a customer who is gone (erased or
-                # merged away) must not bring an empty profile back.
+                # merged away) must not bring an empty profile back; nor may a catalog event
+                # fanned out from an interest index entry that outlived the customer's erasure.
                 log.debug("decide: %s for an unknown customer skipped", kind.decode())
                 return True
             if isinstance(signal, WakeUp):

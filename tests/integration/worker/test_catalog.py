@@ -233,3 +233,30 @@ def test_a_forgotten_customer_gets_no_catalog_event_and_no_profile_back(
     while time.monotonic() < deadline:
         assert counts(worker, "cat-e") == before
         time.sleep(0.3)
+
+
+def test_a_fanned_out_event_for_an_unknown_customer_creates_no_profile(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """An interest entry that outlived its customer's erasure: the fanned-out price drop for
+    that customer must not bring an empty profile back."""
+    from agents.ingest import EVENT_HEADERS  # (see the import note in the test above)
+    from orchestrator.codec import AvroCodec
+
+    worker = worker_factory(settings)
+    codec = AvroCodec.from_settings(settings.kafka)
+    ghost = {**catalog_ev("pd-ghost:ghost", "price_drop", "p-g"), "channel": "catalog"}
+    ghost["identities"] = {"customer_id": "ghost"}
+    p = producer(settings.kafka)
+    topic = Topics(settings.topics).customer_events
+    p.produce(
+        topic,
+        key=b"ghost",
+        value=codec.encode_single_object("CustomerEvent", ghost),
+        headers=list(EVENT_HEADERS),
+    )
+    p.flush(10)
+    # A marker on the same key, after it: once it is applied, the ghost record was handled.
+    produce_events(settings, [customer_ev("ghost", 1, "product_view", "p-g")])
+    worker.wait_for(lambda: counts(worker, "ghost").get("product_view"), what="the marker")
+    assert "price_drop" not in counts(worker, "ghost")
