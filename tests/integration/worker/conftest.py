@@ -83,6 +83,41 @@ class WorkerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def launch_worker(settings: Settings, app_id: str, data_dir: Path, log: Path) -> WorkerProcess:
+    """`python -m orchestrator worker` on the test's topics; returns once its web server answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
+        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
+        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
+        "TUTTI_WORKER_DATA_DIR": str(data_dir),
+        "TUTTI_WORKER_WEB_PORT": str(port),
+        "TUTTI_WORKER_APP_ID": app_id,
+        "TUTTI_WORKER_API_TOKEN": TOKEN,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, port, log, app_id, data_dir)
+
+    def web_up() -> bool:
+        try:
+            # 503 while partitions are being assigned, then 404 for an unknown customer.
+            return worker.get("/customers/-")[0] == 404
+        except OSError:
+            return False
+
+    worker.wait_for(web_up, timeout=30, what="the worker's web server")
+    return worker
+
+
 def delete_kafka_leftovers(settings: Settings, app_ids: set[str], groups: set[str]) -> None:
     """Delete the test's topics (its prefix, the workers' changelogs) and consumer groups.
 
@@ -118,41 +153,11 @@ def worker_factory(
         settings: Settings, app_id: str | None = None, data_dir: Path | None = None
     ) -> WorkerProcess:
         """Start a worker; pass the ``app_id`` (and ``data_dir``) of an earlier one to restart it."""
-        port = free_port()
         app_id = app_id or f"tw-{uuid.uuid4().hex[:10]}"
         data_dir = data_dir or tmp_path / f"worker-{len(started)}"
-        env = {
-            **os.environ,
-            "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
-            "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
-            "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
-            "TUTTI_WORKER_DATA_DIR": str(data_dir),
-            "TUTTI_WORKER_WEB_PORT": str(port),
-            "TUTTI_WORKER_APP_ID": app_id,
-            "TUTTI_WORKER_API_TOKEN": TOKEN,
-        }
-        log = tmp_path / f"worker-{len(started)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "worker"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(process, port, log, app_id, data_dir)
+        worker = launch_worker(settings, app_id, data_dir, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         used.append(settings)
-
-        def web_up() -> bool:
-            try:
-                # 503 while partitions are being assigned, then 404 for an unknown customer.
-                return worker.get("/customers/-")[0] == 404
-            except OSError:
-                return False
-
-        worker.wait_for(web_up, timeout=30, what="the worker's web server")
         return worker
 
     yield start

@@ -233,45 +233,11 @@ def collect_until(actions: Collector, until: datetime, settle: float = 1.5) -> l
 
 def start_worker(settings: Settings, workdir: Path, app_id: str | None = None) -> Any:
     """A worker process like the `worker_factory` fixture's, for module-scoped fixtures."""
-    import os
-    import subprocess
-    import sys
+    from .conftest import launch_worker
 
-    from .conftest import ROOT, TOKEN, WorkerProcess, free_port
-
-    port = free_port()
     app_id = app_id or f"tw-{uuid.uuid4().hex[:10]}"
-    data_dir = workdir / f"data-{app_id}"
-    env = {
-        **os.environ,
-        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
-        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
-        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
-        "TUTTI_WORKER_DATA_DIR": str(data_dir),
-        "TUTTI_WORKER_WEB_PORT": str(port),
-        "TUTTI_WORKER_APP_ID": app_id,
-        "TUTTI_WORKER_API_TOKEN": TOKEN,
-    }
     log = workdir / f"{app_id}-{time.monotonic_ns()}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(process, port, log, app_id, data_dir)
-
-    def web_up() -> bool:
-        try:
-            return worker.get("/customers/-")[0] == 404
-        except OSError:
-            return False
-
-    worker.wait_for(web_up, timeout=30, what="the worker's web server")
-    return worker
+    return launch_worker(settings, app_id, workdir / f"data-{app_id}", log)
 
 
 def contact(
