@@ -79,7 +79,10 @@ def to_datetime(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"expected epoch millis or ISO-8601, got {value!r}")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError) as exc:  # beyond what the platform's time_t holds
+            raise ValueError(f"epoch millis {value!r} out of range") from exc
     if isinstance(value, str):
         return from_iso(value)
     raise ValueError(f"expected epoch millis or ISO-8601, got {value!r}")
