@@ -19,6 +19,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
+from tables.aliases import AliasTable, define_aliases_table
 from tables.customers import CustomerTable, define_customers_table
 
 __all__ = ["INGEST_CHANNELS", "TuttiWorker", "build_worker", "create_app"]
@@ -83,6 +84,7 @@ class TuttiWorker:
     codec: AvroCodec
     customers_table: Any
     identities_table: Any = None
+    aliases_table: Any = None
     name: str = field(default_factory=socket.gethostname)
     faust_topics: dict[str, Any] = field(default_factory=dict)
     #: The decide step (agents.journey.JourneyStep) the customer agent hands journey signals to.
@@ -91,6 +93,10 @@ class TuttiWorker:
     @property
     def customers(self) -> CustomerTable:
         return CustomerTable(self.customers_table)
+
+    @property
+    def aliases(self) -> AliasTable:
+        return AliasTable(self.aliases_table)
 
     def dead_letter_value(self, message: Any, error: Exception, failed_at: datetime) -> bytes:
         """A Faust message that cannot be used, as a DeadLetter record (original key, bytes,
@@ -139,6 +145,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         codec=codec or AvroCodec.from_settings(settings.kafka),
         customers_table=table,
         identities_table=define_identities_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
+        aliases_table=define_aliases_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
     )
     register_ingest(worker)

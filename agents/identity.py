@@ -8,15 +8,18 @@ records meet on one partition and the table is written only by its owner:
   under the customer id the identifier belongs to (written into the event's identities); an
   identifier seen for the first time gets a stable provisional id ``anon:<identifier key>``;
 - a *link* says "this identifier belongs to customer C" (a login, a sign-up, an order with an
-  e-mail and a loyalty card). When the identifier pointed to a provisional profile, that profile
-  is merged into C through the customer-keyed topic (see agents.profile).
+  e-mail and a loyalty card). When the identifier pointed to a provisional profile, or to
+  another known customer and is of a kind that names one person (``worker.merge_on``), the two
+  profiles are merged through the customer-keyed topic (see :func:`resolve_link` for which one
+  survives, and agents.profile for the move and the alias the absorbed id leaves behind).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from agents.app import TuttiWorker
 from agents.signals import (
@@ -27,12 +30,15 @@ from agents.signals import (
     SIGNAL_MERGE,
     signal_kind,
 )
+from orchestrator.config import MERGE_KINDS
 
 __all__ = [
     "IDENTITIES_TABLE",
     "PROVISIONAL_PREFIX",
     "Resolution",
     "define_identities_table",
+    "identifier_kind",
+    "merge_pair",
     "register_identity",
     "resolve_event",
     "resolve_link",
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 
 IDENTITIES_TABLE = "identities"
 PROVISIONAL_PREFIX = "anon:"
+DEFAULT_MERGE_KINDS: Final = frozenset(MERGE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -61,17 +68,50 @@ def resolve_event(identifier: str, current: str | None) -> Resolution:
     return Resolution(f"{PROVISIONAL_PREFIX}{identifier}", store=True)
 
 
-def resolve_link(identifier: str, customer_id: str, current: str | None) -> Resolution:
-    """``identifier`` belongs to ``customer_id``: record it, merging a provisional profile."""
+def resolve_link(
+    identifier: str,
+    customer_id: str,
+    current: str | None,
+    merge_kinds: Collection[str] = DEFAULT_MERGE_KINDS,
+) -> Resolution:
+    """``identifier`` belongs to ``customer_id``: record it, merging profiles it joins.
+
+    - a provisional profile (an anonymous visitor) always merges into the customer;
+    - two *known* customers sharing an identifier of a kind in ``merge_kinds`` (loyalty card,
+      e-mail, phone: each names one person in a system of record) are one person: the profile
+      with the greater id is merged into the one with the smaller id. Choosing by id, not by
+      which link came last, makes every merge converge on the same survivor whatever order
+      links arrive in, and alias chains (absorbed id -> survivor) always point to a smaller id,
+      so they cannot loop;
+    - two known customers sharing a weaker identifier (a device, an anonymous id, a push token:
+      a family tablet, a reused phone) are not merged: the latest link wins for routing.
+    """
     if current == customer_id:
         return Resolution(customer_id)
     if current is None:
         return Resolution(customer_id, store=True)
     if current.startswith(PROVISIONAL_PREFIX):
         return Resolution(customer_id, store=True, merge_from=current)
-    # Two real customers share the identifier (a family e-mail, a reused device): the latest
-    # link wins for routing; their profiles are not merged (that needs a human decision).
+    if identifier_kind(identifier) in merge_kinds and not customer_id.startswith(
+        PROVISIONAL_PREFIX
+    ):
+        survivor, absorbed = merge_pair(current, customer_id)
+        return Resolution(survivor, store=survivor != current, merge_from=absorbed)
     return Resolution(customer_id, store=True)
+
+
+def merge_pair(a: str, b: str) -> tuple[str, str]:
+    """(survivor, absorbed) for two profiles found to be one person: a provisional profile is
+    always the absorbed one; of two known customers, the smaller id survives."""
+    if a.startswith(PROVISIONAL_PREFIX) != b.startswith(PROVISIONAL_PREFIX):
+        return (b, a) if a.startswith(PROVISIONAL_PREFIX) else (a, b)
+    survivor, absorbed = sorted((a, b))
+    return survivor, absorbed
+
+
+def identifier_kind(identifier: str) -> str:
+    """``email`` for ``email:<hash>``: identifier keys are ``kind:value``."""
+    return identifier.partition(":")[0]
 
 
 def resolved_event(worker: TuttiWorker, value: bytes, customer_id: str) -> bytes:
@@ -100,6 +140,7 @@ def register_identity(worker: TuttiWorker) -> None:
     source = worker.topic(worker.topics.identity)
     customer_events = worker.topic(worker.topics.customer_events)
     table = worker.identities_table
+    merge_kinds = worker.settings.worker.merge_kinds
 
     async def resolve(stream: Any) -> None:
         async for ev in stream.events():
@@ -107,7 +148,10 @@ def register_identity(worker: TuttiWorker) -> None:
             kind = signal_kind(msg)
             identifier = bytes(msg.key or b"").decode()
             if kind == SIGNAL_FORGET:  # the customer was erased (agents.journey)
-                if identifier and table.get(identifier) == bytes(msg.value or b"").decode():
+                # The value: the erased id and the ids it absorbed, one per line (an identifier
+                # may still point to an absorbed id).
+                erased = bytes(msg.value or b"").decode().split("\n")
+                if identifier and table.get(identifier) in erased:
                     table.pop(identifier, None)  # a tombstone in the changelog
                 continue
             if not identifier or kind not in (SIGNAL_EVENT, SIGNAL_LINK):
@@ -123,7 +167,7 @@ def register_identity(worker: TuttiWorker) -> None:
             if kind == SIGNAL_EVENT:
                 res = resolve_event(identifier, current)
             else:
-                res = resolve_link(identifier, bytes(msg.value).decode(), current)
+                res = resolve_link(identifier, bytes(msg.value).decode(), current, merge_kinds)
             if res.store:
                 table[identifier] = res.customer_id  # one changelog record, only on change
             if res.merge_from:

@@ -223,9 +223,19 @@ class JourneyStep:
 
                 await forget_interest(self.worker, previous)
                 identity = self.worker.topic(self.worker.topics.identity)
+                known_as = "\n".join([customer_id, *previous.merged_from]).encode()
                 for key in identifier_keys_of(previous):
                     await identity.send(
                         key=key.encode(),
+                        value=known_as,
+                        headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
+                        force=True,
+                    )
+                # The ids merged into this customer keep an alias to it (tables.aliases).
+                customer_topic = self.worker.topic(self.worker.topics.customer_events)
+                for absorbed in previous.merged_from:
+                    await customer_topic.send(
+                        key=absorbed.encode(),
                         value=customer_id.encode(),
                         headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
                         force=True,

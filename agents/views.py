@@ -49,6 +49,12 @@ def register_views(worker: TuttiWorker) -> None:
     async def local_customer(view: Any, request: Any, customer_id: str) -> Any:
         state = worker.customers.load(customer_id)
         if state is None:
+            survivor = worker.aliases.survivor(customer_id)
+            if survivor is not None:  # merged into another profile (tables.aliases)
+                return view.json(
+                    {"error": f"customer {customer_id!r} was merged", "merged_into": survivor},
+                    status=404,
+                )
             return view.json({"error": f"no customer {customer_id!r}"}, status=404)
         # The digest covers the whole stored state: compare it across workers and restores.
         return view.json(

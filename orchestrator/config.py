@@ -31,6 +31,9 @@ Framing = Literal["confluent", "single_object"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: The identifier kinds `worker.merge_on` may name: each names one person in a system of record.
+MERGE_KINDS: tuple[str, ...] = ("loyalty_card", "email", "phone")
+
 
 @dataclass(frozen=True)
 class KafkaSettings:
@@ -60,6 +63,14 @@ class WorkerSettings:
     #: Bearer token for the customer view API; empty disables the API.
     api_token: str = ""
     journeys_dir: Path = Path("journeys")
+    #: Identifier kinds that, shared by two known customers, make them one person (their
+    #: profiles are merged). Comma-separated subset of loyalty_card, email, phone; empty: never
+    #: merge known customers. Device, anonymous ids and push tokens never merge (shared devices).
+    merge_on: str = "loyalty_card,email,phone"
+
+    @property
+    def merge_kinds(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.merge_on.split(",") if k.strip())
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,11 @@ def _validate(settings: Settings) -> None:
             "must start with http://, https:// or mock://",
         ),
         ("worker.web_port", 0 < settings.worker.web_port < 65536, "must be a TCP port"),
+        (
+            "worker.merge_on",
+            set(settings.worker.merge_kinds) <= set(MERGE_KINDS),
+            f"must be a comma-separated subset of {', '.join(MERGE_KINDS)} (or empty)",
+        ),
         ("sender.max_attempts", settings.sender.max_attempts >= 1, "must be at least 1"),
         ("sender.rate_per_second", settings.sender.rate_per_second > 0, "must be positive"),
         ("stack.kafka_port", 0 < settings.stack.kafka_port < 65536, "must be a TCP port"),

@@ -25,8 +25,12 @@ __all__ = ["customer", "fetch_customer", "format_customer"]
 _DECISIONS_SHOWN = 10
 
 
-def fetch_customer(settings: Settings, customer_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The customer view from the worker; raises ClickException with what to do on failure."""
+def fetch_customer(
+    settings: Settings, customer_id: str, timeout: float = 10.0, *, hops: int = 5
+) -> dict[str, Any]:
+    """The customer view from the worker; raises ClickException with what to do on failure.
+
+    An id that was merged into another profile is followed (at most ``hops`` merges)."""
     w = settings.worker
     if not w.api_token:
         raise click.ClickException(
@@ -40,7 +44,13 @@ def fetch_customer(settings: Settings, customer_id: str, timeout: float = 10.0) 
             body: dict[str, Any] = json.loads(response.read())
             return body
     except urllib.error.HTTPError as exc:
-        raise click.ClickException(_refusal(exc, customer_id, url)) from None
+        body = _error_body(exc)
+        survivor = body.get("merged_into")
+        if exc.code == 404 and isinstance(survivor, str) and hops > 0:
+            # An absorbed id (a profile merge): show the profile that holds its history.
+            click.echo(f"{customer_id} was merged into {survivor}", err=True)
+            return fetch_customer(settings, survivor, timeout, hops=hops - 1)
+        raise click.ClickException(_refusal(exc, body, customer_id, url)) from None
     except (urllib.error.URLError, OSError) as exc:
         raise click.ClickException(
             f"cannot reach the worker at {w.web_host}:{w.web_port} ({exc}): is `tutti worker` "
@@ -48,11 +58,16 @@ def fetch_customer(settings: Settings, customer_id: str, timeout: float = 10.0) 
         ) from exc
 
 
-def _refusal(exc: urllib.error.HTTPError, customer_id: str, url: str) -> str:
+def _error_body(exc: urllib.error.HTTPError) -> dict[str, Any]:
     try:
-        detail = str(json.loads(exc.read() or b"{}").get("error", ""))
-    except (ValueError, AttributeError):
-        detail = ""
+        body = json.loads(exc.read() or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _refusal(exc: urllib.error.HTTPError, body: dict[str, Any], customer_id: str, url: str) -> str:
+    detail = str(body.get("error", ""))
     if exc.code == 404:
         return f"no customer {customer_id!r} ({detail or 'not found'})"
     if exc.code == 401:

@@ -1,13 +1,17 @@
 """Identity resolution with a real worker: anonymous history follows the visitor into their
-customer profile on login, and the provisional profile is gone."""
+customer profile on login, and the provisional profile is gone; two known customers who turn
+out to be one person (a shared e-mail) become one profile, and the absorbed id keeps working."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.control import send_command
 from orchestrator.demo import produce_events
 
 from .conftest import WorkerProcess
@@ -55,3 +59,104 @@ def test_anonymous_browsing_then_login_gives_one_merged_profile(
     produce_events(settings, [ev(4, "app", "app_open", identities=ANON)])
     worker.wait_for(lambda: count(worker) == 4, what="the next anonymous event")
     assert worker.get(f"/customers/{PROVISIONAL}")[0] == 404
+
+
+def known(cid: str, n: int, event_type: str, **sections: Any) -> dict[str, Any]:
+    """An event of customer ``cid`` (their own event ids)."""
+    return {**ev(n, "web", event_type, **sections), "event_id": f"{cid}-{n}"}
+
+
+def total(profile: dict[str, Any] | None) -> int:
+    return sum(profile["event_counts"].values()) if profile else 0
+
+
+def test_two_known_customers_sharing_an_email_become_one_and_the_old_id_keeps_working(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    # The web shop knows the person as m-alpha, the store's loyalty system as m-beta; an order
+    # in the store carrying the e-mail of the web account reveals they are one person.
+    alpha, beta = "m-alpha", "m-beta"
+    email = "same.person@example.test"
+    worker = worker_factory(settings)
+    produce_events(
+        settings,
+        [
+            known(alpha, 1, "signup", identities={"customer_id": alpha, "email": email}),
+            known(
+                alpha, 2, "product_view", identities={"customer_id": alpha}, product=product("p-1")
+            ),
+            known(beta, 1, "app_open", identities={"customer_id": beta, "loyalty_card": "L-9"}),
+            known(beta, 2, "add_to_cart", identities={"customer_id": beta}, product=product("p-2")),
+        ],
+    )
+    worker.wait_for(
+        lambda: total(worker.customer(alpha)) == 2 and total(worker.customer(beta)) == 2,
+        what="the two separate profiles",
+    )
+    link = known(beta, 3, "login", identities={"customer_id": beta, "email": email})
+    produce_events(settings, [link])
+    merged = worker.wait_for(
+        lambda: total(p := worker.customer(alpha)) == 5 and p, what="the merged profile"
+    )
+    # The smaller id survives, with both histories: views, cart, identifiers.
+    assert merged["merged_from"] == [beta]
+    assert merged["event_counts"] == {
+        "signup": 1,
+        "product_view": 1,
+        "app_open": 1,
+        "add_to_cart": 1,
+        "login": 1,
+    }
+    assert list(merged["cart"]) == ["p-2"]
+    assert merged["identities"]["loyalty_card"] == ["L-9"]
+    _, body = worker.wait_for(
+        lambda: (r := worker.get(f"/customers/{beta}"))[0] == 404 and r,
+        what="the absorbed profile to be deleted",
+    )
+    assert body["merged_into"] == alpha
+
+    # The loyalty system still sends m-beta, and a till knows only the card: both reach alpha,
+    # and a repeat of the link changes nothing (no second merge, no duplicate event).
+    produce_events(
+        settings,
+        [
+            known(beta, 4, "store_visit", identities={"customer_id": beta}),
+            {**known(beta, 5, "store_visit"), "identities": {"loyalty_card": "L-9"}},
+            link,
+        ],
+    )
+    after = worker.wait_for(
+        lambda: total(p := worker.customer(alpha)) == 7 and p, what="later events for m-beta"
+    )
+    assert after["event_counts"]["store_visit"] == 2
+    assert after["merged_from"] == [beta]
+    assert worker.get(f"/customers/{beta}")[0] == 404
+
+    # Erasing the person removes the alias too: m-beta is then simply unknown.
+    send_command(settings, "erase_customer", alpha, reason="right to be forgotten")
+    worker.wait_for(
+        lambda: (r := worker.get(f"/customers/{beta}"))[0] == 404 and "merged_into" not in r[1],
+        what="the alias to be forgotten",
+    )
+    assert worker.get(f"/customers/{alpha}")[0] == 404
+
+
+def test_customers_sharing_a_device_stay_two_profiles(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker = worker_factory(settings)
+    produce_events(
+        settings,
+        [
+            known("d-one", 1, "login", identities={"customer_id": "d-one", "device_id": "tab-1"}),
+            known("d-two", 1, "login", identities={"customer_id": "d-two", "device_id": "tab-1"}),
+            known("d-one", 2, "login", identities={"customer_id": "d-one", "device_id": "tab-1"}),
+        ],
+    )
+    worker.wait_for(
+        lambda: total(worker.customer("d-one")) == 2 and total(worker.customer("d-two")) == 1,
+        what="both profiles",
+    )
+    time.sleep(2.0)  # a merge, if one were (wrongly) triggered, would have happened by now
+    assert worker.customer("d-one")["merged_from"] == []
+    assert worker.customer("d-two")["merged_from"] == []
