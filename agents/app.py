@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from agents.metrics import WorkerMetrics, dead_letter_stage
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.ingest import dead_letter
@@ -89,6 +90,7 @@ class TuttiWorker:
     faust_topics: dict[str, Any] = field(default_factory=dict)
     #: The decide step (agents.journey.JourneyStep) the customer agent hands journey signals to.
     journeys: Any = None
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     @property
     def customers(self) -> CustomerTable:
@@ -98,9 +100,15 @@ class TuttiWorker:
     def aliases(self) -> AliasTable:
         return AliasTable(self.aliases_table)
 
-    def dead_letter_value(self, message: Any, error: Exception, failed_at: datetime) -> bytes:
+    def dead_letter_value(
+        self, message: Any, error: Exception, failed_at: datetime, stage: str | None = None
+    ) -> bytes:
         """A Faust message that cannot be used, as a DeadLetter record (original key, bytes,
-        headers and position, the error and its reason) in single-object framing."""
+        headers and position, the error and its reason) in single-object framing. Counted in
+        the metrics here (every caller sends it), by ``stage`` or the step reading its topic."""
+        self.metrics.dead_lettered(
+            stage or dead_letter_stage(self.topics, message.topic), type(error).__name__
+        )
         letter = dead_letter(
             key=message.key,
             value=message.value,
@@ -154,6 +162,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_journeys(worker)
     register_profile(worker)
     register_views(worker)
+    worker.metrics.watch_consumer(app)
     return worker
 
 

@@ -188,11 +188,13 @@ def _make_ingest_agent(worker: TuttiWorker, channel: str) -> None:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX_S)
             if isinstance(outcome, Forwarded):
+                worker.metrics.event_ingested(channel, outcome.event.event_type)
                 target = identity if outcome.via_identity else customer_events
                 await target.send(key=outcome.key, value=outcome.value, headers=EVENT_HEADERS)
                 for identifier, customer in outcome.links:
                     await identity.send(key=identifier, value=customer, headers=LINK_HEADERS)
             else:
+                worker.metrics.dead_lettered("ingest", outcome.error_class)
                 log.info(
                     "dead-lettered %s[%d]@%d: %s: %s",
                     msg.topic,

@@ -81,12 +81,14 @@ class WakeUpTimer:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
 
     def reconcile(self, active: set[int]) -> None:
+        enrolments = self.worker.metrics.enrolments
         for partition in self.index.partitions - active:
             self.index.revoke(partition)
+            enrolments.revoke(partition)
             log.info("timers: partition %d no longer ours; its wake-ups dropped", partition)
         for partition in sorted(active - self.index.partitions):
             states = local_partition_states(self.worker.customers_table, partition)
-            n = self.index.assign(partition, states)
+            n = self.index.assign(partition, enrolments.counting(partition, states))
             log.info("timers: partition %d indexed, %d wake-ups pending", partition, n)
 
     async def tick(self, now: datetime | None = None) -> int:
@@ -96,7 +98,9 @@ class WakeUpTimer:
         self.reconcile(active)
         topic = self.worker.topic(self.worker.topics.customer_events)
         sent = 0
-        for wakeup in self.index.due(now or datetime.now(UTC)):
+        now = now or datetime.now(UTC)
+        due = self.index.due(now)
+        for wakeup in due:
             await topic.send(
                 key=wakeup.customer_id.encode(),
                 value=encode_wakeup(wakeup),
@@ -104,11 +108,13 @@ class WakeUpTimer:
             )
             sent += 1
         self.fired += sent
+        self.worker.metrics.wakeups_sent(due, now)
         return sent
 
 
 def register_timers(worker: TuttiWorker) -> WakeUpTimer:
     timer = WakeUpTimer(worker)
+    worker.metrics.watch_wakeups(timer.index)
 
     async def fire_wakeups() -> None:
         try:

@@ -1,4 +1,5 @@
-"""The single-customer view on the worker's web server: ``GET /customers/{id}``.
+"""The single-customer view on the worker's web server: ``GET /customers/{id}``; and
+``GET /metrics`` for Prometheus.
 
 Protected by the bearer token ``worker.api_token`` (an empty token disables the view). Any
 worker answers for any customer: Faust's table routing forwards the request, headers included,
@@ -14,6 +15,7 @@ from typing import Any
 from agents.app import TuttiWorker
 from agents.faust_workarounds import ensure_router_metadata
 from agents.journey import journey_summary
+from agents.metrics import CONTENT_TYPE
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 from tables.codec import state_digest
@@ -92,3 +94,10 @@ def register_views(worker: TuttiWorker) -> None:
             )
 
     app.page("/customers/{customer_id}", name="customer")(customer)
+
+    async def metrics(view: Any, request: Any) -> Any:
+        """Prometheus metrics (agents.metrics): no token, as Prometheus scrapes it; no personal
+        data in any label."""
+        return view.bytes(worker.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    app.page("/metrics", name="metrics")(metrics)

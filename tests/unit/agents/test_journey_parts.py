@@ -9,6 +9,7 @@ from typing import Any
 
 from agents.analytics import apply_outcome, decode_stats
 from agents.journey import decode_wakeup, encode_wakeup, identifier_keys_of, journey_summary
+from agents.metrics import WorkerMetrics
 from agents.timers import WakeUpTimer
 from orchestrator.engine import CustomerEvent, WakeUp, decide, load_rules
 from orchestrator.engine.signals import Identities
@@ -99,10 +100,12 @@ def test_the_timer_indexes_newly_owned_partitions_and_forgets_revoked_ones() -> 
     table = SimpleNamespace(
         data=FakeStore({0: {b"c-a": encode_state(a)}, 1: {b"c-b": encode_state(b)}})
     )
-    worker = SimpleNamespace(customers_table=table)
+    worker = SimpleNamespace(customers_table=table, metrics=WorkerMetrics())
     timer = WakeUpTimer(worker)  # type: ignore[arg-type]
     timer.reconcile({0, 1})
     assert len(timer.index) == len(pending_wakeups(a)) + len(pending_wakeups(b))
+    assert worker.metrics.enrolments.totals() == {"cart_abandonment": 2}  # counted in passing
     timer.reconcile({1})  # partition 0 moved to another worker
+    assert worker.metrics.enrolments.totals() == {"cart_abandonment": 1}
     due = timer.index.due(NOW + timedelta(days=400))
     assert {w.customer_id for w in due} == {"c-b"}

@@ -1,0 +1,345 @@
+"""Every Prometheus metric of the worker, declared once; the agents feed them from what they
+already have in hand (the ingest outcome, the engine's Decision, the timer's due wake-ups).
+
+Each worker gets its own ``CollectorRegistry`` (tests build several apps in one process), served
+at ``GET /metrics`` on the worker's web server (agents.views). Label values are bounded: channel,
+journey id, vocabulary event type, reason code, signal kind, stage, exception class name, topic
+and partition - never a customer, action or event id, never a contact point.
+
+Gauges that describe a structure (wake-ups indexed, the oldest overdue wake-up, consumer lag,
+active enrolments) are computed when Prometheus scrapes, on the event loop that owns the
+structures (the view runs there), so nothing is updated on the hot path that nobody reads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from agents.signals import SIGNAL_MERGE
+from orchestrator.catalog import CATALOG_EVENT_TYPES
+from orchestrator.engine.decision import REASON_CODES, Decision
+from orchestrator.engine.signals import CustomerEvent, Signal, WakeUp
+from orchestrator.engine.state import CustomerState
+from orchestrator.topics import Topics
+from orchestrator.vocabulary import CUSTOM_EVENT_PREFIX, EVENT_TYPES, INBOUND_CHANNELS
+from orchestrator.wakeups import WakeUpIndex
+
+__all__ = [
+    "CONTENT_TYPE",
+    "ActiveEnrolments",
+    "ConsumerLag",
+    "WorkerMetrics",
+    "consumer_lag",
+    "dead_letter_stage",
+    "event_type_label",
+]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
+_LATENESS_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+
+def event_type_label(event_type: str) -> str:
+    """The vocabulary's event type; every ``custom.*`` type shares one label (they are open)."""
+    if event_type in EVENT_TYPES:
+        return event_type
+    return "custom" if event_type.startswith(CUSTOM_EVENT_PREFIX) else "other"
+
+
+def dead_letter_stage(topics: Topics, source_topic: str) -> str:
+    """Which step dead-lettered a record read from ``source_topic`` (when the caller does not
+    say): the channel topics are read by ingest, the customer-keyed topic by the profile agent."""
+    if source_topic == topics.customer_events:
+        return "profile"
+    if source_topic == topics.identity:
+        return "identity"
+    if source_topic == topics.product_interest:
+        return "catalog"
+    if any(source_topic == topics.events(c) for c in INBOUND_CHANNELS):
+        return "ingest"
+    return "other"
+
+
+class ActiveEnrolments(Collector):
+    """Active enrolments (every enrolment a stored state holds) by journey, for the partitions
+    this worker owns.
+
+    Counted exactly when the wake-up timer indexes a newly owned partition (it reads every
+    local state of it anyway), then kept up to date from each decision's state before and
+    after, applied together with the state write (with no await in between, or a recount
+    could see both the write and the change); a revoked partition is dropped. A profile merge (agents.profile) is not followed:
+    the absorbed enrolments show up at the partition's next assignment.
+    """
+
+    NAME: Final = "tutti_worker_active_enrolments"
+    HELP: Final = "Enrolments held by the customers of the partitions this worker owns."
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, Tally[str]] = {}
+
+    def counting(self, partition: int, states: Iterable[CustomerState]) -> Iterator[CustomerState]:
+        """Pass ``states`` through, and count them as the partition's new total at the end."""
+        counts: Tally[str] = Tally()
+        for state in states:
+            counts.update(e.journey_id for e in state.enrollments)
+            yield state
+        self._by_partition[partition] = counts
+
+    def change(
+        self, partition: int, before: CustomerState | None, after: CustomerState | None
+    ) -> None:
+        counts = self._by_partition.get(partition)
+        if counts is None or before is after:
+            return  # not counted yet: the count at assignment will include this state
+        if before is not None:
+            counts.subtract(e.journey_id for e in before.enrollments)
+        if after is not None:
+            counts.update(e.journey_id for e in after.enrollments)
+
+    def revoke(self, partition: int) -> None:
+        self._by_partition.pop(partition, None)
+
+    def totals(self) -> dict[str, int]:
+        out: Tally[str] = Tally()
+        for counts in self._by_partition.values():
+            out.update(counts)
+        return {journey: n for journey, n in sorted(out.items()) if n > 0}
+
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["journey"])]
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["journey"])
+        for journey, n in self.totals().items():
+            family.add_metric([journey], n)
+        yield family
+
+
+def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, lag) for every partition the worker's consumer reads for its agents:
+    the partition's end offset (highwater) minus the offset committed for it.
+
+    Changelog partitions (table recovery and standbys) are left out: their progress is not a
+    committed offset. A partition with nothing committed yet counts from offset 0. Reads only
+    what the consumer already knows (the last fetch's highwater), so it is cheap on a scrape.
+    """
+    consumer = getattr(app, "_consumer", None)  # never create a consumer just to be scraped
+    if consumer is None:
+        return []
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not started yet, or closed
+        return []
+    committed = getattr(consumer, "_committed_offset", {})  # Faust's own record of its commits
+    out = []
+    for tp in sorted(assigned):
+        if not app.topics.acks_enabled_for(tp.topic):
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        if highwater is None:
+            continue  # no fetch for the partition yet
+        done = committed.get(tp)
+        out.append((tp.topic, tp.partition, max(0, int(highwater) - int(done or 0))))
+    return out
+
+
+class ConsumerLag(Collector):
+    NAME: Final = "tutti_worker_consumer_lag"
+    HELP: Final = (
+        "Records waiting in each partition the worker consumes (end offset - committed offset)."
+    )
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["topic", "partition"])]
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["topic", "partition"])
+        for topic, partition, lag in consumer_lag(self.app) if self.app is not None else []:
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class WorkerMetrics:
+    """The worker's metrics and the few functions the agents call to feed them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = CollectorRegistry() if registry is None else registry
+        self.registry = r
+        self.events_ingested = Counter(
+            "tutti_worker_events_ingested",
+            "Valid events forwarded by the ingest agents, by inbound channel and event type "
+            "(custom.* types share the label 'custom').",
+            ["channel", "event_type"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "tutti_worker_dead_letters",
+            "Records written to the dead-letter topic, by the step that could not use them "
+            "(ingest, profile, decide, ...) and the error's class.",
+            ["stage", "error_class"],
+            registry=r,
+        )
+        self.signals_decided = Counter(
+            "tutti_worker_signals_decided",
+            "Signals the decide step applied (event, wakeup, feedback, command).",
+            ["kind"],
+            registry=r,
+        )
+        self.decide_seconds = Histogram(
+            "tutti_worker_decide_seconds",
+            "Time in the pure engine's decide() for one signal.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signal_seconds = Histogram(
+            "tutti_worker_signal_seconds",
+            "Time for one signal: decide, state write, wake-up index, records sent.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.actions = Counter(
+            "tutti_worker_actions",
+            "Actions emitted to the action topics, by channel and journey.",
+            ["channel", "journey"],
+            registry=r,
+        )
+        self.suppressions = Counter(
+            "tutti_worker_suppressions",
+            "Sends and entries suppressed, by journey and reason code (docs/journeys.md).",
+            ["journey", "reason"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "tutti_worker_outcomes",
+            "Journey outcomes emitted (entered, step, sent, suppressed, converted, exited).",
+            ["journey", "kind"],
+            registry=r,
+        )
+        self.catalog_fanouts = Counter(
+            "tutti_worker_catalog_fanouts",
+            "Catalog events (price drop, back in stock) delivered to an interested customer.",
+            ["event_type"],
+            registry=r,
+        )
+        self.identity_merges = Counter(
+            "tutti_worker_identity_merges",
+            "Provisional profiles told to merge into a known customer (merge signals read).",
+            registry=r,
+        )
+        self.wakeups_fired = Counter(
+            "tutti_worker_wakeups_fired",
+            "Due wake-ups the timer sent to the customer-keyed topic.",
+            registry=r,
+        )
+        self.wakeup_lateness = Histogram(
+            "tutti_worker_wakeup_lateness_seconds",
+            "How late the timer sent a wake-up after its due time (downtime shows here).",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.wakeups_indexed = Gauge(
+            "tutti_worker_wakeups_indexed",
+            "Wake-ups scheduled in the index of the partitions this worker owns.",
+            registry=r,
+        )
+        self.wakeups_overdue = Gauge(
+            "tutti_worker_wakeups_overdue_seconds",
+            "Seconds the earliest indexed wake-up is past its due time (0 when none is due; "
+            "grows while the timer is stuck or partitions are moving).",
+            registry=r,
+        )
+        self.enrolments = ActiveEnrolments()
+        r.register(self.enrolments)
+        self.lag = ConsumerLag()
+        r.register(self.lag)
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def watch_consumer(self, app: Any) -> None:
+        """Report the lag of ``app``'s consumer on each scrape."""
+        self.lag.app = app
+
+    def watch_wakeups(self, index: WakeUpIndex) -> None:
+        """Report what ``index`` holds on each scrape."""
+        self.wakeups_indexed.set_function(lambda: len(index))
+
+        def overdue() -> float:
+            due = index.next_due()
+            return 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
+
+        self.wakeups_overdue.set_function(overdue)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- what the agents call -----------------------------------------------------------------
+
+    def event_ingested(self, channel: str, event_type: str) -> None:
+        self.events_ingested.labels(channel, event_type_label(event_type)).inc()
+
+    def dead_lettered(self, stage: str, error_class: str) -> None:
+        self.dead_letters.labels(stage, error_class).inc()
+
+    def decided(
+        self,
+        kind: str,
+        signal: Signal,
+        decision: Decision,
+        decide_seconds: float,
+        signal_seconds: float,
+    ) -> None:
+        """One signal through the decide step: what it decided and what that took."""
+        self.signals_decided.labels(kind).inc()
+        self.decide_seconds.labels(kind).observe(decide_seconds)
+        self.signal_seconds.labels(kind).observe(signal_seconds)
+        for action in decision.actions:
+            self.actions.labels(action.channel, action.journey_id).inc()
+        for explanation in decision.suppressions:
+            reason = explanation.code if explanation.code in REASON_CODES else "other"
+            self.suppressions.labels(explanation.journey_id or "", reason).inc()
+        for outcome in decision.outcomes:
+            self.outcomes.labels(outcome.journey_id, outcome.kind).inc()
+        if isinstance(signal, CustomerEvent) and signal.event_type in CATALOG_EVENT_TYPES:
+            self.catalog_fanouts.labels(signal.event_type).inc()
+
+    def passed_to_profile(self, kind: bytes | None) -> None:
+        """A customer-topic signal the decide step leaves to the profile agent."""
+        if kind == SIGNAL_MERGE:
+            self.identity_merges.inc()
+
+    def wakeups_sent(self, wakeups: Iterable[WakeUp], now: datetime) -> None:
+        for wakeup in wakeups:
+            self.wakeups_fired.inc()
+            self.wakeup_lateness.observe(max(0.0, (now - wakeup.due_at).total_seconds()))

@@ -1,0 +1,263 @@
+"""The worker's metrics (agents.metrics): what each recording function counts, the gauges
+computed on a scrape, and that no personal data reaches a label."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import WorkerMetrics, consumer_lag, dead_letter_stage, event_type_label
+from agents.signals import SIGNAL_ABSORB, SIGNAL_MERGE
+from orchestrator.config import TopicSettings
+from orchestrator.engine import CustomerEvent, decide, load_rules
+from orchestrator.engine.state import CustomerState, pending_wakeups
+from orchestrator.topics import Topics
+from orchestrator.wakeups import WakeUpIndex
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+RULES = load_rules("journeys")
+
+
+def value(m: WorkerMetrics, name: str, **labels: str) -> float:
+    found = m.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def signup(cid: str, **ids: str) -> CustomerEvent:
+    return CustomerEvent.from_dict(
+        {
+            "event_id": f"{cid}-signup",
+            "event_time": NOW,
+            "channel": "web",
+            "event_type": "signup",
+            "identities": {"customer_id": cid, **ids},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "label"),
+    [
+        ("add_to_cart", "add_to_cart"),
+        ("custom.quiz_completed", "custom"),  # open vocabulary: one label for all of them
+        ("custom.anything-else", "custom"),
+        ("not_in_the_vocabulary", "other"),
+    ],
+)
+def test_event_type_labels_stay_within_the_vocabulary(event_type: str, label: str) -> None:
+    assert event_type_label(event_type) == label
+
+
+@pytest.mark.parametrize(
+    ("topic", "stage"),
+    [
+        ("p.events.web", "ingest"),
+        ("p.events.catalog", "ingest"),
+        ("p.tutti.customer-events", "profile"),
+        ("p.tutti.identity", "identity"),
+        ("p.events.dlq", "other"),
+        ("someone.else", "other"),
+    ],
+)
+def test_a_dead_letter_stage_follows_the_topic_it_was_read_from(topic: str, stage: str) -> None:
+    topics = Topics(TopicSettings(prefix="p."))
+    assert topics.customer_events == "p.tutti.customer-events"
+    assert dead_letter_stage(topics, topic) == stage
+
+
+def test_ingest_counts_events_by_channel_and_type_and_dead_letters_by_stage_and_class() -> None:
+    m = WorkerMetrics()
+    m.event_ingested("web", "page_view")
+    m.event_ingested("web", "page_view")
+    m.event_ingested("app", "custom.quiz")
+    m.dead_lettered("ingest", "SerializationError")
+    labels = {"channel": "web", "event_type": "page_view"}
+    assert value(m, "tutti_worker_events_ingested_total", **labels) == 2
+    assert value(m, "tutti_worker_events_ingested_total", channel="app", event_type="custom") == 1
+    assert (
+        value(
+            m, "tutti_worker_dead_letters_total", stage="ingest", error_class="SerializationError"
+        )
+        == 1
+    )
+
+
+def test_a_decision_counts_its_actions_suppressions_outcomes_and_latency() -> None:
+    m = WorkerMetrics()
+    reachable = decide(None, signup("m-1", email="m1@example.test"), NOW, RULES)
+    unreachable = decide(None, signup("m-2"), NOW, RULES)  # no contact point at all
+    m.decided("event", signup("m-1"), reachable, 0.0004, 0.003)
+    m.decided("event", signup("m-2"), unreachable, 0.0002, 0.002)
+
+    assert value(m, "tutti_worker_signals_decided_total", kind="event") == 2
+    assert value(m, "tutti_worker_actions_total", channel="email", journey="welcome") == 1
+    assert value(m, "tutti_worker_suppressions_total", journey="welcome", reason="unreachable") == 1
+    assert value(m, "tutti_worker_outcomes_total", journey="welcome", kind="entered") == 2
+    assert value(m, "tutti_worker_outcomes_total", journey="welcome", kind="sent") == 1
+    assert value(m, "tutti_worker_decide_seconds_count", kind="event") == 2
+    assert value(m, "tutti_worker_decide_seconds_bucket", kind="event", le="0.00025") == 1
+    assert value(m, "tutti_worker_signal_seconds_sum", kind="event") == pytest.approx(0.005)
+    assert value(m, "tutti_worker_catalog_fanouts_total", event_type="price_drop") == 0
+
+
+def test_a_catalog_event_reaching_a_customer_counts_as_a_fan_out() -> None:
+    m = WorkerMetrics()
+    state = decide(None, signup("c-1", email="c1@example.test"), NOW, RULES).state
+    drop = CustomerEvent.from_dict(
+        {
+            "event_id": "drop-1",
+            "event_time": NOW,
+            "channel": "catalog",
+            "event_type": "price_drop",
+            "identities": {"customer_id": "c-1"},
+            "product": {"product_id": "p-1", "name": "p-1"},
+        }
+    )
+    m.decided("event", drop, decide(state, drop, NOW, RULES), 0.001, 0.002)
+    assert value(m, "tutti_worker_catalog_fanouts_total", event_type="price_drop") == 1
+
+
+def test_only_merge_signals_count_as_identity_merges() -> None:
+    m = WorkerMetrics()
+    m.passed_to_profile(SIGNAL_MERGE)
+    m.passed_to_profile(SIGNAL_ABSORB)  # the second hop of the same merge
+    m.passed_to_profile(None)
+    assert value(m, "tutti_worker_identity_merges_total") == 1
+
+
+def enrolled(cid: str, *journeys: str) -> CustomerState:
+    state = decide(None, signup(cid, email=f"{cid}@example.test"), NOW, RULES).state
+    assert state is not None
+    assert [e.journey_id for e in state.enrollments] == ["welcome"]
+    if "cart_abandonment" in journeys:
+        cart = CustomerEvent.from_dict(
+            {
+                "event_id": f"{cid}-cart",
+                "event_time": NOW,
+                "channel": "web",
+                "event_type": "add_to_cart",
+                "identities": {"customer_id": cid},
+                "product": {"product_id": "p-1", "name": "p-1"},
+            }
+        )
+        state = decide(state, cart, NOW, RULES).state
+        assert state is not None
+    return state
+
+
+def test_active_enrolments_are_counted_at_assignment_then_follow_each_decision() -> None:
+    m = WorkerMetrics()
+    a, b = enrolled("e-a"), enrolled("e-b", "cart_abandonment")
+    m.enrolments.change(0, None, a)  # partition 0 not counted yet: its assignment will be
+    assert list(m.enrolments.counting(0, [a, b])) == [a, b]
+    assert m.enrolments.totals() == {"cart_abandonment": 1, "welcome": 2}
+    assert value(m, "tutti_worker_active_enrolments", journey="welcome") == 2
+
+    c = signup("e-c")
+    m.enrolments.change(0, None, decide(None, c, NOW, RULES).state)  # a new customer enrols
+    assert m.enrolments.totals() == {"cart_abandonment": 1, "welcome": 3}
+    m.enrolments.change(0, b, None)  # b erased
+    m.enrolments.change(0, a, a)  # a redelivered: the very same state, nothing changes
+    assert m.enrolments.totals() == {"welcome": 2}
+
+    m.enrolments.revoke(0)
+    assert m.enrolments.totals() == {}
+    assert value(m, "tutti_worker_active_enrolments", journey="welcome") == 0
+
+
+def test_wakeups_indexed_overdue_and_fired() -> None:
+    m = WorkerMetrics()
+    index = WakeUpIndex()
+    m.watch_wakeups(index)
+    assert value(m, "tutti_worker_wakeups_indexed") == 0
+    assert value(m, "tutti_worker_wakeups_overdue_seconds") == 0
+
+    state = enrolled("w-1", "cart_abandonment")  # the cart reminder is the first, in 1 hour
+    index.assign(0, [state])
+    assert value(m, "tutti_worker_wakeups_indexed") == len(pending_wakeups(state)) > 1
+    # NOW is in the past: the cart reminder is overdue by (wall clock - NOW - 1 h)
+    overdue = value(m, "tutti_worker_wakeups_overdue_seconds")
+    expected = (datetime.now(UTC) - NOW - timedelta(hours=1)).total_seconds()
+    assert expected - 5 < overdue <= expected + 5
+
+    fired_at = NOW + timedelta(hours=1, seconds=30)
+    due = index.due(fired_at)
+    m.wakeups_sent(due, fired_at)
+    assert len(due) == 1 and value(m, "tutti_worker_wakeups_fired_total") == 1
+    assert value(m, "tutti_worker_wakeup_lateness_seconds_sum") == 30
+    assert value(m, "tutti_worker_wakeups_indexed") == len(pending_wakeups(state)) - 1
+
+
+class FakeConsumer:
+    def __init__(self, assigned: dict[Any, int | None], committed: dict[Any, int]) -> None:
+        self.assigned = assigned
+        self._committed_offset = committed
+
+    def assignment(self) -> set[Any]:
+        return set(self.assigned)
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.assigned[tp]
+
+
+def tp(topic: str, partition: int) -> Any:
+    from faust.types import TP
+
+    return TP(topic, partition)
+
+
+def fake_app(consumer: Any, acking: set[str]) -> Any:
+    return SimpleNamespace(
+        _consumer=consumer, topics=SimpleNamespace(acks_enabled_for=lambda t: t in acking)
+    )
+
+
+def test_consumer_lag_is_highwater_minus_committed_for_the_agents_partitions_only() -> None:
+    consumer = FakeConsumer(
+        {
+            tp("p.events.web", 0): 120,
+            tp("p.events.web", 1): 7,  # nothing committed yet: counted from offset 0
+            tp("p.events.app", 0): None,  # not fetched yet: unknown, left out
+            tp("w-customers-changelog", 0): 999,  # a table's changelog: not a committed offset
+        },
+        {tp("p.events.web", 0): 100},
+    )
+    app = fake_app(consumer, {"p.events.web", "p.events.app"})
+    assert consumer_lag(app) == [("p.events.web", 0, 20), ("p.events.web", 1, 7)]
+
+    m = WorkerMetrics()
+    assert value(m, "tutti_worker_consumer_lag", topic="p.events.web", partition="0") == 0
+    m.watch_consumer(app)
+    assert value(m, "tutti_worker_consumer_lag", topic="p.events.web", partition="0") == 20
+
+
+def test_consumer_lag_is_empty_before_the_consumer_exists_or_starts() -> None:
+    assert consumer_lag(SimpleNamespace(_consumer=None)) == []
+
+    class NotStarted(FakeConsumer):
+        def assignment(self) -> set[Any]:
+            raise RuntimeError("consumer not started")
+
+    assert consumer_lag(fake_app(NotStarted({}, {}), set())) == []
+
+
+def test_each_worker_has_its_own_registry_and_the_exposition_has_no_personal_data() -> None:
+    first, second = WorkerMetrics(), WorkerMetrics()  # no "duplicated timeseries" error
+    assert first.registry is not second.registry
+    shared = CollectorRegistry()
+    assert WorkerMetrics(shared).registry is shared
+
+    cid, email = "cust-4712", "jane.doe@example.test"
+    decision = decide(None, signup(cid, email=email), NOW, RULES)
+    assert decision.actions  # (not in the welcome journey's holdout)
+    first.decided("event", signup(cid), decision, 0.001, 0.002)
+    first.event_ingested("web", "signup")
+    text = first.exposition().decode()
+    assert 'tutti_worker_actions_total{channel="email",journey="welcome"} 1.0' in text
+    for personal in (cid, email, "example.test", decision.actions[0].action_id):
+        assert personal not in text
+    assert second.exposition().decode().count("tutti_worker_actions_total{") == 0
