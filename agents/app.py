@@ -162,7 +162,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_journeys(worker)
     register_profile(worker)
     register_views(worker)
-    worker.metrics.watch_consumer(app)
+    worker.metrics.watch_app(app)
     return worker
 
 

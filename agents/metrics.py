@@ -287,9 +287,14 @@ class WorkerMetrics:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def watch_consumer(self, app: Any) -> None:
-        """Report the lag of ``app``'s consumer on each scrape."""
+    def watch_app(self, app: Any) -> None:
+        """Report the lag of ``app``'s consumer on each scrape, and install Faust's own
+        Prometheus sensor (``tutti_faust_*``: messages in and sent per topic, event runtime,
+        commits, rebalances, table operations) in this registry. Call before the app starts."""
+        from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+
         self.lag.app = app
+        app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(self.registry, "tutti_faust"))
 
     def watch_wakeups(self, index: WakeUpIndex) -> None:
         """Report what ``index`` holds on each scrape."""

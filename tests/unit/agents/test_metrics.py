@@ -231,7 +231,7 @@ def test_consumer_lag_is_highwater_minus_committed_for_the_agents_partitions_onl
 
     m = WorkerMetrics()
     assert value(m, "tutti_worker_consumer_lag", topic="p.events.web", partition="0") == 0
-    m.watch_consumer(app)
+    m.lag.app = app
     assert value(m, "tutti_worker_consumer_lag", topic="p.events.web", partition="0") == 20
 
 
@@ -261,3 +261,17 @@ def test_each_worker_has_its_own_registry_and_the_exposition_has_no_personal_dat
     for personal in (cid, email, "example.test", decision.actions[0].action_id):
         assert personal not in text
     assert second.exposition().decode().count("tutti_worker_actions_total{") == 0
+
+
+def test_a_worker_app_reports_its_lag_and_faust_s_own_sensor_in_the_same_registry() -> None:
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    from agents.app import create_app
+    from orchestrator.config import Settings
+
+    m, app = WorkerMetrics(), create_app(Settings())
+    m.watch_app(app)
+    assert m.lag.app is app and isinstance(app.monitor, PrometheusMonitor)
+    app.monitor.on_message_in(tp("p.events.web", 0), 5, SimpleNamespace())
+    assert value(m, "tutti_faust_messages_received_total") == 1
+    assert value(m, "tutti_faust_messages_received_per_topic_total", topic="p.events.web") == 1
