@@ -8,7 +8,8 @@ event id (``<event_id>:<customer_id>``), so a redelivered catalog event is a no-
 customer it reaches. Whether the customer still qualifies (the product still in the cart, the
 price drop large enough) is the journey's business, decided on the customer's own state.
 
-Everything here is pure: agents.catalog moves the bytes.
+Everything here is pure: agents.catalog moves the bytes, and orchestrator.simulator keeps the
+same indexes in memory, so the live fan-out and the simulator's cannot drift apart.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ __all__ = [
     "InterestIndex",
     "InterestLimits",
     "decode_interest",
+    "derived_event_id",
     "encode_interest",
     "fan_out",
     "interests_from_event",
     "interests_from_state",
+    "is_provisional",
     "normalise_catalog",
     "products_of",
 ]
@@ -91,24 +94,41 @@ def decode_interest(product_id: str, value: bytes) -> Interest:
         raise SerializationError(f"interest record for product {product_id!r}: {exc}") from exc
 
 
-def _indexable(customer_id: str | None) -> bool:
+def is_provisional(customer_id: str) -> bool:
+    """Whether ``customer_id`` is a provisional profile id made up by the live identity hop."""
+    return customer_id.startswith(_PROVISIONAL_PREFIX)
+
+
+def _indexable(customer_id: str | None, provisional: bool | None) -> bool:
     # A provisional (anonymous) profile has no contact consent and is merged away on login;
     # its interest follows it into the customer (see interests_from_state).
-    return bool(customer_id) and not str(customer_id).startswith(_PROVISIONAL_PREFIX)
+    if not customer_id:
+        return False
+    return not (is_provisional(customer_id) if provisional is None else provisional)
 
 
-def interests_from_event(event: CustomerEvent, customer_id: str) -> list[Interest]:
-    """The interest a customer event shows (none for most event types)."""
+def interests_from_event(
+    event: CustomerEvent, customer_id: str, *, provisional: bool | None = None
+) -> list[Interest]:
+    """The interest a customer event shows (none for most event types).
+
+    ``provisional`` says whether ``customer_id`` is a provisional (anonymous) profile; by
+    default the live identity hop's ``anon:`` prefix tells. The simulator keys anonymous
+    profiles otherwise and says so itself.
+    """
     if event.event_type not in INTEREST_EVENT_TYPES or event.product is None:
         return []
-    if not event.product.product_id or not _indexable(customer_id):
+    if not event.product.product_id or not _indexable(customer_id, provisional):
         return []
     return [Interest(event.product.product_id, customer_id, event.event_time)]
 
 
-def interests_from_state(state: CustomerState, customer_id: str, now: datetime) -> list[Interest]:
-    """The interest a profile carries (a provisional profile absorbed into ``customer_id``)."""
-    if not _indexable(customer_id):
+def interests_from_state(
+    state: CustomerState, customer_id: str, now: datetime, *, provisional: bool | None = None
+) -> list[Interest]:
+    """The interest a profile carries (a provisional profile absorbed into ``customer_id``;
+    ``provisional`` as for :func:`interests_from_event`)."""
+    if not _indexable(customer_id, provisional):
         return []
     latest: dict[str, datetime] = {}
 
@@ -222,12 +242,18 @@ def normalise_catalog(
     return {**probe, "product": product, "identities": {}}
 
 
+def derived_event_id(catalog_event_id: str, customer_id: str) -> str:
+    """The id of the event a catalog event becomes for one customer: the same on every
+    redelivery, so each profile applies it once."""
+    return f"{catalog_event_id}:{customer_id}"
+
+
 def fan_out(record: Mapping[str, Any], customers: Iterable[str]) -> list[dict[str, Any]]:
     """One CustomerEvent record per customer, with a deterministic derived event id."""
     return [
         {
             **record,
-            "event_id": f"{record['event_id']}:{customer}",
+            "event_id": derived_event_id(str(record["event_id"]), customer),
             "identities": {"customer_id": customer},
         }
         for customer in customers

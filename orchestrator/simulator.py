@@ -9,6 +9,12 @@ streaming pipeline is checked against (same input -> same actions, same action i
 Input: JSON Lines. Each line is one of
 - a customer event: the fields of schemas/CustomerEvent.avsc (event_time ISO-8601 with offset
   or epoch millis; money as {"amount_minor": 1999, "currency": "EUR"}; sections optional);
+- a catalog event (channel ``catalog``, ``price_drop`` or ``back_in_stock``, about a product;
+  identities are ignored): fanned out as the worker fans it out, to the customers the product's
+  interest index holds, each getting the event under the derived id ``<event_id>:<customer_id>``
+  (the index and the rules are orchestrator.catalog's; interest is noted from the simulated
+  customers' views, wish-list adds and cart adds, a merged anonymous profile's interest follows
+  it into the customer, and an erased customer is forgotten);
 - a delivery receipt: the fields of schemas/DeliveryReceipt.avsc (recognised by receipt_id);
 - an operator command: the fields of schemas/ControlCommand.avsc (recognised by kind), e.g.
   {"kind": "erase_customer", "target": "c-1", "issued_at": "...", "issued_by": "ops"} or
@@ -20,12 +26,24 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orchestrator.catalog import (
+    CATALOG_EVENT_TYPES,
+    DEFAULT_INTEREST_LIMITS,
+    Interest,
+    InterestIndex,
+    InterestLimits,
+    fan_out,
+    interests_from_event,
+    interests_from_state,
+    normalise_catalog,
+    products_of,
+)
 from orchestrator.engine import (
     CustomerCommand,
     CustomerEvent,
@@ -44,6 +62,7 @@ from orchestrator.errors import ValidationError
 
 __all__ = [
     "DEFAULT_HORIZON",
+    "CatalogEntry",
     "ControlEntry",
     "SimulationResult",
     "Simulator",
@@ -74,7 +93,23 @@ class ControlEntry:
     target: str | None
 
 
-Input = CustomerEvent | DeliveryFeedback | CustomerCommand | ControlEntry
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A catalog event (price drop, back in stock) about a product, addressed to no customer.
+
+    ``record`` is the event as orchestrator.catalog.normalise_catalog returns it, the very
+    record the worker fans out.
+    """
+
+    at: datetime
+    record: Mapping[str, Any]
+
+    @property
+    def product_id(self) -> str:
+        return str(self.record["product"]["product_id"])
+
+
+Input = CustomerEvent | DeliveryFeedback | CustomerCommand | ControlEntry | CatalogEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +147,8 @@ class SimulationResult:
     timeline: list[TimelineEntry] = field(default_factory=list)
     decisions: list[tuple[datetime, Decision]] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    #: product id -> interested customers, as the worker's ``product_interest`` table holds it.
+    interest: dict[str, InterestIndex] = field(default_factory=dict)
 
     def actions(self) -> list[TimelineEntry]:
         return [t for t in self.timeline if t.what == "send"]
@@ -126,12 +163,12 @@ def _input_time(item: Input) -> datetime:
         case CustomerCommand():
             assert item.issued_at is not None
             return item.issued_at
-        case ControlEntry():
+        case ControlEntry() | CatalogEntry():
             return item.at
 
 
 def parse_input(d: dict[str, Any]) -> Input:
-    """Turn one JSON object into an event, receipt or command."""
+    """Turn one JSON object into an event, catalog event, receipt or command."""
     if "receipt_id" in d:
         return DeliveryFeedback.from_dict(d)
     if "kind" in d and "event_type" not in d:
@@ -143,6 +180,11 @@ def parse_input(d: dict[str, Any]) -> Input:
         if kind in _CUSTOMER_COMMANDS:
             return CustomerCommand.from_dict(d, d.get("customer_id"))
         raise SignalError(f"command kind {kind!r} is not known")
+    if d.get("channel") == "catalog":
+        # Like events.catalog in the worker: validated as a catalog event, whatever it says
+        # about customers. Its own time is the clock the ingest checks run against.
+        at = to_datetime(d.get("event_time"))
+        return CatalogEntry(at, normalise_catalog(d, at))
     return CustomerEvent.from_dict(d)
 
 
@@ -158,7 +200,7 @@ def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
             if not isinstance(d, dict):
                 raise SignalError("expected a JSON object")
             out.append(parse_input(d))
-        except (json.JSONDecodeError, SignalError, ValueError) as exc:
+        except (json.JSONDecodeError, SignalError, ValidationError, ValueError) as exc:
             raise ValidationError(f"{source}:{n}: {exc}") from exc
     return out
 
@@ -166,12 +208,16 @@ def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
 class Simulator:
     """Customers in memory, a virtual clock, and the engine."""
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(
+        self, rules: Rules, interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS
+    ) -> None:
         self.rules = rules
+        self.interest_limits = interest_limits
         self.states: dict[str, CustomerState] = {}
         self.links: dict[str, str] = {}  # "kind:value" identifier -> customer key
         self.known_customers: set[str] = set()  # keys that are the brand's own customer ids
-        self.result = SimulationResult(states=self.states)
+        self.interest: dict[str, InterestIndex] = {}  # product id -> interested customers
+        self.result = SimulationResult(states=self.states, interest=self.interest)
         self._queue: list[tuple[datetime, int, int, Input | WakeUp]] = []
         self._seq = 0
 
@@ -205,18 +251,64 @@ class Simulator:
                     TimelineEntry(now, "-", "info", reason=item.kind, detail=item.target or "")
                 )
                 return
+            case CatalogEntry():
+                self.fan_out(now, item)
+                return
             case CustomerEvent():
                 key = self.resolve(item, now)
             case WakeUp() | DeliveryFeedback() | CustomerCommand():
                 key = self.links.get(f"customer_id:{item.customer_id}", item.customer_id)
-        decision = decide(self.states.get(key), item, now, self.rules)
+        self.apply(now, key, item)
+
+    def apply(
+        self,
+        now: datetime,
+        key: str,
+        item: CustomerEvent | WakeUp | DeliveryFeedback | CustomerCommand,
+    ) -> None:
+        """One signal for the profile stored under ``key``: the worker's decide step."""
+        previous = self.states.get(key)
+        if isinstance(item, CustomerEvent):
+            # The worker's note_interest reads every record of the customer-keyed topic.
+            self.note_interest(
+                now, interests_from_event(item, key, provisional=self.provisional(key))
+            )
+            if previous is None and item.event_type in CATALOG_EVENT_TYPES:
+                # As the worker's decide step: a catalog event for a customer who is gone (an
+                # interest entry may outlive an erasure) brings no empty profile back.
+                return
+        decision = decide(previous, item, now, self.rules)
         if decision.state is None:
             self.states.pop(key, None)
+            if previous is not None:
+                # Erased: the product indexes forget the customer (agents.catalog.forget_interest).
+                for product_id in products_of(previous):
+                    if product_id in self.interest:
+                        self.interest[product_id].forget(previous.customer_id)
         else:
             self.states[key] = decision.state
         for w in decision.wakeups:
             self.push(w.due_at, w)
         self.record(now, decision)
+
+    def provisional(self, key: str) -> bool:
+        """Whether ``key`` is an anonymous profile (the live hop names them ``anon:...``)."""
+        return key not in self.known_customers
+
+    def note_interest(self, now: datetime, interests: Iterable[Interest]) -> None:
+        for interest in interests:
+            index = self.interest.setdefault(interest.product_id, InterestIndex())
+            index.record(interest, now, self.interest_limits)
+
+    def fan_out(self, now: datetime, entry: CatalogEntry) -> None:
+        """The catalog event for every customer interested in its product, as the worker's
+        product_interest agent sends it (then each is that customer's signal)."""
+        index = self.interest.get(entry.product_id)
+        customers = index.customers(now, self.interest_limits) if index is not None else []
+        for record in fan_out(entry.record, customers):
+            event = CustomerEvent.from_dict(record)
+            # Keyed by the indexed customer id: the identity hop is not involved.
+            self.apply(now, record["identities"]["customer_id"], event)
 
     def resolve(self, ev: CustomerEvent, now: datetime) -> str:
         """The live identity hop in miniature: link identifiers, merge profiles they join."""
@@ -233,6 +325,10 @@ class Simulator:
             if other == key or other not in self.states or other in self.known_customers:
                 continue
             absorbed = self.states.pop(other)
+            # The absorbed profile's interest follows it into the survivor (worker: `absorb`).
+            self.note_interest(
+                now, interests_from_state(absorbed, key, now, provisional=self.provisional(key))
+            )
             survivor = self.states.get(key) or CustomerState(customer_id=key)
             merged = merge_states(survivor, absorbed)
             self.states[key] = merged
@@ -313,10 +409,13 @@ class Simulator:
 
 
 def simulate(
-    rules: Rules, inputs: Iterable[Input], until: datetime | None = None
+    rules: Rules,
+    inputs: Iterable[Input],
+    until: datetime | None = None,
+    interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
 ) -> SimulationResult:
     """Run the inputs through a fresh simulator."""
-    return Simulator(rules).run(inputs, until)
+    return Simulator(rules, interest_limits).run(inputs, until)
 
 
 def load_inputs(path: Path | str) -> list[Input]:
