@@ -1,5 +1,6 @@
 """deploy/prometheus: the scrape config and alert rules parse, scrape the default ports, and
-name only metrics the worker and the senders export (renaming a metric fails here)."""
+name only metrics the worker and the senders export (renaming a metric fails here); with
+promtool installed, the rules' own unit tests (deploy/prometheus/alerts_test.yml) run too."""
 
 from __future__ import annotations
 
@@ -87,9 +88,25 @@ def test_the_scrape_config_reads_the_default_ports_and_loads_the_rules() -> None
     assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in jobs.values())
 
 
+def test_every_alert_has_a_promtool_unit_test_that_makes_it_fire() -> None:
+    tested = load("alerts_test.yml")
+    assert tested["rule_files"] == ["alerts.yml"]
+    fired = {
+        case["alertname"]
+        for test in tested["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert fired == {rule["alert"] for rule in rules()}
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
-def test_promtool_accepts_the_config_and_the_rules() -> None:
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
+def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() -> None:
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ):
         done = subprocess.run(
             ["promtool", *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60
         )
