@@ -1,9 +1,11 @@
-"""deploy/prometheus: the scrape config and alert rules parse, scrape the default ports, and
-name only metrics the worker and the senders export (renaming a metric fails here); with
-promtool installed, the rules' own unit tests (deploy/prometheus/alerts_test.yml) run too."""
+"""deploy/prometheus and deploy/grafana: the scrape config, alert rules and dashboard parse,
+scrape the default ports, and name only metrics the worker and the senders export (renaming a
+metric fails here); with promtool installed, the rules' own unit tests
+(deploy/prometheus/alerts_test.yml) run and every dashboard query parses."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ from orchestrator.config import Settings
 from orchestrator.senders.metrics import SenderMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+DASHBOARD = DEPLOY.parent / "grafana" / "tutti.json"
 
 #: The series names each metric type exposes (prometheus_client strips a counter's _total).
 _SUFFIXES = {
@@ -60,6 +63,21 @@ def test_every_alert_names_existing_metrics_and_says_what_to_do(rule: dict[str, 
     assert not missing, f"{rule['alert']} uses metrics nobody exports: {sorted(missing)}"
     assert rule["labels"]["severity"] in ("warning", "critical")
     assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def dashboard_queries() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
+
+
+def test_the_grafana_dashboard_charts_only_existing_metrics() -> None:
+    queries = dashboard_queries()
+    used = {name for q in queries for name in re.findall(r"\btutti_[a-z0-9_]+", q)}
+    assert not used - exported_series(), sorted(used - exported_series())
+    # every worker metric is on it (the senders' main ones too)
+    worker = {n for n in exported_series() if n.startswith("tutti_worker_")}
+    charted = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used}
+    assert {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in worker} <= charted
 
 
 def test_the_alerts_cover_what_an_operator_must_hear_about() -> None:
@@ -111,3 +129,16 @@ def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() -
             ["promtool", *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    records = [
+        {"record": f"tutti:dashboard:{i}", "expr": q} for i, q in enumerate(dashboard_queries())
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
