@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> Any:
         # At-least-once: Faust's exactly-once mode has open bugs (faust-streaming #177, #323,
         # #517); state updates are idempotent instead (recent event ids in the state).
         processing_guarantee="at_least_once",
+        broker_session_timeout=w.session_timeout_ms / 1000,
         autodiscover=False,
         web_enabled=True,
     )

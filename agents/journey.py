@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -36,7 +38,7 @@ from agents.signals import (
     signal_kind,
 )
 from orchestrator.catalog import CATALOG_EVENT_TYPES
-from orchestrator.emit import decision_records
+from orchestrator.emit import Outbound, decision_records
 from orchestrator.engine import (
     CustomerCommand,
     CustomerEvent,
@@ -52,6 +54,7 @@ from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
 from orchestrator.ingest import identifier_keys
 from orchestrator.wakeups import WakeUpIndex
+from tables.outbox import Outbox, replay_for, with_entry
 
 __all__ = [
     "JOURNEY_SIGNALS",
@@ -65,6 +68,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A customer id whose decisions with actions kill the worker right after the state write
+#: (see JourneyStep._crash_for_test). Only the outbox test sets it; never set in production.
+CRASH_AFTER_STATE_WRITE: Final = os.environ.get("TUTTI_TEST_CRASH_AFTER_STATE_WRITE") or None
 
 #: The signal kinds the decide step owns; the profile agent hands these to it.
 JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
@@ -129,7 +136,7 @@ def journey_summary(state: CustomerState) -> dict[str, Any]:
 
 @dataclass
 class StepStats:
-    """Counters for logs and the benchmark (metrics are the observability issue's)."""
+    """Counters for logs and the benchmark (the Prometheus metrics: agents.metrics)."""
 
     signals: int = 0
     writes: int = 0
@@ -171,6 +178,7 @@ class JourneyStep:
         """Apply one customer-topic message if it is a journey signal. False: not ours."""
         kind = signal_kind(msg)
         if kind not in JOURNEY_SIGNALS:
+            self.worker.metrics.passed_to_profile(kind)
             return False
         assert kind is not None
         await self.control.wait_ready()
@@ -181,7 +189,13 @@ class JourneyStep:
             customer_id = bytes(msg.key).decode()
             signal = self.parse(kind, customer_id, msg)
             customers = self.worker.customers
-            state = customers.load(customer_id)
+            state, outbox = customers.load_record(customer_id)
+            replay = replay_for(outbox, msg.partition, msg.offset)
+            if replay is not None:
+                # Redelivered after a crash between the state write and the sends: send what
+                # was decided then, decide nothing (tables.outbox).
+                await self._resend(replay.records)
+                return True
             if state is None and (
                 not isinstance(signal, CustomerEvent) or signal.event_type in CATALOG_EVENT_TYPES
             ):
@@ -194,14 +208,22 @@ class JourneyStep:
                 now = max(now, signal.due_at)  # a worker clock behind the one that fired it
             started = time.perf_counter()
             decision = decide(state, signal, now, self.control.rules)
-            self.stats.decide_seconds += time.perf_counter() - started
+            decided_in = time.perf_counter() - started
+            self.stats.decide_seconds += decided_in
         except Exception as exc:
             await self._dead_letter(msg, exc, now)
             return True
-        await self.commit(msg.partition, customer_id, state, decision)
-        self.stats.handle_seconds += time.perf_counter() - started
+        # Counted with the state write (commit's first await comes after it): the timer may
+        # recount the partition from the table while the records are being sent.
+        self.worker.metrics.enrolments.change(msg.partition, state, decision.state)
+        await self.commit(
+            msg.partition, customer_id, state, decision, offset=msg.offset, outbox=outbox
+        )
+        handled_in = time.perf_counter() - started
+        self.stats.handle_seconds += handled_in
         self.stats.signals += 1
         self.stats.by_kind[kind.decode()] = self.stats.by_kind.get(kind.decode(), 0) + 1
+        self.worker.metrics.decided(kind.decode(), signal, decision, decided_in, handled_in)
         return True
 
     async def commit(
@@ -210,9 +232,17 @@ class JourneyStep:
         customer_id: str,
         previous: CustomerState | None,
         decision: Decision,
+        *,
+        offset: int = -1,
+        outbox: Outbox = (),
     ) -> None:
-        """Write the state once (or erase it), index its wake-ups, send actions and outcomes."""
+        """Write the state once (or erase it), index its wake-ups, send actions and outcomes.
+
+        The records to send are stored with the state, in the same write, under the source
+        record's ``offset`` (tables.outbox): a crash after the write cannot lose them.
+        """
         customers = self.worker.customers
+        records = decision_records(decision, self.worker.topics, self.worker.codec)
         if decision.state is None:
             if previous is not None:
                 customers.delete(customer_id)  # the changelog gets a tombstone
@@ -241,16 +271,15 @@ class JourneyStep:
                         force=True,
                     )
             self.index.update(partition, None, customer_id)
-        elif decision.state is not previous:
-            customers.save(decision.state)
+        elif decision.state is not previous or records:
+            kept = with_entry(outbox, datetime.now(UTC), partition, offset, records)
+            customers.save(decision.state, kept)
             self.stats.writes += 1
             self.index.update(partition, decision.state)
-        records = decision_records(decision, self.worker.topics, self.worker.codec)
+            if decision.actions and customer_id == CRASH_AFTER_STATE_WRITE:
+                await self._crash_for_test()
         started = time.perf_counter()
-        for out in records:
-            # force: publish now, not at the next commit (Faust's attachments would hold it
-            # up to broker_commit_interval); the commit still flushes the producer first.
-            await self.worker.topic(out.topic).send(key=out.key, value=out.value, force=True)
+        await self._resend(records)
         self.stats.send_seconds += time.perf_counter() - started
         self.stats.actions += len(decision.actions)
         self.stats.outcomes += len(decision.outcomes)
@@ -272,6 +301,19 @@ class JourneyStep:
                 1000 * st.handle_seconds / st.signals,
             )
 
+    async def _resend(self, records: Iterable[Outbound]) -> None:
+        for out in records:
+            # force: publish now, not at the next commit (Faust's attachments would hold it
+            # up to broker_commit_interval); the commit still flushes the producer first.
+            await self.worker.topic(out.topic).send(key=out.key, value=out.value, force=True)
+
+    async def _crash_for_test(self) -> None:
+        """Fault injection for tests/integration/worker/test_outbox_live.py: die the worst
+        way - the new state durable in the changelog, the decision's records never sent."""
+        log.critical("TUTTI_TEST_CRASH_AFTER_STATE_WRITE: exiting after the state write")
+        await self.worker.app.producer.flush()
+        os._exit(70)
+
     def note_write(self, partition: int, state: CustomerState | None, customer_id: str) -> None:
         """Another writer of the customers table (a profile merge) changed a customer: keep
         the wake-up index in step (None: the customer was deleted)."""
@@ -285,7 +327,7 @@ class JourneyStep:
             msg.offset,
             type(exc).__name__,
         )
-        value = self.worker.dead_letter_value(msg, exc, now)
+        value = self.worker.dead_letter_value(msg, exc, now, stage="decide")
         await self._dead_letters.send(key=msg.key, value=value, force=True)
         self.stats.dead_letters += 1
 

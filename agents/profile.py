@@ -153,10 +153,11 @@ def register_profile(worker: TuttiWorker) -> None:
                     aliases.record(customer_id, survivor)
                 elif kind == SIGNAL_ABSORB:
                     absorbed = decode_state(msg.value)
-                    state = customers.load_or_new(customer_id)
+                    found, outbox = customers.load_record(customer_id)
+                    state = found or CustomerState(customer_id=customer_id)
                     if absorbed.customer_id not in state.merged_from:
                         merged = merge_states(state, absorbed)
-                        customers.save(merged)
+                        customers.save(merged, outbox)  # keep the decide step's outbox
                         if worker.journeys is not None:  # the absorbed enrolments' wake-ups
                             worker.journeys.note_write(msg.partition, merged, customer_id)
                 else:

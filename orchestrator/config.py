@@ -67,6 +67,9 @@ class WorkerSettings:
     #: profiles are merged). Comma-separated subset of loyalty_card, email, phone; empty: never
     #: merge known customers. Device, anonymous ids and push tokens never merge (shared devices).
     merge_on: str = "loyalty_card,email,phone"
+    #: How long a silent worker keeps its partitions before the group hands them to the others
+    #: (a crashed worker's customers wait this long). Faust's own default is 60 s.
+    session_timeout_ms: int = 15_000
 
     @property
     def merge_kinds(self) -> frozenset[str]:
@@ -208,6 +211,11 @@ def _validate(settings: Settings) -> None:
             "must start with http://, https:// or mock://",
         ),
         ("worker.web_port", 0 < settings.worker.web_port < 65536, "must be a TCP port"),
+        (
+            "worker.session_timeout_ms",
+            6_000 <= settings.worker.session_timeout_ms <= 300_000,
+            "must be between 6000 and 300000 (the broker's group session bounds)",
+        ),
         (
             "worker.merge_on",
             set(settings.worker.merge_kinds) <= set(MERGE_KINDS),

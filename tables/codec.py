@@ -1,9 +1,12 @@
 """Versioned, compact bytes for the `customers` table: a 1-byte format tag, then the state.
 
 Format 1 is UTF-8 JSON of ``CustomerState.to_dict()``; format 2 is the same JSON zlib-compressed
-(chosen when it is smaller). Readers accept every format ever written, and
-``CustomerState.from_dict`` fills defaults for fields an older writer did not know, so a record
-written by an older worker always loads. Formats are never changed once shipped: add a new tag.
+(chosen when it is smaller); format 3 is zlib-compressed JSON ``{"state": ..., "outbox": [...]}``,
+written only while the customer has an outbox (tables.outbox: the records the last decisions
+sent, kept so a crash between the state write and the sends cannot lose them). Readers accept
+every format ever written, and ``CustomerState.from_dict`` fills defaults for fields an older
+writer did not know, so a record written by an older worker always loads. Formats are never
+changed once shipped: add a new tag.
 """
 
 from __future__ import annotations
@@ -15,17 +18,23 @@ from typing import Any, Final
 
 from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError
+from tables.outbox import Outbox, decode_outbox, encode_outbox
 
 __all__ = [
     "FORMAT_JSON",
+    "FORMAT_WITH_OUTBOX",
     "FORMAT_ZLIB_JSON",
+    "decode_record",
     "decode_state",
+    "encode_record",
     "encode_state",
     "state_digest",
 ]
 
 FORMAT_JSON: Final = 1
 FORMAT_ZLIB_JSON: Final = 2
+FORMAT_WITH_OUTBOX: Final = 3
+_FORMATS: Final = (FORMAT_JSON, FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX)
 #: Below this size compression rarely pays for its header.
 _COMPRESS_FROM: Final = 256
 
@@ -46,26 +55,51 @@ def encode_state(state: CustomerState) -> bytes:
     return bytes([FORMAT_JSON]) + body
 
 
+def encode_record(state: CustomerState, outbox: Outbox = ()) -> bytes:
+    """The stored bytes for ``state`` and the customer's ``outbox`` (format 1/2 when empty)."""
+    if not outbox:
+        return encode_state(state)
+    body = json.dumps(
+        {"state": state.to_dict(), "outbox": encode_outbox(outbox)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    return bytes([FORMAT_WITH_OUTBOX]) + zlib.compress(body, 6)
+
+
 def decode_state(data: bytes) -> CustomerState:
     """Load a stored state written by this or any older worker."""
+    return decode_record(data)[0]
+
+
+def decode_record(data: bytes) -> tuple[CustomerState, Outbox]:
+    """Load a stored state and its outbox, written by this or any older worker."""
     if not data:
         raise SerializationError("customer state: empty value (expected a format byte)")
     fmt, body = data[0], data[1:]
+    outbox: Outbox = ()
     try:
-        if fmt == FORMAT_ZLIB_JSON:
+        if fmt in (FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX):
             body = zlib.decompress(body)
         elif fmt != FORMAT_JSON:
             raise SerializationError(
-                f"customer state: unknown format {fmt} (known: {FORMAT_JSON}, "
-                f"{FORMAT_ZLIB_JSON}); was it written by a newer Tutti? Upgrade this worker"
+                f"customer state: unknown format {fmt} (known: "
+                f"{', '.join(map(str, _FORMATS))}); was it written by a newer Tutti? "
+                "Upgrade this worker"
             )
         raw: Any = json.loads(body)
-    except (zlib.error, ValueError) as exc:
+        if fmt == FORMAT_WITH_OUTBOX:
+            if not isinstance(raw, dict):
+                raise ValueError("expected a record with state and outbox")
+            outbox = decode_outbox(raw.get("outbox") or [])
+            raw = raw.get("state")
+    except (zlib.error, ValueError, TypeError, KeyError) as exc:
         raise SerializationError(f"customer state (format {fmt}) is corrupt: {exc}") from exc
     if not isinstance(raw, dict) or not raw.get("customer_id"):
         raise SerializationError(f"customer state (format {fmt}): no customer_id in the record")
     try:
-        return CustomerState.from_dict(raw)
+        return CustomerState.from_dict(raw), outbox
     except (TypeError, ValueError, KeyError) as exc:
         raise SerializationError(f"customer state (format {fmt}) does not load: {exc}") from exc
 

@@ -11,7 +11,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from orchestrator.engine.state import CustomerState
-from tables.codec import decode_state, encode_state
+from tables.codec import decode_record, decode_state, encode_record
+from tables.outbox import Outbox
 
 __all__ = ["CUSTOMERS_TABLE", "CustomerTable", "define_customers_table"]
 
@@ -57,8 +58,14 @@ class CustomerTable:
     def load_or_new(self, customer_id: str) -> CustomerState:
         return self.load(customer_id) or CustomerState(customer_id=customer_id)
 
-    def save(self, state: CustomerState) -> None:
-        self.table[state.customer_id] = encode_state(state)
+    def load_record(self, customer_id: str) -> tuple[CustomerState | None, Outbox]:
+        """The state and its outbox (tables.outbox); (None, ()) for an unknown customer."""
+        data = self.table.get(customer_id)
+        return (None, ()) if data is None else decode_record(data)
+
+    def save(self, state: CustomerState, outbox: Outbox = ()) -> None:
+        """Write the state (and the outbox of the decide step; other writers keep none)."""
+        self.table[state.customer_id] = encode_record(state, outbox)
 
     def delete(self, customer_id: str) -> None:
         """Remove the customer (a tombstone in the changelog)."""

@@ -83,7 +83,13 @@ class WorkerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def launch_worker(settings: Settings, app_id: str, data_dir: Path, log: Path) -> WorkerProcess:
+def launch_worker(
+    settings: Settings,
+    app_id: str,
+    data_dir: Path,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> WorkerProcess:
     """`python -m orchestrator worker` on the test's topics; returns once its web server answers."""
     port = free_port()
     env = {
@@ -96,6 +102,7 @@ def launch_worker(settings: Settings, app_id: str, data_dir: Path, log: Path) ->
         "TUTTI_WORKER_WEB_PORT": str(port),
         "TUTTI_WORKER_APP_ID": app_id,
         "TUTTI_WORKER_API_TOKEN": TOKEN,
+        **(extra_env or {}),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -114,7 +121,8 @@ def launch_worker(settings: Settings, app_id: str, data_dir: Path, log: Path) ->
         except OSError:
             return False
 
-    worker.wait_for(web_up, timeout=30, what="the worker's web server")
+    # Up to a minute: a restart after a crash waits for the dead member's session to expire.
+    worker.wait_for(web_up, timeout=60, what="the worker's web server")
     return worker
 
 
@@ -150,12 +158,16 @@ def worker_factory(
     used: list[Settings] = []
 
     def start(
-        settings: Settings, app_id: str | None = None, data_dir: Path | None = None
+        settings: Settings,
+        app_id: str | None = None,
+        data_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start a worker; pass the ``app_id`` (and ``data_dir``) of an earlier one to restart it."""
         app_id = app_id or f"tw-{uuid.uuid4().hex[:10]}"
         data_dir = data_dir or tmp_path / f"worker-{len(started)}"
-        worker = launch_worker(settings, app_id, data_dir, tmp_path / f"worker-{len(started)}.log")
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = launch_worker(settings, app_id, data_dir, log, extra_env)
         started.append(worker)
         used.append(settings)
         return worker

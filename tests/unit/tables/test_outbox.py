@@ -1,0 +1,86 @@
+"""The outbox stored with a customer's state: what a redelivered record must send again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestrator.emit import Outbound
+from orchestrator.engine.state import CustomerState
+from orchestrator.errors import SerializationError
+from tables.codec import (
+    FORMAT_WITH_OUTBOX,
+    decode_record,
+    decode_state,
+    encode_record,
+    encode_state,
+    state_digest,
+)
+from tables.customers import CustomerTable
+from tables.outbox import MAX_OUTBOX_ENTRIES, OUTBOX_TTL, replay_for, with_entry
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ACTION = Outbound("actions.email", b"c-1", b"\x00\x00\x00\x00\x07avro-bytes\xff")
+OUTCOME = Outbound("tutti.outcomes", b"welcome", b"outcome-bytes")
+
+
+def test_a_redelivered_record_finds_exactly_what_its_decision_sent() -> None:
+    outbox = with_entry((), T0, 3, 41, [ACTION, OUTCOME])
+    entry = replay_for(outbox, 3, 41)
+    assert entry is not None and entry.records == (ACTION, OUTCOME)
+    assert replay_for(outbox, 3, 42) is None  # a new record: decide it
+    assert replay_for(outbox, 4, 41) is None
+
+
+def test_a_decision_that_sent_nothing_adds_no_entry() -> None:
+    assert with_entry((), T0, 0, 1, []) == ()
+
+
+def test_entries_expire_and_are_bounded() -> None:
+    outbox = with_entry((), T0, 0, 1, [ACTION])
+    later = with_entry(outbox, T0 + OUTBOX_TTL, 0, 2, [ACTION])
+    assert [e.offset for e in later] == [2]
+    many = ()
+    for offset in range(20):
+        many = with_entry(many, T0, 0, offset, [ACTION])
+    assert [e.offset for e in many] == list(range(20 - MAX_OUTBOX_ENTRIES, 20))
+
+
+def test_state_and_outbox_are_one_stored_value() -> None:
+    state = CustomerState(customer_id="c-1", event_counts={"signup": 1})
+    outbox = with_entry((), T0, 2, 9, [ACTION, OUTCOME])
+    data = encode_record(state, outbox)
+    assert data[0] == FORMAT_WITH_OUTBOX
+    assert decode_record(data) == (state, outbox)
+    assert decode_state(data) == state
+    # The outbox is delivery bookkeeping: restores compare the profile alone.
+    assert state_digest(decode_state(data)) == state_digest(state)
+
+
+def test_without_an_outbox_the_older_formats_are_written() -> None:
+    state = CustomerState(customer_id="c-1")
+    assert encode_record(state, ()) == encode_state(state)
+    assert decode_record(encode_state(state)) == (state, ())
+
+
+def test_a_corrupt_outbox_record_is_a_clear_error() -> None:
+    import zlib
+
+    data = bytes([FORMAT_WITH_OUTBOX]) + zlib.compress(
+        b'{"state": {"customer_id": "c"}, "outbox": [{}]}'
+    )
+    with pytest.raises(SerializationError, match="format 3"):
+        decode_record(data)
+
+
+def test_plain_saves_drop_the_outbox_and_decide_saves_keep_it() -> None:
+    table = CustomerTable({})
+    state = CustomerState(customer_id="c-1")
+    outbox = with_entry((), T0, 0, 5, [ACTION])
+    table.save(state, outbox)
+    assert table.load_record("c-1") == (state, outbox)
+    assert table.load("c-1") == state
+    table.save(state)
+    assert table.load_record("c-1") == (state, ())
+    assert table.load_record("nobody") == (None, ())
