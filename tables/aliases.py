@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from tables.customers import define_customer_keyed_table
+
 __all__ = ["ALIASES_TABLE", "AliasTable", "define_aliases_table"]
 
 ALIASES_TABLE = "aliases"
@@ -23,14 +25,13 @@ ALIASES_TABLE = "aliases"
 def define_aliases_table(
     app: Any, partitions: int, store_options: Mapping[str, Any] | None = None
 ) -> Any:
-    """Declare the table on ``app``; raw bytes keys and values (see tables.customers)."""
-    return app.Table(
+    """Declare the table on ``app`` (raw bytes keys and values, like `customers`)."""
+    return define_customer_keyed_table(
+        app,
         ALIASES_TABLE,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=partitions,
-        help="absorbed customer id -> surviving customer id (after a profile merge)",
-        options=dict(store_options or {}),
+        "absorbed customer id -> surviving customer id (after a profile merge)",
+        partitions,
+        store_options,
     )
 
 

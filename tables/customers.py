@@ -14,7 +14,12 @@ from orchestrator.engine.state import CustomerState
 from tables.codec import decode_record, decode_state, encode_record
 from tables.outbox import Outbox
 
-__all__ = ["CUSTOMERS_TABLE", "CustomerTable", "define_customers_table"]
+__all__ = [
+    "CUSTOMERS_TABLE",
+    "CustomerTable",
+    "define_customer_keyed_table",
+    "define_customers_table",
+]
 
 CUSTOMERS_TABLE = "customers"
 
@@ -22,9 +27,26 @@ CUSTOMERS_TABLE = "customers"
 def define_customers_table(
     app: Any, partitions: int, store_options: Mapping[str, Any] | None = None
 ) -> Any:
-    """Declare the table on ``app`` (co-partitioned with the customer-keyed topics).
+    """Declare the table on ``app`` (co-partitioned with the customer-keyed topics)."""
+    return define_customer_keyed_table(
+        app,
+        CUSTOMERS_TABLE,
+        "customer id -> CustomerState (tables.codec format)",
+        partitions,
+        store_options,
+    )
 
-    ``value_type=bytes`` makes Faust use its raw serializer: the bytes are :mod:`tables.codec`'s.
+
+def define_customer_keyed_table(
+    app: Any,
+    name: str,
+    help: str,
+    partitions: int,
+    store_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A table keyed by customer id, co-partitioned with the customer-keyed topics.
+
+    ``value_type=bytes`` makes Faust use its raw serializer: the bytes are ours.
     ``key_type=bytes`` does the same for keys (a ``str`` key is stored as its UTF-8 bytes): the
     changelog keys are then exactly the customer-keyed topics' keys, so Faust's table routing
     (``app.table_route``), which hashes the *serialized* key, finds the partition the customer's
@@ -35,11 +57,11 @@ def define_customers_table(
     rocksdict it is RocksDB's data TTL and silently deletes customers.
     """
     return app.Table(
-        CUSTOMERS_TABLE,
+        name,
         key_type=bytes,
         value_type=bytes,
         partitions=partitions,
-        help="customer id -> CustomerState (tables.codec format)",
+        help=help,
         # A copy: Faust's RocksDB store pops keys from the dict it is given.
         options=dict(store_options or {}),
     )
