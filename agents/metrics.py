@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from agents.signals import SIGNAL_MERGE
@@ -33,7 +33,6 @@ from orchestrator.vocabulary import CUSTOM_EVENT_PREFIX, EVENT_TYPES, INBOUND_CH
 from orchestrator.wakeups import WakeUpIndex
 
 __all__ = [
-    "CONTENT_TYPE",
     "ActiveEnrolments",
     "ConsumerLag",
     "WorkerMetrics",
@@ -41,8 +40,6 @@ __all__ = [
     "dead_letter_stage",
     "event_type_label",
 ]
-
-CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -306,8 +303,12 @@ class WorkerMetrics:
 
         self.wakeups_overdue.set_function(overdue)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The scrape's body and content type, in the format the ``Accept`` header asks for
+        (Prometheus text 0.0.4 by default; OpenMetrics on request), as prometheus_client's own
+        HTTP server (the senders') answers."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
     # -- what the agents call -----------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from typing import Any
 from agents.app import TuttiWorker
 from agents.faust_workarounds import ensure_router_metadata
 from agents.journey import journey_summary
-from agents.metrics import CONTENT_TYPE
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 from tables.codec import state_digest
@@ -98,6 +97,7 @@ def register_views(worker: TuttiWorker) -> None:
     async def metrics(view: Any, request: Any) -> Any:
         """Prometheus metrics (agents.metrics): no token, as Prometheus scrapes it; no personal
         data in any label."""
-        return view.bytes(worker.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        body, content_type = worker.metrics.exposition(request.headers.get("Accept"))
+        return view.bytes(body, headers={"Content-Type": content_type})
 
     app.page("/metrics", name="metrics")(metrics)

@@ -256,11 +256,16 @@ def test_each_worker_has_its_own_registry_and_the_exposition_has_no_personal_dat
     assert decision.actions  # (not in the welcome journey's holdout)
     first.decided("event", signup(cid), decision, 0.001, 0.002)
     first.event_ingested("web", "signup")
-    text = first.exposition().decode()
+    body, content_type = first.exposition()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    text = body.decode()
     assert 'tutti_worker_actions_total{channel="email",journey="welcome"} 1.0' in text
     for personal in (cid, email, "example.test", decision.actions[0].action_id):
         assert personal not in text
-    assert second.exposition().decode().count("tutti_worker_actions_total{") == 0
+    assert second.exposition()[0].decode().count("tutti_worker_actions_total{") == 0
+    openmetrics, content_type = first.exposition("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert openmetrics.endswith(b"# EOF\n")
 
 
 def test_a_worker_app_reports_its_lag_and_faust_s_own_sensor_in_the_same_registry() -> None:
