@@ -252,7 +252,8 @@ class WorkerMetrics:
         )
         self.identity_merges = Counter(
             "tutti_worker_identity_merges",
-            "Provisional profiles told to merge into a known customer (merge signals read).",
+            "Profiles told to merge into another (an anonymous visitor into a customer, or two "
+            "known customers sharing a merge_on identifier; merge signals read).",
             registry=r,
         )
         self.wakeups_fired = Counter(
