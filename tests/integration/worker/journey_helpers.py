@@ -14,7 +14,6 @@ from typing import Any
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
-from orchestrator.engine import CustomerEvent
 from orchestrator.kafka import consumer
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import ACTION_CHANNELS
@@ -146,7 +145,8 @@ Send = tuple[str, str, str, str, str, str]  # customer, journey, step, channel, 
 class Script:
     """Inputs at offsets (seconds from the start), stamped with the real time when produced.
 
-    Each item is an event dict, or ("command", kind, target) for a global operator command.
+    Each item is an event dict (a catalog event too: channel ``catalog``, no identities), or
+    ("command", kind, target) for a global operator command.
     """
 
     items: list[tuple[float, Any]] = field(default_factory=list)
@@ -167,7 +167,7 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
     """Produce every item at its offset; returns the start and the simulator's inputs."""
     from orchestrator.control import send_command
     from orchestrator.demo import produce_events
-    from orchestrator.simulator import ControlEntry
+    from orchestrator.simulator import ControlEntry, parse_input
 
     start_mono = time.monotonic()
     start = datetime.now(UTC)
@@ -177,7 +177,7 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
     def flush() -> None:
         if pending:
             produce_events(settings, list(pending))
-            inputs.extend(CustomerEvent.from_dict(e) for e in pending)
+            inputs.extend(parse_input(e) for e in pending)  # catalog events fan out there too
             pending.clear()
 
     for offset, item in sorted(script.items, key=lambda x: x[0]):

@@ -10,6 +10,16 @@ Each customer's story happens in a burst of well under a second, so every wait o
 library starts within that burst and the due points of different journeys stay seconds apart
 (see fast_journeys.py): the live worker (timer ticks of 0.25 s, processing latency) then takes
 its decisions at the same points as the simulator's virtual clock.
+
+The catalog-triggered journeys (price_drop, back_in_stock) need a catalog event, keyed by
+product and addressed to nobody, that the worker fans out to the customers who viewed,
+wish-listed or carted the product (customer topic -> product-interest topic -> fan-out) and the
+simulator fans out from its own interest index. A second group of shoppers shows interest in
+the catalog products within the first CATALOG_SPREAD_S seconds; the catalog events follow at
+CATALOG_AT_S, long after their interest is indexed and inside a quiet gap of every shopper's
+journeys (after the browse recommendation at burst + 7 s, before the cart journey's end at
+burst + 19 s), so the fanned-out decisions take the same place among each shopper's decisions
+live and simulated. No customer of the first group touches a catalog product.
 """
 
 from __future__ import annotations
@@ -42,6 +52,15 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 CUSTOMERS = 200
 SPREAD_S = 8.0
+SHOPPERS = 60
+CATALOG_SPREAD_S = 2.0
+#: When the catalog events are produced: ~4.7 s after the last shopper's browse recommendation
+#: (burst + 7 s, so at most ~9.3 s) and 5 s before the first shopper's cart journey ends
+#: (burst + 19 s); their interest has been indexed for more than 10 s by then.
+CATALOG_AT_S = 14.0
+#: Products with catalog events, and one without (interest in it must not be fanned out to).
+CATALOG_PRODUCTS = ("p-cat-1", "p-cat-2")
+QUIET_PRODUCT = "p-cat-quiet"
 #: Longest chain of the fast library after a burst: win-back's 28 + 3 + 3 s, plus deferrals.
 TAIL_S = 42.0
 
@@ -95,6 +114,38 @@ def story(rng: random.Random, cid: str) -> list[dict[str, Any]]:
     return [{**e, "channel": home} for e in events]
 
 
+def shopper_story(rng: random.Random, cid: str) -> tuple[str, list[dict[str, Any]]]:
+    """A shopper's contact points and their interest in one product (returned with the events):
+    views, a wish-list add or a cart add, through one channel topic."""
+    ids: dict[str, Any] = {"customer_id": cid, "email": f"{cid}@example.test"}
+    if rng.random() < 0.5:
+        ids["push_token"] = f"tok-{cid}"
+    prefs = {"time_zone": "Europe/Paris"}
+    events = [event(cid, "profile_updated", identities=ids, preferences=prefs)]
+    pid = rng.choice([*CATALOG_PRODUCTS, *CATALOG_PRODUCTS, QUIET_PRODUCT])
+    p = product(pid, 10000)
+    how = rng.choice(["view", "views", "wishlist", "cart", "views_cart"])
+    if how in ("view", "views", "views_cart"):
+        events.append(event(cid, "product_view", product=p))
+    if how in ("views", "views_cart"):
+        events.append(event(cid, "product_view", product=p))
+    if how == "wishlist":
+        events.append(event(cid, "wishlist_add", product=p))
+    if how in ("cart", "views_cart"):
+        events.append(event(cid, "add_to_cart", product=p))
+    home = rng.choice(["web", "app"])
+    return pid, [{**e, "channel": home} for e in events]
+
+
+def catalog_event(event_id: str, event_type: str, pid: str, price: int) -> dict[str, Any]:
+    """A catalog event as upstream sends it: no customer, keyed by product (demo.event_key)."""
+    p = product(pid, price, previous_price={"amount_minor": 10000, "currency": "EUR"})
+    return {
+        **event("", event_type, channel="catalog", identities={}, product=p),
+        "event_id": event_id,
+    }
+
+
 def test_live_actions_equal_the_simulators_for_a_generated_stream(
     settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
@@ -108,15 +159,31 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         start = rng.uniform(0, SPREAD_S)
         for k, e in enumerate(story(rng, f"o{run}-{n:04d}")):
             script.at(start + 0.04 * k, e)
+    interest: dict[str, str] = {}
+    for n in range(SHOPPERS):
+        start = rng.uniform(0, CATALOG_SPREAD_S)
+        cid = f"s{run}-{n:04d}"
+        interest[cid], events = shopper_story(rng, cid)
+        for k, e in enumerate(events):
+            script.at(start + 0.04 * k, e)
+    # One flush: each product's events stay in this order on its partition, live and simulated.
+    script.at(
+        CATALOG_AT_S,
+        catalog_event(f"pd1-{run}", "price_drop", "p-cat-1", 8500),  # 15 % off
+        catalog_event(f"bis1-{run}", "back_in_stock", "p-cat-1", 8500),
+        catalog_event(f"bis2-{run}", "back_in_stock", "p-cat-2", 10000),
+        catalog_event(f"pd2-{run}", "price_drop", "p-cat-2", 9600),  # 4 %: below the journey's 10
+    )
     started, inputs = play(settings, script)
     until = started + timedelta(seconds=SPREAD_S + TAIL_S)
     records = collect_until(actions, until, settle=2.0)
     live = live_sends(records, until)
     expected = simulated_sends(library, inputs, until)
     journeys = {s[1] for s in expected}
-    # The stream exercises every event-triggered journey of the library (catalog-triggered
-    # back_in_stock / price_drop need the catalog fan-out of the ingest issue).
+    # The stream exercises every journey of the library.
     assert journeys >= {
+        "back_in_stock",
+        "price_drop",
         "welcome",
         "browse_abandonment",
         "cart_abandonment",
@@ -127,6 +194,14 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         "win_back",
     }, journeys
     assert len(expected) > CUSTOMERS
+    # The simulator's fan-out reached exactly the interested shoppers, and the journeys kept
+    # only a big enough drop (so the comparison below covers a fan-out worth comparing).
+    catalog_sends = {(s[0], s[1]) for s in expected if s[1] in ("back_in_stock", "price_drop")}
+    assert {c for c, j in catalog_sends if j == "price_drop"} <= {
+        c for c, p in interest.items() if p == "p-cat-1"
+    }
+    assert {c for c, _ in catalog_sends} <= {c for c, p in interest.items() if p != QUIET_PRODUCT}
+    assert len(catalog_sends) >= SHOPPERS // 2, sorted(catalog_sends)
     assert live == expected, (
         f"{len(live)} live, {len(expected)} simulated\n"
         f"live only: {sorted(live - expected)[:20]}\nsimulator only: {sorted(expected - live)[:20]}"
