@@ -32,10 +32,13 @@ trap cleanup INT TERM EXIT
 
 "$TUTTI" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
+# One metrics port per sender, from 9108 in this order (deploy/prometheus/prometheus.yml).
+metrics_port=${SENDER_METRICS_PORT_BASE:-9108}
 for channel in $SENDER_CHANNELS; do
-  "$TUTTI" sender --channel "$channel" --provider console --metrics-port 0 \
+  "$TUTTI" sender --channel "$channel" --provider console --metrics-port "$metrics_port" \
     >"$LOGS/sender-$channel.log" 2>&1 &
   pids+=($!)
+  metrics_port=$((metrics_port + 1))
 done
 # Give the worker a moment to join its group before the traffic starts.
 sleep 5
@@ -45,7 +48,8 @@ pids+=($!)
 cat <<INFO
 
 == Tutti is running: worker (web view on http://127.0.0.1:6066), console senders ($SENDER_CHANNELS),
-   demo traffic. Logs in $LOGS/. Try in another shell:
+   demo traffic. Logs in $LOGS/. Metrics: http://127.0.0.1:6066/metrics (worker),
+   :${SENDER_METRICS_PORT_BASE:-9108} and up (senders, in the order above). Try in another shell:
      curl -H "Authorization: Bearer $TUTTI_WORKER_API_TOKEN" http://127.0.0.1:6066/customers/cust-00001
      $TUTTI report                         (per-journey results)
      $TUTTI control pause cart_abandonment
