@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from faust.types import TP
+
 from agents.app import TuttiWorker
 from agents.control import ControlFollower
 from agents.signals import (
@@ -272,7 +274,8 @@ class JourneyStep:
                     )
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous or records:
-            kept = with_entry(outbox, datetime.now(UTC), partition, offset, records)
+            committed = self._committed_offset(partition)
+            kept = with_entry(outbox, datetime.now(UTC), partition, offset, records, committed)
             customers.save(decision.state, kept)
             self.stats.writes += 1
             self.index.update(partition, decision.state)
@@ -300,6 +303,16 @@ class JourneyStep:
                 1000 * st.send_seconds / st.signals,
                 1000 * st.handle_seconds / st.signals,
             )
+
+    def _committed_offset(self, partition: int) -> int | None:
+        """The offset the group committed for the customer topic's ``partition`` (the next one
+        a restart would read), from Faust's own record of its commits; None if unknown."""
+        consumer = getattr(self.worker.app, "_consumer", None)
+        committed = getattr(consumer, "_committed_offset", None)
+        if committed is None:
+            return None
+        value = committed.get(TP(self.worker.topics.customer_events, partition))
+        return None if value is None else int(value)
 
     async def _resend(self, records: Iterable[Outbound]) -> None:
         for out in records:

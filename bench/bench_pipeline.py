@@ -47,6 +47,10 @@ from orchestrator.demo import demo_events, produce_events  # noqa: E402
 from orchestrator.kafka import consumer  # noqa: E402
 from orchestrator.topics import Topics  # noqa: E402
 from orchestrator.vocabulary import INBOUND_CHANNELS  # noqa: E402
+from tables.codec import FORMAT_WITH_OUTBOX, decode_record  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_ingest import cleanup, latest_values, summary  # noqa: E402
 
 
 def free_port() -> int:
@@ -254,6 +258,7 @@ def main() -> None:
                     else None,
                 },
             }
+            result["state_on_disk"] = stored_states(settings, app_id)
             print(json.dumps(result, indent=2))
             out = ROOT / "results" / "bench_pipeline.json"
             out.parent.mkdir(exist_ok=True)
@@ -267,6 +272,38 @@ def main() -> None:
             kept = Path(tempfile.gettempdir()) / "bench_pipeline_worker.log"
             kept.write_bytes((Path(tmp) / "worker.log").read_bytes())
             print(f"worker log: {kept}")
+            cleanup(settings, app_id)
+
+
+def stored_states(settings: Settings, app_id: str) -> dict[str, Any]:
+    """Stored customer values right after the run: the ones still carrying an outbox (the
+    records of decisions of the last 10 minutes, tables/outbox.py) are counted apart."""
+    values = list(latest_values(settings, f"{app_id}-customers-changelog").values())
+    with_outbox = [len(v) for v in values if v[:1] == bytes([FORMAT_WITH_OUTBOX])]
+    without = [len(v) for v in values if v[:1] != bytes([FORMAT_WITH_OUTBOX])]
+    entries: list[int] = []
+    record_bytes: dict[str, int] = {}
+    for value in values:
+        for entry in decode_record(value)[1]:
+            entries.append(len(entry.records))
+            for r in entry.records:
+                kind = (
+                    "outcomes"
+                    if r.topic == settings.topics.prefix + "tutti.outcomes"
+                    else "actions"
+                )
+                record_bytes[kind] = record_bytes.get(kind, 0) + len(r.value)
+    return {
+        "customers": len(values),
+        "value_bytes": summary([len(v) for v in values]),
+        "with_outbox_bytes": summary(with_outbox),
+        "without_outbox_bytes": summary(without),
+        "outbox_entries": len(entries),
+        "outbox_records": sum(entries),
+        "outbox_record_value_bytes_uncompressed": record_bytes,
+        "note": "snapshot at the end of the run: every customer decided in the last 10 min "
+        "still carries its outbox (pruned at its next write after that)",
+    }
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Versioned, compact bytes for the `customers` table: a 1-byte format tag, then the state.
 
 Format 1 is UTF-8 JSON of ``CustomerState.to_dict()``; format 2 is the same JSON zlib-compressed
-(chosen when it is smaller); format 3 is zlib-compressed JSON ``{"state": ..., "outbox": [...]}``,
-written only while the customer has an outbox (tables.outbox: the records the last decisions
+(chosen when it is smaller); format 3 is zlib-compressed Avro holding that JSON and the outbox
+(``tables.outbox.STORED_WITH_OUTBOX_SCHEMA``), written only while the customer has an outbox (tables.outbox: the records the last decisions
 sent, kept so a crash between the state write and the sends cannot lose them). Readers accept
 every format ever written, and ``CustomerState.from_dict`` fills defaults for fields an older
 writer did not know, so a record written by an older worker always loads. Formats are never
@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError
-from tables.outbox import Outbox, decode_outbox, encode_outbox
+from tables.outbox import Outbox, decode_with_outbox, encode_with_outbox
 
 __all__ = [
     "FORMAT_JSON",
@@ -59,12 +59,7 @@ def encode_record(state: CustomerState, outbox: Outbox = ()) -> bytes:
     """The stored bytes for ``state`` and the customer's ``outbox`` (format 1/2 when empty)."""
     if not outbox:
         return encode_state(state)
-    body = json.dumps(
-        {"state": state.to_dict(), "outbox": encode_outbox(outbox)},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    body = encode_with_outbox(_canonical_json(state), outbox)
     return bytes([FORMAT_WITH_OUTBOX]) + zlib.compress(body, 6)
 
 
@@ -82,19 +77,16 @@ def decode_record(data: bytes) -> tuple[CustomerState, Outbox]:
     try:
         if fmt in (FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX):
             body = zlib.decompress(body)
-        elif fmt != FORMAT_JSON:
+        if fmt == FORMAT_WITH_OUTBOX:
+            body, outbox = decode_with_outbox(body)
+        elif fmt not in (FORMAT_JSON, FORMAT_ZLIB_JSON):
             raise SerializationError(
                 f"customer state: unknown format {fmt} (known: "
                 f"{', '.join(map(str, _FORMATS))}); was it written by a newer Tutti? "
                 "Upgrade this worker"
             )
         raw: Any = json.loads(body)
-        if fmt == FORMAT_WITH_OUTBOX:
-            if not isinstance(raw, dict):
-                raise ValueError("expected a record with state and outbox")
-            outbox = decode_outbox(raw.get("outbox") or [])
-            raw = raw.get("state")
-    except (zlib.error, ValueError, TypeError, KeyError) as exc:
+    except (zlib.error, ValueError, TypeError, KeyError, EOFError) as exc:
         raise SerializationError(f"customer state (format {fmt}) is corrupt: {exc}") from exc
     if not isinstance(raw, dict) or not raw.get("customer_id"):
         raise SerializationError(f"customer state (format {fmt}): no customer_id in the record")

@@ -7,35 +7,48 @@ decides nothing - and the actions would be lost. So the decide step stores the r
 about to send *in the same table write* as the new state, tagged with the source record's
 partition and offset; a redelivered record whose offset is in the outbox gets exactly those
 records again instead of a decision (the senders deduplicate by action id, the analytics by
-outcome id). Entries are dropped once they are older than :data:`OUTBOX_TTL` (a record not
-committed within minutes means the worker is gone, and its successor has long replayed it)
-and at most :data:`MAX_OUTBOX_ENTRIES` are kept.
+outcome id).
+
+An entry is needed only until its source record's offset is committed: at every write, entries
+below the partition's committed offset are dropped once they are :data:`OUTBOX_GRACE` old, so a
+customer at rest carries only the entries of their last half minute of activity. (The grace:
+Faust records a commit it attempted even when the broker refused it - faust/transport/
+consumer.py, ``Consumer.commit`` - and a refused commit is followed by a rebalance within
+seconds.) When the committed offset is not known, entries older than :data:`OUTBOX_TTL` go (a
+record not committed within minutes means the worker is gone, and its successor has long
+replayed it). At most :data:`MAX_OUTBOX_ENTRIES` are kept.
 """
 
 from __future__ import annotations
 
-import base64
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from orchestrator.emit import Outbound
 from orchestrator.engine.timeutil import to_datetime, to_millis
 
 __all__ = [
     "MAX_OUTBOX_ENTRIES",
+    "OUTBOX_GRACE",
     "OUTBOX_TTL",
+    "STORED_WITH_OUTBOX_SCHEMA",
     "Outbox",
     "OutboxEntry",
-    "decode_outbox",
-    "encode_outbox",
+    "decode_with_outbox",
+    "encode_with_outbox",
     "replay_for",
     "with_entry",
 ]
 
 #: Far longer than Faust's commit interval (seconds) and a rebalance.
 OUTBOX_TTL: Final = timedelta(minutes=10)
+#: How long an entry below the committed offset is still kept (see the module doc).
+OUTBOX_GRACE: Final = timedelta(seconds=30)
 MAX_OUTBOX_ENTRIES: Final = 8
 
 
@@ -66,48 +79,98 @@ def with_entry(
     partition: int,
     offset: int,
     records: Iterable[Outbound],
+    committed: int | None = None,
 ) -> Outbox:
-    """``outbox`` without expired entries, plus the records just sent (if any)."""
-    kept = [e for e in outbox if now - e.at < OUTBOX_TTL]
+    """``outbox`` without the entries no redelivery can ask for any more, plus the records just
+    sent (if any). ``committed``: the consumer's committed offset for ``partition`` (the next
+    offset a restarted consumer would read), when known."""
+
+    def needed(e: OutboxEntry) -> bool:
+        age = now - e.at
+        if committed is not None and e.partition == partition and e.offset < committed:
+            return age < OUTBOX_GRACE
+        return age < OUTBOX_TTL
+
+    kept = [e for e in outbox if needed(e)]
     sent = tuple(records)
     if sent:
         kept.append(OutboxEntry(partition, offset, now, sent))
     return tuple(kept[-MAX_OUTBOX_ENTRIES:])
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+#: How format 3 of tables.codec stores a state with its outbox: Avro (binary, no base64), then
+#: zlib. ``state`` is the canonical JSON of the CustomerState, as in formats 1 and 2.
+STORED_WITH_OUTBOX_SCHEMA: Final = parse_schema(
+    {
+        "type": "record",
+        "name": "StoredCustomer",
+        "namespace": "tutti.tables",
+        "fields": [
+            {"name": "state", "type": "bytes"},
+            {
+                "name": "outbox",
+                "type": {
+                    "type": "array",
+                    "items": {
+                        "type": "record",
+                        "name": "OutboxEntry",
+                        "fields": [
+                            {"name": "partition", "type": "int"},
+                            {"name": "offset", "type": "long"},
+                            {"name": "at", "type": "long"},
+                            {
+                                "name": "records",
+                                "type": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "record",
+                                        "name": "OutboxRecord",
+                                        "fields": [
+                                            {"name": "topic", "type": "string"},
+                                            {"name": "key", "type": "bytes"},
+                                            {"name": "value", "type": "bytes"},
+                                        ],
+                                    },
+                                },
+                            },
+                        ],
+                    },
+                },
+            },
+        ],
+    }
+)
 
 
-def encode_outbox(outbox: Outbox) -> list[dict[str, Any]]:
-    """JSON-able form (the bytes of a record are base64)."""
-    return [
-        {
-            "partition": e.partition,
-            "offset": e.offset,
-            "at": to_millis(e.at),
-            "records": [
-                {"topic": r.topic, "key": _b64(r.key), "value": _b64(r.value)} for r in e.records
-            ],
-        }
-        for e in outbox
-    ]
+def encode_with_outbox(state_json: bytes, outbox: Outbox) -> bytes:
+    """The Avro bytes of a state's JSON and its outbox (tables.codec compresses them)."""
+    record = {
+        "state": state_json,
+        "outbox": [
+            {
+                "partition": e.partition,
+                "offset": e.offset,
+                "at": to_millis(e.at),
+                "records": [{"topic": r.topic, "key": r.key, "value": r.value} for r in e.records],
+            }
+            for e in outbox
+        ],
+    }
+    out = io.BytesIO()
+    schemaless_writer(out, STORED_WITH_OUTBOX_SCHEMA, record)
+    return out.getvalue()
 
 
-def decode_outbox(raw: list[dict[str, Any]]) -> Outbox:
-    return tuple(
+def decode_with_outbox(data: bytes) -> tuple[bytes, Outbox]:
+    """(state JSON, outbox) from :func:`encode_with_outbox`'s bytes."""
+    record: Any = schemaless_reader(io.BytesIO(data), STORED_WITH_OUTBOX_SCHEMA, None)
+    outbox = tuple(
         OutboxEntry(
-            partition=int(e["partition"]),
-            offset=int(e["offset"]),
-            at=to_datetime(int(e["at"])),
-            records=tuple(
-                Outbound(
-                    str(r["topic"]),
-                    base64.b64decode(r["key"]),
-                    base64.b64decode(r["value"]),
-                )
-                for r in e["records"]
-            ),
+            partition=e["partition"],
+            offset=e["offset"],
+            at=to_datetime(e["at"]),
+            records=tuple(Outbound(r["topic"], r["key"], r["value"]) for r in e["records"]),
         )
-        for e in raw
+        for e in record["outbox"]
     )
+    return record["state"], outbox
