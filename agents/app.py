@@ -163,7 +163,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_journeys(worker)
     register_profile(worker)
     register_views(worker)
-    worker.metrics.watch_app(app)
+    worker.metrics.watch_app(app, settings.worker.faust_sensor)
     return worker
 
 

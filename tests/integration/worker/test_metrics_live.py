@@ -65,7 +65,7 @@ def test_a_user_sees_events_dead_letters_actions_suppressions_and_lag_on_metrics
     assert [e.code for e in offline[1].suppressions] == ["unreachable"]
     publish_journeys(settings, [lib])
 
-    worker = worker_factory(settings)
+    worker = worker_factory(settings, extra_env={"TUTTI_WORKER_FAUST_SENSOR": "true"})
     topics = Topics(settings.topics)
     p = producer(settings.kafka)
     p.produce(topics.events("web"), key=b"met-bad", value=b"\x17 not avro at all")

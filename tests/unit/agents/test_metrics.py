@@ -275,8 +275,19 @@ def test_a_worker_app_reports_its_lag_and_faust_s_own_sensor_in_the_same_registr
     from orchestrator.config import Settings
 
     m, app = WorkerMetrics(), create_app(Settings())
-    m.watch_app(app)
+    m.watch_app(app, faust_sensor=True)
     assert m.lag.app is app and isinstance(app.monitor, PrometheusMonitor)
     app.monitor.on_message_in(tp("p.events.web", 0), 5, SimpleNamespace())
     assert value(m, "tutti_faust_messages_received_total") == 1
     assert value(m, "tutti_faust_messages_received_per_topic_total", topic="p.events.web") == 1
+
+
+def test_faust_s_sensor_is_off_unless_asked_for() -> None:
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    from agents.app import create_app
+    from orchestrator.config import Settings
+
+    m, app = WorkerMetrics(), create_app(Settings())
+    m.watch_app(app)
+    assert m.lag.app is app and not isinstance(app.monitor, PrometheusMonitor)
