@@ -22,6 +22,7 @@ from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
 from tables.aliases import AliasTable, define_aliases_table
 from tables.customers import CustomerTable, define_customers_table
+from tables.erasures import ErasureTable, define_erasures_table
 
 __all__ = ["INGEST_CHANNELS", "TuttiWorker", "build_worker", "create_app"]
 
@@ -87,6 +88,7 @@ class TuttiWorker:
     customers_table: Any
     identities_table: Any = None
     aliases_table: Any = None
+    erasures_table: Any = None
     name: str = field(default_factory=socket.gethostname)
     faust_topics: dict[str, Any] = field(default_factory=dict)
     #: The decide step (agents.journey.JourneyStep) the customer agent hands journey signals to.
@@ -100,6 +102,10 @@ class TuttiWorker:
     @property
     def aliases(self) -> AliasTable:
         return AliasTable(self.aliases_table)
+
+    @property
+    def erasures(self) -> ErasureTable:
+        return ErasureTable(self.erasures_table)
 
     def dead_letter_value(
         self, message: Any, error: Exception, failed_at: datetime, stage: str | None = None
@@ -155,6 +161,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         customers_table=table,
         identities_table=define_identities_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
         aliases_table=define_aliases_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
+        erasures_table=define_erasures_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
     )
     register_ingest(worker)

@@ -39,7 +39,6 @@ from agents.signals import (
     SIGNAL_WAKEUP,
     signal_kind,
 )
-from orchestrator.catalog import CATALOG_EVENT_TYPES
 from orchestrator.emit import Outbound, decision_records
 from orchestrator.engine import (
     CustomerCommand,
@@ -54,6 +53,7 @@ from orchestrator.engine import (
 from orchestrator.engine.signals import Identities
 from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
+from orchestrator.erasure import admits, erasure_time
 from orchestrator.ingest import identifier_keys
 from orchestrator.wakeups import WakeUpIndex
 from tables.outbox import Outbox, replay_for, with_entry
@@ -198,12 +198,15 @@ class JourneyStep:
                 # was decided then, decide nothing (tables.outbox).
                 await self._resend(replay.records)
                 return True
-            if state is None and (
-                not isinstance(signal, CustomerEvent) or signal.event_type in CATALOG_EVENT_TYPES
-            ):
-                # A late receipt, wake-up or command for a customer who is gone (erased or
-                # merged away) must not bring an empty profile back; nor may a catalog event
-                # fanned out from an interest index entry that outlived the customer's erasure.
+            erasing = erasure_time(signal, now)
+            erasures = self.worker.erasures
+            erased_at = erasures.erased_at(customer_id) if state is None or erasing else None
+            if erasing is not None and (erased_at is None or erasing > erased_at):
+                erasures.record(customer_id, erasing)
+            if not admits(state, signal, erased_at):
+                # Nothing may bring a gone customer's profile back (orchestrator.erasure): a
+                # late receipt, wake-up or command, a catalog fan-out, an event from before
+                # the erasure.
                 log.debug("decide: %s for an unknown customer skipped", kind.decode())
                 return True
             if isinstance(signal, WakeUp):

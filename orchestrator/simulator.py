@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.catalog import (
-    CATALOG_EVENT_TYPES,
     DEFAULT_INTEREST_LIMITS,
     Interest,
     InterestIndex,
@@ -58,6 +57,7 @@ from orchestrator.engine import (
     pending_wakeups,
 )
 from orchestrator.engine.timeutil import to_datetime, to_iso
+from orchestrator.erasure import admits, erasure_time
 from orchestrator.errors import ValidationError
 
 __all__ = [
@@ -214,6 +214,7 @@ class Simulator:
         self.rules = rules
         self.interest_limits = interest_limits
         self.states: dict[str, CustomerState] = {}
+        self.erased: dict[str, datetime] = {}  # customer key -> when erased (orchestrator.erasure)
         self.links: dict[str, str] = {}  # "kind:value" identifier -> customer key
         self.known_customers: set[str] = set()  # keys that are the brand's own customer ids
         self.interest: dict[str, InterestIndex] = {}  # product id -> interested customers
@@ -273,10 +274,13 @@ class Simulator:
             self.note_interest(
                 now, interests_from_event(item, key, provisional=self.provisional(key))
             )
-            if previous is None and item.event_type in CATALOG_EVENT_TYPES:
-                # As the worker's decide step: a catalog event for a customer who is gone (an
-                # interest entry may outlive an erasure) brings no empty profile back.
-                return
+        # As the worker's decide step (orchestrator.erasure): erasures are remembered, and
+        # nothing brings a gone customer back (a catalog fan-out, an event from before).
+        erasing = erasure_time(item, now)
+        if erasing is not None and (key not in self.erased or erasing > self.erased[key]):
+            self.erased[key] = erasing
+        if not admits(previous, item, self.erased.get(key)):
+            return
         decision = decide(previous, item, now, self.rules)
         if decision.state is None:
             self.states.pop(key, None)

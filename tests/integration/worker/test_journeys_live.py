@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +178,13 @@ def test_erase_removes_the_customer_writes_a_tombstone_and_cancels_pending_sends
         return key is not None and links[key] is None
 
     worker.wait_for(identity_forgotten, timeout=15, what="the identities tombstone")
-    # A late event for the customer starts a new, empty profile: nothing of the old one is back.
-    produce_events(settings, [event(cid, "page_view")])
+    # An event from before the erasure that arrives late (a till's offline upload, a replay)
+    # brings nothing back; an event from after it starts a new, empty profile.
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    late = event(cid, "product_view", at=before, product=product("p-9"))
+    produce_events(settings, [late, event(cid, "page_view")])
     fresh = worker.wait_for(lambda: worker.customer(cid), what="the new profile")
+    assert fresh["event_counts"] == {"page_view": 1}  # the late product view was dropped
     assert "email" not in fresh["identities"] and fresh["active_enrolments"] == []
     actions.close()
 
