@@ -122,7 +122,11 @@ def launch_worker(
             return False
 
     # Up to a minute: a restart after a crash waits for the dead member's session to expire.
-    worker.wait_for(web_up, timeout=60, what="the worker's web server")
+    try:
+        worker.wait_for(web_up, timeout=60, what="the worker's web server")
+    except BaseException:
+        worker.stop()  # not handed to any fixture yet: nobody else would stop it
+        raise
     return worker
 
 
