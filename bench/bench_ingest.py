@@ -67,8 +67,9 @@ def free_port() -> int:
 
 
 def start_worker(
-    settings: Settings, workdir: Path, app_id: str, port: int
+    settings: Settings, workdir: Path, app_id: str, port: int, log_level: str = "WARNING"
 ) -> subprocess.Popen[bytes]:
+    """`tutti worker` for the benchmark's topics; its output in ``workdir``/worker.log."""
     env = {
         **os.environ,
         "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
@@ -82,7 +83,7 @@ def start_worker(
     }
     with (workdir / "worker.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "worker", "--log-level", "WARNING"],
+            [sys.executable, "-m", "orchestrator", "worker", "--log-level", log_level],
             cwd=ROOT,
             env=env,
             stdout=log,

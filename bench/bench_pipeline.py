@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,52 +49,14 @@ from orchestrator.vocabulary import INBOUND_CHANNELS  # noqa: E402
 from tables.codec import FORMAT_WITH_OUTBOX, decode_record  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_ingest import cleanup, latest_values, summary  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_worker(settings: Settings, workdir: Path, app_id: str) -> subprocess.Popen[bytes]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
-        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
-        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
-        "TUTTI_WORKER_DATA_DIR": str(workdir / "data"),
-        "TUTTI_WORKER_WEB_PORT": str(port),
-        "TUTTI_WORKER_APP_ID": app_id,
-        "TUTTI_WORKER_API_TOKEN": "bench",
-    }
-    log = (workdir / "worker.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "worker", "--log-level", "INFO"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def lag(settings: Settings, group: str, topics: list[str]) -> int:
-    """Records of ``topics`` the worker's group has not committed yet."""
-    from confluent_kafka import TopicPartition
-
-    c = consumer(settings.kafka, group)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topics.partitions)]
-        total = 0
-        for tp in c.committed(tps, timeout=10):
-            low, high = c.get_watermark_offsets(tp, timeout=10)
-            total += high - (tp.offset if tp.offset >= 0 else low)
-        return total
-    finally:
-        c.close()
+from bench_ingest import (  # noqa: E402
+    cleanup,
+    free_port,
+    latest_values,
+    start_worker,
+    summary,
+)
+from bench_ingest import uncommitted as lag  # noqa: E402
 
 
 def wait_caught_up(settings: Settings, group: str, topics: list[str], timeout: float) -> float:
@@ -161,7 +122,7 @@ def main() -> None:
 
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        worker = start_worker(settings, Path(tmp), app_id)
+        worker = start_worker(settings, Path(tmp), app_id, free_port(), log_level="INFO")
         try:
             started = time.monotonic()
             channel_topics = inputs[:-2]
