@@ -20,6 +20,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
+from orchestrator.vocabulary import INBOUND_CHANNELS
 from tables.aliases import AliasTable, define_aliases_table
 from tables.customers import CustomerTable, define_customers_table
 from tables.erasures import ErasureTable, define_erasures_table
@@ -30,18 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Inbound channels with an ingest agent. `catalog` events are keyed by product and fan out
 #: to interested customers: they get their own agent (agents.catalog).
-INGEST_CHANNELS: tuple[str, ...] = (
-    "web",
-    "app",
-    "email",
-    "sms",
-    "push",
-    "whatsapp",
-    "store",
-    "support",
-    "commerce",
-    "loyalty",
-)
+INGEST_CHANNELS: tuple[str, ...] = tuple(c for c in INBOUND_CHANNELS if c != "catalog")
 
 #: Each partition's RocksDB gets its own block cache; Faust's default is large.
 _ROCKSDB_OPTIONS = {

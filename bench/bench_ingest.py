@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.admin import create_topics  # noqa: E402
 from orchestrator.codec import AvroCodec  # noqa: E402
-from orchestrator.config import Settings, TopicSettings, load_settings  # noqa: E402
+from orchestrator.config import Settings, load_settings  # noqa: E402
 from orchestrator.demo import demo_events, produce_events  # noqa: E402
 from orchestrator.engine import CustomerEvent, decide  # noqa: E402
 from orchestrator.engine.rules import load_rules  # noqa: E402
@@ -58,6 +58,14 @@ from orchestrator.vocabulary import INBOUND_CHANNELS  # noqa: E402
 from tables.codec import encode_state  # noqa: E402
 
 TOKEN = "bench"
+
+
+def bench_settings(partitions: int) -> Settings:
+    """The usual config (file, TUTTI_* or KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL) on a
+    fresh topic prefix, so a run never reads another run's records."""
+    return load_settings(
+        topics__prefix=f"bench{uuid.uuid4().hex[:8]}.", topics__partitions=partitions
+    )
 
 
 def free_port() -> int:
@@ -267,17 +275,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     args = ap.parse_args()
 
-    base = load_settings()
-    kafka = base.kafka
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka = type(kafka)(
-            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-            schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL", kafka.schema_registry_url),
-        )
-    settings = Settings(
-        kafka=kafka,
-        topics=TopicSettings(prefix=f"bench{uuid.uuid4().hex[:8]}.", partitions=args.partitions),
-    )
+    settings = bench_settings(args.partitions)
     topics = Topics(settings.topics)
     app_id = f"bench-ingest-{uuid.uuid4().hex[:8]}"
     create_topics(settings)

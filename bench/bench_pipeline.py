@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.admin import create_topics  # noqa: E402
 from orchestrator.codec import AvroCodec  # noqa: E402
-from orchestrator.config import Settings, TopicSettings, load_settings  # noqa: E402
+from orchestrator.config import Settings  # noqa: E402
 from orchestrator.control import publish_journeys  # noqa: E402
 from orchestrator.demo import demo_events, produce_events  # noqa: E402
 from orchestrator.kafka import consumer  # noqa: E402
@@ -50,6 +50,7 @@ from tables.codec import FORMAT_WITH_OUTBOX, decode_record  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_ingest import (  # noqa: E402
+    bench_settings,
     cleanup,
     free_port,
     latest_values,
@@ -93,17 +94,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     args = ap.parse_args()
 
-    base = load_settings()
-    kafka = base.kafka
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka = type(kafka)(
-            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-            schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL", kafka.schema_registry_url),
-        )
-    settings = Settings(
-        kafka=kafka,
-        topics=TopicSettings(prefix=f"bench{uuid.uuid4().hex[:8]}.", partitions=args.partitions),
-    )
+    settings = bench_settings(args.partitions)
     create_topics(settings)
     publish_journeys(settings, [ROOT / "journeys"])
     topics = Topics(settings.topics)
