@@ -1,12 +1,12 @@
-"""Catalog fan-out: the `product_interest` table and the three agents around it.
+"""Catalog fan-out: the `product_interest` table and the two agents around it.
 
 - ``ingest_catalog`` reads ``events.catalog`` (price drops, back in stock), validates each
   record like any ingest agent (bad ones to the dead-letter topic with their reason) and
   forwards it to the product-keyed topic ``tutti.product-interest`` under its product id: the
   upstream key and partitioner are not trusted to match the table's partitioning.
-- ``note_interest`` also reads the customer-keyed topic: a product view, wish-list add or
+- the customer agent (agents.customer) notes interest: a product view, wish-list add or
   add-to-cart (or a provisional profile absorbed into a customer) becomes an *interest* record
-  on the product-keyed topic.
+  on the product-keyed topic, when the index needs it (orchestrator.catalog.interests_to_note).
 - ``product_interest`` owns the table (product id -> :class:`InterestIndex`): an interest record
   updates the product's index (one write, and only when it changed); a catalog record fans out
   as one CustomerEvent per interested customer on the customer-keyed topic, each with a derived
@@ -14,7 +14,7 @@
 
 Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON), ``catalog``
 (value: the normalised catalog event, Avro single-object framing) and ``forget`` (value: an
-erased customer's id, sent by :func:`forget_interest` for every product of the erased profile).
+erased customer's id, sent by the decide step for every product of the erased profile).
 """
 
 from __future__ import annotations
@@ -24,54 +24,38 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.app import TuttiWorker
-from agents.ingest import EVENT_HEADERS, is_transient
+from agents.ingest import is_transient
 from agents.signals import (
-    SIGNAL_ABSORB,
+    CATALOG_HEADERS,
+    EVENT_HEADERS,
     SIGNAL_CATALOG,
-    SIGNAL_EVENT,
     SIGNAL_FORGET,
-    SIGNAL_HEADER,
     SIGNAL_INTEREST,
     signal_kind,
 )
+from agents.worker import TuttiWorker
 from orchestrator.catalog import (
     DEFAULT_INTEREST_LIMITS,
-    INTEREST_EVENT_TYPES,
-    Interest,
     InterestIndex,
     InterestLimits,
     decode_interest,
-    encode_interest,
     fan_out,
-    interests_from_event,
-    interests_from_state,
     normalise_catalog,
-    products_of,
 )
-from orchestrator.engine.signals import CustomerEvent
-from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError, TuttiError
 from orchestrator.ingest import check_record_size
-from tables.codec import decode_state
 
 __all__ = [
     "PRODUCT_INTEREST_TABLE",
     "CatalogStats",
     "define_product_interest_table",
-    "forget_interest",
     "register_catalog",
 ]
 
 log = logging.getLogger(__name__)
 
 PRODUCT_INTEREST_TABLE = "product_interest"
-INTEREST_HEADERS = [(SIGNAL_HEADER, SIGNAL_INTEREST)]
-CATALOG_HEADERS = [(SIGNAL_HEADER, SIGNAL_CATALOG)]
-FORGET_HEADERS = [(SIGNAL_HEADER, SIGNAL_FORGET)]
 _RETRY_MAX_S = 30.0
-#: Interest event types as they appear in the Avro bytes: a cheap filter before decoding.
-_INTEREST_MARKERS = tuple(t.encode() for t in INTEREST_EVENT_TYPES)
 
 
 class CatalogStats:
@@ -111,26 +95,14 @@ def register_catalog(
     )
     stats = CatalogStats()
     _register_ingest_catalog(worker)
-    _register_note_interest(worker, stats)
     _register_product_interest(worker, table, limits, stats)
     return stats
 
 
-async def forget_interest(worker: TuttiWorker, state: CustomerState) -> int:
-    """Tell the product indexes an erased customer is gone (call where the erasure happens,
-    with the profile as it was). Returns the number of products told."""
-    products = worker.topic(worker.topics.product_interest)
-    customer = state.customer_id.encode()
-    found = products_of(state)
-    for product_id in found:
-        await products.send(key=product_id.encode(), value=customer, headers=FORGET_HEADERS)
-    return len(found)
-
-
 def _register_ingest_catalog(worker: TuttiWorker) -> None:
     source = worker.topic(worker.topics.events("catalog"))
-    products = worker.topic(worker.topics.product_interest)
-    dead_letters = worker.topic(worker.topics.dead_letters)
+    products = worker.topics.product_interest
+    dead_letters = worker.topics.dead_letters
     codec = worker.codec
 
     def route(msg: Any, now: datetime) -> tuple[bytes, bytes, bool]:
@@ -161,61 +133,20 @@ def _register_ingest_catalog(worker: TuttiWorker) -> None:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX_S)
             if valid:
-                await products.send(key=key, value=value, headers=CATALOG_HEADERS)
+                await worker.send(products, key, value, list(CATALOG_HEADERS))
             else:
                 log.info("dead-lettered %s[%d]@%d", *_where(msg))
-                await dead_letters.send(key=key, value=value)
+                await worker.send(dead_letters, key, value)
 
     ingest_catalog.__name__ = ingest_catalog.__qualname__ = "ingest_catalog"
     worker.app.agent(source, name="ingest_catalog", concurrency=1)(ingest_catalog)
-
-
-def _register_note_interest(worker: TuttiWorker, stats: CatalogStats) -> None:
-    """A second reader of the customer-keyed topic (Faust hands each record to every agent
-    subscribed to it; the offset is committed once both are done)."""
-    source = worker.topic(worker.topics.customer_events)
-    products = worker.topic(worker.topics.product_interest)
-    codec = worker.codec
-
-    def interests(msg: Any, kind: bytes | None, customer_id: str) -> list[Interest]:
-        value = bytes(msg.value or b"")
-        if kind == SIGNAL_EVENT:
-            if not any(marker in value for marker in _INTEREST_MARKERS):
-                return []  # most events: no need to decode them a second time
-            record = codec.decode(value, "CustomerEvent", msg.topic)
-            return interests_from_event(CustomerEvent.from_dict(record), customer_id)
-        if kind == SIGNAL_ABSORB:
-            return interests_from_state(decode_state(value), customer_id, datetime.now(UTC))
-        return []
-
-    async def note_interest(stream: Any) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            if not msg.key:
-                continue
-            try:
-                found = interests(msg, signal_kind(msg), bytes(msg.key).decode())
-            except (TuttiError, ValueError) as exc:
-                # The customer agent dead-letters what it cannot use; here it is only skipped.
-                log.debug("note_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
-                continue
-            for interest in found:
-                await products.send(
-                    key=interest.product_id.encode(),
-                    value=encode_interest(interest),
-                    headers=INTEREST_HEADERS,
-                )
-                stats.interest_records += 1
-
-    note_interest.__name__ = note_interest.__qualname__ = "note_interest"
-    worker.app.agent(source, name="note_interest", concurrency=1)(note_interest)
 
 
 def _register_product_interest(
     worker: TuttiWorker, table: Any, limits: InterestLimits, stats: CatalogStats
 ) -> None:
     source = worker.topic(worker.topics.product_interest)
-    customer_events = worker.topic(worker.topics.customer_events)
+    customer_events = worker.topics.customer_events
     codec = worker.codec
 
     async def product_interest(stream: Any) -> None:
@@ -248,10 +179,11 @@ def _register_product_interest(
                 log.error("product_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
                 continue
             for event in fan_out(record, customers):
-                await customer_events.send(
-                    key=event["identities"]["customer_id"].encode(),
-                    value=codec.encode_single_object("CustomerEvent", event),
-                    headers=EVENT_HEADERS,
+                await worker.send(
+                    customer_events,
+                    event["identities"]["customer_id"].encode(),
+                    codec.encode_single_object("CustomerEvent", event),
+                    list(EVENT_HEADERS),
                 )
             stats.catalog_events += 1
             stats.fanned_out += len(customers)

@@ -44,6 +44,13 @@ def worker(
     if data_dir is not None:
         overrides["worker__data_dir"] = str(data_dir)
     settings = load_settings(config_path, **overrides)
+    if settings.worker.uvloop:
+        import asyncio
+
+        import uvloop
+
+        # Before the app exists: Faust and mode take the loop from the policy.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     click.echo(f"tutti worker {settings.worker.app_id}: building the app", err=True)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     built = build_worker(settings)

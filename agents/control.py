@@ -18,8 +18,8 @@ import asyncio
 import logging
 from typing import Any
 
-from agents.app import TuttiWorker
 from agents.signals import SIGNAL_COMMAND, SIGNAL_HEADER
+from agents.worker import TuttiWorker
 from orchestrator.control import GLOBAL_COMMANDS, ControlPlane
 from orchestrator.engine.rules import Rules
 

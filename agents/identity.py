@@ -17,27 +17,33 @@ records meet on one partition and the table is written only by its owner:
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agents.app import TuttiWorker
 from agents.signals import (
+    EVENT_HEADERS,
+    MERGE_HEADERS,
     SIGNAL_EVENT,
     SIGNAL_FORGET,
-    SIGNAL_HEADER,
     SIGNAL_LINK,
-    SIGNAL_MERGE,
     signal_kind,
 )
+from agents.worker import TuttiWorker
 from orchestrator.config import MERGE_KINDS
+from orchestrator.engine.signals import Identities
+from orchestrator.engine.state import CustomerState
+from orchestrator.ingest import identifier_keys
 
 __all__ = [
     "IDENTITIES_TABLE",
+    "LINKING_EVENT_TYPES",
     "PROVISIONAL_PREFIX",
     "Resolution",
     "define_identities_table",
+    "identifier_keys_of",
     "identifier_kind",
+    "links_to_assert",
     "merge_pair",
     "register_identity",
     "resolve_event",
@@ -50,6 +56,9 @@ log = logging.getLogger(__name__)
 IDENTITIES_TABLE = "identities"
 PROVISIONAL_PREFIX = "anon:"
 DEFAULT_MERGE_KINDS: Final = frozenset(MERGE_KINDS)
+#: Events in which the customer asserts who they are (an account made, a log-in): their links
+#: are always sent, so the latest person to log in on a shared device is the one it routes to.
+LINKING_EVENT_TYPES: Final = frozenset({"signup", "login"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,34 @@ def resolve_link(
     return Resolution(customer_id, store=True)
 
 
+def identifier_keys_of(state: CustomerState) -> list[str]:
+    """The identities-table keys (personal values hashed) a customer's profile is known by."""
+    keys: list[str] = []
+    for kind, values in state.identities.items():
+        if kind == "customer_id" or kind not in Identities.KINDS:
+            continue
+        for value in values:
+            keys += identifier_keys(Identities(**{kind: value}))
+    return list(dict.fromkeys(keys))
+
+
+def links_to_assert(
+    links: Iterable[tuple[bytes, bytes]], event_type: str, known: CustomerState | None
+) -> list[tuple[bytes, bytes]]:
+    """The (identifier key, customer id) links of an event that the identity topic must hear.
+
+    A link the profile already holds was sent when the profile first got it (its identities
+    grow from the very events whose links are sent), so repeating it on every event only costs
+    records: it is sent again only by a sign-up or log-in (:data:`LINKING_EVENT_TYPES`), where
+    a shared device must route to whoever logged in last. A new profile sends every link.
+    """
+    links = list(links)
+    if known is None or event_type in LINKING_EVENT_TYPES or not links:
+        return links
+    held = {key.encode() for key in identifier_keys_of(known)}
+    return [(key, customer) for key, customer in links if key not in held]
+
+
 def merge_pair(a: str, b: str) -> tuple[str, str]:
     """(survivor, absorbed) for two profiles found to be one person: a provisional profile is
     always the absorbed one; of two known customers, the smaller id survives."""
@@ -138,7 +175,7 @@ def define_identities_table(app: Any, partitions: int, store_options: dict[str, 
 
 def register_identity(worker: TuttiWorker) -> None:
     source = worker.topic(worker.topics.identity)
-    customer_events = worker.topic(worker.topics.customer_events)
+    customer_events = worker.topics.customer_events
     table = worker.identities_table
     merge_kinds = worker.settings.worker.merge_kinds
 
@@ -171,16 +208,18 @@ def register_identity(worker: TuttiWorker) -> None:
             if res.store:
                 table[identifier] = res.customer_id  # one changelog record, only on change
             if res.merge_from:
-                await customer_events.send(
-                    key=res.merge_from.encode(),
-                    value=res.customer_id.encode(),
-                    headers=[(SIGNAL_HEADER, SIGNAL_MERGE)],
+                await worker.send(
+                    customer_events,
+                    res.merge_from.encode(),
+                    res.customer_id.encode(),
+                    list(MERGE_HEADERS),
                 )
             if kind == SIGNAL_EVENT:
-                await customer_events.send(
-                    key=res.customer_id.encode(),
-                    value=resolved_event(worker, msg.value, res.customer_id),
-                    headers=[(SIGNAL_HEADER, SIGNAL_EVENT)],
+                await worker.send(
+                    customer_events,
+                    res.customer_id.encode(),
+                    resolved_event(worker, msg.value, res.customer_id),
+                    list(EVENT_HEADERS),
                 )
 
     resolve.__name__ = resolve.__qualname__ = "resolve"

@@ -1,15 +1,19 @@
-"""Ingest agents, one per inbound channel topic: decode, validate, normalise, forward by customer.
+"""Ingest: decode, validate and normalise one inbound channel record, or dead-letter it.
+
+The customer agent (agents.customer) reads every channel topic itself and calls
+:func:`route_inbound` on each record: the event is decoded once and, when it is keyed by its
+customer id and sits on the partition murmur2 picks for that id (the channel topics are
+co-partitioned with the customer topic), decided right there, with no extra hop. Only an event
+without a customer id takes the identity hop, and one on the wrong partition (a producer on
+another partitioner) is re-keyed through the customer topic.
 
 A record that cannot be decoded or breaks the contract goes to the dead-letter topic with its
 original bytes and the reason; the agent never stops on a bad record. A *transient* failure
 (the schema registry unreachable) is not the record's fault: it is retried, never dead-lettered.
 
-Valid events are forwarded as the normalised record in Avro single-object framing: the next
+A forwarded event travels as the normalised record in Avro single-object framing: the next
 agent reads records that are already validated and normalised (lower-cased e-mail, E.164 phone,
-trimmed ids), needs no registry round trip for an internal topic, and the fingerprint still
-lets old and new workers coexist during an upgrade. An event with a customer id goes to the
-customer-keyed topic (plus one identity *link* per other identifier it carries); an event
-without one goes to the identity topic, keyed by its most stable identifier (agents.identity).
+trimmed ids) and needs no registry round trip for an internal topic.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.app import INGEST_CHANNELS, TuttiWorker
 from agents.signals import SIGNAL_EVENT, SIGNAL_HEADER, SIGNAL_LINK
+from agents.worker import TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.errors import SerializationError, TuttiError
@@ -36,13 +40,14 @@ from orchestrator.ingest import (
 )
 
 __all__ = [
-    "SIGNAL_EVENT",
-    "SIGNAL_HEADER",
+    "EVENT_HEADERS",
+    "LINK_HEADERS",
     "DeadLettered",
     "Forwarded",
     "is_transient",
-    "register_ingest",
+    "message_headers",
     "route_inbound",
+    "route_with_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,14 +59,23 @@ LINK_HEADERS = [(SIGNAL_HEADER, SIGNAL_LINK)]
 
 @dataclass(frozen=True)
 class Forwarded:
-    """A valid event: ``key`` is the customer id, or the identifier key when ``via_identity``."""
+    """A valid event: ``key`` is the customer id, or the identifier key when ``via_identity``.
+
+    ``record`` is the normalised Avro record; ``value`` encodes it (single-object framing) only
+    when the event must travel to another topic.
+    """
 
     key: bytes
-    value: bytes
+    record: dict[str, Any]
     event: CustomerEvent
+    codec: AvroCodec
     via_identity: bool = False
     #: (identifier key, customer id) pairs the event links, for the identity topic.
     links: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def value(self) -> bytes:
+        return self.codec.encode_single_object("CustomerEvent", self.record)
 
 
 @dataclass(frozen=True)
@@ -110,13 +124,12 @@ def route_inbound(
         check_record_size(len(value or b""), limits)
         record = codec.decode(value, "CustomerEvent", topic)
         valid = normalise(record, now, source_channel=channel, limits=limits)
-        forwarded = codec.encode_single_object("CustomerEvent", valid.record)
         customer = valid.event.identities.customer_id
         identifiers = [k.encode() for k in identifier_keys(valid.event.identities)]
         if customer is None:
-            return Forwarded(identifiers[0], forwarded, valid.event, via_identity=True)
+            return Forwarded(identifiers[0], valid.record, valid.event, codec, via_identity=True)
         links = tuple((k, customer.encode()) for k in identifiers)
-        return Forwarded(customer.encode(), forwarded, valid.event, links=links)
+        return Forwarded(customer.encode(), valid.record, valid.event, codec, links=links)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -145,71 +158,46 @@ def route_inbound(
         return DeadLettered(key, encoded, type(exc).__name__, letter["reason"])
 
 
-def _headers(message: Any) -> list[tuple[str, bytes | None]]:
+def message_headers(message: Any) -> list[tuple[str, bytes | None]]:
+    """A Faust message's headers as (name, bytes) pairs, whatever shape Faust gave them."""
     raw = message.headers or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v if v is None else bytes(v)) for k, v in pairs]
 
 
-def _make_ingest_agent(worker: TuttiWorker, channel: str) -> None:
-    source_name = worker.topics.events(channel)
-    source = worker.topic(source_name)
-    customer_events = worker.topic(worker.topics.customer_events)
-    identity = worker.topic(worker.topics.identity)
-    dead_letters = worker.topic(worker.topics.dead_letters)
-
-    async def ingest(stream: Any) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            delay = 0.5
-            while True:
-                try:
-                    outcome = route_inbound(
-                        codec=worker.codec,
-                        channel=channel,
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
-                        key=msg.key,
-                        value=msg.value,
-                        headers=_headers(msg),
-                        now=datetime.now(UTC),
-                        worker=worker.name,
-                        dead_letter_topic=dead_letters.get_topic_name(),
-                    )
-                    break
-                except Exception as exc:  # only transient failures get here
-                    log.warning(
-                        "ingest %s: transient failure (%s), retrying in %.1fs",
-                        channel,
-                        type(exc).__name__,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX_S)
-            if isinstance(outcome, Forwarded):
-                worker.metrics.event_ingested(channel, outcome.event.event_type)
-                target = identity if outcome.via_identity else customer_events
-                await target.send(key=outcome.key, value=outcome.value, headers=EVENT_HEADERS)
-                for identifier, customer in outcome.links:
-                    await identity.send(key=identifier, value=customer, headers=LINK_HEADERS)
-            else:
-                worker.metrics.dead_lettered("ingest", outcome.error_class)
-                log.info(
-                    "dead-lettered %s[%d]@%d: %s: %s",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    outcome.error_class,
-                    outcome.reason,
-                )
-                await dead_letters.send(key=outcome.key, value=outcome.value)
-
-    ingest.__name__ = ingest.__qualname__ = f"ingest_{channel}"
-    worker.app.agent(source, name=f"ingest_{channel}", concurrency=1)(ingest)
-
-
-def register_ingest(worker: TuttiWorker, channels: Iterable[str] = INGEST_CHANNELS) -> None:
-    """One ingest agent per inbound channel topic."""
-    for channel in channels:
-        _make_ingest_agent(worker, channel)
+async def route_with_retry(
+    worker: TuttiWorker, channel: str, message: Any
+) -> Forwarded | DeadLettered:
+    """:func:`route_inbound` for one Faust message, retried with backoff while the failure is
+    transient (the registry down). The registry is never called on the event loop: an unknown
+    schema id is fetched in a thread first (AvroCodec.prepare), so wake-ups keep firing."""
+    delay = 0.5
+    while True:
+        try:
+            prepare = getattr(worker.codec, "prepare", None)  # TODO(codec): always there
+            if prepare is not None:
+                await prepare(message.value, message.topic)
+            return route_inbound(
+                codec=worker.codec,
+                channel=channel,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=message_headers(message),
+                now=datetime.now(UTC),
+                worker=worker.name,
+                dead_letter_topic=worker.topics.dead_letters,
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(
+                "ingest %s: transient failure (%s), retrying in %.1fs",
+                channel,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)

@@ -26,19 +26,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from faust.types import TP
-
-from agents.app import TuttiWorker
 from agents.control import ControlFollower
+from agents.faust_workarounds import committed_offset
+from agents.identity import identifier_keys_of, links_to_assert
 from agents.signals import (
+    FORGET_HEADERS,
+    INTEREST_HEADERS,
+    LINK_HEADERS,
     SIGNAL_COMMAND,
     SIGNAL_EVENT,
     SIGNAL_FEEDBACK,
-    SIGNAL_FORGET,
     SIGNAL_HEADER,
     SIGNAL_WAKEUP,
-    signal_kind,
 )
+from agents.worker import TuttiWorker
+from orchestrator.catalog import encode_interest, interests_to_note, products_of
 from orchestrator.emit import Outbound, decision_records
 from orchestrator.engine import (
     CustomerCommand,
@@ -50,11 +52,9 @@ from orchestrator.engine import (
     WakeUp,
     decide,
 )
-from orchestrator.engine.signals import Identities
 from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
 from orchestrator.erasure import admits, erasure_time
-from orchestrator.ingest import identifier_keys
 from orchestrator.wakeups import WakeUpIndex
 from tables.outbox import Outbox, replay_for, with_entry
 
@@ -77,17 +77,6 @@ CRASH_AFTER_STATE_WRITE: Final = os.environ.get("TUTTI_TEST_CRASH_AFTER_STATE_WR
 
 #: The signal kinds the decide step owns; the profile agent hands these to it.
 JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
-
-
-def identifier_keys_of(state: CustomerState) -> list[str]:
-    """The identities-table keys (personal values hashed) a customer's profile is known by."""
-    keys: list[str] = []
-    for kind, values in state.identities.items():
-        if kind == "customer_id" or kind not in Identities.KINDS:
-            continue
-        for value in values:
-            keys += identifier_keys(Identities(**{kind: value}))
-    return list(dict.fromkeys(keys))
 
 
 def encode_wakeup(wakeup: WakeUp) -> bytes:
@@ -153,14 +142,13 @@ class StepStats:
 
 
 class JourneyStep:
-    """Everything the customer agent needs to run `decide` on one message."""
+    """Everything the customer agent needs to run `decide` on one signal."""
 
     def __init__(self, worker: TuttiWorker, control: ControlFollower, index: WakeUpIndex) -> None:
         self.worker = worker
         self.control = control
         self.index = index
         self.stats = StepStats()
-        self._dead_letters = worker.topic(worker.topics.dead_letters)
 
     def parse(self, kind: bytes, customer_id: str, msg: Any) -> Signal:
         codec, topics = self.worker.codec, self.worker.topics
@@ -176,28 +164,36 @@ class JourneyStep:
             return CustomerCommand.from_dict(command, customer_id)
         raise ValueError(f"signal kind {kind!r} is not the decide step's")
 
-    async def handle(self, msg: Any) -> bool:
-        """Apply one customer-topic message if it is a journey signal. False: not ours."""
-        kind = signal_kind(msg)
-        if kind not in JOURNEY_SIGNALS:
-            self.worker.metrics.passed_to_profile(kind)
-            return False
-        assert kind is not None
+    async def handle(
+        self,
+        msg: Any,
+        kind: bytes,
+        customer_id: str | None = None,
+        signal: Signal | None = None,
+        links: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        """Decide one journey signal: ``msg`` is the source record (its position keys the
+        outbox); ``customer_id`` and ``signal`` when the caller decoded them already (an
+        inbound event decided straight from its channel topic), else from ``msg``; ``links``:
+        the identity links the event carries (only those new to the profile are sent)."""
         await self.control.wait_ready()
         now = datetime.now(UTC)
         try:
-            if not msg.key:
-                raise ValueError("record without a customer id key")
-            customer_id = bytes(msg.key).decode()
-            signal = self.parse(kind, customer_id, msg)
+            if customer_id is None:
+                if not msg.key:
+                    raise ValueError("record without a customer id key")
+                customer_id = bytes(msg.key).decode()
+            if signal is None:
+                signal = self.parse(kind, customer_id, msg)
             customers = self.worker.customers
             state, outbox = customers.load_record(customer_id)
-            replay = replay_for(outbox, msg.partition, msg.offset)
+            replay = replay_for(outbox, msg.partition, msg.offset, msg.topic)
             if replay is not None:
                 # Redelivered after a crash between the state write and the sends: send what
                 # was decided then, decide nothing (tables.outbox).
                 await self._resend(replay.records)
-                return True
+                return
+            notes = self._profile_notes(customer_id, state, signal, links)
             erasing = erasure_time(signal, now)
             erasures = self.worker.erasures
             erased_at = erasures.erased_at(customer_id) if state is None or erasing else None
@@ -207,8 +203,8 @@ class JourneyStep:
                 # Nothing may bring a gone customer's profile back (orchestrator.erasure): a
                 # late receipt, wake-up or command, a catalog fan-out, an event from before
                 # the erasure.
-                log.debug("decide: %s for an unknown customer skipped", kind.decode())
-                return True
+                await self._resend(notes)
+                return
             if isinstance(signal, WakeUp):
                 now = max(now, signal.due_at)  # a worker clock behind the one that fired it
             started = time.perf_counter()
@@ -217,68 +213,84 @@ class JourneyStep:
             self.stats.decide_seconds += decided_in
         except Exception as exc:
             await self._dead_letter(msg, exc, now)
-            return True
+            return
         # Counted with the state write (commit's first await comes after it): the timer may
         # recount the partition from the table while the records are being sent.
         self.worker.metrics.enrolments.change(msg.partition, state, decision.state)
-        await self.commit(
-            msg.partition, customer_id, state, decision, offset=msg.offset, outbox=outbox
-        )
+        await self.commit(msg, customer_id, state, decision, outbox=outbox, notes=notes)
         handled_in = time.perf_counter() - started
         self.stats.handle_seconds += handled_in
         self.stats.signals += 1
-        self.stats.by_kind[kind.decode()] = self.stats.by_kind.get(kind.decode(), 0) + 1
-        self.worker.metrics.decided(kind.decode(), signal, decision, decided_in, handled_in)
-        return True
+        label = kind.decode()
+        self.stats.by_kind[label] = self.stats.by_kind.get(label, 0) + 1
+        self.worker.metrics.decided(label, signal, decision, decided_in, handled_in)
+
+    def _profile_notes(
+        self,
+        customer_id: str,
+        state: CustomerState | None,
+        signal: Signal,
+        links: tuple[tuple[bytes, bytes], ...],
+    ) -> list[Outbound]:
+        """What an event tells the identity and product-interest indexes that they do not know
+        yet: identity links new to the profile (agents.identity.links_to_assert) and product
+        interest the index would not ignore (orchestrator.catalog.interests_to_note)."""
+        if not isinstance(signal, CustomerEvent):
+            return []
+        topics = self.worker.topics
+        notes = [
+            Outbound(topics.identity, identifier, customer, LINK_HEADERS)
+            for identifier, customer in links_to_assert(links, signal.event_type, state)
+        ]
+        notes += [
+            Outbound(
+                topics.product_interest,
+                interest.product_id.encode(),
+                encode_interest(interest),
+                INTEREST_HEADERS,
+            )
+            for interest in interests_to_note(signal, customer_id, state)
+        ]
+        return notes
 
     async def commit(
         self,
-        partition: int,
+        msg: Any,
         customer_id: str,
         previous: CustomerState | None,
         decision: Decision,
         *,
-        offset: int = -1,
         outbox: Outbox = (),
+        notes: list[Outbound] | None = None,
     ) -> None:
         """Write the state once (or erase it), index its wake-ups, send actions and outcomes.
 
-        The records to send are stored with the state, in the same write, under the source
-        record's ``offset`` (tables.outbox): a crash after the write cannot lose them.
+        The records to send (``notes`` first: identity links and product interest, then the
+        decision's actions and outcomes) are stored with the state, in the same write, under
+        the source record's position (tables.outbox): a crash after the write cannot lose them.
         """
         customers = self.worker.customers
-        records = decision_records(decision, self.worker.topics, self.worker.codec)
+        records = [
+            *(notes or ()),
+            *decision_records(decision, self.worker.topics, self.worker.codec),
+        ]
+        partition = msg.partition
         if decision.state is None:
             if previous is not None:
                 customers.delete(customer_id)  # the changelog gets a tombstone
                 self.stats.erased += 1
-                # The identities table and the product interest index (keyed by identifier
-                # and by product, other partitions) are told too.
-                from agents.catalog import forget_interest
-
-                await forget_interest(self.worker, previous)
-                identity = self.worker.topic(self.worker.topics.identity)
-                known_as = "\n".join([customer_id, *previous.merged_from]).encode()
-                for key in identifier_keys_of(previous):
-                    await identity.send(
-                        key=key.encode(),
-                        value=known_as,
-                        headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
-                        force=True,
-                    )
-                # The ids merged into this customer keep an alias to it (tables.aliases).
-                customer_topic = self.worker.topic(self.worker.topics.customer_events)
-                for absorbed in previous.merged_from:
-                    await customer_topic.send(
-                        key=absorbed.encode(),
-                        value=customer_id.encode(),
-                        headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
-                        force=True,
-                    )
+                records += self._erasure_records(customer_id, previous)
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous or records:
-            committed = self._committed_offset(partition)
-            kept = with_entry(outbox, datetime.now(UTC), partition, offset, records, committed)
+            kept = with_entry(
+                outbox,
+                datetime.now(UTC),
+                partition,
+                msg.offset,
+                records,
+                self._committed_offset,
+                topic=msg.topic,
+            )
             customers.save(decision.state, kept)
             self.stats.writes += 1
             self.index.update(partition, decision.state)
@@ -289,6 +301,31 @@ class JourneyStep:
         self.stats.send_seconds += time.perf_counter() - started
         self.stats.actions += len(decision.actions)
         self.stats.outcomes += len(decision.outcomes)
+
+    def _erasure_records(self, customer_id: str, previous: CustomerState) -> list[Outbound]:
+        """An erased customer's identities, product interests and aliases are dropped too:
+        the identities table and the product interest index (keyed by identifier and by
+        product, other partitions) are told; the ids merged into this customer keep an alias
+        to it (tables.aliases), which the customer agent drops."""
+        topics = self.worker.topics
+        known_as = "\n".join([customer_id, *previous.merged_from]).encode()
+        records = [
+            Outbound(topics.identity, key.encode(), known_as, FORGET_HEADERS)
+            for key in identifier_keys_of(previous)
+        ]
+        records += [
+            Outbound(
+                topics.product_interest, product.encode(), customer_id.encode(), FORGET_HEADERS
+            )
+            for product in products_of(previous)
+        ]
+        records += [
+            Outbound(
+                topics.customer_events, absorbed.encode(), customer_id.encode(), FORGET_HEADERS
+            )
+            for absorbed in previous.merged_from
+        ]
+        return records
 
     def log_stats(self) -> None:
         st = self.stats
@@ -307,21 +344,15 @@ class JourneyStep:
                 1000 * st.handle_seconds / st.signals,
             )
 
-    def _committed_offset(self, partition: int) -> int | None:
-        """The offset the group committed for the customer topic's ``partition`` (the next one
-        a restart would read), from Faust's own record of its commits; None if unknown."""
-        consumer = getattr(self.worker.app, "_consumer", None)
-        committed = getattr(consumer, "_committed_offset", None)
-        if committed is None:
-            return None
-        value = committed.get(TP(self.worker.topics.customer_events, partition))
-        return None if value is None else int(value)
+    def _committed_offset(self, topic: str, partition: int) -> int | None:
+        """The offset the group committed for a source topic's ``partition``."""
+        return committed_offset(self.worker.app, topic, partition)
 
     async def _resend(self, records: Iterable[Outbound]) -> None:
+        # No awaited round trip per record: the producer batches them, and the next offset
+        # commit flushes the producer before it commits (agents.faust_workarounds.send_now).
         for out in records:
-            # force: publish now, not at the next commit (Faust's attachments would hold it
-            # up to broker_commit_interval); the commit still flushes the producer first.
-            await self.worker.topic(out.topic).send(key=out.key, value=out.value, force=True)
+            await self.worker.send(out.topic, out.key, out.value, list(out.headers) or None)
 
     async def _crash_for_test(self) -> None:
         """Fault injection for tests/integration/worker/test_outbox_live.py: die the worst
@@ -344,7 +375,7 @@ class JourneyStep:
             type(exc).__name__,
         )
         value = self.worker.dead_letter_value(msg, exc, now, stage="decide")
-        await self._dead_letters.send(key=msg.key, value=value, force=True)
+        await self.worker.send(self.worker.topics.dead_letters, msg.key, value)
         self.stats.dead_letters += 1
 
 

@@ -199,6 +199,15 @@ class WorkerMetrics:
             ["channel", "event_type"],
             registry=r,
         )
+        self.events_rerouted = Counter(
+            "tutti_worker_events_rerouted",
+            "Inbound events keyed by a customer id but not on the partition murmur2 picks for it "
+            "(a producer on another partitioner, e.g. librdkafka's CRC32 default): re-keyed "
+            "through the customer topic, one extra hop each. Set the producer's partitioner to "
+            "murmur2 (murmur2_random in librdkafka) to avoid it.",
+            ["channel"],
+            registry=self.registry,
+        )
         self.dead_letters = Counter(
             "tutti_worker_dead_letters",
             "Records written to the dead-letter topic, by the step that could not use them "
@@ -318,6 +327,9 @@ class WorkerMetrics:
 
     def event_ingested(self, channel: str, event_type: str) -> None:
         self.events_ingested.labels(channel, event_type_label(event_type)).inc()
+
+    def event_rerouted(self, channel: str) -> None:
+        self.events_rerouted.labels(channel).inc()
 
     def dead_lettered(self, stage: str, error_class: str) -> None:
         self.dead_letters.labels(stage, error_class).inc()

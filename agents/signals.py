@@ -24,6 +24,13 @@ from __future__ import annotations
 from typing import Any, Final
 
 __all__ = [
+    "ABSORB_HEADERS",
+    "CATALOG_HEADERS",
+    "EVENT_HEADERS",
+    "FORGET_HEADERS",
+    "INTEREST_HEADERS",
+    "LINK_HEADERS",
+    "MERGE_HEADERS",
     "SIGNAL_ABSORB",
     "SIGNAL_CATALOG",
     "SIGNAL_COMMAND",
@@ -49,6 +56,15 @@ SIGNAL_WAKEUP: Final = b"wakeup"
 SIGNAL_FEEDBACK: Final = b"feedback"
 SIGNAL_COMMAND: Final = b"command"
 SIGNAL_FORGET: Final = b"forget"
+
+#: The headers of each kind of record, made once.
+EVENT_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_EVENT),)
+LINK_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_LINK),)
+MERGE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_MERGE),)
+ABSORB_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_ABSORB),)
+INTEREST_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTEREST),)
+CATALOG_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_CATALOG),)
+FORGET_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_FORGET),)
 
 
 def signal_kind(message: Any) -> bytes | None:

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agents.app import TuttiWorker
+from agents.faust_workarounds import partition_items
 from agents.journey import encode_wakeup
 from agents.signals import SIGNAL_HEADER, SIGNAL_WAKEUP
+from agents.worker import TuttiWorker
 from orchestrator.engine.state import CustomerState
 from orchestrator.wakeups import WakeUpIndex
 from tables.codec import decode_state
@@ -37,28 +38,16 @@ TICK_SECONDS: Final = 0.25
 
 
 def local_partition_states(table: Any, partition: int) -> Iterator[CustomerState]:
-    """The states stored locally for one partition of a Faust RocksDB-backed table.
-
-    Faust has no public per-partition iteration (``table.items()`` covers every active
-    partition at once), so this reads the store's partition DB; with another store (memory,
-    tests) it falls back to every local key, which over-indexes harmlessly.
-    """
-    store = table.data
-    dbs = getattr(store, "_dbs", None)
-    if dbs is not None and hasattr(store, "_visible_items"):
-        db = dbs.get(partition)
-        if db is None:
-            return
-        for _key, value in store._visible_items(db):
-            if value:
-                try:
-                    yield decode_state(value)
-                except Exception:  # one bad record must not blind the index
-                    log.warning("timers: a stored state in partition %d does not load", partition)
-        return
-    for value in table.values():
+    """The states stored locally for one partition of a Faust RocksDB-backed table; with another
+    store (memory, tests) every local state, which over-indexes harmlessly."""
+    items = partition_items(table, partition)
+    values = table.values() if items is None else (value for _key, value in items)
+    for value in values:
         if value:
-            yield decode_state(value)
+            try:
+                yield decode_state(value)
+            except Exception:  # one bad record must not blind the index
+                log.warning("timers: a stored state in partition %d does not load", partition)
 
 
 class WakeUpTimer:

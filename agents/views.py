@@ -12,9 +12,9 @@ import hmac
 import logging
 from typing import Any
 
-from agents.app import TuttiWorker
 from agents.faust_workarounds import ensure_router_metadata
 from agents.journey import journey_summary
+from agents.worker import TuttiWorker
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 from tables.codec import state_digest

@@ -38,6 +38,7 @@ __all__ = [
     "fan_out",
     "interests_from_event",
     "interests_from_state",
+    "interests_to_note",
     "is_provisional",
     "normalise_catalog",
     "products_of",
@@ -121,6 +122,37 @@ def interests_from_event(
     if not event.product.product_id or not _indexable(customer_id, provisional):
         return []
     return [Interest(event.product.product_id, customer_id, event.event_time)]
+
+
+def interests_to_note(
+    event: CustomerEvent,
+    customer_id: str,
+    known: CustomerState | None,
+    *,
+    provisional: bool | None = None,
+    limits: InterestLimits | None = None,
+) -> list[Interest]:
+    """:func:`interests_from_event`, less what the product index would not need: interest the
+    profile (``known``, as it was before the event) already showed in the product within the
+    same :attr:`InterestLimits.refresh` period. The index rewrites a customer's entry only once
+    per ``refresh`` anyway (:meth:`InterestIndex.record`), so repeated views of one product cost
+    no interest record; the index's time for the customer lags their latest interest by less
+    than two ``refresh`` periods, against a ``window`` of days. Live and simulated alike.
+    """
+    found = interests_from_event(event, customer_id, provisional=provisional)
+    if not found or known is None:
+        return found
+    period = (limits or DEFAULT_INTEREST_LIMITS).refresh.total_seconds()
+    kept = []
+    for interest in found:
+        shown = [v.at for v in known.recent_views if v.product_id == interest.product_id]
+        line = known.cart.get(interest.product_id)
+        if line is not None:
+            shown.append(line.added_at)
+        bucket = _epoch(interest.at) // period
+        if not any(_epoch(at) // period == bucket for at in shown):
+            kept.append(interest)
+    return kept
 
 
 def interests_from_state(

@@ -74,6 +74,11 @@ class WorkerSettings:
     #: operations) on /metrics. Off by default: it costs about a quarter of the throughput
     #: (bench/bench_ingest.py: 336 events/s without, 243-280 with).
     faust_sensor: bool = False
+    #: Decoded customer states kept in memory (most recently used), so a busy customer is not
+    #: decoded on every signal. Cleared when partitions move; 0 turns the cache off.
+    state_cache_size: int = 4096
+    #: Run the worker's event loop on uvloop (faster I/O and scheduling than asyncio's own).
+    uvloop: bool = True
 
     @property
     def merge_kinds(self) -> frozenset[str]:
@@ -225,6 +230,7 @@ def _validate(settings: Settings) -> None:
             set(settings.worker.merge_kinds) <= set(MERGE_KINDS),
             f"must be a comma-separated subset of {', '.join(MERGE_KINDS)} (or empty)",
         ),
+        ("worker.state_cache_size", settings.worker.state_cache_size >= 0, "must be >= 0"),
         ("sender.max_attempts", settings.sender.max_attempts >= 1, "must be at least 1"),
         ("sender.rate_per_second", settings.sender.rate_per_second > 0, "must be positive"),
         ("stack.kafka_port", 0 < settings.stack.kafka_port < 65536, "must be a TCP port"),

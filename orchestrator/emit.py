@@ -8,22 +8,22 @@ check the records without a broker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.codec import AvroCodec
-from orchestrator.engine.decision import Decision, Explanation
+from orchestrator.engine.decision import Decision
 from orchestrator.topics import Topics
 
-__all__ = ["MAX_RECENT_DECISIONS", "Outbound", "decision_records", "explanation_log"]
-
-MAX_RECENT_DECISIONS = 30
+__all__ = ["Outbound", "decision_records"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
+    """One record to send. ``headers``: the worker's internal signal kind, where it has one."""
+
     topic: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def decision_records(decision: Decision, topics: Topics, codec: AvroCodec) -> list[Outbound]:
@@ -48,13 +48,3 @@ def decision_records(decision: Decision, topics: Topics, codec: AvroCodec) -> li
             )
         )
     return out
-
-
-def explanation_log(
-    previous: list[dict[str, Any]], explanations: tuple[Explanation, ...]
-) -> list[dict[str, Any]]:
-    """The customer's recent decisions (newest last, bounded) for the customer view."""
-    if not explanations:
-        return previous
-    entries = [e.to_dict() for e in explanations]
-    return [*previous, *entries][-MAX_RECENT_DECISIONS:]

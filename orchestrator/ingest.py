@@ -31,7 +31,6 @@ __all__ = [
     "identifier_keys",
     "normalise",
     "normalise_event",
-    "provisional_customer_id",
 ]
 
 #: Event type -> the optional sections of which at least one must be present.
@@ -303,14 +302,6 @@ def identifier_keys(identities: Identities) -> list[str]:
                 value = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
             keys.append(f"{kind}:{value}")
     return keys
-
-
-def provisional_customer_id(event: CustomerEvent) -> str:
-    """A stable id for a visitor known by no customer id: ``anon:<kind>:<identifier>``."""
-    keys = identifier_keys(event.identities)
-    if not keys:  # pragma: no cover - normalise() guarantees an identifier
-        raise ValidationError(f"event {event.event_id} has no identifier")
-    return f"anon:{keys[0]}"
 
 
 #: DLQ records stay below the broker's default 1 MB message limit whatever was received.

@@ -38,8 +38,8 @@ from orchestrator.catalog import (
     InterestIndex,
     InterestLimits,
     fan_out,
-    interests_from_event,
     interests_from_state,
+    interests_to_note,
     normalise_catalog,
     products_of,
 )
@@ -272,7 +272,14 @@ class Simulator:
         if isinstance(item, CustomerEvent):
             # The worker's note_interest reads every record of the customer-keyed topic.
             self.note_interest(
-                now, interests_from_event(item, key, provisional=self.provisional(key))
+                now,
+                interests_to_note(
+                    item,
+                    key,
+                    previous,
+                    provisional=self.provisional(key),
+                    limits=self.interest_limits,
+                ),
             )
         # As the worker's decide step (orchestrator.erasure): erasures are remembered, and
         # nothing brings a gone customer back (a catalog fan-out, an event from before).

@@ -2,7 +2,9 @@
 
 Format 1 is UTF-8 JSON of ``CustomerState.to_dict()``; format 2 is the same JSON zlib-compressed
 (chosen when it is smaller); format 3 is zlib-compressed Avro holding that JSON and the outbox
-(``tables.outbox.STORED_WITH_OUTBOX_SCHEMA``), written only while the customer has an outbox (tables.outbox: the records the last decisions
+(``tables.outbox.STORED_WITH_OUTBOX_SCHEMA``); format 4 is the same with the outbox entries'
+source topics and records' headers (``STORED_WITH_OUTBOX_V2_SCHEMA``). Formats 3 and 4 are
+written only while the customer has an outbox (tables.outbox: the records the last decisions
 sent, kept so a crash between the state write and the sends cannot lose them). Readers accept
 every format ever written, and ``CustomerState.from_dict`` fills defaults for fields an older
 writer did not know, so a record written by an older worker always loads. Formats are never
@@ -23,6 +25,7 @@ from tables.outbox import Outbox, decode_with_outbox, encode_with_outbox
 __all__ = [
     "FORMAT_JSON",
     "FORMAT_WITH_OUTBOX",
+    "FORMAT_WITH_OUTBOX_V1",
     "FORMAT_ZLIB_JSON",
     "decode_record",
     "decode_state",
@@ -33,8 +36,10 @@ __all__ = [
 
 FORMAT_JSON: Final = 1
 FORMAT_ZLIB_JSON: Final = 2
-FORMAT_WITH_OUTBOX: Final = 3
-_FORMATS: Final = (FORMAT_JSON, FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX)
+FORMAT_WITH_OUTBOX_V1: Final = 3
+#: Format 4: as 3, with each outbox entry's source topic and each record's headers.
+FORMAT_WITH_OUTBOX: Final = 4
+_FORMATS: Final = (FORMAT_JSON, FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX)
 #: Below this size compression rarely pays for its header.
 _COMPRESS_FROM: Final = 256
 
@@ -75,10 +80,10 @@ def decode_record(data: bytes) -> tuple[CustomerState, Outbox]:
     fmt, body = data[0], data[1:]
     outbox: Outbox = ()
     try:
-        if fmt in (FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX):
+        if fmt in (FORMAT_ZLIB_JSON, FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX):
             body = zlib.decompress(body)
-        if fmt == FORMAT_WITH_OUTBOX:
-            body, outbox = decode_with_outbox(body)
+        if fmt in (FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX):
+            body, outbox = decode_with_outbox(body, 1 if fmt == FORMAT_WITH_OUTBOX_V1 else 2)
         elif fmt not in (FORMAT_JSON, FORMAT_ZLIB_JSON):
             raise SerializationError(
                 f"customer state: unknown format {fmt} (known: "

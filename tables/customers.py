@@ -3,20 +3,28 @@
 The Faust table holds plain bytes (raw serializers) so the format is ours, not Faust's;
 :class:`CustomerTable` is the typed view the agents use. Every write is one changelog record
 (Faust has no write cache), so agents save once per event.
+
+:class:`StateCache` keeps the most recently used decoded states in memory: a busy customer is
+decoded once, not on every signal. It is safe because the table has one writer per partition
+(this worker's customer agent, through :class:`CustomerTable`, which keeps the cache in step),
+states are never mutated once stored (the engine decides on a clone), and the cache is cleared
+whenever partitions move (another worker may have written them meanwhile).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from orchestrator.engine.state import CustomerState
-from tables.codec import decode_record, decode_state, encode_record
+from tables.codec import decode_record, encode_record
 from tables.outbox import Outbox
 
 __all__ = [
     "CUSTOMERS_TABLE",
     "CustomerTable",
+    "StateCache",
     "define_customer_keyed_table",
     "define_customers_table",
 ]
@@ -67,28 +75,84 @@ def define_customer_keyed_table(
     )
 
 
-class CustomerTable:
-    """Typed access to the table; ``table`` is a Faust table or any mutable mapping (tests)."""
+class StateCache:
+    """customer id -> (state, outbox) as last stored, most recently used kept, at most ``size``."""
 
-    def __init__(self, table: MutableMapping[str, bytes] | Any) -> None:
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[CustomerState, Outbox]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, customer_id: str) -> tuple[CustomerState, Outbox] | None:
+        entry = self._entries.get(customer_id)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(customer_id)
+        self.hits += 1
+        return entry
+
+    def put(self, customer_id: str, state: CustomerState, outbox: Outbox) -> None:
+        if self.size <= 0:
+            return
+        self._entries[customer_id] = (state, outbox)
+        self._entries.move_to_end(customer_id)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def discard(self, customer_id: str) -> None:
+        self._entries.pop(customer_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class CustomerTable:
+    """Typed access to the table; ``table`` is a Faust table or any mutable mapping (tests).
+
+    ``cache``: decoded states kept between signals (see :class:`StateCache`); every write goes
+    through this class so the cache never disagrees with the table.
+    """
+
+    def __init__(
+        self, table: MutableMapping[str, bytes] | Any, cache: StateCache | None = None
+    ) -> None:
         self.table = table
+        self.cache = cache
 
     def load(self, customer_id: str) -> CustomerState | None:
-        data = self.table.get(customer_id)
-        return None if data is None else decode_state(data)
+        return self.load_record(customer_id)[0]
 
     def load_or_new(self, customer_id: str) -> CustomerState:
         return self.load(customer_id) or CustomerState(customer_id=customer_id)
 
     def load_record(self, customer_id: str) -> tuple[CustomerState | None, Outbox]:
         """The state and its outbox (tables.outbox); (None, ()) for an unknown customer."""
+        if self.cache is not None:
+            cached = self.cache.get(customer_id)
+            if cached is not None:
+                return cached
         data = self.table.get(customer_id)
-        return (None, ()) if data is None else decode_record(data)
+        if data is None:
+            return None, ()
+        state, outbox = decode_record(data)
+        if self.cache is not None:
+            self.cache.put(customer_id, state, outbox)
+        return state, outbox
 
     def save(self, state: CustomerState, outbox: Outbox = ()) -> None:
-        """Write the state (and the outbox of the decide step; other writers keep none)."""
+        """Write the state (and the outbox of the decide step; other writers keep none).
+        ``state`` must not be changed afterwards: the cache holds it."""
         self.table[state.customer_id] = encode_record(state, outbox)
+        if self.cache is not None:
+            self.cache.put(state.customer_id, state, outbox)
 
     def delete(self, customer_id: str) -> None:
         """Remove the customer (a tombstone in the changelog)."""
         self.table.pop(customer_id, None)
+        if self.cache is not None:
+            self.cache.discard(customer_id)

@@ -22,7 +22,7 @@ replayed it). At most :data:`MAX_OUTBOX_ENTRIES` are kept.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -37,6 +37,7 @@ __all__ = [
     "OUTBOX_GRACE",
     "OUTBOX_TTL",
     "STORED_WITH_OUTBOX_SCHEMA",
+    "STORED_WITH_OUTBOX_V2_SCHEMA",
     "Outbox",
     "OutboxEntry",
     "decode_with_outbox",
@@ -60,15 +61,19 @@ class OutboxEntry:
     offset: int
     at: datetime
     records: tuple[Outbound, ...]
+    #: The source record's topic: the customer agent reads several (channel topics and the
+    #: customer topic), whose offsets are independent. "" in entries stored before that.
+    topic: str = ""
 
 
 Outbox = tuple[OutboxEntry, ...]
 
 
-def replay_for(outbox: Outbox, partition: int, offset: int) -> OutboxEntry | None:
+def replay_for(outbox: Outbox, partition: int, offset: int, topic: str = "") -> OutboxEntry | None:
     """The entry of an already decided source record (a redelivery), if still kept."""
     for entry in outbox:
-        if entry.partition == partition and entry.offset == offset:
+        # Topic "": stored by format 3, which kept no topic (all were the customer topic's).
+        if entry.partition == partition and entry.offset == offset and entry.topic in (topic, ""):
             return entry
     return None
 
@@ -79,22 +84,25 @@ def with_entry(
     partition: int,
     offset: int,
     records: Iterable[Outbound],
-    committed: int | None = None,
+    committed: Callable[[str, int], int | None] | None = None,
+    topic: str = "",
 ) -> Outbox:
     """``outbox`` without the entries no redelivery can ask for any more, plus the records just
-    sent (if any). ``committed``: the consumer's committed offset for ``partition`` (the next
-    offset a restarted consumer would read), when known."""
+    sent (if any) for the source record ``topic``/``partition``/``offset``. ``committed``:
+    the consumer's committed offset of a source topic and partition (the next offset a
+    restarted consumer would read), when known."""
 
     def needed(e: OutboxEntry) -> bool:
         age = now - e.at
-        if committed is not None and e.partition == partition and e.offset < committed:
+        done = committed(e.topic, e.partition) if committed is not None and e.topic else None
+        if done is not None and e.offset < done:
             return age < OUTBOX_GRACE
         return age < OUTBOX_TTL
 
     kept = [e for e in outbox if needed(e)]
     sent = tuple(records)
     if sent:
-        kept.append(OutboxEntry(partition, offset, now, sent))
+        kept.append(OutboxEntry(partition, offset, now, sent, topic))
     return tuple(kept[-MAX_OUTBOX_ENTRIES:])
 
 
@@ -142,34 +150,115 @@ STORED_WITH_OUTBOX_SCHEMA: Final = parse_schema(
 )
 
 
+#: Format 4 of tables.codec: as format 3, plus each entry's source topic (the customer agent
+#: reads several topics, whose offsets are independent) and each record's headers (the signal
+#: kind of the identity links and product interest the decide step sends).
+STORED_WITH_OUTBOX_V2_SCHEMA: Final = parse_schema(
+    {
+        "type": "record",
+        "name": "StoredCustomerV2",
+        "namespace": "tutti.tables",
+        "fields": [
+            {"name": "state", "type": "bytes"},
+            {
+                "name": "outbox",
+                "type": {
+                    "type": "array",
+                    "items": {
+                        "type": "record",
+                        "name": "OutboxEntryV2",
+                        "fields": [
+                            {"name": "topic", "type": "string"},
+                            {"name": "partition", "type": "int"},
+                            {"name": "offset", "type": "long"},
+                            {"name": "at", "type": "long"},
+                            {
+                                "name": "records",
+                                "type": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "record",
+                                        "name": "OutboxRecordV2",
+                                        "fields": [
+                                            {"name": "topic", "type": "string"},
+                                            {"name": "key", "type": "bytes"},
+                                            {"name": "value", "type": "bytes"},
+                                            {
+                                                "name": "headers",
+                                                "type": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "record",
+                                                        "name": "OutboxHeader",
+                                                        "fields": [
+                                                            {"name": "key", "type": "string"},
+                                                            {"name": "value", "type": "bytes"},
+                                                        ],
+                                                    },
+                                                },
+                                            },
+                                        ],
+                                    },
+                                },
+                            },
+                        ],
+                    },
+                },
+            },
+        ],
+    }
+)
+
+
 def encode_with_outbox(state_json: bytes, outbox: Outbox) -> bytes:
-    """The Avro bytes of a state's JSON and its outbox (tables.codec compresses them)."""
+    """The Avro bytes (:data:`STORED_WITH_OUTBOX_V2_SCHEMA`) of a state's JSON and its outbox
+    (tables.codec compresses them)."""
     record = {
         "state": state_json,
         "outbox": [
             {
+                "topic": e.topic,
                 "partition": e.partition,
                 "offset": e.offset,
                 "at": to_millis(e.at),
-                "records": [{"topic": r.topic, "key": r.key, "value": r.value} for r in e.records],
+                "records": [
+                    {
+                        "topic": r.topic,
+                        "key": r.key,
+                        "value": r.value,
+                        "headers": [{"key": k, "value": v} for k, v in r.headers],
+                    }
+                    for r in e.records
+                ],
             }
             for e in outbox
         ],
     }
     out = io.BytesIO()
-    schemaless_writer(out, STORED_WITH_OUTBOX_SCHEMA, record)
+    schemaless_writer(out, STORED_WITH_OUTBOX_V2_SCHEMA, record)
     return out.getvalue()
 
 
-def decode_with_outbox(data: bytes) -> tuple[bytes, Outbox]:
-    """(state JSON, outbox) from :func:`encode_with_outbox`'s bytes."""
-    record: Any = schemaless_reader(io.BytesIO(data), STORED_WITH_OUTBOX_SCHEMA, None)
+def decode_with_outbox(data: bytes, version: int = 2) -> tuple[bytes, Outbox]:
+    """(state JSON, outbox) from :func:`encode_with_outbox`'s bytes (``version`` 2), or from
+    the first version's (format 3: no topics, no headers)."""
+    schema = STORED_WITH_OUTBOX_V2_SCHEMA if version == 2 else STORED_WITH_OUTBOX_SCHEMA
+    record: Any = schemaless_reader(io.BytesIO(data), schema, None)
     outbox = tuple(
         OutboxEntry(
             partition=e["partition"],
             offset=e["offset"],
             at=to_datetime(e["at"]),
-            records=tuple(Outbound(r["topic"], r["key"], r["value"]) for r in e["records"]),
+            records=tuple(
+                Outbound(
+                    r["topic"],
+                    r["key"],
+                    r["value"],
+                    tuple((h["key"], h["value"]) for h in r.get("headers", ())),
+                )
+                for r in e["records"]
+            ),
+            topic=e.get("topic", ""),
         )
         for e in record["outbox"]
     )

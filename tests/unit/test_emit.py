@@ -4,7 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from orchestrator.codec import AvroCodec
-from orchestrator.emit import MAX_RECENT_DECISIONS, decision_records, explanation_log
+from orchestrator.emit import decision_records
 from orchestrator.engine.rules import load_rules
 from orchestrator.simulator import load_inputs, simulate
 from orchestrator.topics import Topics
@@ -36,15 +36,3 @@ def test_actions_go_to_their_channel_topic_and_outcomes_to_the_outcomes_topic() 
                 outcome = codec.decode(rec.value, "JourneyOutcome", rec.topic)
                 assert rec.key == outcome["journey_id"].encode()
     assert sorted(seen_actions) == sorted(e.action_id for e in result.actions())
-
-
-def test_explanation_log_is_bounded_newest_last() -> None:
-    rules = load_rules(ROOT / "journeys")
-    inputs = load_inputs(ROOT / "tests/scenarios/events/s3_ticket_pauses_promotions.jsonl")
-    explanations = [e for _, d in simulate(rules, inputs).decisions for e in d.explanations]
-    assert explanations
-    log: list[dict[str, object]] = []
-    for e in explanations * 10:
-        log = explanation_log(log, (e,))
-    assert len(log) == min(MAX_RECENT_DECISIONS, len(explanations) * 10)
-    assert log[-1] == explanations[-1].to_dict()

@@ -7,15 +7,17 @@ from typing import Any
 
 import pytest
 
+from agents.identity import resolve_event
 from orchestrator.codec import AvroCodec
 from orchestrator.demo import demo_events
+from orchestrator.engine.signals import CustomerEvent
 from orchestrator.errors import SerializationError, ValidationError
 from orchestrator.ingest import (
     MAX_DEAD_LETTER_VALUE_BYTES,
     IngestLimits,
     dead_letter,
+    identifier_keys,
     normalise_event,
-    provisional_customer_id,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -155,6 +157,11 @@ def test_every_demo_event_is_valid() -> None:
         record = codec.decode(codec.encode("CustomerEvent", e, "t"), "CustomerEvent", "t")
         later = max(NOW, e["event_time"])
         assert normalise_event(record, later, source_channel=e["channel"]).event_id == e["event_id"]
+
+
+def provisional_customer_id(e: CustomerEvent) -> str:
+    """The id the live identity hop gives a visitor known by no customer id."""
+    return resolve_event(identifier_keys(e.identities)[0], None).customer_id
 
 
 def test_provisional_ids_are_stable_and_free_of_personal_data() -> None:

@@ -213,9 +213,9 @@ def test_a_forgotten_customer_gets_no_catalog_event_and_no_profile_back(
         return False
 
     worker.wait_for(indexed, what="the interest index of p-e")
-    # What the erasure of cat-e sends (agents.catalog.forget_interest), then a price drop.
+    # What the erasure of cat-e sends (agents.journey, the decide step), then a price drop.
     # (Imported here: at collection time `agents` would shadow tests/unit/agents.)
-    from agents.catalog import FORGET_HEADERS
+    from agents.signals import FORGET_HEADERS
 
     p = producer(settings.kafka)
     p.produce(
@@ -240,7 +240,7 @@ def test_a_fanned_out_event_for_an_unknown_customer_creates_no_profile(
 ) -> None:
     """An interest entry that outlived its customer's erasure: the fanned-out price drop for
     that customer must not bring an empty profile back."""
-    from agents.ingest import EVENT_HEADERS  # (see the import note in the test above)
+    from agents.signals import EVENT_HEADERS  # (see the import note in the test above)
     from orchestrator.codec import AvroCodec
 
     worker = worker_factory(settings)

@@ -10,11 +10,10 @@ import httpx
 import pytest
 
 from agents.ingest import DeadLettered, Forwarded, is_transient, route_inbound
-from agents.profile import update_profile
 from agents.views import public_profile
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
-from orchestrator.engine.state import MAX_EVENT_IDS, CustomerState
+from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -128,25 +127,6 @@ def test_registry_outages_are_transient_but_unknown_schema_ids_are_not() -> None
     assert is_transient(wrapped(ConnectionRefusedError()))
     assert not is_transient(wrapped(RegistryError(404)))
     assert not is_transient(SerializationError("unknown framing"))
-
-
-def test_a_redelivered_event_changes_nothing() -> None:
-    state = CustomerState(customer_id="c-1")
-    event = CustomerEvent.from_dict(record())
-    assert update_profile(state, event, NOW)
-    once = state.to_dict()
-    assert not update_profile(state, event, NOW)
-    assert state.to_dict() == once
-    assert state.cart["p-1"].quantity == 1
-    assert state.event_counts == {"add_to_cart": 1}
-
-
-def test_recent_event_ids_stay_bounded() -> None:
-    state = CustomerState(customer_id="c-1")
-    for i in range(MAX_EVENT_IDS + 10):
-        update_profile(state, CustomerEvent.from_dict(record(event_id=f"e-{i}")), NOW)
-    assert len(state.recent_event_ids) == MAX_EVENT_IDS
-    assert state.recent_event_ids[-1] == f"e-{MAX_EVENT_IDS + 9}"
 
 
 def test_the_public_profile_masks_contact_points() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agents.customer import for_survivor
 from agents.identity import Resolution, merge_pair, resolve_event, resolve_link
-from agents.profile import for_survivor
 from tables.aliases import AliasTable
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError
 from tables.codec import (
     FORMAT_WITH_OUTBOX,
+    FORMAT_WITH_OUTBOX_V1,
     decode_record,
     decode_state,
     encode_record,
@@ -54,15 +56,39 @@ def test_entries_expire_and_are_bounded() -> None:
 
 
 def test_entries_below_the_committed_offset_go_after_a_grace_period() -> None:
-    outbox = with_entry((), T0, 0, 10, [ACTION])
-    outbox = with_entry(outbox, T0, 1, 10, [ACTION])  # another partition's: not ours to judge
-    soon = with_entry(outbox, T0 + timedelta(seconds=1), 0, 11, [ACTION], committed=11)
-    assert [(e.partition, e.offset) for e in soon] == [(0, 10), (1, 10), (0, 11)]
-    later = with_entry(outbox, T0 + OUTBOX_GRACE, 0, 12, [ACTION], committed=11)
-    assert [(e.partition, e.offset) for e in later] == [(1, 10), (0, 12)]
+    def committed_at(offset: int) -> Callable[[str, int], int | None]:
+        # Only partition 0 of the customer topic has a known commit.
+        return lambda topic, partition: offset if (topic, partition) == ("c", 0) else None
+
+    outbox = with_entry((), T0, 0, 10, [ACTION], topic="c")
+    outbox = with_entry(outbox, T0, 1, 10, [ACTION], topic="c")  # no commit known: TTL only
+    outbox = with_entry(outbox, T0, 0, 5, [ACTION], topic="events.web")  # another topic's offsets
+    soon = with_entry(
+        outbox, T0 + timedelta(seconds=1), 0, 11, [ACTION], committed_at(11), topic="c"
+    )
+    assert [(e.topic, e.partition, e.offset) for e in soon] == [
+        ("c", 0, 10),
+        ("c", 1, 10),
+        ("events.web", 0, 5),
+        ("c", 0, 11),
+    ]
+    later = with_entry(outbox, T0 + OUTBOX_GRACE, 0, 12, [ACTION], committed_at(11), topic="c")
+    assert [(e.topic, e.partition, e.offset) for e in later] == [
+        ("c", 1, 10),
+        ("events.web", 0, 5),
+        ("c", 0, 12),
+    ]
     # Not committed yet (a slow commit): kept up to the TTL.
-    uncommitted = with_entry(outbox, T0 + OUTBOX_GRACE, 0, 12, [ACTION], committed=10)
-    assert [(e.partition, e.offset) for e in uncommitted] == [(0, 10), (1, 10), (0, 12)]
+    uncommitted = with_entry(
+        outbox, T0 + OUTBOX_GRACE, 0, 12, [ACTION], committed_at(10), topic="c"
+    )
+    assert [(e.partition, e.offset) for e in uncommitted] == [(0, 10), (1, 10), (0, 5), (0, 12)]
+
+
+def test_a_replay_is_found_by_topic_partition_and_offset() -> None:
+    outbox = with_entry((), T0, 3, 41, [ACTION], topic="events.web")
+    assert replay_for(outbox, 3, 41, "events.web") is not None
+    assert replay_for(outbox, 3, 41, "tutti.customer-events") is None  # same offset, other topic
 
 
 def test_state_and_outbox_are_one_stored_value() -> None:
@@ -85,9 +111,43 @@ def test_without_an_outbox_the_older_formats_are_written() -> None:
 def test_a_corrupt_outbox_record_is_a_clear_error() -> None:
     import zlib
 
-    data = bytes([FORMAT_WITH_OUTBOX]) + zlib.compress(b"\x08{}\x02")  # Avro cut short
-    with pytest.raises(SerializationError, match="format 3"):
-        decode_record(data)
+    for fmt in (FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX):
+        data = bytes([fmt]) + zlib.compress(b"\x08{}\x02")  # Avro cut short
+        with pytest.raises(SerializationError, match=f"format {fmt}"):
+            decode_record(data)
+
+
+def test_format_3_records_still_load_with_their_outbox() -> None:
+    """Written by the worker before outbox entries kept their source topic (format 3)."""
+    import io
+    import json
+    import zlib
+
+    from fastavro import schemaless_writer
+
+    from tables.outbox import STORED_WITH_OUTBOX_SCHEMA
+
+    state = CustomerState(customer_id="c-1", event_counts={"signup": 1})
+    doc = {
+        "state": json.dumps(state.to_dict()).encode(),
+        "outbox": [
+            {
+                "partition": 2,
+                "offset": 9,
+                "at": 1_767_225_600_000,
+                "records": [{"topic": ACTION.topic, "key": ACTION.key, "value": ACTION.value}],
+            }
+        ],
+    }
+    buf = io.BytesIO()
+    schemaless_writer(buf, STORED_WITH_OUTBOX_SCHEMA, doc)
+    loaded, outbox = decode_record(bytes([FORMAT_WITH_OUTBOX_V1]) + zlib.compress(buf.getvalue()))
+    assert loaded == state
+    (entry,) = outbox
+    assert (entry.topic, entry.partition, entry.offset) == ("", 2, 9)
+    assert entry.records == (ACTION,)
+    # Stored before topics were kept: the customer topic's, so a redelivery still finds it.
+    assert replay_for(outbox, 2, 9, "t.customer-events") is entry
 
 
 def test_plain_saves_drop_the_outbox_and_decide_saves_keep_it() -> None:

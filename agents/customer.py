@@ -1,0 +1,261 @@
+"""The customer agent: the one reader of every customer-keyed record, deciding for each.
+
+It reads the inbound channel topics (``events.<channel>``) and the customer topic
+(``tutti.customer-events``: events resolved by the identity hop, wake-ups, receipts, operator
+commands, merges), all co-partitioned: same partition count, murmur2 on the customer id, so
+partition *p* of each is owned by the worker that owns partition *p* of the ``customers`` table.
+
+- An inbound event is decoded and validated once (agents.ingest). Keyed by a customer id and on
+  the partition murmur2 picks for it (the common case), it is decided right here, with no extra
+  hop. Without a customer id it takes the identity hop (agents.identity); on another partition
+  (a producer on CRC32 defaults, such as librdkafka's) it is re-keyed through the customer topic
+  - never decided against the wrong partition's table - and counted
+  (``tutti_worker_events_rerouted_total``).
+- Every journey signal goes to the decide step (agents.journey.JourneyStep): load the state,
+  ``decide``, write the state once with its outbox, send the records. Identity links and product
+  interest are noted in the same step, and only when their index must change.
+- A record for a customer id merged away is forwarded to the survivor (tables.aliases).
+- Merges take two hops on the customer topic: ``merge`` (keyed by the absorbed id: a provisional
+  profile, or the greater id of two known customers) sends the absorbed profile as ``absorb`` to
+  the survivor's partition, deletes it and leaves an alias; ``absorb`` folds it in
+  (``merge_states``), once (``merged_from``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.identity import merge_pair
+from agents.ingest import DeadLettered, route_with_retry
+from agents.journey import JOURNEY_SIGNALS
+from agents.signals import (
+    ABSORB_HEADERS,
+    EVENT_HEADERS,
+    INTEREST_HEADERS,
+    LINK_HEADERS,
+    SIGNAL_ABSORB,
+    SIGNAL_EVENT,
+    SIGNAL_FORGET,
+    SIGNAL_HEADER,
+    SIGNAL_MERGE,
+    SIGNAL_WAKEUP,
+    signal_kind,
+)
+from agents.worker import INGEST_CHANNELS, TuttiWorker
+from orchestrator.catalog import CATALOG_EVENT_TYPES, encode_interest, interests_from_state
+from orchestrator.engine.state import CustomerState, merge_states
+from orchestrator.errors import TuttiError
+from orchestrator.partitioning import partition_for
+from tables.codec import decode_state, encode_state
+
+__all__ = ["CustomerAgent", "for_survivor", "register_customer_agent"]
+
+log = logging.getLogger(__name__)
+
+
+def for_survivor(record: dict[str, Any], absorbed: str, survivor: str) -> dict[str, Any]:
+    """An event record sent to an absorbed id, rewritten for the profile that absorbed it.
+
+    A catalog event fanned out to the absorbed id carries the derived event id
+    ``<catalog event id>:<absorbed id>`` (orchestrator.catalog.fan_out); it becomes the id the
+    survivor's own fan-out gets, so the survivor hears of one price drop once, not twice.
+    """
+    event_id = str(record["event_id"])
+    suffix = f":{absorbed}"
+    if record.get("event_type") in CATALOG_EVENT_TYPES and event_id.endswith(suffix):
+        event_id = event_id[: -len(suffix)] + f":{survivor}"
+    identities = {**(record.get("identities") or {}), "customer_id": survivor}
+    return {**record, "event_id": event_id, "identities": identities}
+
+
+class CustomerAgent:
+    """What the agent does with each record; ``worker.journeys`` is the decide step."""
+
+    def __init__(self, worker: TuttiWorker) -> None:
+        self.worker = worker
+        self.topics = worker.topics
+        self.partitions = worker.settings.topics.partitions
+        self.channel_of = {worker.topics.events(c): c for c in INGEST_CHANNELS}
+
+    async def on_record(self, msg: Any) -> None:
+        channel = self.channel_of.get(msg.topic)
+        if channel is not None:
+            await self.on_inbound(channel, msg)
+        else:
+            await self.on_customer_record(msg)
+
+    # -- inbound channel records ---------------------------------------------------------------
+    async def on_inbound(self, channel: str, msg: Any) -> None:
+        worker = self.worker
+        outcome = await route_with_retry(worker, channel, msg)
+        if isinstance(outcome, DeadLettered):
+            worker.metrics.dead_lettered("ingest", outcome.error_class)
+            log.info(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                outcome.error_class,
+                outcome.reason,
+            )
+            await worker.send(self.topics.dead_letters, outcome.key, outcome.value)
+            return
+        worker.metrics.event_ingested(channel, outcome.event.event_type)
+        if outcome.via_identity:
+            await worker.send(self.topics.identity, outcome.key, outcome.value, list(EVENT_HEADERS))
+            return
+        customer_id = outcome.key.decode()
+        if partition_for(outcome.key, self.partitions) != msg.partition:
+            # Not this partition's customer: its state lives elsewhere. Re-keyed through the
+            # customer topic; its identity links go now (all of them: the profile that would
+            # tell which are new is on another partition).
+            worker.metrics.event_rerouted(channel)
+            await worker.send(
+                self.topics.customer_events, outcome.key, outcome.value, list(EVENT_HEADERS)
+            )
+            for identifier, customer in outcome.links:
+                await worker.send(self.topics.identity, identifier, customer, list(LINK_HEADERS))
+            return
+        survivor = worker.aliases.survivor(customer_id)
+        if survivor is not None:
+            await self.forward(msg, SIGNAL_EVENT, customer_id, survivor, outcome.record)
+            return
+        await worker.journeys.handle(
+            msg, SIGNAL_EVENT, customer_id, outcome.event, links=outcome.links
+        )
+
+    # -- the customer topic --------------------------------------------------------------------
+    async def on_customer_record(self, msg: Any) -> None:
+        worker = self.worker
+        kind = signal_kind(msg)
+        if kind == SIGNAL_FORGET and msg.key:
+            # The customer an absorbed id points to was erased: the alias goes too.
+            worker.aliases.forget(bytes(msg.key).decode(), bytes(msg.value or b"").decode())
+            return
+        survivor = worker.aliases.survivor(msg.key) if msg.key else None
+        if survivor is not None:
+            try:
+                await self.forward(msg, kind, bytes(msg.key).decode(), survivor)
+            except (TuttiError, ValueError) as exc:
+                await self.to_dead_letters(msg, exc)
+            return
+        if kind in JOURNEY_SIGNALS:
+            assert kind is not None
+            await worker.journeys.handle(msg, kind)
+            return
+        worker.metrics.passed_to_profile(kind)
+        try:
+            if not msg.key:
+                raise ValueError("record without a customer id key")
+            customer_id = bytes(msg.key).decode()
+            if kind == SIGNAL_MERGE:
+                await self.merge_away(msg, customer_id, bytes(msg.value).decode())
+            elif kind == SIGNAL_ABSORB:
+                await self.absorb(msg, customer_id, decode_state(msg.value))
+            else:
+                raise ValueError(f"unknown signal kind {kind!r}")
+        except (TuttiError, ValueError) as exc:  # ValueError: UnicodeDecodeError too
+            await self.to_dead_letters(msg, exc)
+
+    async def merge_away(self, msg: Any, customer_id: str, survivor: str) -> None:
+        """The profile moves to the survivor, then disappears; its id stays an alias."""
+        if survivor == customer_id:
+            return
+        customers = self.worker.customers
+        absorbed = customers.load(customer_id)
+        if absorbed is not None:
+            await self.worker.send(
+                self.topics.customer_events,
+                survivor.encode(),
+                encode_state(absorbed),
+                list(ABSORB_HEADERS),
+            )
+            customers.delete(customer_id)
+            self.worker.journeys.note_write(msg.partition, None, customer_id)
+        self.worker.aliases.record(customer_id, survivor)
+
+    async def absorb(self, msg: Any, customer_id: str, absorbed: CustomerState) -> None:
+        customers = self.worker.customers
+        found, outbox = customers.load_record(customer_id)
+        state = found or CustomerState(customer_id=customer_id)
+        if absorbed.customer_id in state.merged_from:
+            return
+        merged = merge_states(state, absorbed)
+        customers.save(merged, outbox)  # keep the decide step's outbox
+        self.worker.journeys.note_write(msg.partition, merged, customer_id)
+        # The absorbed profile's product interest follows it (an anonymous visitor's views).
+        for interest in interests_from_state(absorbed, customer_id, datetime.now(UTC)):
+            await self.worker.send(
+                self.topics.product_interest,
+                interest.product_id.encode(),
+                encode_interest(interest),
+                list(INTEREST_HEADERS),
+            )
+
+    async def forward(
+        self,
+        msg: Any,
+        kind: bytes | None,
+        absorbed: str,
+        survivor: str,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """A record for a customer id that was merged away: on to the profile that has it."""
+        if kind == SIGNAL_WAKEUP:
+            return  # the absorbed enrolments' wake-ups moved with the profile
+        worker = self.worker
+        value = bytes(msg.value or b"")
+        key = survivor
+        if kind == SIGNAL_MERGE:
+            # "absorbed and X are one person": so are the survivor and X.
+            other = value.decode()
+            if other in (survivor, absorbed):
+                return  # already done (links keep re-asserting an absorbed id)
+            keep, gone = merge_pair(survivor, other)
+            key, value = gone, keep.encode()
+        elif kind == SIGNAL_EVENT:
+            if record is None:
+                record = worker.codec.decode(value, "CustomerEvent", msg.topic)
+            value = worker.codec.encode_single_object(
+                "CustomerEvent", for_survivor(record, absorbed, survivor)
+            )
+        headers = [(SIGNAL_HEADER, kind)] if kind is not None else None
+        await worker.send(self.topics.customer_events, key.encode(), value, headers)
+
+    async def to_dead_letters(self, msg: Any, exc: Exception) -> None:
+        # Ingest and resolve only forward valid records: this is a bug or a foreign producer.
+        log.error(
+            "customer agent: cannot use %s[%d]@%d: %s: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            type(exc).__name__,
+            exc,
+        )
+        value = self.worker.dead_letter_value(msg, exc, datetime.now(UTC))
+        await self.worker.send(self.topics.dead_letters, msg.key, value)
+
+
+def register_customer_agent(worker: TuttiWorker) -> CustomerAgent:
+    """The agent on every channel topic and the customer topic (concurrency 1: Faust can
+    commit past an in-flight record with more, faust-streaming #606)."""
+    handler = CustomerAgent(worker)
+    names = [*handler.channel_of, worker.topics.customer_events]
+    source = worker.app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=worker.settings.topics.partitions,
+    )
+
+    async def decide(stream: Any) -> None:
+        async for ev in stream.events():
+            await handler.on_record(ev.message)
+
+    decide.__name__ = decide.__qualname__ = "decide"
+    worker.app.agent(source, name="decide", concurrency=1)(decide)
+    return handler

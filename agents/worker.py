@@ -1,0 +1,107 @@
+"""What every agent of one worker shares: settings, topic names, codec, tables, metrics, sends.
+
+Kept apart from agents.app (which imports every agent to wire them) so that agents can import
+it without an import circle.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agents.faust_workarounds import send_now
+from agents.metrics import WorkerMetrics, dead_letter_stage
+from orchestrator.codec import AvroCodec
+from orchestrator.config import Settings
+from orchestrator.ingest import dead_letter
+from orchestrator.topics import Topics
+from orchestrator.vocabulary import INBOUND_CHANNELS
+from tables.aliases import AliasTable
+from tables.customers import CustomerTable, StateCache
+from tables.erasures import ErasureTable
+
+__all__ = ["INGEST_CHANNELS", "TuttiWorker"]
+
+#: Inbound channels the customer agent reads directly. `catalog` events are keyed by product
+#: and fan out to interested customers: they get their own agent (agents.catalog).
+INGEST_CHANNELS: tuple[str, ...] = tuple(c for c in INBOUND_CHANNELS if c != "catalog")
+
+
+@dataclass
+class TuttiWorker:
+    """The app and what its agents share: settings, topic names, codec, tables."""
+
+    settings: Settings
+    app: Any
+    topics: Topics
+    codec: AvroCodec
+    customers_table: Any
+    identities_table: Any = None
+    aliases_table: Any = None
+    erasures_table: Any = None
+    name: str = field(default_factory=socket.gethostname)
+    faust_topics: dict[str, Any] = field(default_factory=dict)
+    #: The decide step (agents.journey.JourneyStep) the customer agent hands signals to.
+    journeys: Any = None
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    state_cache: StateCache = field(default_factory=StateCache)
+
+    @property
+    def customers(self) -> CustomerTable:
+        return CustomerTable(self.customers_table, self.state_cache)
+
+    @property
+    def aliases(self) -> AliasTable:
+        return AliasTable(self.aliases_table)
+
+    @property
+    def erasures(self) -> ErasureTable:
+        return ErasureTable(self.erasures_table)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Publish one record without awaiting its delivery; the next offset commit waits for
+        it (agents.faust_workarounds.send_now)."""
+        await send_now(self.app, topic, key, value, headers)
+
+    def dead_letter_value(
+        self, message: Any, error: Exception, failed_at: datetime, stage: str | None = None
+    ) -> bytes:
+        """A Faust message that cannot be used, as a DeadLetter record (original key, bytes,
+        headers and position, the error and its reason) in single-object framing. Counted in
+        the metrics here (every caller sends it), by ``stage`` or the step reading its topic."""
+        self.metrics.dead_lettered(
+            stage or dead_letter_stage(self.topics, message.topic), type(error).__name__
+        )
+        letter = dead_letter(
+            key=message.key,
+            value=message.value,
+            headers=message.headers or [],
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            error=error,
+            failed_at=failed_at,
+            worker=self.name,
+        )
+        return self.codec.encode_single_object("DeadLetter", letter)
+
+    def topic(self, name: str) -> Any:
+        """The Faust topic for ``name`` (raw bytes both ways), made once."""
+        if name not in self.faust_topics:
+            self.faust_topics[name] = self.app.topic(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=self.settings.topics.partitions,
+            )
+        return self.faust_topics[name]
