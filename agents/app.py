@@ -94,6 +94,13 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_customer_agent(worker)
     register_views(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
+
+    @app.on_partitions_revoked.connect
+    async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Partitions may move to another worker, which writes them meanwhile: the cache
+        # (tables.customers.StateCache) must not outlive this assignment.
+        worker.state_cache.clear()
+
     return worker
 
 
