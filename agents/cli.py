@@ -32,10 +32,8 @@ def worker(
     config_path: Path | None, web_port: int | None, data_dir: Path | None, log_level: str
 ) -> None:
     """Ingest every channel topic into one durable profile per customer."""
-    from faust import Worker
-
     from agents.app import build_worker
-    from agents.faust_workarounds import precreate_table_topics
+    from agents.faust_workarounds import SpinnerlessWorker, precreate_table_topics
     from orchestrator.config import load_settings
 
     overrides: dict[str, Any] = {}
@@ -65,4 +63,5 @@ def worker(
     app.finalize()
     app.worker_init()
     app.worker_init_post_autodiscover()
-    Worker(app, loglevel=log_level.upper(), redirect_stdouts=False).execute_from_commandline()
+    worker = SpinnerlessWorker(app, loglevel=log_level.upper(), redirect_stdouts=False)
+    worker.execute_from_commandline()
