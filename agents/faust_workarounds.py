@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from faust import Worker
@@ -19,6 +21,7 @@ from orchestrator.errors import StackError
 
 __all__ = [
     "SpinnerlessWorker",
+    "as_current_event",
     "committed_offset",
     "ensure_router_metadata",
     "partition_items",
@@ -76,6 +79,26 @@ class SpinnerlessWorker(Worker):
 
     def _setup_spinner_handler(self, logger: Any, level: int) -> None:
         self.spinner = None
+
+
+@contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Make ``event`` the one Faust's tables see as being processed, inside a ``take`` batch.
+
+    faust-streaming #497: a table written inside ``stream.take()``/``take_events()`` raises
+    "Cannot modify table outside of agent/stream" - the batch is filled by a background
+    iteration, so the agent's own task has no current event, and a table needs one to pick the
+    changelog partition and the partition's RocksDB. Setting Faust's context variable
+    (``faust.streams._current_event``) for each event of the batch makes every read and write
+    go to that event's partition, as in a plain ``async for``.
+    """
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def committed_offset(app: Any, topic: str, partition: int) -> int | None:

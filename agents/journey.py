@@ -149,6 +149,8 @@ class JourneyStep:
         self.control = control
         self.index = index
         self.stats = StepStats()
+        #: Set by the fault hook (CRASH_AFTER_STATE_WRITE): the batch dies once its writes are made.
+        self.crash_after_writes = False
 
     def parse(self, kind: bytes, customer_id: str, msg: Any) -> Signal:
         codec, topics = self.worker.codec, self.worker.topics
@@ -295,7 +297,9 @@ class JourneyStep:
             self.stats.writes += 1
             self.index.update(partition, decision.state)
             if decision.actions and customer_id == CRASH_AFTER_STATE_WRITE:
-                await self._crash_for_test()
+                self.crash_after_writes = True
+                if customers.pending is None:  # not in a batch: the write is made already
+                    await self.crash_for_test()
         started = time.perf_counter()
         await self._resend(records)
         self.stats.send_seconds += time.perf_counter() - started
@@ -354,7 +358,7 @@ class JourneyStep:
         for out in records:
             await self.worker.send(out.topic, out.key, out.value, list(out.headers) or None)
 
-    async def _crash_for_test(self) -> None:
+    async def crash_for_test(self) -> None:
         """Fault injection for tests/integration/worker/test_outbox_live.py: die the worst
         way - the new state durable in the changelog, the decision's records never sent."""
         log.critical("TUTTI_TEST_CRASH_AFTER_STATE_WRITE: exiting after the state write")

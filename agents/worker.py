@@ -7,6 +7,9 @@ it without an import circle.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,10 +22,15 @@ from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import INBOUND_CHANNELS
 from tables.aliases import AliasTable
-from tables.customers import CustomerTable, StateCache
+from tables.customers import CustomerTable, PendingWrites, StateCache
 from tables.erasures import ErasureTable
 
-__all__ = ["INGEST_CHANNELS", "TuttiWorker"]
+__all__ = ["INGEST_CHANNELS", "HeldSend", "TuttiWorker"]
+
+HeldSend = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+#: The records a batch of the customer agent sends, held until its state writes are made
+#: (per task: the other agents' sends are never held).
+_held_sends: ContextVar[list[HeldSend] | None] = ContextVar("tutti_held_sends", default=None)
 
 #: Inbound channels the customer agent reads directly. `catalog` events are keyed by product
 #: and fan out to interested customers: they get their own agent (agents.catalog).
@@ -47,10 +55,26 @@ class TuttiWorker:
     journeys: Any = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     state_cache: StateCache = field(default_factory=StateCache)
+    #: The customer agent's batch in progress: its state writes, held (tables.customers).
+    pending_writes: PendingWrites | None = None
 
     @property
     def customers(self) -> CustomerTable:
-        return CustomerTable(self.customers_table, self.state_cache)
+        return CustomerTable(self.customers_table, self.state_cache, self.pending_writes)
+
+    @contextmanager
+    def holding(self) -> Iterator[list[HeldSend]]:
+        """A batch: state writes and sends of this task are held (and returned) until the
+        caller flushes the writes, then sends what was held - in that order, so a crash can
+        never leave a sent record whose state (and outbox) is not written."""
+        held: list[HeldSend] = []
+        token = _held_sends.set(held)
+        self.pending_writes = PendingWrites()
+        try:
+            yield held
+        finally:
+            _held_sends.reset(token)
+            self.pending_writes = None
 
     @property
     def aliases(self) -> AliasTable:
@@ -68,7 +92,11 @@ class TuttiWorker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Publish one record without awaiting its delivery; the next offset commit waits for
-        it (agents.faust_workarounds.send_now)."""
+        it (agents.faust_workarounds.send_now). Inside :meth:`holding`, held instead."""
+        held = _held_sends.get()
+        if held is not None:
+            held.append((topic, key, value, headers))
+            return
         await send_now(self.app, topic, key, value, headers)
 
     def dead_letter_value(

@@ -14,8 +14,11 @@ whenever partitions move (another worker may have written them meanwhile).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
+
+from faust.streams import current_event
 
 from orchestrator.engine.state import CustomerState
 from tables.codec import decode_record, encode_record
@@ -24,6 +27,7 @@ from tables.outbox import Outbox
 __all__ = [
     "CUSTOMERS_TABLE",
     "CustomerTable",
+    "PendingWrites",
     "StateCache",
     "define_customer_keyed_table",
     "define_customers_table",
@@ -111,18 +115,39 @@ class StateCache:
         return len(self._entries)
 
 
+class PendingWrites:
+    """The writes of one batch of records, coalesced: customer id -> the latest (state, outbox),
+    or None for a deletion, and the source record (Faust event) of that write.
+
+    A busy customer signalled several times in one batch is encoded and written once, one
+    changelog record instead of several. The caller flushes before anything the batch decided
+    is sent, so the outbox guarantee holds (tables.outbox).
+    """
+
+    def __init__(self) -> None:
+        self.writes: dict[str, tuple[CustomerState | None, Outbox, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.writes)
+
+
 class CustomerTable:
     """Typed access to the table; ``table`` is a Faust table or any mutable mapping (tests).
 
     ``cache``: decoded states kept between signals (see :class:`StateCache`); every write goes
-    through this class so the cache never disagrees with the table.
+    through this class so the cache never disagrees with the table. ``pending``: while a batch
+    is open, writes are held there (reads see them) until :meth:`flush`.
     """
 
     def __init__(
-        self, table: MutableMapping[str, bytes] | Any, cache: StateCache | None = None
+        self,
+        table: MutableMapping[str, bytes] | Any,
+        cache: StateCache | None = None,
+        pending: PendingWrites | None = None,
     ) -> None:
         self.table = table
         self.cache = cache
+        self.pending = pending
 
     def load(self, customer_id: str) -> CustomerState | None:
         return self.load_record(customer_id)[0]
@@ -132,6 +157,9 @@ class CustomerTable:
 
     def load_record(self, customer_id: str) -> tuple[CustomerState | None, Outbox]:
         """The state and its outbox (tables.outbox); (None, ()) for an unknown customer."""
+        if self.pending is not None and customer_id in self.pending.writes:
+            state, outbox, _ = self.pending.writes[customer_id]
+            return (state, outbox) if state is not None else (None, ())
         if self.cache is not None:
             cached = self.cache.get(customer_id)
             if cached is not None:
@@ -144,15 +172,38 @@ class CustomerTable:
             self.cache.put(customer_id, state, outbox)
         return state, outbox
 
-    def save(self, state: CustomerState, outbox: Outbox = ()) -> None:
+    def save(self, state: CustomerState, outbox: Outbox = (), source: Any = None) -> None:
         """Write the state (and the outbox of the decide step; other writers keep none).
-        ``state`` must not be changed afterwards: the cache holds it."""
-        self.table[state.customer_id] = encode_record(state, outbox)
+        ``state`` must not be changed afterwards: the cache holds it. ``source``: the Faust
+        event being processed, for a write held in a batch (its partition takes the write)."""
+        if self.pending is not None:
+            source = source if source is not None else current_event()
+            self.pending.writes[state.customer_id] = (state, outbox, source)
+        else:
+            self.table[state.customer_id] = encode_record(state, outbox)
         if self.cache is not None:
             self.cache.put(state.customer_id, state, outbox)
 
-    def delete(self, customer_id: str) -> None:
+    def delete(self, customer_id: str, source: Any = None) -> None:
         """Remove the customer (a tombstone in the changelog)."""
-        self.table.pop(customer_id, None)
+        if self.pending is not None:
+            source = source if source is not None else current_event()
+            self.pending.writes[customer_id] = (None, (), source)
+        else:
+            self.table.pop(customer_id, None)
         if self.cache is not None:
             self.cache.discard(customer_id)
+
+    def flush(self, as_source: Callable[[Any], AbstractContextManager[Any]]) -> int:
+        """Write the batch's held writes, each as if processing its source record
+        (``as_source(event)``: the table writes to that record's partition). Returns how many."""
+        if self.pending is None:
+            return 0
+        writes, self.pending.writes = self.pending.writes, {}
+        for customer_id, (state, outbox, source) in writes.items():
+            with as_source(source):
+                if state is None:
+                    self.table.pop(customer_id, None)
+                else:
+                    self.table[customer_id] = encode_record(state, outbox)
+        return len(writes)

@@ -50,7 +50,8 @@ __all__ = [
 OUTBOX_TTL: Final = timedelta(minutes=10)
 #: How long an entry below the committed offset is still kept (see the module doc).
 OUTBOX_GRACE: Final = timedelta(seconds=30)
-MAX_OUTBOX_ENTRIES: Final = 8
+#: A batch writes a busy customer's state once, with an entry per source record decided in it.
+MAX_OUTBOX_ENTRIES: Final = 64
 
 
 @dataclass(frozen=True)

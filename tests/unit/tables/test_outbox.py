@@ -50,9 +50,9 @@ def test_entries_expire_and_are_bounded() -> None:
     later = with_entry(outbox, T0 + OUTBOX_TTL, 0, 2, [ACTION])
     assert [e.offset for e in later] == [2]
     many = ()
-    for offset in range(20):
+    for offset in range(MAX_OUTBOX_ENTRIES + 12):
         many = with_entry(many, T0, 0, offset, [ACTION])
-    assert [e.offset for e in many] == list(range(20 - MAX_OUTBOX_ENTRIES, 20))
+    assert [e.offset for e in many] == list(range(12, MAX_OUTBOX_ENTRIES + 12))
 
 
 def test_entries_below_the_committed_offset_go_after_a_grace_period() -> None:
