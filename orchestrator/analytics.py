@@ -3,7 +3,8 @@ its table and what `tutti report` prints.
 
 Counters are kept per arm (``holdout``, ``control`` or the A/B variant name) so lift can be read
 off them. Outcome ids are deterministic, so a redelivered outcome is recognised (a bounded window
-of recent ids) and counted once.
+of recent ids) and counted once by :meth:`JourneyStats.apply`; the analytics agent deduplicates
+on its own (agents.analytics) and calls :meth:`JourneyStats.count`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from orchestrator.engine.measurement import LiftReport
 __all__ = ["ArmStats", "JourneyStats", "arm_of"]
 
 MAX_RECENT_IDS = 5000
+#: The window is trimmed in steps of this many ids (one slice per step, not one per outcome).
+_TRIM_STEP = 500
 
 
 def arm_of(outcome: Mapping[str, Any]) -> str:
@@ -48,13 +51,28 @@ class JourneyStats:
     versions: dict[str, int] = field(default_factory=dict)  # version -> enrolments
     recent_ids: list[str] = field(default_factory=list)
 
+    #: ``recent_ids`` as a set, for O(1) lookups (the list keeps the order to trim by).
+    _seen: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._seen = set(self.recent_ids)
+
     def apply(self, outcome: Mapping[str, Any]) -> bool:
         """Count one outcome record (a JourneyOutcome dict). False if already counted."""
         outcome_id = str(outcome["outcome_id"])
-        if outcome_id in self.recent_ids:
+        if outcome_id in self._seen:
             return False
         self.recent_ids.append(outcome_id)
-        del self.recent_ids[:-MAX_RECENT_IDS]
+        self._seen.add(outcome_id)
+        if len(self.recent_ids) > MAX_RECENT_IDS + _TRIM_STEP:
+            self._seen.difference_update(self.recent_ids[:-MAX_RECENT_IDS])
+            del self.recent_ids[:-MAX_RECENT_IDS]
+        self.count(outcome)
+        return True
+
+    def count(self, outcome: Mapping[str, Any]) -> bool:
+        """Add one outcome to the counters, without deduplication. False if its kind is not
+        counted (``step`` and kinds added later)."""
         arm = self.arms.setdefault(arm_of(outcome), ArmStats())
         kind = str(outcome["kind"])
         reason = str(outcome.get("reason") or "unspecified")
@@ -81,7 +99,7 @@ class JourneyStats:
                 arm.exited += 1
                 arm.exit_reasons[reason] = arm.exit_reasons.get(reason, 0) + 1
             case _:
-                pass  # "step" and kinds added later are not counted here
+                return False
         return True
 
     @property

@@ -1,6 +1,6 @@
 from typing import Any
 
-from orchestrator.analytics import JourneyStats
+from orchestrator.analytics import MAX_RECENT_IDS, JourneyStats
 
 
 def outcome(oid: str, kind: str, **over: Any) -> dict[str, Any]:
@@ -45,3 +45,23 @@ def test_a_redelivered_outcome_counts_once_and_state_round_trips() -> None:
     back = JourneyStats.from_dict(s.to_dict())
     assert back.arms["B"].entered == 1
     assert not back.apply(outcome("1", "entered", variant="B"))
+
+
+def test_count_adds_without_deduplication_and_says_whether_a_counter_changed() -> None:
+    s = JourneyStats("cart")
+    assert s.count(outcome("1", "sent", channel="email"))
+    assert s.count(outcome("1", "sent", channel="email"))  # the caller deduplicates
+    assert not s.count(outcome("2", "step"))
+    assert s.arms["treated"].sent_by_channel == {"email": 2}
+    assert s.recent_ids == []
+
+
+def test_the_window_of_recent_ids_is_bounded_and_forgets_the_oldest() -> None:
+    s = JourneyStats("cart")
+    for n in range(MAX_RECENT_IDS + 600):
+        assert s.apply(outcome(str(n), "entered"))
+    assert MAX_RECENT_IDS <= len(s.recent_ids) <= MAX_RECENT_IDS + 500
+    assert s.recent_ids[-1] == str(MAX_RECENT_IDS + 599)
+    assert s.apply(outcome("0", "entered"))  # forgotten: counted again
+    assert not s.apply(outcome(str(MAX_RECENT_IDS + 599), "entered"))
+    assert s.arms["treated"].entered == MAX_RECENT_IDS + 601
