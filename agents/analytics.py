@@ -114,19 +114,6 @@ def decode_stats(data: bytes) -> tuple[JourneyStats, int]:
     return JourneyStats.from_dict(doc), int(doc.get("last_offset", -1))
 
 
-def apply_outcome(
-    stored: bytes | None, journey_id: str, outcome: Mapping[str, Any], offset: int
-) -> bytes | None:
-    """Retired: the per-outcome fold of a stored value (decoded and re-encoded with 1,000 outcome
-    ids on every outcome). Kept only so tests/unit/agents/test_journey_parts.py still imports
-    until its analytics test is deleted (superseded by tests/unit/agents/test_analytics_agent.py);
-    then delete this too."""
-    raise NotImplementedError(
-        "agents.analytics.apply_outcome is retired: outcomes are counted per partition "
-        "(PartitionTally.count) and written once per flush; see test_analytics_agent.py"
-    )
-
-
 class RecentIds:
     """Outcome ids seen lately: two generations of sets, the older dropped when the newer is
     full, so between ``generation`` and twice as many ids are remembered at O(1) per id."""

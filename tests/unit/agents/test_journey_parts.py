@@ -1,5 +1,5 @@
 """The pure parts of the journey agents: wake-up records, identifier keys for erasure, the
-customer view's journey summary, the analytics fold, and the timer's index reconciliation."""
+customer view's journey summary and the timer's index reconciliation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from agents.analytics import apply_outcome, decode_stats
 from agents.journey import decode_wakeup, encode_wakeup, identifier_keys_of, journey_summary
 from agents.metrics import WorkerMetrics
 from agents.timers import WakeUpTimer
@@ -59,30 +58,6 @@ def test_the_view_summary_shows_enrolments_next_wakeup_and_reasons() -> None:
     assert enr["journey_id"] == "cart_abandonment" and enr["status"] == "waiting"
     assert summary["next_wakeup_at"] == enr["due_at"]
     assert datetime.fromisoformat(summary["next_wakeup_at"]) == NOW + timedelta(hours=1)
-
-
-def outcome(n: int, kind: str = "entered", **extra: Any) -> dict[str, Any]:
-    return {
-        "outcome_id": f"o-{n}",
-        "journey_id": "j",
-        "journey_version": 1,
-        "kind": kind,
-        "holdout": False,
-        "variant": None,
-        **extra,
-    }
-
-
-def test_analytics_counts_each_outcome_once_redelivered_or_re_emitted() -> None:
-    value = apply_outcome(None, "j", outcome(1), offset=0)
-    assert value is not None
-    assert apply_outcome(value, "j", outcome(1), offset=0) is None  # the same record again
-    assert apply_outcome(value, "j", outcome(1), offset=7) is None  # the same outcome re-sent
-    value = apply_outcome(value, "j", outcome(2, "sent", channel="email"), offset=8)
-    assert value is not None
-    stats, last = decode_stats(value)
-    assert last == 8
-    assert (stats.arms["treated"].entered, stats.arms["treated"].sent) == (1, 1)
 
 
 class FakeStore:
