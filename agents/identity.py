@@ -4,8 +4,8 @@ Records on the identity topic are keyed by an identifier key (``anonymous_id:a-1
 ``email:<sha256>``, see :func:`orchestrator.ingest.identifier_keys`), so one identifier's
 records meet on one partition and the table is written only by its owner:
 
-- an *event* from someone known only by identifiers is forwarded to the customer-keyed topic
-  under the customer id the identifier belongs to (written into the event's identities); an
+- an *event* from someone known only by identifiers is forwarded, as it came, to the
+  customer-keyed topic under the customer id the identifier belongs to (the key says whom); an
   identifier seen for the first time gets a stable provisional id ``anon:<identifier key>``;
 - a *link* says "this identifier belongs to customer C" (a login, a sign-up, an order with an
   e-mail and a loyalty card). When the identifier pointed to a provisional profile, or to
@@ -48,7 +48,6 @@ __all__ = [
     "register_identity",
     "resolve_event",
     "resolve_link",
-    "resolved_event",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,17 +150,6 @@ def identifier_kind(identifier: str) -> str:
     return identifier.partition(":")[0]
 
 
-def resolved_event(worker: TuttiWorker, value: bytes, customer_id: str) -> bytes:
-    """The event with the resolved (or provisional) customer id filled in.
-
-    The engine keys a new profile by the event's customer id, so the record must carry the id
-    it is keyed by on the customer topic; ingest already validated and normalised it.
-    """
-    record = worker.codec.decode(value, "CustomerEvent", worker.topics.identity)
-    record["identities"] = {**record["identities"], "customer_id": customer_id}
-    return worker.codec.encode_single_object("CustomerEvent", record)
-
-
 def define_identities_table(app: Any, partitions: int, store_options: dict[str, Any]) -> Any:
     return app.Table(
         IDENTITIES_TABLE,
@@ -215,11 +203,9 @@ def register_identity(worker: TuttiWorker) -> None:
                     list(MERGE_HEADERS),
                 )
             if kind == SIGNAL_EVENT:
+                # As it came: the customer agent reads the customer id from the key.
                 await worker.send(
-                    customer_events,
-                    res.customer_id.encode(),
-                    resolved_event(worker, msg.value, res.customer_id),
-                    list(EVENT_HEADERS),
+                    customer_events, res.customer_id.encode(), msg.value, list(EVENT_HEADERS)
                 )
 
     resolve.__name__ = resolve.__qualname__ = "resolve"

@@ -155,7 +155,15 @@ class JourneyStep:
     def parse(self, kind: bytes, customer_id: str, msg: Any) -> Signal:
         codec, topics = self.worker.codec, self.worker.topics
         if kind == SIGNAL_EVENT:
-            return CustomerEvent.from_dict(codec.decode(msg.value, "CustomerEvent", msg.topic))
+            record = codec.decode(msg.value, "CustomerEvent", msg.topic)
+            if not (record.get("identities") or {}).get("customer_id"):
+                # Resolved by the identity hop: the customer is the key (agents.identity sends
+                # the event as it came, not decoded and re-encoded to write the id in).
+                record["identities"] = {
+                    **(record.get("identities") or {}),
+                    "customer_id": customer_id,
+                }
+            return CustomerEvent.from_dict(record)
         if kind == SIGNAL_WAKEUP:
             return decode_wakeup(customer_id, bytes(msg.value))
         if kind == SIGNAL_FEEDBACK:
