@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ import pytest
 
 from orchestrator.engine.state import CartLine, ConsentRecord, CustomerState, ProductView
 from orchestrator.errors import SerializationError
-from tables.codec import FORMAT_ZLIB_JSON, decode_state, encode_state, state_digest
+from tables.codec import FORMAT_JSON, FORMAT_ZLIB_JSON, decode_state, encode_state, state_digest
 from tables.customers import CustomerTable
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -39,10 +40,25 @@ def test_round_trip_keeps_everything() -> None:
         assert decode_state(encode_state(state)) == state
 
 
-def test_stored_states_are_compressed_when_it_pays() -> None:
-    large = encode_state(rich_state())
-    assert large[0] == FORMAT_ZLIB_JSON
-    assert len(large) < len(zlib.decompress(large[1:])) / 3
+def test_large_states_are_compressed_and_typical_ones_are_not() -> None:
+    typical = encode_state(rich_state())
+    assert typical[0] == FORMAT_JSON  # a few KB: plain JSON is cheaper to write and read
+    large = rich_state()
+    large.recent_event_ids = [f"event-{i:06d}-{'x' * 40}" for i in range(400)]
+    packed = encode_state(large)
+    assert packed[0] == FORMAT_ZLIB_JSON
+    assert len(packed) < len(zlib.decompress(packed[1:])) / 3
+    assert decode_state(packed) == large
+
+
+def test_records_load_into_equal_states_through_the_fast_and_the_tolerant_path() -> None:
+    state = rich_state()
+    assert decode_state(encode_state(state)) == state
+    # An older writer's looser value (a number as a string) takes the tolerant path.
+    doc = state.to_dict()
+    doc["commerce"]["orders_online"] = str(doc["commerce"]["orders_online"])
+    loose = bytes([FORMAT_JSON]) + json.dumps(doc).encode()
+    assert decode_state(loose) == state
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError
 from tables.codec import (
     FORMAT_WITH_OUTBOX,
+    FORMAT_WITH_OUTBOX_PLAIN,
     FORMAT_WITH_OUTBOX_V1,
     decode_record,
     decode_state,
@@ -95,8 +96,14 @@ def test_state_and_outbox_are_one_stored_value() -> None:
     state = CustomerState(customer_id="c-1", event_counts={"signup": 1})
     outbox = with_entry((), T0, 2, 9, [ACTION, OUTCOME])
     data = encode_record(state, outbox)
-    assert data[0] == FORMAT_WITH_OUTBOX
+    assert data[0] == FORMAT_WITH_OUTBOX_PLAIN  # small: not compressed
     assert decode_record(data) == (state, outbox)
+    big = CustomerState(
+        customer_id="c-1", recent_event_ids=[f"e-{i:05d}-{'y' * 60}" for i in range(300)]
+    )
+    packed = encode_record(big, outbox)
+    assert packed[0] == FORMAT_WITH_OUTBOX
+    assert decode_record(packed) == (big, outbox)
     assert decode_state(data) == state
     # The outbox is delivery bookkeeping: restores compare the profile alone.
     assert state_digest(decode_state(data)) == state_digest(state)
@@ -111,8 +118,9 @@ def test_without_an_outbox_the_older_formats_are_written() -> None:
 def test_a_corrupt_outbox_record_is_a_clear_error() -> None:
     import zlib
 
-    for fmt in (FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX):
-        data = bytes([fmt]) + zlib.compress(b"\x08{}\x02")  # Avro cut short
+    for fmt in (FORMAT_WITH_OUTBOX_V1, FORMAT_WITH_OUTBOX, FORMAT_WITH_OUTBOX_PLAIN):
+        avro = b"\x08{}\x02"  # Avro cut short
+        data = bytes([fmt]) + (avro if fmt == FORMAT_WITH_OUTBOX_PLAIN else zlib.compress(avro))
         with pytest.raises(SerializationError, match=f"format {fmt}"):
             decode_record(data)
 
