@@ -23,6 +23,7 @@ partition *p* of each is owned by the worker that owns partition *p* of the ``cu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from orchestrator.catalog import CATALOG_EVENT_TYPES, encode_interest, interests
 from orchestrator.engine.state import CustomerState, merge_states
 from orchestrator.errors import TuttiError
 from orchestrator.partitioning import partition_for
+from orchestrator.vocabulary import ACTION_CHANNELS
 from tables.codec import decode_state, encode_state
 
 __all__ = ["CustomerAgent", "for_survivor", "register_customer_agent"]
@@ -85,6 +87,7 @@ class CustomerAgent:
         self.topics = worker.topics
         self.partitions = worker.settings.topics.partitions
         self.channel_of = {worker.topics.events(c): c for c in INGEST_CHANNELS}
+        self.encodings_ready = False
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Decide a batch of records in arrival order (so per customer and partition), each as
@@ -96,6 +99,8 @@ class CustomerAgent:
         batch's records after this returns; its commit flushes the producer first.
         """
         worker = self.worker
+        if not self.encodings_ready:
+            await self.prepare_encodings()
         with worker.holding() as held:
             for ev in events:
                 with as_current_event(ev):
@@ -110,6 +115,30 @@ class CustomerAgent:
             await step.crash_for_test()
         for topic, key, value, headers in held:
             await worker.send(topic, key, value, headers)
+
+    async def prepare_encodings(self) -> None:
+        """Register the schemas of what decisions send (Confluent framing) before the first
+        batch, off the event loop, retrying while the registry is unreachable: encoding inside
+        a batch then never waits on the registry (AvroCodec.prepare_encoding)."""
+        targets = [("Action", self.topics.actions(c)) for c in ACTION_CHANNELS]
+        targets.append(("JourneyOutcome", self.topics.outcomes))
+        delay = 0.5
+        while True:
+            try:
+                for schema_name, topic in targets:
+                    await self.worker.codec.prepare_encoding(schema_name, topic)
+                self.encodings_ready = True
+                return
+            except Exception as exc:
+                log.warning(
+                    "customer agent: cannot register the action schemas yet (%s: %s); retrying "
+                    "in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def on_record(self, msg: Any) -> None:
         channel = self.channel_of.get(msg.topic)

@@ -174,9 +174,12 @@ async def route_with_retry(
     delay = 0.5
     while True:
         try:
-            prepare = getattr(worker.codec, "prepare", None)  # TODO(codec): always there
-            if prepare is not None:
-                await prepare(message.value, message.topic)
+            try:
+                await worker.codec.prepare(message.value, message.topic)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # The record's fault (an id the registry does not know): decoding reports it.
             return route_inbound(
                 codec=worker.codec,
                 channel=channel,
