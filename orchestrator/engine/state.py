@@ -426,8 +426,9 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
     kept (views, orders, engagement, send log), an enrolment in a journey the survivor is
     already in is dropped rather than duplicated, consent keeps the newest decision per key.
     """
-    merged = CustomerState.from_dict(survivor.to_dict())
-    other = CustomerState.from_dict(absorbed.to_dict())
+    merged = survivor.clone()
+    merged.schema_version = SCHEMA_VERSION
+    other = absorbed.clone()
     if other.customer_id == merged.customer_id or other.customer_id in merged.merged_from:
         return merged
     merged.merged_from = [*merged.merged_from, other.customer_id, *other.merged_from][-20:]
