@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from agents.analytics import JOURNEY_STATS_TABLE, decode_stats
 from orchestrator.analytics import JourneyStats
 from orchestrator.config import Settings
 from orchestrator.demo import produce_events
@@ -57,6 +56,9 @@ def served(worker: WorkerProcess) -> Counters | None:
 def stored(settings: Settings, worker: WorkerProcess) -> Counters:
     """The latest value of each journey in the table's changelog (what a restart restores)."""
     latest: dict[str, bytes] = {}
+    # Imported here: at collection time `agents` would shadow tests/unit/agents.
+    from agents.analytics import JOURNEY_STATS_TABLE, decode_stats
+
     for msg in read_raw(settings, [f"{worker.app_id}-{JOURNEY_STATS_TABLE}-changelog"]):
         if msg.value():
             latest[json.loads(msg.key())] = msg.value()  # Faust's JSON key serializer
