@@ -51,6 +51,9 @@ def _register() -> None:
     from orchestrator.customer_cli import customer
 
     cli.add_command(customer)
+    from orchestrator.bench.cli import bench
+
+    cli.add_command(bench)
 
 
 _register()

@@ -139,13 +139,54 @@ def _story(
         )
 
 
+def _returning_visits(
+    seed: int, n: int, start: datetime
+) -> Iterator[tuple[datetime, dict[str, Any]]]:
+    """Later browsing by customer ``n``: how many visits follows a heavy tail (Pareto), as on a
+    real shop where a few customers come back daily and most never do."""
+    rng = random.Random(seed * 1_000_003 + n)
+    cid = f"cust-{n:05d}"
+    visits = min(40, int(rng.paretovariate(1.3)) - 1)
+    for v in range(visits):
+        t = start + timedelta(days=rng.uniform(1, 13))
+        for i in range(rng.randint(1, 4)):
+            pid, cat, name, price = _PRODUCTS[rng.randrange(len(_PRODUCTS))]
+            at = t + timedelta(seconds=30 * i)
+            yield (
+                at,
+                {
+                    "event_id": f"{cid}-v{v}-{i}",
+                    "event_time": at,
+                    "channel": rng.choice(["web", "app"]),
+                    "event_type": "product_view",
+                    "identities": {"customer_id": cid},
+                    "attributes": {},
+                    "product": {
+                        "product_id": pid,
+                        "category": cat,
+                        "name": name,
+                        "price": _money(price),
+                    },
+                },
+            )
+
+
 def demo_events(
-    customers: int = 200, seed: int = 7, start: datetime | None = None
+    customers: int = 200,
+    seed: int = 7,
+    start: datetime | None = None,
+    returning_visits: bool = False,
 ) -> list[dict[str, Any]]:
-    """Events from ``customers`` customers, interleaved in event-time order."""
+    """Events from ``customers`` customers, interleaved in event-time order.
+
+    ``returning_visits`` adds later browsing with skewed activity per customer (a heavy tail:
+    most customers never come back, a few browse almost daily) - what `tutti bench` uses.
+    """
     rng = random.Random(seed)
     start = start or datetime.now(UTC)
     events = [e for n in range(customers) for e in _story(rng, n, start)]
+    if returning_visits:
+        events += [e for n in range(customers) for e in _returning_visits(seed, n, start)]
     events.sort(key=lambda te: (te[0], te[1]["event_id"]))
     return [e for _, e in events]
 

@@ -1,0 +1,618 @@
+"""`tutti bench`: one run, one machine, every number next to the ceilings it lives under.
+
+Phases, in this order (the ceilings are measured before *and* after the worker, so a machine
+that slows down during the run shows up as a spread instead of a flattering ratio):
+
+1. a fresh topic prefix, the shipped journey library published, and a realistic backlog
+   produced to the channel topics: the demo mix (anonymous browsing, sign-ups linking devices,
+   consent, views, carts, orders online and in store, tickets, loyalty) for ``customers``
+   customers plus returning visits with a heavy-tailed activity per customer, all in the past
+   (nothing dead-lettered: asserted);
+2. (a) the raw ceiling: one confluent-kafka process doing the least work with each record;
+   (b) the Faust floor: a minimal faust-streaming agent, without and with a table write;
+3. (c) one Tutti worker drains the backlog: the clock starts at its first event and stops when
+   its group has committed every record of every topic it reads (the channel topics and its
+   own internal hops); records consumed and produced per inbound event come from the topics'
+   end offsets;
+4. (f) restore: the worker is stopped, its data directory deleted and it is started again; the
+   time Faust's recovery takes to rebuild every table from the changelogs;
+5. (d) latency: at 50 % of (c), live events (the same mix, stamped now) with one order in ten
+   from a new customer; latency = the order event's produce time to the record time of its
+   confirmation action;
+6. (a) and (b) again;
+7. (e) two workers in one group drain the same backlog on a second fresh prefix.
+
+Everything the run created (topics, groups, data directories) is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from orchestrator.admin import create_topics
+from orchestrator.bench.ceiling import raw_ceiling
+from orchestrator.bench.harness import (
+    Process,
+    Summary,
+    delete_run,
+    end_offsets,
+    fresh_settings,
+    latest_values,
+    remove_tree,
+    scrape,
+    start_floor,
+    start_worker,
+    wait_drained,
+    wait_for,
+    worker_inputs,
+)
+from orchestrator.codec import AvroCodec
+from orchestrator.config import Settings, load_settings
+from orchestrator.control import publish_journeys
+from orchestrator.demo import demo_events, event_key
+from orchestrator.kafka import producer
+from orchestrator.topics import Topics
+from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS
+
+__all__ = ["BenchOptions", "markdown", "run_bench"]
+
+ROOT = Path(__file__).resolve().parents[2]
+Log = Callable[[str], None]
+
+
+class BenchOptions:
+    def __init__(
+        self,
+        customers: int = 5000,
+        events: int | None = None,
+        partitions: int = 12,
+        latency_seconds: float = 40.0,
+        journeys: Path = ROOT / "journeys",
+        skip_two_workers: bool = False,
+        drain_timeout: float = 1800.0,
+    ) -> None:
+        self.customers = customers
+        self.events = events
+        self.partitions = partitions
+        self.latency_seconds = latency_seconds
+        self.journeys = journeys
+        self.skip_two_workers = skip_two_workers
+        self.drain_timeout = drain_timeout
+
+
+def bench_stream(customers: int, events: int | None) -> list[dict[str, Any]]:
+    """The backlog: demo stories plus skewed returning visits, 15 days in the past."""
+    start = datetime.now(UTC) - timedelta(days=15)
+    stream = demo_events(customers=customers, seed=11, start=start, returning_visits=True)
+    return stream[:events] if events else stream
+
+
+def produce_backlog(settings: Settings, stream: list[dict[str, Any]], codec: AvroCodec) -> float:
+    """Write the stream to the channel topics as upstream would; returns seconds taken."""
+    topics = Topics(settings.topics)
+    p = producer(settings.kafka, **{"linger.ms": 20, "batch.size": 512 * 1024})
+    t0 = time.monotonic()
+    for event in stream:
+        topic = topics.events(event["channel"])
+        p.produce(topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic))
+        p.poll(0)
+    p.flush(120)
+    return time.monotonic() - t0
+
+
+def prepare_run(
+    base: Settings, options: BenchOptions, stream: list[dict[str, Any]], codec: AvroCodec, log: Log
+) -> Settings:
+    from confluent_kafka.admin import NewTopic
+
+    from orchestrator.kafka import admin_client
+
+    settings = fresh_settings(options.partitions, base)
+    create_topics(settings)
+    sinks = [f"{settings.topics.prefix}bench.raw-out", f"{settings.topics.prefix}bench.floor-out"]
+    admin = admin_client(settings.kafka)
+    for future in admin.create_topics(
+        [NewTopic(t, num_partitions=options.partitions, replication_factor=1) for t in sinks]
+    ).values():
+        future.result()
+    publish_journeys(settings, [options.journeys], published_by="tutti bench")
+    seconds = produce_backlog(settings, stream, codec)
+    log(f"backlog: {len(stream)} events on {settings.topics.prefix}* in {seconds:.1f} s")
+    return settings
+
+
+def channel_topics(settings: Settings) -> list[str]:
+    topics = Topics(settings.topics)
+    return [topics.events(c) for c in INBOUND_CHANNELS]
+
+
+def measure_floors(
+    settings: Settings, workdir: Path, events: int, groups: list[str], options: BenchOptions
+) -> dict[str, float]:
+    """(a) and (b) once each on the backlog of ``settings``."""
+    inputs = channel_topics(settings)
+    out = {"raw": raw_ceiling(settings, inputs, f"{settings.topics.prefix}bench.raw-out", events)}
+    for name, table in (("faust", False), ("faust_table", True)):
+        app_id = f"bench-floor-{uuid.uuid4().hex[:8]}"
+        groups.append(app_id)
+        floor, started_file = start_floor(
+            settings, workdir, app_id, inputs, f"{settings.topics.prefix}bench.floor-out", table
+        )
+        try:
+            wait_for("the Faust floor's first record", started_file.exists, [floor], 180)
+            done = wait_drained(settings, app_id, inputs, [floor], options.drain_timeout)
+            out[name] = events / (done - float(started_file.read_text()))
+        finally:
+            floor.stop()
+            remove_tree(floor.workdir)
+    return out
+
+
+def first_event(workers: list[Process]) -> float:
+    """Wall-clock time of the first event any of ``workers`` applied (polled from /metrics)."""
+
+    def check() -> float | None:
+        for w in workers:
+            metrics = scrape(w.port)
+            if metrics.get("tutti_worker_signals_decided_total", 0) > 0:
+                return time.time()
+        return None
+
+    return float(wait_for("the worker's first event", check, workers, 300))
+
+
+def drain_with_workers(
+    settings: Settings, workdir: Path, app_id: str, n_workers: int, options: BenchOptions, log: Log
+) -> tuple[list[Process], float]:
+    """Start ``n_workers`` on the backlog; return them (running) and the events/s until drained."""
+    topics = Topics(settings.topics)
+    workers = [start_worker(settings, workdir, app_id, name=f"worker{i}") for i in range(n_workers)]
+    started = first_event(workers)
+    done = wait_drained(settings, app_id, worker_inputs(topics), workers, options.drain_timeout)
+    return workers, done - started
+
+
+_FAUST_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def _log_time(log: Path, marker: str) -> float | None:
+    for line in log.read_text(errors="replace").splitlines():
+        if marker in line and (m := _FAUST_LOG_TIME.match(line)):
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            return at.timestamp()
+    return None
+
+
+def measure_restore(
+    settings: Settings, workdir: Path, app_id: str, worker: Process
+) -> tuple[Process, dict[str, Any]]:
+    """Stop the worker, delete its data, start it again: seconds until Faust's recovery has
+    rebuilt every table from the changelogs. Returns the restarted worker and the numbers."""
+    worker.stop()
+    remove_tree(worker.workdir / "data")
+    changelogs = [t for t in end_offsets_of_app(settings, app_id)]
+    records = sum(end_offsets(settings, changelogs).values())
+    customers = len(latest_values(settings, f"{app_id}-customers-changelog"))
+    restarted = start_worker(settings, workdir, app_id, name="restore")
+    wait_for(
+        "recovery to complete",
+        lambda: _log_time(restarted.log, "Recovery complete"),
+        [restarted],
+        600,
+    )
+    began = _log_time(restarted.log, "Restoring state from changelog topics")
+    ended = _log_time(restarted.log, "Recovery complete")
+    assert began is not None and ended is not None
+    seconds = max(ended - began, 1e-3)
+    return restarted, {
+        "seconds": round(seconds, 2),
+        "customers": customers,
+        "changelog_records": records,
+        "customers_per_s": round(customers / seconds),
+        "records_per_s": round(records / seconds),
+        "what": "Faust's 'Restoring state from changelog topics' to 'Recovery complete' after "
+        "the worker's data directory was deleted (every table, every partition)",
+    }
+
+
+def end_offsets_of_app(settings: Settings, app_id: str) -> list[str]:
+    from orchestrator.kafka import admin_client
+
+    names = admin_client(settings.kafka).list_topics(timeout=30).topics
+    return sorted(n for n in names if n.startswith(f"{app_id}-") and n.endswith("-changelog"))
+
+
+def _relabel(value: Any) -> Any:
+    """A demo record made into a new person's: ids, e-mails, phones and cards all distinct from
+    the backlog's (so live events are neither duplicates nor merges of old customers)."""
+    if isinstance(value, dict):
+        return {k: _relabel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relabel(v) for v in value]
+    if isinstance(value, str):
+        return (
+            value.replace("cust-", "live-")
+            .replace("anon-", "lanon-")
+            .replace("@example.com", "@live.example.com")
+            .replace("+3361", "+3362")
+        )
+    return value
+
+
+def measure_latency(
+    settings: Settings, rate: float, seconds: float, codec: AvroCodec, log: Log
+) -> dict[str, Any]:
+    """Offered load at ``rate`` events/s of live events, one order in ten a probe."""
+    from confluent_kafka import OFFSET_END, TopicPartition
+
+    from orchestrator.kafka import consumer
+
+    topics = Topics(settings.topics)
+    n = max(10, int(rate * seconds))
+    background = [
+        _relabel(e) for e in demo_events(customers=max(1, n // 12), seed=23, returning_visits=False)
+    ]
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    stop = threading.Event()
+    c = consumer(settings.kafka, f"bench-lat-{uuid.uuid4().hex[:8]}")
+    action_topics = [topics.actions(ch) for ch in ACTION_CHANNELS]
+    c.assign(
+        [
+            TopicPartition(t, p, OFFSET_END)
+            for t in action_topics
+            for p in range(settings.topics.partitions)
+        ]
+    )
+    c.poll(0.5)
+    run = uuid.uuid4().hex[:6]
+
+    def drain() -> None:
+        while not stop.is_set() or sent_at:
+            for msg in c.consume(500, timeout=0.2):
+                if msg.error():
+                    continue
+                action = codec.decode(msg.value(), "Action", msg.topic())
+                if action["step_id"] != "confirmation":
+                    continue
+                produced = sent_at.pop(action["customer_id"], None)
+                if produced is not None:
+                    latencies.append(msg.timestamp()[1] / 1000 - produced)
+            if stop.is_set() and time.monotonic() > give_up:
+                return
+
+    give_up = float("inf")
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    p = producer(settings.kafka)
+    t0 = time.monotonic()
+    for i in range(n):
+        now = datetime.now(UTC)
+        if i % 10 == 0:
+            cid = f"probe-{run}-{i:07d}"
+            event: dict[str, Any] = {
+                "event_id": f"{cid}-order",
+                "event_time": now,
+                "channel": "commerce",
+                "event_type": "order_placed",
+                "identities": {"customer_id": cid, "email": f"{cid}@probe.example.com"},
+                "attributes": {},
+                "order": {
+                    "order_id": f"o-{cid}",
+                    "total": {"amount_minor": 2500, "currency": "EUR"},
+                },
+            }
+            sent_at[cid] = time.time()
+        else:
+            event = {**background[i % len(background)], "event_time": now}
+            event["event_id"] = f"{event['event_id']}-{run}-{i}"
+        topic = topics.events(event["channel"])
+        p.produce(topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic))
+        p.poll(0)
+        ahead = (i + 1) / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+    p.flush(30)
+    offered = n / (time.monotonic() - t0)
+    give_up = time.monotonic() + 30
+    stop.set()
+    reader.join(60)
+    c.close()
+    ms = Summary([x * 1000 for x in latencies])
+    log(f"latency: {len(ms.values)} probes at {offered:.0f} events/s offered")
+    return {
+        "offered_events_per_s": round(offered, 1),
+        "seconds": seconds,
+        "samples": len(ms.values),
+        "missing": len(sent_at),
+        "p50": round(ms.percentile(0.5), 1) if ms.values else None,
+        "p95": round(ms.percentile(0.95), 1) if ms.values else None,
+        "p99": round(ms.percentile(0.99), 1) if ms.values else None,
+        "max": round(max(ms.values), 1) if ms.values else None,
+        "what": "order event produced -> record time of its confirmation action; live events "
+        "of the demo mix around it, one order in ten a probe",
+    }
+
+
+def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str, Any]:
+    """Kafka records consumed and produced per inbound event, from the topics' end offsets."""
+    topics = Topics(settings.topics)
+    internal = [
+        topics.identity,
+        topics.customer_events,
+        topics.product_interest,
+        topics.outcomes,
+        topics.delivery_feedback,
+        topics.control_commands,
+    ]
+    sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.dead_letters]
+    changelogs = end_offsets_of_app(settings, app_id)
+    counts = end_offsets(settings, [*channel_topics(settings), *internal, *sinks, *changelogs])
+    consumed = sum(counts[t] for t in [*channel_topics(settings), *internal])
+    produced = sum(counts[t] for t in [*internal, *sinks, *changelogs])
+
+    def short(t: str) -> str:
+        return t.removeprefix(settings.topics.prefix).removeprefix(f"{app_id}-")
+
+    return {
+        "consumed": round(consumed / events, 2),
+        "produced": round(produced / events, 2),
+        "per_topic": {
+            short(t): round(counts[t] / events, 3)
+            for t in [*internal, *sinks, *changelogs]
+            if counts[t]
+        },
+        "dead_letters": counts[topics.dead_letters],
+        "what": "records delivered to the worker's agents (channel topics + its internal "
+        "topics) and records it wrote (internal topics, actions, dead letters, changelogs), "
+        "per inbound event",
+    }
+
+
+def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
+    base = load_settings()
+    codec = AvroCodec.from_settings(base.kafka)
+    stream = bench_stream(options.customers, options.events)
+    events = len(stream)
+    customers = len({e["identities"].get("customer_id") for e in stream} - {None})
+    log(f"stream: {events} events, {customers} customers, 15 days in the past")
+    groups: list[str] = []
+    runs: list[Settings] = []
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tutti-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            one = prepare_run(base, options, stream, codec, log)
+            runs.append(one)
+            before = measure_floors(one, workdir, events, groups, options)
+            log(f"ceilings (before): {_fmt(before)}")
+
+            app_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
+            groups.append(app_id)
+            workers, seconds = drain_with_workers(one, workdir, app_id, 1, options, log)
+            worker_rate = events / seconds
+            log(f"one worker: {worker_rate:.0f} events/s ({events} in {seconds:.1f} s)")
+            per_event = records_per_event(one, app_id, events)
+            log(
+                f"records per event: {per_event['consumed']} consumed, {per_event['produced']} produced"
+            )
+            if per_event["dead_letters"]:
+                raise RuntimeError(
+                    f"{per_event['dead_letters']} dead letters on a valid stream: the "
+                    "benchmark's input is wrong, so its numbers would be too"
+                )
+            metrics = scrape(workers[0].port)
+            state_sizes = sorted(
+                len(v) for v in latest_values(one, f"{app_id}-customers-changelog").values()
+            )
+            restarted, restore = measure_restore(one, workdir, app_id, workers[0])
+            log(f"restore: {restore['seconds']} s for {restore['customers']} customers")
+            try:
+                wait_for(
+                    "the restarted worker's web server",
+                    lambda: scrape(restarted.port),
+                    [restarted],
+                    120,
+                )
+                latency = measure_latency(one, worker_rate / 2, options.latency_seconds, codec, log)
+            finally:
+                restarted.stop()
+            after = measure_floors(one, workdir, events, groups, options)
+            log(f"ceilings (after): {_fmt(after)}")
+
+            two: dict[str, Any] = {}
+            if not options.skip_two_workers:
+                second = prepare_run(base, options, stream, codec, log)
+                runs.append(second)
+                app2 = f"bench-workers-{uuid.uuid4().hex[:8]}"
+                groups.append(app2)
+                pair, seconds2 = drain_with_workers(second, workdir, app2, 2, options, log)
+                for w in pair:
+                    w.stop()
+                two = {
+                    "events_per_s": round(events / seconds2, 1),
+                    "scale_factor": round(events / seconds2 / worker_rate, 2),
+                }
+                log(f"two workers: {two['events_per_s']:.0f} events/s")
+        finally:
+            for settings in runs:
+                delete_run(settings, groups)
+
+    def mid(key: str) -> float:
+        return round(statistics.mean([before[key], after[key]]), 1)
+
+    faust_table = mid("faust_table")
+    result = {
+        "benchmark": "tutti bench",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": _command(options),
+        "events": events,
+        "customers": customers,
+        "partitions": options.partitions,
+        "journeys": str(options.journeys),
+        "raw_ceiling_events_per_s": mid("raw"),
+        "faust_floor_events_per_s": mid("faust"),
+        "faust_table_floor_events_per_s": faust_table,
+        "worker_events_per_s": round(worker_rate, 1),
+        "worker_vs_faust_table_floor": round(worker_rate / faust_table, 3),
+        "worker_vs_raw_ceiling": round(worker_rate / mid("raw"), 4),
+        "ceilings_before_and_after": {"before": _round(before), "after": _round(after)},
+        "latency_ms": latency,
+        "two_workers": two,
+        "restore": restore,
+        "dead_letters": per_event["dead_letters"],
+        "records_per_event": per_event,
+        "worker_metrics": {
+            k: metrics.get(k)
+            for k in (
+                "tutti_worker_signals_decided_total",
+                "tutti_worker_events_rerouted_total",
+                "tutti_worker_actions_total",
+                "tutti_worker_wakeups_fired_total",
+            )
+        },
+        "customer_state_bytes": {
+            "customers": len(state_sizes),
+            "median": state_sizes[len(state_sizes) // 2] if state_sizes else 0,
+            "p90": state_sizes[int(0.9 * (len(state_sizes) - 1))] if state_sizes else 0,
+            "max": state_sizes[-1] if state_sizes else 0,
+        },
+        "machine": machine(),
+        "versions": versions(),
+    }
+    return result
+
+
+def _command(options: BenchOptions) -> str:
+    parts = ["tutti bench"]
+    if options.events:
+        parts.append(f"--events {options.events}")
+    if options.customers != 5000:
+        parts.append(f"--customers {options.customers}")
+    if options.partitions != 12:
+        parts.append(f"--partitions {options.partitions}")
+    return " ".join(parts)
+
+
+def _round(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in d.items()}
+
+
+def _fmt(d: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}/s" for k, v in d.items())
+
+
+def machine() -> dict[str, Any]:
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) // (1024 * 1024)
+    except OSError:
+        pass
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": mem,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in (
+        "tutti",
+        "faust-streaming",
+        "aiokafka",
+        "confluent-kafka",
+        "fastavro",
+        "rocksdict",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "?"
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table for the docs and the closing note."""
+    raw = result["raw_ceiling_events_per_s"]
+    table = result["faust_table_floor_events_per_s"]
+    w = result["worker_events_per_s"]
+    lat = result["latency_ms"]
+    rows = [
+        ("(a) raw ceiling: confluent-kafka, decode, dict state + orjson, encode, produce", raw),
+        (
+            "(b) Faust floor: minimal agent, decode, encode, send",
+            result["faust_floor_events_per_s"],
+        ),
+        ("(b) Faust floor with a RocksDB table write per event", table),
+        ("(c) **Tutti worker, whole journey library, until every topic is drained**", w),
+    ]
+    two = result.get("two_workers") or {}
+    if two:
+        rows.append(("(e) two Tutti workers", two["events_per_s"]))
+    lines = [
+        "| what | events/s | vs raw | vs Faust+table |",
+        "|---|---:|---:|---:|",
+    ]
+    for what, rate in rows:
+        lines.append(f"| {what} | {rate:,.0f} | {rate / raw:.1%} | {rate / table:.0%} |")
+    lines += [
+        "",
+        f"(d) latency at {lat['offered_events_per_s']:.0f} events/s offered (50 % of (c)), "
+        f"{lat['samples']} probes: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+        + (f", {lat['missing']} missing" if lat["missing"] else ""),
+    ]
+    if two:
+        lines.append(f"(e) scale factor with two workers: {two['scale_factor']}x")
+    r = result["restore"]
+    lines.append(
+        f"(f) restore: {r['customers']:,} customers ({r['changelog_records']:,} changelog records) "
+        f"in {r['seconds']} s = {r['customers_per_s']:,} customers/s"
+    )
+    rpe = result["records_per_event"]
+    lines.append(
+        f"records per inbound event: {rpe['consumed']} consumed, {rpe['produced']} produced; "
+        f"dead letters: {result['dead_letters']}"
+    )
+    m = result["machine"]
+    lines.append(
+        f"{result['events']:,} events, {result['customers']:,} customers, "
+        f"{result['partitions']} partitions; {m['cpus']} vCPU {m['cpu']}, {m['memory_gib']} GiB, "
+        f"Python {m['python']}; `{result['command']}`"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    j = out_dir / "bench.json"
+    md = out_dir / "bench.md"
+    j.write_text(json.dumps(result, indent=2) + "\n")
+    md.write_text(markdown(result))
+    return j, md
