@@ -24,7 +24,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.ingest import is_transient
 from agents.signals import (
     CATALOG_HEADERS,
     EVENT_HEADERS,
@@ -42,7 +41,7 @@ from orchestrator.catalog import (
     fan_out,
     normalise_catalog,
 )
-from orchestrator.errors import SerializationError, TuttiError
+from orchestrator.errors import SerializationError, TuttiError, is_transient
 from orchestrator.ingest import check_record_size
 
 __all__ = [

@@ -29,12 +29,13 @@ from agents.signals import SIGNAL_EVENT, SIGNAL_HEADER, SIGNAL_LINK
 from agents.worker import TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
-from orchestrator.errors import SerializationError, TuttiError
+from orchestrator.errors import TuttiError, is_transient
 from orchestrator.ingest import (
     DEFAULT_LIMITS,
     IngestLimits,
     check_record_size,
     dead_letter,
+    encode_dead_letter,
     identifier_keys,
     normalise,
 )
@@ -44,7 +45,6 @@ __all__ = [
     "LINK_HEADERS",
     "DeadLettered",
     "Forwarded",
-    "is_transient",
     "message_headers",
     "route_inbound",
     "route_with_retry",
@@ -84,23 +84,6 @@ class DeadLettered:
     value: bytes
     error_class: str
     reason: str
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the failure is the infrastructure's (registry down), not the record's."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        status = getattr(seen, "http_status_code", None)
-        if isinstance(status, int) and (status >= 500 or status < 0):
-            return True
-        name = type(seen).__name__
-        module = type(seen).__module__
-        if module.startswith(("httpx", "httpcore")) and name not in ("DecodingError",):
-            return True
-        if isinstance(seen, ConnectionError | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def route_inbound(
@@ -147,14 +130,7 @@ def route_inbound(
             failed_at=now,
             worker=worker,
         )
-        try:
-            encoded = codec.encode("DeadLetter", letter, dead_letter_topic)
-        except SerializationError as enc_exc:
-            if is_transient(enc_exc):
-                # The DLQ must stay writable without the registry: single-object needs none.
-                encoded = codec.encode_single_object("DeadLetter", letter)
-            else:
-                raise
+        encoded = encode_dead_letter(codec, letter, dead_letter_topic)
         return DeadLettered(key, encoded, type(exc).__name__, letter["reason"])
 
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +37,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from orchestrator.admin import create_topics  # noqa: E402
 from orchestrator.codec import AvroCodec  # noqa: E402
 from orchestrator.config import SenderSettings, Settings, TopicSettings, load_settings  # noqa: E402
+from orchestrator.engine.decision import Action  # noqa: E402
 from orchestrator.kafka import admin_client, producer  # noqa: E402
-from orchestrator.senders.model import Action  # noqa: E402
 from orchestrator.senders.providers import InMemoryProvider  # noqa: E402
 from orchestrator.senders.service import build_sender, run_sender  # noqa: E402
 from orchestrator.topics import Topics  # noqa: E402
@@ -160,7 +161,7 @@ def main() -> None:
         topic = Topics(topic_settings).actions(channel)
         codec = AvroCodec.from_settings(settings.kafka)
         p = producer(settings.kafka)
-        now = int(time.time() * 1000)
+        now = datetime.now(UTC)
         t0 = time.monotonic()
         for i in range(args.actions):
             action = Action(
@@ -168,10 +169,14 @@ def main() -> None:
                 customer_id=f"c{i % 5000}",
                 channel=channel,
                 journey_id="cart_recovery",
+                journey_version=1,
+                step_id="",
                 template_id="cart_reminder",
-                created_at_ms=now,
-                not_before_ms=now,
-                expires_at_ms=now + 3_600_000,
+                category="UNKNOWN",
+                created_at=now,
+                not_before=now,
+                expires_at=now + timedelta(hours=1),
+                reason="",
                 destination=f"c{i}@example.com" if channel == "email" else f"+336{i:08d}",
                 payload={"first_name": "Ann", "cart_total": "€42.50", "cart_url": "https://s/c"},
             )

@@ -10,6 +10,7 @@ __all__ = [
     "StackError",
     "TuttiError",
     "ValidationError",
+    "is_transient",
 ]
 
 
@@ -39,3 +40,25 @@ class StackError(TuttiError):
 
 class JourneyError(TuttiError):
     """A journey file is invalid; the message names the file, line, field and what was expected."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the failure is the infrastructure's (registry down), not the record's.
+
+    Walks the chain of causes: an HTTP 5xx or a negative status (the registry client's "no
+    response"), any httpx/httpcore transport error, or a connection error or timeout anywhere in
+    it makes the failure transient - worth retrying, never a reason to dead-letter a record.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = getattr(seen, "http_status_code", None)
+        if isinstance(status, int) and (status >= 500 or status < 0):
+            return True
+        name = type(seen).__name__
+        module = type(seen).__module__
+        if module.startswith(("httpx", "httpcore")) and name not in ("DecodingError",):
+            return True
+        if isinstance(seen, ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -3,7 +3,9 @@ the engine's domain event, and build the DeadLetter record for anything that fai
 
 The ingest agents call :func:`normalise_event` on every decoded record and
 :func:`dead_letter` on every failure, so everything a bad record can do wrong is testable here
-with plain dicts. Reasons never contain raw contact points (emails, phones, push tokens).
+with plain dicts; :func:`encode_dead_letter` frames the result for the dead-letter topic (the
+ingest agents and the senders alike). Reasons never contain raw contact points (emails, phones,
+push tokens).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from orchestrator.engine.errors import SignalError
 from orchestrator.engine.signals import CustomerEvent, Identities
 from orchestrator.engine.timeutil import to_datetime
-from orchestrator.errors import ValidationError
+from orchestrator.errors import SerializationError, ValidationError, is_transient
 from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS, is_known_event_type
+
+if TYPE_CHECKING:
+    from orchestrator.codec import AvroCodec
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -28,6 +33,7 @@ __all__ = [
     "Normalised",
     "check_record_size",
     "dead_letter",
+    "encode_dead_letter",
     "identifier_keys",
     "normalise",
     "normalise_event",
@@ -360,3 +366,16 @@ def dead_letter(
         "failed_at": failed_at,
         "worker": worker,
     }
+
+
+def encode_dead_letter(codec: AvroCodec, letter: Mapping[str, Any], topic: str) -> bytes:
+    """A :func:`dead_letter` record encoded for the dead-letter ``topic`` (the codec's framing,
+    Confluent normally). When the schema registry cannot be reached, it falls back to Avro
+    single-object framing, which needs no registry: the DLQ must stay writable during an outage.
+    Any other encoding failure is raised."""
+    try:
+        return codec.encode("DeadLetter", letter, topic)
+    except SerializationError as exc:
+        if not is_transient(exc):
+            raise
+        return codec.encode_single_object("DeadLetter", letter)

@@ -2,7 +2,8 @@
 
 `Action.to_record()` and `Outcome.to_record()` give dicts whose keys are exactly the fields of
 `schemas/Action.avsc` and `schemas/JourneyOutcome.avsc` (timestamps as aware datetimes, which
-fastavro writes as timestamp-millis).
+fastavro writes as timestamp-millis). `Action.from_record()` is the way back, for the senders,
+which read the same `Action` type the engine writes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from orchestrator.engine.signals import Money, WakeUp
@@ -50,6 +51,25 @@ REASON_CODES = (
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(value: Any) -> datetime:
+    """What fastavro hands back for timestamp-millis (an aware datetime, or epoch ms as an int)
+    as an aware UTC datetime; ints are converted exactly, to the millisecond. (A naive datetime
+    is read as local time, as ``datetime.timestamp()`` does.)"""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    try:
+        return _EPOCH + timedelta(milliseconds=int(value))
+    except OverflowError as exc:
+        raise ValueError(f"epoch millis {value!r} out of range") from exc
+
+
+def _enum(value: Any) -> str:
+    return str(value) if value is not None else "UNKNOWN"
+
+
 def stable_id(*parts: object) -> str:
     """A deterministic id from its parts (sha256; never `hash()`, never the clock)."""
     text = "\x1f".join(str(p) for p in parts)
@@ -79,6 +99,33 @@ class Action:
     priority: int = 0
     requires_approval: bool = False
     payload: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Action:
+        """An Action from a decoded schemas/Action.avsc record (timestamps as datetimes or epoch
+        ms, enums as str). Fields an older writer may have left out take their defaults: version
+        1, empty step and reason, category UNKNOWN, priority 0, no approval, empty payload."""
+        return cls(
+            action_id=str(record["action_id"]),
+            customer_id=str(record["customer_id"]),
+            channel=_enum(record.get("channel")),
+            journey_id=str(record["journey_id"]),
+            journey_version=int(record.get("journey_version", 1)),
+            step_id=str(record.get("step_id", "")),
+            variant=record.get("variant"),
+            template_id=str(record["template_id"]),
+            offer_id=record.get("offer_id"),
+            destination=record.get("destination"),
+            locale=record.get("locale"),
+            priority=int(record.get("priority", 0)),
+            category=_enum(record.get("category")),
+            requires_approval=bool(record.get("requires_approval", False)),
+            created_at=_instant(record["created_at"]),
+            not_before=_instant(record["not_before"]),
+            expires_at=_instant(record["expires_at"]),
+            reason=str(record.get("reason", "")),
+            payload=dict(record.get("payload") or {}),
+        )
 
     def to_record(self) -> dict[str, Any]:
         return {

@@ -8,9 +8,10 @@ HTTP webhook, console) with rate limiting and bounded retries, writes a Delivery
 
 from __future__ import annotations
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.dedupe import DedupeEntry, InMemoryDedupeStore, RocksDedupeStore
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import Action, DeliveryReceipt, SendResult
+from orchestrator.senders.model import DeliveryReceipt, SendResult
 from orchestrator.senders.processor import ActionProcessor, RecordRef
 from orchestrator.senders.providers import Provider, build_provider
 from orchestrator.senders.ratelimit import TokenBucket

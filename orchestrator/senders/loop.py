@@ -18,13 +18,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.codec import AvroCodec
-from orchestrator.errors import SerializationError
+from orchestrator.engine.decision import Action
+from orchestrator.errors import SerializationError, is_transient
+from orchestrator.ingest import dead_letter, encode_dead_letter
 from orchestrator.senders.errors import SenderError
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import Action, DeliveryReceipt
+from orchestrator.senders.model import DeliveryReceipt
 from orchestrator.senders.processor import ActionProcessor, RecordRef
 
 __all__ = ["SenderLoop", "commit_with_retry"]
@@ -272,6 +275,14 @@ class SenderLoop:
         try:
             return Action.from_record(self.codec.decode(message.value(), "Action", message.topic()))
         except (SerializationError, KeyError, TypeError, ValueError) as exc:
+            if is_transient(exc):
+                # The registry is unreachable: not the record's fault, so never dead-lettered.
+                # Nothing of the batch is committed; the actions are re-read on restart.
+                raise SenderError(
+                    f"cannot decode an action on {message.topic()}: the schema registry is "
+                    f"unreachable ({type(exc).__name__}: {exc}). Offsets were not committed; "
+                    "the actions will be re-read (and not re-sent) on restart."
+                ) from exc
             self.metrics.undecodable.labels(self.channel).inc()
             log.error(
                 "undecodable action record sent to the dead-letter topic",
@@ -293,19 +304,18 @@ class SenderLoop:
         self._produce(self.feedback_topic, receipt.customer_id.encode(), value)
 
     def _produce_dead_letter(self, message: Any, exc: Exception) -> None:
-        record = {
-            "source_topic": message.topic(),
-            "source_partition": message.partition(),
-            "source_offset": message.offset(),
-            "key": message.key(),
-            "value": message.value(),
-            "headers": [{"key": k, "value": v} for k, v in (message.headers() or [])],
-            "error_class": type(exc).__name__,
-            "reason": str(exc)[:1000],
-            "failed_at": self.processor.clock(),
-            "worker": f"sender-{self.channel}",
-        }
-        value = self.codec.encode("DeadLetter", record, self.dead_letter_topic)
+        letter = dead_letter(
+            key=message.key(),
+            value=message.value(),
+            headers=message.headers(),
+            source_topic=message.topic(),
+            source_partition=message.partition(),
+            source_offset=message.offset(),
+            error=exc,
+            failed_at=datetime.fromtimestamp(self.processor.clock() / 1000, tz=UTC),
+            worker=f"sender-{self.channel}",
+        )
+        value = encode_dead_letter(self.codec, letter, self.dead_letter_topic)
         self._produce(self.dead_letter_topic, message.key(), value)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:

@@ -1,105 +1,39 @@
-"""The sender's domain records: the Action it reads and the DeliveryReceipt it writes.
+"""The sender's domain records: the DeliveryReceipt it writes, and the provider's SendResult.
 
-Decoded Avro dicts become frozen records here, at the edge, with times as epoch milliseconds
-so that the loop, the providers and the tests never juggle datetimes and time zones.
+The Action it reads is the engine's own (:class:`orchestrator.engine.decision.Action`, built
+from the decoded Avro dict by ``Action.from_record``): one type from decision to delivery. The
+sender works in epoch milliseconds (its clock, the dedupe store, the receipts); :func:`to_ms`
+turns an action's datetimes into them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-__all__ = ["Action", "DeliveryReceipt", "DeliveryStatus", "SendResult", "receipt_id", "to_ms"]
+from orchestrator.engine.decision import Action
+
+__all__ = ["DeliveryReceipt", "DeliveryStatus", "SendResult", "receipt_id", "to_ms"]
 
 DeliveryStatus = Literal[
     "sent", "delivered", "failed", "bounced", "expired", "duplicate_skipped", "rejected"
 ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def to_ms(value: Any) -> int:
-    """Epoch milliseconds from what fastavro hands back for timestamp-millis (datetime or int)."""
+    """Epoch milliseconds from a datetime (an Action's times, what fastavro hands back for
+    timestamp-millis) or an int. Aware datetimes are converted exactly, as fastavro does."""
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        if value.tzinfo is None:
+            return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // _MS
     return int(value)
-
-
-def _enum(value: Any) -> str:
-    return str(value) if value is not None else "UNKNOWN"
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """A message to deliver (schemas/Action.avsc). ``destination`` is personal data: never log."""
-
-    action_id: str
-    customer_id: str
-    channel: str
-    journey_id: str
-    template_id: str
-    created_at_ms: int
-    not_before_ms: int
-    expires_at_ms: int
-    journey_version: int = 1
-    step_id: str = ""
-    variant: str | None = None
-    offer_id: str | None = None
-    destination: str | None = None
-    locale: str | None = None
-    priority: int = 0
-    category: str = "UNKNOWN"
-    requires_approval: bool = False
-    reason: str = ""
-    payload: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Action:
-        return cls(
-            action_id=str(record["action_id"]),
-            customer_id=str(record["customer_id"]),
-            channel=_enum(record.get("channel")),
-            journey_id=str(record["journey_id"]),
-            journey_version=int(record.get("journey_version", 1)),
-            step_id=str(record.get("step_id", "")),
-            variant=record.get("variant"),
-            template_id=str(record["template_id"]),
-            offer_id=record.get("offer_id"),
-            destination=record.get("destination"),
-            locale=record.get("locale"),
-            priority=int(record.get("priority", 0)),
-            category=_enum(record.get("category")),
-            requires_approval=bool(record.get("requires_approval", False)),
-            created_at_ms=to_ms(record["created_at"]),
-            not_before_ms=to_ms(record["not_before"]),
-            expires_at_ms=to_ms(record["expires_at"]),
-            reason=str(record.get("reason", "")),
-            payload=dict(record.get("payload") or {}),
-        )
-
-    def to_record(self) -> dict[str, Any]:
-        """The Avro-shaped dict (used by tests, the benchmark and the simulator)."""
-        return {
-            "action_id": self.action_id,
-            "customer_id": self.customer_id,
-            "channel": self.channel,
-            "journey_id": self.journey_id,
-            "journey_version": self.journey_version,
-            "step_id": self.step_id,
-            "variant": self.variant,
-            "template_id": self.template_id,
-            "offer_id": self.offer_id,
-            "destination": self.destination,
-            "locale": self.locale,
-            "priority": self.priority,
-            "category": self.category,
-            "requires_approval": self.requires_approval,
-            "created_at": self.created_at_ms,
-            "not_before": self.not_before_ms,
-            "expires_at": self.expires_at_ms,
-            "reason": self.reason,
-            "payload": dict(self.payload),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
 from orchestrator.senders.errors import (
     BounceError,
@@ -28,7 +29,7 @@ from orchestrator.senders.errors import (
     TransientDeliveryError,
 )
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import Action, DeliveryReceipt, DeliveryStatus
+from orchestrator.senders.model import DeliveryReceipt, DeliveryStatus, to_ms
 from orchestrator.senders.privacy import redact
 from orchestrator.senders.providers.base import Provider
 from orchestrator.senders.ratelimit import TokenBucket
@@ -177,18 +178,19 @@ class ActionProcessor:
         # An entry still ``pending`` here means a previous process died during a provider call.
         uncertain = entry is not None
 
-        if received_ms >= action.expires_at_ms:
+        expires_ms = to_ms(action.expires_at)
+        if received_ms >= expires_ms:
             # After a crash mid-send the message may have left anyway: say so, do not guess.
             reason = (
                 "expired: an earlier attempt may have been delivered" if uncertain else "expired"
             )
             return self._finish(action, "expired", reason, attempts=0)
-        hold_ms = action.not_before_ms - received_ms
+        hold_ms = to_ms(action.not_before) - received_ms
         if hold_ms > self.max_hold_ms:
             return self._finish(action, "rejected", "not_before_too_far", attempts=0)
         if hold_ms > 0:
             await self.sleep(hold_ms / 1000)
-            if self.clock() >= action.expires_at_ms:
+            if self.clock() >= expires_ms:
                 return self._finish(action, "expired", "expired", attempts=0)
 
         if uncertain:
@@ -213,9 +215,7 @@ class ActionProcessor:
             on_retry=self._on_retry,
             sleep=self.sleep,
             rng=self.rng,
-            still_wanted=lambda: (
-                self.clock() < action.expires_at_ms and not self._outage_too_long()
-            ),
+            still_wanted=lambda: self.clock() < expires_ms and not self._outage_too_long(),
         )
         latency_ms = max(0, self.clock() - received_ms)
         self.metrics.send_latency.labels(*self._labels).observe(latency_ms / 1000)
@@ -236,7 +236,7 @@ class ActionProcessor:
             status: DeliveryStatus = "bounced" if isinstance(error, BounceError) else "failed"
             reason = f"{error.code}: {error.detail}" if error.detail else error.code
             if isinstance(error, TransientDeliveryError) and error.provider_down:
-                if self.clock() < action.expires_at_ms:
+                if self.clock() < expires_ms:
                     # Still wanted, but the outage lasts: stop, leave the batch in Kafka.
                     raise ProviderUnavailableError(
                         f"{self.provider.name} provider unreachable for more than "

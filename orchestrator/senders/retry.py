@@ -13,13 +13,14 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import (
     DeliveryError,
     PermanentDeliveryError,
     SenderError,
     TransientDeliveryError,
 )
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.senders.model import SendResult
 from orchestrator.senders.privacy import redact
 from orchestrator.senders.providers.base import Provider
 

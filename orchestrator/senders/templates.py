@@ -24,8 +24,8 @@ from typing import Any
 from jinja2 import ChainableUndefined, FileSystemLoader, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import ProviderConfigError
-from orchestrator.senders.model import Action
 from orchestrator.senders.privacy import redact
 
 __all__ = ["DEFAULT_TEMPLATE", "RenderedMessage", "TemplateRenderer"]

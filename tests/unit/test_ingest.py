@@ -16,6 +16,7 @@ from orchestrator.ingest import (
     MAX_DEAD_LETTER_VALUE_BYTES,
     IngestLimits,
     dead_letter,
+    encode_dead_letter,
     identifier_keys,
     normalise_event,
 )
@@ -220,3 +221,51 @@ def test_dead_letter_cuts_a_value_that_would_not_fit_a_kafka_message() -> None:
     assert record["reason"].startswith("record is 921610 bytes")
     assert f"of {len(big)} bytes" in record["reason"]
     assert record["headers"] == [{"key": "h", "value": b"1"}]
+
+
+class _Registry:
+    """A schema registry that fails every call with an HTTP status (-1: no response)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def register_schema(self, subject: str, schema: Any) -> int:
+        error = RuntimeError(f"registry says {self.status}")
+        error.http_status_code = self.status  # type: ignore[attr-defined]
+        raise error
+
+
+def _letter() -> dict[str, Any]:
+    return dead_letter(
+        key=b"c-1",
+        value=b"garbage",
+        headers=None,
+        source_topic="actions.email",
+        source_partition=0,
+        source_offset=7,
+        error=SerializationError("unknown framing"),
+        failed_at=NOW,
+        worker="sender-email",
+    )
+
+
+@pytest.mark.parametrize("status", [-1, 503])
+def test_a_dead_letter_is_still_written_while_the_registry_is_down(status: int) -> None:
+    codec = AvroCodec(registry=_Registry(status), framing="confluent")
+    encoded = encode_dead_letter(codec, _letter(), "dead-letters")
+    decoded = codec.decode_single_object(encoded, "DeadLetter")
+    assert decoded["value"] == b"garbage" and decoded["worker"] == "sender-email"
+
+
+def test_a_dead_letter_the_registry_refuses_is_an_error_not_a_fallback() -> None:
+    codec = AvroCodec(registry=_Registry(409), framing="confluent")
+    with pytest.raises(SerializationError, match="cannot register DeadLetter"):
+        encode_dead_letter(codec, _letter(), "dead-letters")
+
+
+def test_a_dead_letter_uses_the_codec_framing() -> None:
+    codec = AvroCodec(registry=None, framing="single_object")
+    letter = _letter()
+    assert encode_dead_letter(codec, letter, "t") == codec.encode_single_object(
+        "DeadLetter", letter
+    )

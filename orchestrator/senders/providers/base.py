@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.engine.decision import Action
+from orchestrator.senders.model import SendResult
 
 __all__ = ["Provider"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.engine.decision import Action
+from orchestrator.senders.model import SendResult
 from orchestrator.senders.privacy import mask
 from orchestrator.senders.templates import TemplateRenderer
 

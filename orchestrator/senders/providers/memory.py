@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import DeliveryError
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.senders.model import SendResult
 
 __all__ = ["InMemoryProvider"]
 

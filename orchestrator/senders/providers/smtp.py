@@ -20,13 +20,14 @@ from email.utils import formatdate, parseaddr
 
 import aiosmtplib
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import (
     BounceError,
     PermanentDeliveryError,
     ProviderConfigError,
     TransientDeliveryError,
 )
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.senders.model import SendResult
 from orchestrator.senders.privacy import redact
 from orchestrator.senders.templates import TemplateRenderer
 

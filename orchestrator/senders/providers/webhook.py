@@ -20,13 +20,14 @@ from typing import Any
 
 import httpx
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import (
     BounceError,
     PermanentDeliveryError,
     ProviderConfigError,
     TransientDeliveryError,
 )
-from orchestrator.senders.model import Action, SendResult
+from orchestrator.senders.model import SendResult, to_ms
 from orchestrator.senders.privacy import redact
 from orchestrator.senders.signing import SIGNATURE_HEADER, signature_header
 from orchestrator.senders.templates import TemplateRenderer
@@ -62,8 +63,8 @@ def webhook_body(action: Action, renderer: TemplateRenderer) -> dict[str, Any]:
         "subject": rendered.subject,
         "text": rendered.short,
         "payload": dict(action.payload),
-        "not_before": action.not_before_ms,
-        "expires_at": action.expires_at_ms,
+        "not_before": to_ms(action.not_before),
+        "expires_at": to_ms(action.expires_at),
     }
 
 

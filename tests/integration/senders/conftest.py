@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Settings
-from orchestrator.senders.model import Action
+from orchestrator.engine.decision import Action
 
 from .servers import SmtpServer, WebhookServer
 
@@ -48,10 +48,10 @@ def webhook_server() -> Iterator[WebhookServer]:
 
 @pytest.fixture
 def action_factory() -> Callable[..., Action]:
-    import time
+    from datetime import UTC, datetime, timedelta
 
     def make(i: int = 1, **overrides: Any) -> Action:
-        now = int(time.time() * 1000)
+        now = datetime.now(UTC)
         fields: dict[str, Any] = {
             "action_id": f"act-{i}",
             "customer_id": f"cust-{i}",
@@ -61,9 +61,9 @@ def action_factory() -> Callable[..., Action]:
             "step_id": "remind",
             "template_id": "cart_reminder",
             "destination": f"ann.{i}@example.com",
-            "created_at_ms": now - 1000,
-            "not_before_ms": now - 1000,
-            "expires_at_ms": now + 3_600_000,
+            "created_at": now - timedelta(seconds=1),
+            "not_before": now - timedelta(seconds=1),
+            "expires_at": now + timedelta(hours=1),
             "category": "marketing",
             "reason": "cart abandoned 1 h ago",
             "payload": {"first_name": "Ann", "cart_total": "€42.50", "cart_url": "https://shop/c"},

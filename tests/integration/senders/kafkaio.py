@@ -8,8 +8,9 @@ from collections.abc import Iterable
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
+from orchestrator.engine.decision import Action
 from orchestrator.kafka import consumer, producer
-from orchestrator.senders.model import Action, DeliveryReceipt
+from orchestrator.senders.model import DeliveryReceipt
 from orchestrator.topics import Topics
 
 

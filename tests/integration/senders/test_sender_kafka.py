@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import SenderSettings, Settings
+from orchestrator.engine.decision import Action
 from orchestrator.kafka import consumer
 from orchestrator.senders.logs import JsonFormatter
-from orchestrator.senders.model import Action
 from orchestrator.senders.service import Sender, build_sender, group_id, run_sender
 from orchestrator.topics import Topics
 
@@ -67,7 +68,7 @@ def test_email_actions_are_delivered_once_and_reported(
 ) -> None:
     s = _with_sender(settings, tmp_path, smtp_port=smtp_server.port)
     due = action_factory(1, destination="ann.private@example.com")
-    expired = action_factory(2, expires_at_ms=due.created_at_ms - 1)
+    expired = action_factory(2, expires_at=due.created_at - timedelta(milliseconds=1))
     bounce = action_factory(3, destination="bounce.bob@example.com")
     produce_actions(s, [due, due, expired, bounce], raw=[b"\x00\x00\x00\x00\x01garbage"])
 

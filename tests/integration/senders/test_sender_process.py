@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from orchestrator.config import Settings
-from orchestrator.senders.model import Action
+from orchestrator.engine.decision import Action
 from orchestrator.senders.service import group_id
 
 from .conftest import TEMPLATES

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import BounceError, ProviderConfigError, TransientDeliveryError
-from orchestrator.senders.model import Action
 from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
 from orchestrator.senders.templates import TemplateRenderer
 

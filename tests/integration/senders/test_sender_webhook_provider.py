@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import (
     BounceError,
     PermanentDeliveryError,
     ProviderConfigError,
     TransientDeliveryError,
 )
-from orchestrator.senders.model import Action
 from orchestrator.senders.providers.webhook import WebhookConfig, WebhookProvider
 from orchestrator.senders.retry import Attempted, RetryPolicy, send_with_retry
 from orchestrator.senders.signing import verify

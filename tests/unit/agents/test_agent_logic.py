@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.ingest import DeadLettered, Forwarded, is_transient, route_inbound
+from agents.ingest import DeadLettered, Forwarded, route_inbound
 from agents.views import public_profile
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState
-from orchestrator.errors import SerializationError
+from orchestrator.errors import SerializationError, is_transient
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CODEC = AvroCodec(registry=None, framing="single_object")

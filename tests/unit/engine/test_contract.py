@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.engine import (
+    Action,
     CustomerEvent,
     DeliveryFeedback,
     JourneyError,
@@ -93,6 +95,39 @@ def test_actions_and_outcomes_encode_against_their_schemas() -> None:
     assert back["offer_id"] == "X" and back["category"] == "marketing"
     for outcome in d.outcomes:
         assert roundtrip("JourneyOutcome", outcome.to_record())["kind"] == outcome.kind
+
+
+def test_the_action_a_sender_decodes_is_the_action_the_engine_wrote() -> None:
+    d = decide(
+        contactable(), event("custom.go"), T0, journey_rules(send_journey(send_extra=", offer: X"))
+    )
+    (action,) = d.actions
+    assert Action.from_record(roundtrip("Action", action.to_record())) == action
+    # Epoch millis (what a writer without logical types hands over) are exact, in UTC.
+    ms = {k: int(getattr(action, k).timestamp()) * 1000 + 7 for k in ("created_at", "expires_at")}
+    as_ints = Action.from_record({**action.to_record(), **ms, "not_before": 0})
+    assert as_ints.created_at == datetime.fromtimestamp(ms["created_at"] / 1000, tz=UTC)
+    assert as_ints.created_at.microsecond % 1000 == 0 and as_ints.created_at.tzinfo is UTC
+    assert as_ints.not_before == datetime(1970, 1, 1, tzinfo=UTC)
+    assert Action.from_record(roundtrip("Action", as_ints.to_record())) == as_ints
+
+
+def test_an_action_record_from_an_older_writer_takes_the_defaults() -> None:
+    action = Action.from_record(
+        {
+            "action_id": "a1",
+            "customer_id": "c1",
+            "channel": None,
+            "journey_id": "j",
+            "template_id": "t",
+            "created_at": T0,
+            "not_before": T0,
+            "expires_at": T0,
+        }
+    )
+    assert (action.journey_version, action.step_id, action.reason) == (1, "", "")
+    assert (action.channel, action.category, action.priority) == ("UNKNOWN", "UNKNOWN", 0)
+    assert not action.requires_approval and action.payload == {} and action.variant is None
 
 
 def test_a_decoded_delivery_receipt_is_feedback() -> None:

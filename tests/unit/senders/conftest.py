@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import Action
 
-from .fakes import NOW_MS, FakeClock
+from .fakes import NOW_MS, FakeClock, at
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 
@@ -39,9 +39,9 @@ def action_factory() -> Callable[..., Action]:
             "step_id": "remind",
             "template_id": "cart_reminder",
             "destination": f"ann.{i}@example.com",
-            "created_at_ms": NOW_MS - 1000,
-            "not_before_ms": NOW_MS - 1000,
-            "expires_at_ms": NOW_MS + 3_600_000,
+            "created_at": at(NOW_MS - 1000),
+            "not_before": at(NOW_MS - 1000),
+            "expires_at": at(NOW_MS + 3_600_000),
             "category": "marketing",
             "reason": "cart abandoned 1 h ago; email is the customer's best channel",
             "payload": {"first_name": "Ann", "cart_total": "€42.50", "cart_url": "https://shop/c"},

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from orchestrator.senders.metrics import SenderMetrics
 
 NOW_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z, fixed
+
+
+def at(ms: int) -> datetime:
+    """The instant ``ms`` epoch milliseconds, as an Action's aware UTC datetime."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import asyncio
 import io
 from collections.abc import Callable
 
-from orchestrator.senders.model import Action
+from orchestrator.engine.decision import Action
 from orchestrator.senders.providers.console import ConsoleProvider
 from orchestrator.senders.templates import TemplateRenderer
 

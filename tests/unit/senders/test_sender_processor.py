@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.dedupe import DedupeEntry, InMemoryDedupeStore
 from orchestrator.senders.errors import BounceError, PermanentDeliveryError, TransientDeliveryError
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import Action, DeliveryReceipt
+from orchestrator.senders.model import DeliveryReceipt
 from orchestrator.senders.processor import ActionProcessor, RecordRef
 from orchestrator.senders.providers.memory import InMemoryProvider
 from orchestrator.senders.ratelimit import TokenBucket
 from orchestrator.senders.retry import RetryPolicy
 
-from .fakes import NOW_MS, FakeClock, sample
+from .fakes import NOW_MS, FakeClock, at, sample
 
 REF = RecordRef("actions.email", 0, 10)
 
@@ -97,7 +98,7 @@ def test_a_send_that_died_midway_is_resent_and_counted_as_uncertain(
 def test_an_expired_action_is_not_sent(
     harness: Harness, action_factory: Callable[..., Action]
 ) -> None:
-    receipt = harness.handle(action_factory(expires_at_ms=NOW_MS - 1))
+    receipt = harness.handle(action_factory(expires_at=at(NOW_MS - 1)))
     assert receipt.status == "expired" and receipt.attempts == 0
     assert harness.provider.delivered == []
 
@@ -105,7 +106,7 @@ def test_an_expired_action_is_not_sent(
 def test_a_slightly_early_action_waits_for_not_before(
     harness: Harness, action_factory: Callable[..., Action], clock: FakeClock
 ) -> None:
-    receipt = harness.handle(action_factory(not_before_ms=NOW_MS + 2500))
+    receipt = harness.handle(action_factory(not_before=at(NOW_MS + 2500)))
     assert receipt.status == "sent"
     assert clock.sleeps[0] == 2.5 and receipt.occurred_at_ms >= NOW_MS + 2500
 
@@ -114,7 +115,7 @@ def test_an_action_that_would_expire_while_waiting_is_expired(
     harness: Harness, action_factory: Callable[..., Action]
 ) -> None:
     receipt = harness.handle(
-        action_factory(not_before_ms=NOW_MS + 2000, expires_at_ms=NOW_MS + 1000)
+        action_factory(not_before=at(NOW_MS + 2000), expires_at=at(NOW_MS + 1000))
     )
     assert receipt.status == "expired" and harness.provider.delivered == []
 
@@ -123,7 +124,7 @@ def test_an_action_due_much_later_is_rejected_not_held(
     clock: FakeClock, metrics: SenderMetrics, action_factory: Callable[..., Action]
 ) -> None:
     harness = Harness(clock, metrics, max_hold_ms=30_000)
-    receipt = harness.handle(action_factory(not_before_ms=NOW_MS + 31_000))
+    receipt = harness.handle(action_factory(not_before=at(NOW_MS + 31_000)))
     assert (receipt.status, receipt.reason) == ("rejected", "not_before_too_far")
     assert clock.sleeps == [] and harness.provider.delivered == []
 
@@ -227,7 +228,7 @@ def test_an_interrupted_send_that_has_since_expired_is_reported_honestly(
     harness: Harness, action_factory: Callable[..., Action]
 ) -> None:
     harness.dedupe.put("act-1", DedupeEntry("pending", NOW_MS - 5000, REF.topic, 0, 10))
-    receipt = harness.handle(action_factory(expires_at_ms=NOW_MS - 1))
+    receipt = harness.handle(action_factory(expires_at=at(NOW_MS - 1)))
     assert receipt.status == "expired" and harness.provider.delivered == []
     assert receipt.reason == "expired: an earlier attempt may have been delivered"
     assert harness.count("tutti_sender_uncertain_resends_total", channel="email") == 0
@@ -282,7 +283,7 @@ def test_a_message_waits_for_a_provider_outage_only_until_it_expires(
 ) -> None:
     down = TransientDeliveryError("smtp_connect", "cannot reach", provider_down=True)
     harness.provider.fail("act-1", [down] * 1000)
-    receipt = harness.handle(action_factory(expires_at_ms=NOW_MS + 60_000))
+    receipt = harness.handle(action_factory(expires_at=at(NOW_MS + 60_000)))
     assert receipt.status == "expired"
     assert receipt.reason == "expired: provider unavailable (smtp_connect)"
     assert clock.ms >= NOW_MS + 60_000 and harness.provider.delivered == []
@@ -298,7 +299,7 @@ def test_a_long_outage_stops_the_sender_and_leaves_the_action_in_kafka(
     down = TransientDeliveryError("http_unreachable", "ConnectError", provider_down=True)
     harness.provider.fail("act-1", [down] * 1000)
     with pytest.raises(ProviderUnavailableError, match="more than 120 s"):
-        harness.handle(action_factory(expires_at_ms=NOW_MS + 24 * 3600_000))
+        harness.handle(action_factory(expires_at=at(NOW_MS + 24 * 3600_000)))
     assert clock.ms - NOW_MS >= 120_000
     entry = harness.dedupe.get("act-1", clock.ms)
     assert entry is not None and entry.state == "pending"  # no outcome recorded: re-read later

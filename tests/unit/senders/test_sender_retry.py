@@ -7,13 +7,13 @@ import random
 
 import pytest
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import (
     BounceError,
     PermanentDeliveryError,
     ProviderConfigError,
     TransientDeliveryError,
 )
-from orchestrator.senders.model import Action
 from orchestrator.senders.providers.memory import InMemoryProvider
 from orchestrator.senders.retry import RetryPolicy, send_with_retry
 

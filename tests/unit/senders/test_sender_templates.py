@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import ProviderConfigError
-from orchestrator.senders.model import Action
 from orchestrator.senders.templates import TemplateRenderer
 
 from .conftest import TEMPLATES
