@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.bench.run import ROOT, BenchOptions, markdown, run_bench, write_results
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @click.command()
@@ -39,6 +39,8 @@ def bench(
 ) -> None:
     """Measure the worker next to the raw and Faust ceilings, in one run (needs Kafka and the
     registry: `tutti stack up`). Writes results/bench.json and results/bench.md."""
+    from orchestrator.bench.run import BenchOptions, markdown, run_bench, write_results
+
     options = BenchOptions(
         customers=customers,
         events=events,

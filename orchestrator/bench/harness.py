@@ -3,9 +3,11 @@ read from outside (the benchmark never reaches into the worker it measures)."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +69,9 @@ class Process:
             return None
         return f"exited {self.popen.returncode}:\n" + self.log.read_text(errors="replace")[-3000:]
 
+    def __post_init__(self) -> None:
+        _children.append(self)
+
     def stop(self, timeout: float = 30) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
@@ -75,6 +80,29 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(10)
+
+
+#: Every child started, so none outlives the benchmark (a stray worker would eat the CPU of
+#: the next run and skew it): stopped at exit and on SIGTERM/SIGINT.
+_children: list[Process] = []
+
+
+def stop_children() -> None:
+    for child in _children:
+        if child.popen.poll() is None:
+            child.popen.kill()
+            child.popen.wait(10)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    stop_children()
+    raise SystemExit(128 + signum)
+
+
+def stop_children_on_exit() -> None:
+    """Called by the benchmark's entry point (never at import: `tutti worker` shares the CLI)."""
+    atexit.register(stop_children)
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -205,15 +233,53 @@ def uncommitted(settings: Settings, group: str, topics: list[str]) -> int:
         c.close()
 
 
+class Stalled(RuntimeError):
+    """The group stopped committing while records were left: what is stuck, and where."""
+
+
+def stuck_partitions(settings: Settings, group: str, topics: list[str]) -> list[str]:
+    """``topic[partition] committed/end`` for every partition ``group`` has not drained."""
+    from confluent_kafka import TopicPartition
+
+    c = consumer(settings.kafka, group)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in _partitions(c, t)]
+        out = []
+        for tp in c.committed(tps, timeout=10):
+            low, high = c.get_watermark_offsets(tp, timeout=10)
+            done = tp.offset if tp.offset >= 0 else low
+            if high > done:
+                out.append(f"{tp.topic}[{tp.partition}] {tp.offset}/{high}")
+        return out
+    finally:
+        c.close()
+
+
 def wait_drained(
-    settings: Settings, group: str, topics: list[str], processes: list[Process], timeout: float
+    settings: Settings,
+    group: str,
+    topics: list[str],
+    processes: list[Process],
+    timeout: float,
+    stall_after: float = 90.0,
 ) -> float:
     """Block until ``group`` has committed every record of ``topics``; return that moment
-    (time.time()). Raises when a process dies or the timeout passes."""
+    (time.time()). Raises when a process dies, the timeout passes, or nothing more is committed
+    for ``stall_after`` seconds (:class:`Stalled`, naming the partitions left behind)."""
     deadline = time.monotonic() + timeout
+    last, changed = -1, time.monotonic()
     while True:
-        if not uncommitted(settings, group, topics):
+        left = uncommitted(settings, group, topics)
+        if not left:
             return time.time()
+        if left != last:
+            last, changed = left, time.monotonic()
+        elif time.monotonic() - changed > stall_after:
+            stuck = stuck_partitions(settings, group, topics)
+            raise Stalled(
+                f"{group}: nothing committed for {stall_after:.0f} s with {left} records left "
+                f"on {len(stuck)} partition(s): {', '.join(stuck[:20])}"
+            )
         for p in processes:
             if (why := p.failed()) is not None:
                 raise RuntimeError(f"{p.log}: {why}")
