@@ -6,7 +6,7 @@ PYTHON ?= python3
 TUTTI  := $(VENV)/bin/tutti
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint types unit stack-up stack-down stack-status bench clean
+.PHONY: install run test lint types unit stack-up stack-down stack-status bench bench-micro clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,10 @@ stack-status: install
 	$(TUTTI) stack status
 
 bench: install
-	bash scripts/bench.sh
+	bash scripts/bench.sh $(ARGS)
+
+bench-micro: install
+	bash scripts/bench.sh --micro
 
 clean: stack-down
 	rm -rf .stack .tutti results/*.tmp

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark in bench/, each printing its numbers and writing results/*.json.
-# Not part of `make test` (numbers, not assertions). Starts the local stack if a benchmark needs
-# Kafka and stops it afterwards if this script started it.
+# `make bench`: `tutti bench` (the worker next to its ceilings, results/bench.json and
+# results/bench.md; ARGS="--events 20000" for a short run). `make bench-micro`: the pure-code
+# benchmarks in bench/ (decide, sender, analytics), each writing results/bench_*.json.
+# Not part of `make test` (numbers, not assertions). Starts the local stack if needed and stops
+# it afterwards if this script started it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -17,11 +19,13 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   eval "$("$TUTTI" stack env)"
 fi
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), $(python3 --version)"
-rc=0
-for bench in bench/bench_*.py; do
-  [ -e "$bench" ] || continue
-  echo "== $bench"
-  "$VENV/bin/python" "$bench" "$@" || rc=1
-done
-exit "$rc"
+if [ "${1:-}" = "--micro" ]; then
+  shift
+  rc=0
+  for bench in bench/bench_*.py; do
+    echo "== $bench"
+    "$VENV/bin/python" "$bench" "$@" || rc=1
+  done
+  exit "$rc"
+fi
+exec "$TUTTI" bench "$@"

@@ -1,0 +1,100 @@
+"""The pure pieces of `tutti bench`: its stream, its readiness check and its report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestrator.bench.harness import Process
+from orchestrator.bench.run import _relabel, bench_stream, group_ready, markdown
+from orchestrator.demo import demo_events
+
+
+def test_returning_visits_are_heavy_tailed_and_in_the_past() -> None:
+    start = datetime.now(UTC) - timedelta(days=15)
+    plain = demo_events(customers=500, seed=3, start=start)
+    skewed = demo_events(customers=500, seed=3, start=start, returning_visits=True)
+    # The demo stories themselves are unchanged; the visits come on top.
+    assert {e["event_id"] for e in plain} < {e["event_id"] for e in skewed}
+    per_customer = Counter(e["identities"].get("customer_id") for e in skewed)
+    per_customer.pop(None, None)
+    counts = sorted(per_customer.values())
+    assert counts[-1] >= 4 * counts[len(counts) // 2]  # a few customers browse far more
+    assert max(e["event_time"] for e in skewed) < datetime.now(UTC)
+
+
+def test_bench_stream_cut_to_events() -> None:
+    assert len(bench_stream(customers=50, events=100)) == 100
+
+
+def test_live_events_are_new_people() -> None:
+    event = {
+        "event_id": "cust-00001-3",
+        "identities": {
+            "customer_id": "cust-00001",
+            "email": "customer1@example.com",
+            "phone": "+33610000001",
+            "anonymous_id": "anon-00ab",
+        },
+    }
+    relabelled = _relabel(event)
+    for key, value in event["identities"].items():
+        assert relabelled["identities"][key] != value
+    assert relabelled["event_id"] != event["event_id"]
+
+
+def _process(tmp_path: Path, name: str, text: str) -> Process:
+    log = tmp_path / f"{name}.log"
+    log.write_text(text)
+    popen = subprocess.Popen([sys.executable, "-c", "pass"])
+    popen.wait()
+    return Process(popen, 0, tmp_path, log)
+
+
+def test_group_ready_needs_one_generation_and_recovery_after_it(tmp_path: Path) -> None:
+    joined = "[t] Joined group 'g' (generation {n}) with member_id m\n"
+    ready = "[t] [^---Recovery]: Worker ready\n"
+    a = _process(tmp_path, "a", joined.format(n=1) + ready + joined.format(n=2) + ready)
+    b = _process(tmp_path, "b", joined.format(n=2))
+    assert not group_ready([a, b])  # b has not recovered yet
+    b.log.write_text(joined.format(n=2) + ready)
+    assert group_ready([a, b])
+    c = _process(tmp_path, "c", joined.format(n=1) + ready)
+    assert not group_ready([a, c])  # c still in the old generation
+
+
+def test_markdown_states_ratios_and_the_machine() -> None:
+    result = {
+        "raw_ceiling_events_per_s": 10000.0,
+        "faust_floor_events_per_s": 2500.0,
+        "faust_table_floor_events_per_s": 2000.0,
+        "worker_events_per_s": 500.0,
+        "latency_ms": {
+            "offered_events_per_s": 250,
+            "samples": 900,
+            "p50": 40,
+            "p95": 90,
+            "p99": 150,
+            "missing": 0,
+        },
+        "two_workers": {"events_per_s": 800.0, "scale_factor": 1.6},
+        "restore": {
+            "customers": 5000,
+            "changelog_records": 90000,
+            "seconds": 20,
+            "customers_per_s": 250,
+        },
+        "records_per_event": {"consumed": 2.5, "produced": 2.9},
+        "dead_letters": 0,
+        "events": 70000,
+        "customers": 5000,
+        "partitions": 12,
+        "machine": {"cpus": 2, "cpu": "x", "memory_gib": 24, "python": "3.11"},
+        "command": "tutti bench",
+    }
+    text = markdown(result)
+    assert "| 500 | 5.0% | 25% |" in text
+    assert "1.6x" in text and "p99 150 ms" in text and "dead letters: 0" in text
