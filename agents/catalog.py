@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
+from agents.faust_workarounds import as_current_event
 from agents.signals import (
     CATALOG_HEADERS,
     EVENT_HEADERS,
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The product agent's batches (as the customer agent's: agents.customer).
+BATCH_MAX: Final = 500
+BATCH_WITHIN: Final = 0.01
 
 PRODUCT_INTEREST_TABLE = "product_interest"
 _RETRY_MAX_S = 30.0
@@ -149,49 +154,66 @@ def _register_product_interest(
     codec = worker.codec
 
     async def product_interest(stream: Any) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            kind = signal_kind(msg)
-            now = datetime.now(UTC)
-            try:
-                if not msg.key:
-                    raise SerializationError("record without a product id key")
-                product_id = bytes(msg.key).decode()
-                if kind == SIGNAL_INTEREST:
-                    index = InterestIndex.decode(table.get(product_id))
-                    if index.record(decode_interest(product_id, bytes(msg.value)), now, limits):
-                        table[product_id] = index.encode()  # once per record, only on change
-                        stats.index_writes += 1
-                    continue
-                if kind == SIGNAL_FORGET:
-                    index = InterestIndex.decode(table.get(product_id))
-                    if index.forget(bytes(msg.value).decode()):
-                        table[product_id] = index.encode()
-                        stats.index_writes += 1
-                    continue
-                if kind != SIGNAL_CATALOG:
-                    raise SerializationError(f"unknown signal kind {kind!r}")
-                record = codec.decode(msg.value, "CustomerEvent", msg.topic)
-                customers = InterestIndex.decode(table.get(product_id)).customers(now, limits)
-            except (TuttiError, ValueError) as exc:
-                # Only this worker writes the topic: a bug or a foreign producer, never data.
-                log.error("product_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
-                continue
-            for event in fan_out(record, customers):
-                await worker.send(
-                    customer_events,
-                    event["identities"]["customer_id"].encode(),
-                    codec.encode_single_object("CustomerEvent", event),
-                    list(EVENT_HEADERS),
-                )
-            stats.catalog_events += 1
-            stats.fanned_out += len(customers)
-            log.info(
-                "catalog %s for product %s: %d interested customer(s)",
-                record["event_type"],
-                product_id,
-                len(customers),
+        # Batches: a popular product's index (up to max_customers entries) is decoded once and
+        # written once per batch however many interest records it got - not once per record
+        # (the per-record rewrite took 15 % of the worker's CPU on the benchmark stream).
+        async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+            indexes: dict[str, InterestIndex] = {}
+            changed: dict[str, Any] = {}  # product id -> an event of it (the write's partition)
+            for ev in events:
+                await on_record(ev, indexes, changed)
+            for product_id, ev in changed.items():
+                with as_current_event(ev):
+                    table[product_id] = indexes[product_id].encode()
+                stats.index_writes += 1
+
+    async def on_record(
+        ev: Any, indexes: dict[str, InterestIndex], changed: dict[str, Any]
+    ) -> None:
+        def index_of(product_id: str) -> InterestIndex:
+            if product_id not in indexes:
+                indexes[product_id] = InterestIndex.decode(table.get(product_id))
+            return indexes[product_id]
+
+        msg = ev.message
+        kind = signal_kind(msg)
+        now = datetime.now(UTC)
+        try:
+            if not msg.key:
+                raise SerializationError("record without a product id key")
+            product_id = bytes(msg.key).decode()
+            if kind == SIGNAL_INTEREST:
+                interest = decode_interest(product_id, bytes(msg.value))
+                if index_of(product_id).record(interest, now, limits):
+                    changed[product_id] = ev
+                return
+            if kind == SIGNAL_FORGET:
+                if index_of(product_id).forget(bytes(msg.value).decode()):
+                    changed[product_id] = ev
+                return
+            if kind != SIGNAL_CATALOG:
+                raise SerializationError(f"unknown signal kind {kind!r}")
+            record = codec.decode(msg.value, "CustomerEvent", msg.topic)
+            customers = index_of(product_id).customers(now, limits)
+        except (TuttiError, ValueError) as exc:
+            # Only this worker writes the topic: a bug or a foreign producer, never data.
+            log.error("product_interest: skipped %s[%d]@%d (%s)", *_where(msg), exc)
+            return
+        for event in fan_out(record, customers):
+            await worker.send(
+                customer_events,
+                event["identities"]["customer_id"].encode(),
+                codec.encode_single_object("CustomerEvent", event),
+                list(EVENT_HEADERS),
             )
+        stats.catalog_events += 1
+        stats.fanned_out += len(customers)
+        log.info(
+            "catalog %s for product %s: %d interested customer(s)",
+            record["event_type"],
+            product_id,
+            len(customers),
+        )
 
     product_interest.__name__ = product_interest.__qualname__ = "product_interest"
     worker.app.agent(source, name="product_interest", concurrency=1)(product_interest)

@@ -217,19 +217,34 @@ class InterestIndex:
     def record(
         self, interest: Interest, now: datetime, limits: InterestLimits = DEFAULT_INTEREST_LIMITS
     ) -> bool:
-        """Note ``interest``; True when the index changed (and must be written)."""
+        """Note ``interest``; True when the index changed (and must be written).
+
+        Cheap when nothing changes (a repeat within ``limits.refresh``, interest outside the
+        window): no copy, no scan. On a change, expired entries go too and the index is
+        trimmed to the ``limits.max_customers`` most recent.
+        """
         at = _epoch(interest.at)
         horizon = _epoch(now - limits.window)
-        before = dict(self.entries)
-        entries = {c: t for c, t in self.entries.items() if t >= horizon}
-        current = entries.get(interest.customer_id)
-        if at >= horizon and (current is None or at - current >= limits.refresh.total_seconds()):
-            entries[interest.customer_id] = at
-        if len(entries) > limits.max_customers:
-            keep = sorted(entries.items(), key=lambda ct: (-ct[1], ct[0]))
-            entries = dict(keep[: limits.max_customers])
-        self.entries = entries
-        return entries != before
+        if at < horizon:
+            return False
+        entries = self.entries
+        customer = interest.customer_id
+        current = entries.get(customer)
+        if current is not None and at - current < limits.refresh.total_seconds():
+            return False
+        expired = [c for c, t in entries.items() if t < horizon]
+        for c in expired:
+            del entries[c]
+        entries[customer] = at
+        dropped_self = False
+        while len(entries) > limits.max_customers:
+            # The oldest goes; of equally old ones, the greatest id (the order customers() uses).
+            worst = max(entries.items(), key=lambda ct: (-ct[1], ct[0]))[0]
+            del entries[worst]
+            dropped_self = dropped_self or worst == customer
+        if dropped_self and current is None:
+            return bool(expired)  # too old to be kept: only the expired entries changed
+        return True
 
     def forget(self, customer_id: str) -> bool:
         """Drop ``customer_id`` (erased); True when the index changed."""
