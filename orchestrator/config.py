@@ -72,7 +72,8 @@ class WorkerSettings:
     session_timeout_ms: int = 15_000
     #: Faust's own Prometheus sensor (tutti_faust_*: messages per topic, event runtime, table
     #: operations) on /metrics. Off by default: it costs about a quarter of the throughput
-    #: (bench/bench_ingest.py: 336 events/s without, 243-280 with).
+    #: (measured 2026-11-25 with the since-retired ingest benchmark: 336 events/s without,
+    #: 243-280 with).
     faust_sensor: bool = False
     #: Decoded customer states kept in memory (most recently used), so a busy customer is not
     #: decoded on every signal. Cleared when partitions move; 0 turns the cache off.

@@ -43,9 +43,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def worker_inputs(topics: Topics) -> list[str]:
-    """Every topic the worker's consumer group reads: drained means all of them committed."""
-    return [topics.events(c) for c in INBOUND_CHANNELS] + [
+def internal_inputs(topics: Topics) -> list[str]:
+    """The topics the worker both writes and reads (its own hops)."""
+    return [
         topics.identity,
         topics.customer_events,
         topics.product_interest,
@@ -53,6 +53,11 @@ def worker_inputs(topics: Topics) -> list[str]:
         topics.delivery_feedback,
         topics.control_commands,
     ]
+
+
+def worker_inputs(topics: Topics) -> list[str]:
+    """Every topic the worker's consumer group reads: drained means all of them committed."""
+    return [topics.events(c) for c in INBOUND_CHANNELS] + internal_inputs(topics)
 
 
 @dataclass
@@ -217,28 +222,9 @@ def _partitions(c: Any, topic: str) -> list[int]:
     return sorted(meta.partitions) if meta is not None and not meta.error else []
 
 
-def uncommitted(settings: Settings, group: str, topics: list[str]) -> int:
-    """Records of ``topics`` the consumer group has not committed yet."""
-    from confluent_kafka import TopicPartition
-
-    c = consumer(settings.kafka, group)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in _partitions(c, t)]
-        total = 0
-        for tp in c.committed(tps, timeout=10):
-            low, high = c.get_watermark_offsets(tp, timeout=10)
-            total += high - (tp.offset if tp.offset >= 0 else low)
-        return total
-    finally:
-        c.close()
-
-
-class Stalled(RuntimeError):
-    """The group stopped committing while records were left: what is stuck, and where."""
-
-
-def stuck_partitions(settings: Settings, group: str, topics: list[str]) -> list[str]:
-    """``topic[partition] committed/end`` for every partition ``group`` has not drained."""
+def lagging(settings: Settings, group: str, topics: list[str]) -> list[tuple[str, int, int, int]]:
+    """(topic, partition, done, end) of every partition of ``topics`` that ``group`` has not
+    committed to its end (done: the committed offset, or the log start if never committed)."""
     from confluent_kafka import TopicPartition
 
     c = consumer(settings.kafka, group)
@@ -249,10 +235,19 @@ def stuck_partitions(settings: Settings, group: str, topics: list[str]) -> list[
             low, high = c.get_watermark_offsets(tp, timeout=10)
             done = tp.offset if tp.offset >= 0 else low
             if high > done:
-                out.append(f"{tp.topic}[{tp.partition}] {tp.offset}/{high}")
+                out.append((tp.topic, tp.partition, done, high))
         return out
     finally:
         c.close()
+
+
+def uncommitted(settings: Settings, group: str, topics: list[str]) -> int:
+    """Records of ``topics`` the consumer group has not committed yet."""
+    return sum(end - done for _, _, done, end in lagging(settings, group, topics))
+
+
+class Stalled(RuntimeError):
+    """The group stopped committing while records were left: what is stuck, and where."""
 
 
 def wait_drained(
@@ -275,7 +270,7 @@ def wait_drained(
         if left != last:
             last, changed = left, time.monotonic()
         elif time.monotonic() - changed > stall_after:
-            stuck = stuck_partitions(settings, group, topics)
+            stuck = [f"{t}[{p}] {c}/{e}" for t, p, c, e in lagging(settings, group, topics)]
             raise Stalled(
                 f"{group}: nothing committed for {stall_after:.0f} s with {left} records left "
                 f"on {len(stuck)} partition(s): {', '.join(stuck[:20])}"

@@ -51,6 +51,7 @@ from orchestrator.bench.harness import (
     delete_run,
     end_offsets,
     fresh_settings,
+    internal_inputs,
     latest_values,
     remove_tree,
     scrape,
@@ -393,14 +394,7 @@ def measure_latency(
 def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str, Any]:
     """Kafka records consumed and produced per inbound event, from the topics' end offsets."""
     topics = Topics(settings.topics)
-    internal = [
-        topics.identity,
-        topics.customer_events,
-        topics.product_interest,
-        topics.outcomes,
-        topics.delivery_feedback,
-        topics.control_commands,
-    ]
+    internal = internal_inputs(topics)
     sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.dead_letters]
     changelogs = end_offsets_of_app(settings, app_id)
     counts = end_offsets(settings, [*channel_topics(settings), *internal, *sinks, *changelogs])
