@@ -21,6 +21,7 @@ from orchestrator.errors import StackError
 
 __all__ = [
     "SpinnerlessWorker",
+    "actively_owned_partitions",
     "as_current_event",
     "committed_offset",
     "ensure_router_metadata",
@@ -99,6 +100,19 @@ def as_current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def actively_owned_partitions(app: Any, table: Any) -> set[int] | None:
+    """Partitions of ``table`` this worker actively owns (not standbys); None while a rebalance
+    or the tables' recovery is under way. Reads Faust internals (``app.rebalancing``,
+    ``app.tables.recovery``, the assignor's assignment), kept here with the other such reads."""
+    if getattr(app, "rebalancing", False):
+        return None
+    recovery = getattr(app.tables, "recovery", None)
+    if recovery is not None and not recovery.completed.is_set():
+        return None
+    changelog = table.changelog_topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
 
 
 def committed_offset(app: Any, topic: str, partition: int) -> int | None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agents.faust_workarounds import partition_items
+from agents.faust_workarounds import actively_owned_partitions, partition_items
 from agents.journey import encode_wakeup
 from agents.signals import SIGNAL_HEADER, SIGNAL_WAKEUP
 from agents.worker import TuttiWorker
@@ -60,14 +60,7 @@ class WakeUpTimer:
 
     def active_partitions(self) -> set[int] | None:
         """Partitions of the customers table this worker actively owns; None while rebalancing."""
-        app = self.worker.app
-        if getattr(app, "rebalancing", False):
-            return None
-        recovery = getattr(app.tables, "recovery", None)
-        if recovery is not None and not recovery.completed.is_set():
-            return None
-        changelog = self.worker.customers_table.changelog_topic.get_topic_name()
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        return actively_owned_partitions(self.worker.app, self.worker.customers_table)
 
     def reconcile(self, active: set[int]) -> None:
         enrolments = self.worker.metrics.enrolments
