@@ -122,6 +122,22 @@ def test_the_index_keeps_the_most_recent_customers_within_the_window() -> None:
     assert len(index) == 2
 
 
+def test_expired_interest_is_dropped_with_the_next_change_and_never_fanned_out() -> None:
+    index = InterestIndex()
+    assert index.record(Interest("p", "c-old", at(2)), NOW, LIMITS)
+    assert index.record(Interest("p", "c-1", at(1)), NOW, LIMITS)
+    later = NOW + timedelta(days=30) - timedelta(minutes=90)  # c-old out of the window
+    # A repeat within the refresh period writes nothing, even with an expired entry inside...
+    assert not index.record(
+        Interest("p", "c-1", later - timedelta(days=30) + timedelta(hours=1)), later, LIMITS
+    )
+    # ...and the expired customer is never fanned out to.
+    assert index.customers(later, LIMITS) == ["c-1"]
+    # The next change writes the index without it.
+    assert index.record(Interest("p", "c-2", later), later, LIMITS)
+    assert set(InterestIndex.decode(index.encode()).entries) == {"c-1", "c-2"}
+
+
 def test_repeated_interest_is_written_once_per_refresh_period_and_is_idempotent() -> None:
     index = InterestIndex()
     assert index.record(Interest("p", "c-1", at(3)), NOW, LIMITS)
