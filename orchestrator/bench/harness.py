@@ -246,6 +246,13 @@ def uncommitted(settings: Settings, group: str, topics: list[str]) -> int:
     return sum(end - done for _, _, done, end in lagging(settings, group, topics))
 
 
+def check_alive(processes: list[Process]) -> None:
+    """Raise with the log's tail when one of ``processes`` has exited."""
+    for p in processes:
+        if (why := p.failed()) is not None:
+            raise RuntimeError(f"{p.log}: {why}")
+
+
 class Stalled(RuntimeError):
     """The group stopped committing while records were left: what is stuck, and where."""
 
@@ -275,9 +282,7 @@ def wait_drained(
                 f"{group}: nothing committed for {stall_after:.0f} s with {left} records left "
                 f"on {len(stuck)} partition(s): {', '.join(stuck[:20])}"
             )
-        for p in processes:
-            if (why := p.failed()) is not None:
-                raise RuntimeError(f"{p.log}: {why}")
+        check_alive(processes)
         if time.monotonic() > deadline:
             raise RuntimeError(f"{group} did not drain {topics} within {timeout:.0f} s")
         time.sleep(0.1)
@@ -290,9 +295,7 @@ def wait_for(what: str, check: Any, processes: list[Process], timeout: float) ->
         value = check()
         if value:
             return value
-        for p in processes:
-            if (why := p.failed()) is not None:
-                raise RuntimeError(f"{p.log}: {why}")
+        check_alive(processes)
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)

@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -76,24 +77,15 @@ ROOT = Path(__file__).resolve().parents[2]
 Log = Callable[[str], None]
 
 
+@dataclass(frozen=True)
 class BenchOptions:
-    def __init__(
-        self,
-        customers: int = 5000,
-        events: int | None = None,
-        partitions: int = 12,
-        latency_seconds: float = 40.0,
-        journeys: Path = ROOT / "journeys",
-        skip_two_workers: bool = False,
-        drain_timeout: float = 1800.0,
-    ) -> None:
-        self.customers = customers
-        self.events = events
-        self.partitions = partitions
-        self.latency_seconds = latency_seconds
-        self.journeys = journeys
-        self.skip_two_workers = skip_two_workers
-        self.drain_timeout = drain_timeout
+    customers: int = 5000
+    events: int | None = None
+    partitions: int = 12
+    latency_seconds: float = 40.0
+    journeys: Path = ROOT / "journeys"
+    skip_two_workers: bool = False
+    drain_timeout: float = 1800.0
 
 
 def bench_stream(customers: int, events: int | None) -> list[dict[str, Any]]:
@@ -247,7 +239,7 @@ def measure_restore(
     rebuilt every table from the changelogs. Returns the restarted worker and the numbers."""
     worker.stop()
     remove_tree(worker.workdir / "data")
-    changelogs = [t for t in end_offsets_of_app(settings, app_id)]
+    changelogs = changelog_topics(settings, app_id)
     records = sum(end_offsets(settings, changelogs).values())
     customers = len(latest_values(settings, f"{app_id}-customers-changelog"))
     restarted = start_worker(settings, workdir, app_id, name="restore")
@@ -272,7 +264,7 @@ def measure_restore(
     }
 
 
-def end_offsets_of_app(settings: Settings, app_id: str) -> list[str]:
+def changelog_topics(settings: Settings, app_id: str) -> list[str]:
     from orchestrator.kafka import admin_client
 
     names = admin_client(settings.kafka).list_topics(timeout=30).topics
@@ -396,9 +388,10 @@ def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str,
     topics = Topics(settings.topics)
     internal = internal_inputs(topics)
     sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.dead_letters]
-    changelogs = end_offsets_of_app(settings, app_id)
-    counts = end_offsets(settings, [*channel_topics(settings), *internal, *sinks, *changelogs])
-    consumed = sum(counts[t] for t in [*channel_topics(settings), *internal])
+    changelogs = changelog_topics(settings, app_id)
+    channels = channel_topics(settings)
+    counts = end_offsets(settings, [*channels, *internal, *sinks, *changelogs])
+    consumed = sum(counts[t] for t in [*channels, *internal])
     produced = sum(counts[t] for t in [*internal, *sinks, *changelogs])
 
     def short(t: str) -> str:
@@ -429,7 +422,6 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
     log(f"stream: {events} events, {customers} customers, 15 days in the past")
     groups: list[str] = []
     runs: list[Settings] = []
-    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tutti-bench-") as tmp:
         workdir = Path(tmp)
         try:
