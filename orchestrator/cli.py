@@ -54,6 +54,9 @@ def _register() -> None:
     from orchestrator.bench.cli import bench
 
     cli.add_command(bench)
+    from orchestrator.unsubscribe.cli import unsubscribe_server
+
+    cli.add_command(unsubscribe_server)
 
 
 _register()

@@ -23,6 +23,7 @@ __all__ = [
     "Settings",
     "StackSettings",
     "TopicSettings",
+    "UnsubscribeSettings",
     "WorkerSettings",
     "load_settings",
 ]
@@ -102,7 +103,6 @@ class SenderSettings:
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_from: str = "Tutti <no-reply@tutti.example>"
-    unsubscribe_url: str = "https://tutti.example/unsubscribe"
     templates_dir: Path = Path("templates")
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -137,6 +137,23 @@ class SenderSettings:
 
 
 @dataclass(frozen=True)
+class UnsubscribeSettings:
+    """One-click unsubscribe (RFC 8058): the links the e-mail sender signs and the
+    `tutti unsubscribe-server` that serves them (docs/channels/email.md)."""
+
+    #: The endpoint as a mailbox provider reaches it (https in production, through your proxy);
+    #: links are this URL plus ``?t=<signed token>``. The default is the local server.
+    base_url: str = "http://127.0.0.1:8095/unsubscribe"
+    #: HMAC-SHA256 key shared by the e-mail sender and the server, at least 32 characters.
+    #: No default: set TUTTI_UNSUBSCRIBE_SECRET, never commit it to a config file in git.
+    secret: str = ""
+    #: How long a link keeps working after the message could last be sent (its expires_at).
+    link_lifetime_days: int = 60
+    web_host: str = "127.0.0.1"
+    web_port: int = 8095
+
+
+@dataclass(frozen=True)
 class StackSettings:
     state_dir: Path = Path(".stack")
     #: Where Maven-fetched jars are unpacked; shared across clones of the project.
@@ -155,6 +172,7 @@ class Settings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     sender: SenderSettings = field(default_factory=SenderSettings)
+    unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     stack: StackSettings = field(default_factory=StackSettings)
 
     def describe(self) -> dict[str, Any]:
@@ -206,6 +224,30 @@ def _coerce(setting: str, hint: Any, raw: Any) -> Any:
     raise ConfigError(f"setting {setting}: unsupported type {hint!r}")  # pragma: no cover
 
 
+def _unsubscribe_checks(u: UnsubscribeSettings) -> list[tuple[str, bool, str]]:
+    local = u.base_url.startswith(("http://127.0.0.1", "http://localhost"))
+    return [
+        (
+            "unsubscribe.base_url",
+            u.base_url.startswith("https://") or local,
+            "must start with https:// (mailbox providers only POST one-click unsubscribes to "
+            "https); http:// is accepted for 127.0.0.1 and localhost only",
+        ),
+        (
+            "unsubscribe.secret",
+            not u.secret or len(u.secret) >= 32,
+            "must be at least 32 characters (e.g. python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')",
+        ),
+        (
+            "unsubscribe.link_lifetime_days",
+            u.link_lifetime_days >= 30,
+            "must be at least 30 (US CAN-SPAM: an unsubscribe link works for 30 days after sending)",
+        ),
+        ("unsubscribe.web_port", 0 < u.web_port < 65536, "must be a TCP port"),
+    ]
+
+
 def _validate(settings: Settings) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("topics.partitions", settings.topics.partitions >= 1, "must be at least 1"),
@@ -234,6 +276,7 @@ def _validate(settings: Settings) -> None:
         ("worker.state_cache_size", settings.worker.state_cache_size >= 0, "must be >= 0"),
         ("sender.max_attempts", settings.sender.max_attempts >= 1, "must be at least 1"),
         ("sender.rate_per_second", settings.sender.rate_per_second > 0, "must be positive"),
+        *_unsubscribe_checks(settings.unsubscribe),
         ("stack.kafka_port", 0 < settings.stack.kafka_port < 65536, "must be a TCP port"),
         ("stack.registry_port", 0 < settings.stack.registry_port < 65536, "must be a TCP port"),
     ]

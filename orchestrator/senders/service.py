@@ -68,7 +68,9 @@ def build_sender(
         raise SenderError(f"unknown channel {channel!r}: use one of {', '.join(ACTION_CHANNELS)}")
     s = settings.sender
     topics = Topics(settings.topics)
-    provider = provider or build_provider(provider_name or default_provider(channel), s)
+    provider = provider or build_provider(
+        provider_name or default_provider(channel), s, settings.unsubscribe
+    )
     dedupe = RocksDedupeStore(
         s.data_dir / f"dedupe-{settings.topics.prefix}{channel}",
         s.dedupe_retention_days * _DAY_MS,

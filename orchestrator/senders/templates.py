@@ -27,6 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.privacy import redact
+from orchestrator.unsubscribe.links import UnsubscribeLinks
 
 __all__ = ["DEFAULT_TEMPLATE", "RenderedMessage", "TemplateRenderer"]
 
@@ -63,14 +64,14 @@ class RenderedMessage:
 class TemplateRenderer:
     """Renders an :class:`Action` into subject, text, HTML and short text."""
 
-    def __init__(self, templates_dir: Path, unsubscribe_url: str = "") -> None:
+    def __init__(self, templates_dir: Path, unsubscribe: UnsubscribeLinks | None = None) -> None:
         if not (templates_dir / DEFAULT_TEMPLATE).is_dir():
             raise ProviderConfigError(
                 f"templates folder {templates_dir} has no '{DEFAULT_TEMPLATE}' template: "
                 "set sender.templates_dir to the project's templates/ folder"
             )
         self.templates_dir = templates_dir
-        self.unsubscribe_url = unsubscribe_url
+        self.unsubscribe = unsubscribe
         self._env = SandboxedEnvironment(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=lambda name: bool(name and name.endswith(".html")),
@@ -163,11 +164,10 @@ class TemplateRenderer:
         return ctx
 
     def unsubscribe_link(self, action: Action) -> str:
-        if not self.unsubscribe_url:
+        """The signed one-click link of a marketing message; empty for any other message."""
+        if self.unsubscribe is None:
             return ""
-        sep = "&" if "?" in self.unsubscribe_url else "?"
-        # The action id identifies customer and journey to Tutti without exposing either.
-        return f"{self.unsubscribe_url}{sep}action={action.action_id}"
+        return self.unsubscribe.for_action(action) or ""
 
     def render(self, action: Action) -> RenderedMessage:
         template_id = self.template_for(action.template_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.config import PROJECT_ROOT, SenderSettings
+from orchestrator.config import PROJECT_ROOT, SenderSettings, UnsubscribeSettings
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.providers.base import Provider
 from orchestrator.senders.providers.console import ConsoleProvider
@@ -13,6 +13,7 @@ from orchestrator.senders.providers.memory import InMemoryProvider
 from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
 from orchestrator.senders.providers.webhook import WebhookConfig, WebhookProvider
 from orchestrator.senders.templates import TemplateRenderer
+from orchestrator.unsubscribe.links import UnsubscribeLinks
 
 __all__ = [
     "PROVIDER_NAMES",
@@ -48,8 +49,15 @@ def templates_dir(settings: SenderSettings) -> Path:
     return in_project if in_project.is_dir() else configured
 
 
-def build_provider(name: str, settings: SenderSettings) -> Provider:
-    renderer = TemplateRenderer(templates_dir(settings), settings.unsubscribe_url)
+def build_provider(
+    name: str, settings: SenderSettings, unsubscribe: UnsubscribeSettings
+) -> Provider:
+    links = None
+    if name == "smtp" or unsubscribe.secret:
+        # Bulk mail without a working one-click unsubscribe is refused by the large mailbox
+        # providers: the SMTP sender does not start without the secret that signs the links.
+        links = UnsubscribeLinks.from_settings(unsubscribe, "the SMTP e-mail sender")
+    renderer = TemplateRenderer(templates_dir(settings), links)
     if name == "smtp":
         return SmtpProvider(
             SmtpConfig(

@@ -75,10 +75,11 @@ def build_email(action: Action, renderer: TemplateRenderer, sender: str) -> Emai
     msg["Message-ID"] = message_id(action, sender)
     msg["X-Tutti-Action-Id"] = action.action_id
     msg["X-Tutti-Journey"] = action.journey_id
+    # Marketing only (the link is empty otherwise): RFC 8058 one-click unsubscribe, required by
+    # the large mailbox providers for bulk mail; `tutti unsubscribe-server` answers the POST.
     unsubscribe = renderer.unsubscribe_link(action)
     if unsubscribe:
         msg["List-Unsubscribe"] = f"<{unsubscribe}>"
-        # RFC 8058 one-click unsubscribe, required by the large mailbox providers for bulk mail.
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text or rendered.subject)
     if rendered.html:

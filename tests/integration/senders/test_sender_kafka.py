@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from orchestrator.codec import AvroCodec
-from orchestrator.config import SenderSettings, Settings
+from orchestrator.config import SenderSettings, Settings, UnsubscribeSettings
 from orchestrator.engine.decision import Action
 from orchestrator.kafka import consumer
 from orchestrator.senders.logs import JsonFormatter
@@ -39,7 +39,8 @@ def _with_sender(settings: Settings, tmp_path: Path, **overrides: object) -> Set
         backoff_max_ms=50,
         **overrides,  # type: ignore[arg-type]
     )
-    return dataclasses.replace(settings, sender=sender)
+    unsubscribe = UnsubscribeSettings(secret="kafka-test-unsubscribe-secret-0123456789")
+    return dataclasses.replace(settings, sender=sender, unsubscribe=unsubscribe)
 
 
 def _run_until(sender: Sender, processed: int, timeout_s: float = 45) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,17 +14,22 @@ from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import BounceError, ProviderConfigError, TransientDeliveryError
 from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
 from orchestrator.senders.templates import TemplateRenderer
+from orchestrator.unsubscribe.links import UnsubscribeLinks
 
 from .conftest import TEMPLATES
 from .servers import SmtpServer, free_port, self_signed_cert
 
 FROM = "Shop <news@shop.example>"
+SECRET = "smtp-test-unsubscribe-secret-0123456789"
 
 
 def _provider(port: int, **config: object) -> SmtpProvider:
     return SmtpProvider(
         SmtpConfig(host="127.0.0.1", port=port, sender=FROM, timeout_s=5, **config),  # type: ignore[arg-type]
-        TemplateRenderer(TEMPLATES, "https://shop.example/unsubscribe"),
+        TemplateRenderer(
+            TEMPLATES,
+            UnsubscribeLinks("https://shop.example/unsubscribe", SECRET, timedelta(days=60)),
+        ),
     )
 
 
@@ -44,7 +50,7 @@ def test_the_customer_receives_subject_body_and_headers(
     msg = mail.message
     assert msg["To"] == "ann.1@example.com"
     assert msg["Subject"] == "You left something in your cart"
-    assert msg["List-Unsubscribe"] == "<https://shop.example/unsubscribe?action=act-1>"
+    assert msg["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe?t=")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["Message-ID"] == "<act-1@shop.example>"
     assert result.provider_message_id == "<act-1@shop.example>"  # type: ignore[attr-defined]

@@ -88,6 +88,7 @@ def test_receipts_reach_the_worker_and_a_bounce_makes_email_undeliverable(
         "TUTTI_SENDER_DATA_DIR": str(tmp_path / "senders"),
         "TUTTI_SENDER_TEMPLATES_DIR": str(TEMPLATES),
         "TUTTI_SENDER_SMTP_PORT": str(smtp_server.port),
+        "TUTTI_UNSUBSCRIBE_SECRET": "with-worker-unsubscribe-secret-0123456789",
     }
     log = tmp_path / "sender.log"
     sender = subprocess.Popen(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,24 +13,31 @@ import yaml
 from orchestrator.engine.decision import Action
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.templates import TemplateRenderer
+from orchestrator.unsubscribe.links import UnsubscribeLinks, verify_token
 
 from .conftest import TEMPLATES
+
+UNSUBSCRIBE = "https://shop.example/unsubscribe"
+SECRET = "templates-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
 def renderer() -> TemplateRenderer:
-    return TemplateRenderer(TEMPLATES, "https://shop.example/unsubscribe")
+    return TemplateRenderer(TEMPLATES, UnsubscribeLinks(UNSUBSCRIBE, SECRET, timedelta(days=60)))
 
 
 def test_a_template_is_personalised_from_the_payload(
     renderer: TemplateRenderer, action_factory: Callable[..., Action]
 ) -> None:
-    msg = renderer.render(action_factory())
+    action = action_factory()
+    msg = renderer.render(action)
     assert msg.template_id == "cart_reminder"
     assert msg.subject == "You left something in your cart"
     assert "Hello Ann," in msg.text and "€42.50" in msg.text and "https://shop/c" in msg.text
     assert "<p>Hello Ann,</p>" in msg.html
-    assert "https://shop.example/unsubscribe?action=act-1" in msg.html
+    [link] = re.findall(r'href="(https://shop.example/unsubscribe\?t=[^"]+)"', msg.html)
+    token = verify_token(link.partition("?t=")[2], SECRET, action.created_at)
+    assert (token.customer_id, token.channel, token.purpose) == ("cust-1", "email", "marketing")
     assert "€42.50" in msg.short and len(msg.short) < 160
 
 
