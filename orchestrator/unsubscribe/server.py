@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -41,10 +42,12 @@ from orchestrator.unsubscribe.pages import (
 )
 
 __all__ = [
+    "RUNNER_OPTIONS",
     "ConsentNotRecordedError",
     "ConsentPublisher",
     "InMemoryConsentPublisher",
     "KafkaConsentPublisher",
+    "PathOnlyAccessLogger",
     "make_app",
     "run_server",
 ]
@@ -133,6 +136,23 @@ class KafkaConsentPublisher:
 
     def close(self) -> None:
         self._producer.flush(self._timeout_s)
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without the query string: the request line would carry the token."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status,
+            extra={"duration_ms": round(time * 1000, 1)},
+        )
+
+
+#: How any runner of the app must be set up (run_server and the tests use the same).
+RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger}
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -262,8 +282,7 @@ async def run_server(settings: Settings, host: str | None = None, port: int | No
     publisher = KafkaConsentPublisher(settings)
     host = host or settings.unsubscribe.web_host
     port = settings.unsubscribe.web_port if port is None else port
-    # No access log: its request line would carry the token.
-    runner = web.AppRunner(make_app(secret, publisher), access_log=None)
+    runner = web.AppRunner(make_app(secret, publisher), **RUNNER_OPTIONS)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
