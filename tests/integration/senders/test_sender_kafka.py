@@ -39,7 +39,10 @@ def _with_sender(settings: Settings, tmp_path: Path, **overrides: object) -> Set
         backoff_max_ms=50,
         **overrides,  # type: ignore[arg-type]
     )
-    unsubscribe = UnsubscribeSettings(secret="kafka-test-unsubscribe-secret-0123456789")
+    unsubscribe = UnsubscribeSettings(
+        base_url="https://shop.example/unsubscribe",
+        secret="kafka-test-unsubscribe-secret-0123456789",
+    )
     return dataclasses.replace(settings, sender=sender, unsubscribe=unsubscribe)
 
 
@@ -81,7 +84,7 @@ def test_email_actions_are_delivered_once_and_reported(
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["ann.private@example.com"]
     assert mail.message["Subject"] == "You left something in your cart"
-    assert mail.message["List-Unsubscribe"].startswith("<https://")
+    assert mail.message["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe?t=")
     # Every action has its receipt; the duplicate is reported as such.
     receipts = read_receipts(s, expected=4)
     by_id = {r.receipt_id: r for r in receipts}
