@@ -32,11 +32,22 @@ The `Decision` holds:
 
 ``merge_states(survivor, absorbed)`` folds a linked profile into another (identity resolution):
 pure, idempotent, history kept, enrolments not duplicated.
+
+Where ``decide``'s work lives:
+
+- ``dispatch``: ``decide`` itself — each kind of signal, in the order a call handles it, and
+  the finished `Decision`;
+- ``run``: the working memory of one call (``Run``) and the outcomes and explanations it records;
+- ``interpreter``: walks an enrolment through its journey's steps until it has to wait;
+- ``enrollment``: entries (re-entry, holdout, variants), inactivity checks, exit rules,
+  ``wait_for`` events, released holds, goals;
+- ``enrollment_status``: an enrolment's statuses and the only moves between them;
+- ``sending``: due sends arbitrated, put through governance, and the verdicts carried out;
+- ``governance``: the entry checks (``admit``) and the checks on every due send (``evaluate``).
 """
 
 from __future__ import annotations
 
-from orchestrator.engine.core import bucket, decide
 from orchestrator.engine.decision import (
     REASON_CODES,
     Action,
@@ -45,7 +56,9 @@ from orchestrator.engine.decision import (
     Outcome,
     stable_id,
 )
+from orchestrator.engine.dispatch import decide
 from orchestrator.engine.dsl import journey_problems, parse_journey, parse_journey_file
+from orchestrator.engine.enrollment import bucket
 from orchestrator.engine.errors import JourneyError, PolicyError, SignalError
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.policy import GovernancePolicy, load_policy, parse_policy

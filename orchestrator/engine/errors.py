@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrator.errors import JourneyError, TuttiError
 
-__all__ = ["JourneyError", "PolicyError", "SignalError"]
+__all__ = ["IllegalTransition", "JourneyError", "PolicyError", "SignalError"]
 
 
 class PolicyError(TuttiError):
@@ -16,3 +16,9 @@ class SignalError(TuttiError):
 
     The worker should dead-letter the record with this message as the reason.
     """
+
+
+class IllegalTransition(TuttiError):
+    """The engine tried to move an enrolment where its transition table does not allow: a bug in
+    the engine, not in the input. The worker dead-letters the signal; report it with the
+    customer's recent decisions (`tutti customer show`) so the move can be fixed or allowed."""

@@ -1,8 +1,14 @@
-"""Governance: the checks every message passes at the moment it is due, in a fixed order.
+"""Governance: the checks a customer passes to start a journey, and every message passes at the
+moment it is due, each in a fixed order.
 
-`evaluate` returns one verdict — send (with the chosen channel), suppress (dropped, with a reason
-code), defer (moved to a later time: quiet hours, arbitration, send time) or hold (waits for a
-condition to clear: open ticket, paused journey) — plus the facts that explain it.
+`admit` returns an `EntryVerdict` for a customer who meets a journey's entry rules: enter (with
+the lower-priority enrolments of its group that give way), or suppress with a reason code
+(paused journey, kill switch, just ordered, lost to a higher priority of the group).
+
+`evaluate` returns one `Verdict` for a due send — send (with the chosen channel), suppress
+(dropped, with a reason code), defer (moved to a later time: quiet hours, arbitration, send
+time), hold (waits for a condition to clear: open ticket, paused journey) or approval (waits for
+an operator) — plus the facts that explain it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from orchestrator.engine.state import CustomerState, Enrollment
 from orchestrator.engine.timeutil import format_duration, local_time_to_utc, parse_local_time, zone
 
 __all__ = [
+    "EntryVerdict",
     "Verdict",
+    "admit",
     "cap_exceeded",
     "consent_allows",
     "destination",
@@ -41,6 +49,65 @@ class Verdict:
     channel: str | None = None
     until: datetime | None = None
     details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryVerdict:
+    """May a customer who meets a journey's entry rules start it now?
+
+    ``preempt``: enrolments of the journey's group with a lower priority, which end with
+    ``preempted_by:<journey>`` (also on a suppress: see `admit`).
+    """
+
+    kind: Literal["enter", "suppress"]
+    code: str
+    message: str
+    preempt: tuple[Enrollment, ...] = ()
+
+
+def admit(
+    *,
+    state: CustomerState,
+    journey: Journey,
+    rules: Rules,
+    now: datetime,
+    active: Enrollment | None,
+) -> EntryVerdict:
+    """The entry checks, in order: paused journey, kill switch, a recent order, the journey's
+    group. ``active`` is the customer's enrolment in this journey when re-entry restarts it: it
+    is not a rival in the group."""
+    if rules.is_paused(journey.id):
+        return EntryVerdict("suppress", "journey_paused", "journey is paused: no new entries")
+    if (switch := rules.kill_switch(journey.id)) is not None:
+        return EntryVerdict("suppress", "kill_switch", f"kill switch {switch}: no new entries")
+    last_order = state.commerce.last_order_at
+    if last_order is not None:
+        for window in rules.policy.suppress_after_order:
+            if window.tags & journey.tags and now - last_order < window.duration:
+                return EntryVerdict(
+                    "suppress",
+                    "suppressed_after_purchase",
+                    f"ordered {format_duration(now - last_order)} ago: this journey "
+                    f"does not start for {format_duration(window.duration)} after an order",
+                )
+    preempt: list[Enrollment] = []
+    if journey.group is not None:
+        for other in state.enrollments:
+            other_j = rules.version(other.journey_id, other.version)
+            if other_j is None or other_j.group != journey.group or other is active:
+                continue
+            if other_j.priority >= journey.priority:
+                # Only a merged profile holds two enrolments of one group; those met before
+                # the one that wins still give way, as they always have.
+                return EntryVerdict(
+                    "suppress",
+                    "lost_arbitration",
+                    f"already in {other_j.id} (priority {other_j.priority}) of group "
+                    f"{journey.group}",
+                    tuple(preempt),
+                )
+            preempt.append(other)
+    return EntryVerdict("enter", "entered", "passes every entry check", tuple(preempt))
 
 
 def purpose_of(category: str) -> str:

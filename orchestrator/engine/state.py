@@ -13,9 +13,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from functools import cache
 from typing import Any, TypeVar
 
+from orchestrator.engine.enrollment_status import EnrollmentStatus
 from orchestrator.engine.signals import WakeUp
 from orchestrator.engine.timeutil import from_iso, to_iso
 
@@ -184,8 +186,7 @@ class Enrollment:
     version: int
     entered_at: datetime
     step_id: str | None = None
-    # ready | waiting | waiting_for | send_pending | held | awaiting_approval
-    status: str = "ready"
+    status: EnrollmentStatus = EnrollmentStatus.READY  # moved only by enrollment_status.move
     due_at: datetime | None = None
     seq: int = 0
     variant: str | None = None
@@ -309,6 +310,7 @@ _ATOMIC = frozenset(
         OfferInFlight,
         StepVisit,
         DecisionNote,
+        EnrollmentStatus,
     }
 )
 
@@ -342,6 +344,8 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
@@ -368,6 +372,8 @@ def _decode(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _decode_dataclass(tp, value)
     if tp in (int, float, str, bool):
+        return tp(value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(value)
     return value
 

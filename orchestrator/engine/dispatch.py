@@ -1,0 +1,240 @@
+"""`decide`: the pure decision function at the heart of Tutti, and the order one call follows.
+
+    decide(state, signal, now, rules) -> Decision
+
+One call handles one signal for one customer: it applies the signal to the profile, moves the
+customer's journey enrolments (entries, exits, waits, branches, goals: `enrollment`,
+`interpreter`), passes every due send through governance and arbitration (`sending`), and
+returns the new state with the actions, wake-ups, outcomes and explanations. It never reads the
+clock (`now` is an argument), never does I/O and never mutates its inputs, so the same inputs
+always give the same decision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import assert_never
+
+from orchestrator.engine.decision import Decision
+from orchestrator.engine.enrollment import (
+    apply_exit_rules,
+    check_inactivity,
+    mark_engagement,
+    record_goals,
+    refresh_idle_timers,
+    release_holds,
+    resume_waits_for,
+    try_enter,
+)
+from orchestrator.engine.enrollment_status import EnrollmentStatus, move, wake
+from orchestrator.engine.errors import SignalError
+from orchestrator.engine.interpreter import walk
+from orchestrator.engine.journey import SendStep, WaitForStep, WaitStep
+from orchestrator.engine.profile import apply_event, lifecycle_stage
+from orchestrator.engine.rules import Rules
+from orchestrator.engine.run import Run
+from orchestrator.engine.sending import send_due
+from orchestrator.engine.signals import (
+    CustomerCommand,
+    CustomerEvent,
+    DeliveryFeedback,
+    Signal,
+    WakeUp,
+)
+from orchestrator.engine.state import (
+    MAX_DECISION_NOTES,
+    MAX_EVENT_IDS,
+    ChannelEngagement,
+    CustomerState,
+    DecisionNote,
+    pending_wakeups,
+)
+
+__all__ = ["decide"]
+
+_SEND_LOG_KEEP = timedelta(days=8)
+
+
+def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Rules) -> Decision:
+    """Decide what happens for one signal. Pure and deterministic; `now` must be tz-aware."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("decide(now=...) needs a timezone-aware datetime (UTC)")
+    match signal:
+        case CustomerEvent():
+            key = state.customer_id if state is not None else signal.customer_key
+            if key is None:
+                raise SignalError(f"event {signal.event_id}: no identifier to key the customer by")
+            if state is not None and signal.event_id in state.recent_event_ids:
+                return Decision(key, state)  # a redelivered event changes nothing
+            run = Run(state.clone() if state else CustomerState(customer_id=key), now, rules)
+            _on_event(run, signal)
+        case WakeUp():
+            if state is None:
+                return Decision(signal.customer_id, None)  # erased or never existed
+            run = Run(state.clone(), now, rules)
+            run.state.lifecycle_stage = lifecycle_stage(run.state, now)
+            _advance_due(run)
+        case DeliveryFeedback():
+            if state is None:
+                return Decision(signal.customer_id, None)
+            receipt_key = f"receipt:{signal.receipt_id}"
+            if receipt_key in state.recent_event_ids:
+                return Decision(state.customer_id, state)
+            run = Run(state.clone(), now, rules)
+            _on_feedback(run, signal, receipt_key)
+        case CustomerCommand():
+            if state is None:
+                return Decision(signal.customer_id, None)
+            run = Run(state.clone(), now, rules)
+            if signal.kind == "erase_customer":
+                return _erase(run, signal)
+            _on_approval(run, signal)
+        case _:
+            assert_never(signal)
+    return _finish(run)
+
+
+def _on_event(run: Run, ev: CustomerEvent) -> None:
+    s = run.state
+    _remember(s, ev.event_id)
+    _advance_due(run)  # anything already due goes first, as the simulator's clock would have it
+    run.event = ev
+    apply_event(s, ev, run.policy.default_time_zone)
+    s.lifecycle_stage = lifecycle_stage(s, run.now)
+    record_goals(run, ev)
+    mark_engagement(run, ev)
+    apply_exit_rules(run, ev)
+    resume_waits_for(run, ev)
+    if ev.event_type == "support_ticket_resolved" and not s.open_tickets:
+        release_holds(run, "ticket_open")
+    for journey in run.rules.triggered_by(ev.event_type):
+        try_enter(run, journey, ev, ev.event_id)
+
+
+def _on_feedback(run: Run, fb: DeliveryFeedback, receipt_key: str) -> None:
+    s = run.state
+    _remember(s, receipt_key)
+    eng = s.engagement.setdefault(fb.channel, ChannelEngagement())
+    match fb.status:
+        case "delivered":
+            eng.delivered += 1
+        case "bounced":
+            eng.bounces += 1
+            if fb.channel not in s.undeliverable:
+                s.undeliverable.append(fb.channel)
+        case "failed" | "expired" | "rejected":
+            # Never reached the customer: it must not count against caps or block offers.
+            before = len(s.send_log)
+            s.send_log = [r for r in s.send_log if r.action_id != fb.action_id]
+            if len(s.send_log) < before and eng.sends > 0:
+                eng.sends -= 1
+            s.offers_in_flight = [o for o in s.offers_in_flight if o.action_id != fb.action_id]
+        case _:
+            pass
+    _advance_due(run)
+
+
+def _on_approval(run: Run, cmd: CustomerCommand) -> None:
+    """An operator approved or rejected the send an enrolment holds for approval."""
+    for enr in list(run.state.enrollments):
+        if enr.status != EnrollmentStatus.AWAITING_APPROVAL or enr.pending_action_id != cmd.target:
+            continue
+        journey = run.journey_of(enr)
+        if journey is None:
+            continue
+        if cmd.kind == "approve_action":
+            enr.approved_by = cmd.issued_by
+            move(enr, EnrollmentStatus.SEND_PENDING)
+            wake(enr)
+            run.queue_send(enr, journey)
+        else:
+            step = journey.steps.get(enr.step_id or "")
+            run.explain(
+                "suppressed",
+                "rejected",
+                f"rejected by {cmd.issued_by}",
+                enr,
+                journey,
+                action_id=cmd.target,
+            )
+            run.outcome(
+                enr,
+                journey,
+                "suppressed",
+                step_id=enr.step_id,
+                reason="rejected",
+                action_id=cmd.target,
+            )
+            wake(enr)
+            walk(run, enr, journey, step.next if isinstance(step, SendStep) else None, run.now)
+        return
+    run.note("not_pending", f"no action {cmd.target} awaits approval")
+
+
+def _erase(run: Run, cmd: CustomerCommand) -> Decision:
+    for enr in list(run.state.enrollments):
+        journey = run.journey_of(enr)
+        if journey is not None:
+            run.outcome(enr, journey, "exited", reason="erased")
+    run.note("erased", f"customer erased by {cmd.issued_by}")
+    return Decision(run.cid, None, (), (), tuple(run.outcomes), tuple(run.explanations))
+
+
+def _remember(s: CustomerState, key: str) -> None:
+    """Keep the id of a handled event or receipt, so its redelivery changes nothing."""
+    s.recent_event_ids.append(key)
+    del s.recent_event_ids[:-MAX_EVENT_IDS]
+
+
+def _advance_due(run: Run) -> None:
+    """Advance every enrolment (and inactivity check) whose due time has come."""
+    due = [e for e in run.state.enrollments if e.due_at is not None and e.due_at <= run.now]
+    due.sort(key=lambda e: (e.due_at or run.now, e.journey_id))
+    for enr in due:
+        journey = run.journey_of(enr)
+        if journey is None:
+            run.exit(enr, None, "journey_unpublished")
+            continue
+        at = enr.due_at or run.now
+        enr.due_at = None
+        step = journey.steps.get(enr.step_id or "")
+        match step:
+            case WaitStep(next=nxt):
+                walk(run, enr, journey, nxt, run.now, logical=at)
+            case WaitForStep(on_timeout=nxt):
+                walk(run, enr, journey, nxt, run.now, logical=at)
+            case SendStep():
+                move(enr, EnrollmentStatus.SEND_PENDING)
+                run.queue_send(enr, journey)
+            case _:
+                run.exit(enr, journey, "missing_step")
+    check_inactivity(run)
+
+
+def _finish(run: Run) -> Decision:
+    """Send what is due, keep the state's bounded lists bounded, and return the decision with
+    only the wake-ups the worker does not know yet."""
+    send_due(run)
+    refresh_idle_timers(run)
+    s = run.state
+    now = run.now
+    s.send_log = [r for r in s.send_log if now - r.at < _SEND_LOG_KEEP]
+    s.offers_in_flight = [o for o in s.offers_in_flight if o.until > now]
+    s.attributions = [a for a in s.attributions if a.until > now and not a.converted]
+    if run.explanations:
+        s.recent_decisions.extend(
+            DecisionNote(
+                e.at, e.kind, e.code, e.message, e.journey_id, e.step_id, e.channel, e.action_id
+            )
+            for e in run.explanations
+        )
+        del s.recent_decisions[:-MAX_DECISION_NOTES]
+    wakeups = [w for w in pending_wakeups(s) if (w.token, w.due_at) not in run.known_wakeups]
+    return Decision(
+        run.cid,
+        s,
+        tuple(run.actions),
+        tuple(wakeups),
+        tuple(run.outcomes),
+        tuple(run.explanations),
+    )

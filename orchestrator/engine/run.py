@@ -1,0 +1,140 @@
+"""The working memory of one `decide` call (`Run`) and the records it collects: outcomes,
+explanations, the sends waiting for governance, and the end of an enrolment.
+
+The step interpreter, the enrolment rules, sending and dispatch all work on one `Run`, made
+per call around a private copy of the customer's state; nothing in it outlives the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestrator.engine.decision import (
+    Action,
+    Explanation,
+    ExplanationKind,
+    Outcome,
+    OutcomeKind,
+    stable_id,
+)
+from orchestrator.engine.enrollment_status import EnrollmentStatus, move
+from orchestrator.engine.journey import Journey
+from orchestrator.engine.rules import Rules
+from orchestrator.engine.signals import CustomerEvent
+from orchestrator.engine.state import CustomerState, Enrollment, JourneyHistory, pending_wakeups
+
+__all__ = ["PendingSend", "Run"]
+
+
+@dataclass
+class PendingSend:
+    """A send step due in this call, waiting to meet governance (`sending.send_due`)."""
+
+    enrollment: Enrollment
+    journey: Journey
+
+
+class Run:
+    """The working memory of one decide call: the state being changed and what it produced."""
+
+    def __init__(self, state: CustomerState, now: datetime, rules: Rules) -> None:
+        self.state = state
+        self.now = now
+        self.rules = rules
+        self.policy = rules.policy
+        self.cid = state.customer_id
+        self.actions: list[Action] = []
+        self.outcomes: list[Outcome] = []
+        self.explanations: list[Explanation] = []
+        self.pending: list[PendingSend] = []
+        self.marketing_sent_now = False
+        # The event being handled; None while enrolments that were already due are advanced
+        # first, and for wake-ups, receipts and commands.
+        self.event: CustomerEvent | None = None
+        # Wake-ups already known to the worker; only new ones are returned.
+        self.known_wakeups = {(w.token, w.due_at) for w in pending_wakeups(state)}
+
+    def journey_of(self, enr: Enrollment) -> Journey | None:
+        """The journey version the enrolment runs (None once it is no longer published)."""
+        return self.rules.version(enr.journey_id, enr.version)
+
+    def queue_send(self, enr: Enrollment, journey: Journey) -> None:
+        """The enrolment's send step is due: it meets governance when the call's sends are
+        arbitrated together."""
+        self.pending.append(PendingSend(enr, journey))
+
+    def exit(self, enr: Enrollment, journey: Journey | None, reason: str) -> None:
+        """End the enrolment: it leaves the state, and its journey history keeps why."""
+        s = self.state
+        if enr in s.enrollments:
+            s.enrollments.remove(enr)
+        move(enr, EnrollmentStatus.EXITED)
+        enr.due_at = None
+        hist = s.journeys.setdefault(enr.journey_id, JourneyHistory())
+        hist.last_exited_at = self.now
+        hist.last_exit_reason = reason
+        if journey is not None:
+            self.outcome(enr, journey, "exited", reason=reason)
+
+    def outcome(
+        self,
+        enr: Enrollment,
+        journey: Journey,
+        kind: OutcomeKind,
+        *,
+        step_id: str | None = None,
+        channel: str | None = None,
+        action_id: str | None = None,
+        reason: str | None = None,
+        holdout: bool = False,
+    ) -> None:
+        self.outcomes.append(
+            Outcome(
+                outcome_id=stable_id(enr.enrollment_id, kind, step_id or ""),
+                journey_id=journey.id,
+                journey_version=journey.version,
+                customer_id=self.cid,
+                kind=kind,
+                occurred_at=self.now,
+                step_id=step_id,
+                variant=enr.variant,
+                holdout=holdout,
+                channel=channel,
+                action_id=action_id,
+                reason=reason,
+            )
+        )
+
+    def explain(
+        self,
+        kind: ExplanationKind,
+        code: str,
+        message: str,
+        enr: Enrollment | None,
+        journey: Journey,
+        channel: str | None = None,
+        action_id: str | None = None,
+        until: datetime | None = None,
+        details: dict[str, str] | None = None,
+    ) -> None:
+        self.explanations.append(
+            Explanation(
+                customer_id=self.cid,
+                kind=kind,
+                code=code,
+                message=message,
+                at=self.now,
+                journey_id=journey.id,
+                journey_version=journey.version,
+                step_id=enr.step_id if enr else None,
+                channel=channel,
+                action_id=action_id,
+                until=until,
+                details=details or {},
+            )
+        )
+
+    def note(self, code: str, message: str) -> None:
+        """An explanation about the customer rather than a journey (erased, nothing to approve)."""
+        self.explanations.append(Explanation(self.cid, "info", code, message, self.now))

@@ -1,0 +1,230 @@
+"""Sending through governance: the sends due in a decide call are arbitrated, each meets
+governance (`governance.evaluate`), and its verdict is carried out — an `Action` emitted, a
+suppression recorded, a deferral, hold or approval scheduled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_never
+
+from orchestrator.engine.channels import posterior_mean
+from orchestrator.engine.decision import Action, stable_id
+from orchestrator.engine.enrollment_status import EnrollmentStatus, schedule
+from orchestrator.engine.governance import destination, evaluate
+from orchestrator.engine.interpreter import walk
+from orchestrator.engine.journey import Journey, SendStep
+from orchestrator.engine.run import PendingSend, Run
+from orchestrator.engine.state import ChannelEngagement, Enrollment, OfferInFlight, SendRecord
+from orchestrator.engine.timeutil import to_iso
+
+__all__ = ["arbitrate", "send_due"]
+
+# A send's next steps may reach another send in the same call; the rounds are bounded anyway.
+_MAX_SEND_ROUNDS = 16
+
+
+def send_due(run: Run) -> None:
+    """Put every send queued in this call through governance, in arbitration order, until the
+    walks after them queue no more."""
+    for _ in range(_MAX_SEND_ROUNDS):
+        batch = [
+            p
+            for p in run.pending
+            if p.enrollment in run.state.enrollments
+            and p.enrollment.status == EnrollmentStatus.SEND_PENDING
+        ]
+        run.pending = []
+        if not batch:
+            return
+        for p in arbitrate(run, batch):
+            _send(run, p.enrollment, p.journey)
+
+
+def arbitrate(run: Run, batch: list[PendingSend]) -> list[PendingSend]:
+    """The order in which one round's due sends meet governance: priority first, then expected
+    value (journey value x the best channel's odds), then journey id. Governance lets the first
+    marketing send of a call go and defers the others (``lost_arbitration``), so this order is
+    what decides which marketing message wins.
+
+    This is the one place that chooses among competing sends; arbitration across events
+    (marketing sends of several calls, due within a window, decided together) belongs here.
+    """
+    unique: dict[int, PendingSend] = {}
+    for p in batch:
+        unique.setdefault(id(p.enrollment), p)  # an enrolment queued twice is sent once
+    return sorted(
+        unique.values(),
+        key=lambda p: (-p.journey.priority, -_expected_value(run, p), p.journey.id),
+    )
+
+
+def _expected_value(run: Run, p: PendingSend) -> float:
+    step = p.journey.steps.get(p.enrollment.step_id or "")
+    if not isinstance(step, SendStep):
+        return 0.0
+    return p.journey.value * max(posterior_mean(run.state, ch, run.policy) for ch in step.channels)
+
+
+def _send(run: Run, enr: Enrollment, journey: Journey) -> None:
+    """One due send through governance, and its verdict carried out."""
+    step = journey.steps.get(enr.step_id or "")
+    if not isinstance(step, SendStep):
+        run.exit(enr, journey, "missing_step")
+        return
+    action_id = stable_id(run.cid, journey.id, journey.version, enr.enrollment_id, step.id)
+    due_since = enr.step_due_since or run.now
+    category = step.category or journey.category
+    expires_at = due_since + (step.expires_after or run.policy.expiry_for(category))
+    verdict = evaluate(
+        state=run.state,
+        journey=journey,
+        step=step,
+        enrollment=enr,
+        action_id=action_id,
+        now=run.now,
+        expires_at=expires_at,
+        rules=run.rules,
+        marketing_sent_now=run.marketing_sent_now,
+    )
+    details = verdict.details
+    match verdict.kind:
+        case "send":
+            assert verdict.channel is not None
+            _emit(run, enr, journey, step, action_id, verdict.channel, expires_at, verdict.message)
+            run.explain(
+                "sent",
+                "sent",
+                verdict.message,
+                enr,
+                journey,
+                verdict.channel,
+                action_id,
+                details=details,
+            )
+            walk(run, enr, journey, step.next, run.now)
+        case "suppress":
+            run.explain(
+                "suppressed",
+                verdict.code,
+                verdict.message,
+                enr,
+                journey,
+                verdict.channel,
+                action_id,
+                details=details,
+            )
+            run.outcome(
+                enr,
+                journey,
+                "suppressed",
+                step_id=step.id,
+                reason=verdict.code,
+                action_id=action_id,
+            )
+            walk(run, enr, journey, step.next, run.now)
+        case "defer":
+            assert verdict.until is not None
+            # An engine-chosen delay is not lateness: the expiry clock restarts at the new time.
+            enr.step_due_since = verdict.until
+            if verdict.code == "send_time":
+                enr.sto_done = True
+            schedule(enr, EnrollmentStatus.SEND_PENDING, verdict.until)
+            run.explain(
+                "deferred",
+                verdict.code,
+                verdict.message,
+                enr,
+                journey,
+                action_id=action_id,
+                until=verdict.until,
+            )
+        case "hold":
+            assert verdict.until is not None
+            schedule(enr, EnrollmentStatus.HELD, verdict.until)
+            enr.hold_reason = verdict.code
+            run.explain(
+                "held",
+                verdict.code,
+                verdict.message,
+                enr,
+                journey,
+                action_id=action_id,
+                until=verdict.until,
+            )
+        case "approval":
+            assert verdict.until is not None
+            schedule(enr, EnrollmentStatus.AWAITING_APPROVAL, verdict.until)
+            enr.pending_action_id = action_id
+            run.explain(
+                "held",
+                verdict.code,
+                verdict.message,
+                enr,
+                journey,
+                action_id=action_id,
+                until=verdict.until,
+            )
+        case _:
+            assert_never(verdict.kind)
+
+
+def _emit(
+    run: Run,
+    enr: Enrollment,
+    journey: Journey,
+    step: SendStep,
+    action_id: str,
+    channel: str,
+    expires_at: datetime,
+    channel_why: str,
+) -> None:
+    """The action leaves: recorded in the send log (caps), engagement (channel choice) and
+    offers in flight, and counted as this call's marketing message."""
+    s = run.state
+    category = step.category or journey.category
+    trigger = enr.trigger.get("event_type", "inactivity")
+    reason = (
+        f"{journey.name} (v{journey.version}), step {step.id}: entered on {trigger} at "
+        f"{to_iso(enr.entered_at)}; channel {channel}: {channel_why}; consented, within caps, "
+        "outside quiet hours"
+    )
+    if enr.approved_by:
+        reason += f"; approved by {enr.approved_by}"
+    payload = {**enr.trigger, **step.payload}
+    payload.pop("event_type", None)
+    run.actions.append(
+        Action(
+            action_id=action_id,
+            customer_id=run.cid,
+            channel=channel,
+            journey_id=journey.id,
+            journey_version=journey.version,
+            step_id=step.id,
+            template_id=step.template_for(enr.variant),
+            category=category,
+            created_at=run.now,
+            not_before=run.now,
+            expires_at=max(expires_at, run.now),
+            reason=reason,
+            variant=enr.variant,
+            offer_id=step.offer,
+            destination=destination(s, channel),
+            locale=s.preferences.language,
+            priority=journey.priority,
+            payload=payload,
+        )
+    )
+    s.send_log.append(SendRecord(action_id, run.now, channel, category, journey.id, step.offer))
+    s.engagement.setdefault(channel, ChannelEngagement()).sends += 1
+    if step.offer:
+        s.offers_in_flight.append(
+            OfferInFlight(
+                step.offer, action_id, journey.id, run.now, run.now + run.policy.offer_in_flight_for
+            )
+        )
+    enr.action_ids.append(action_id)
+    enr.pending_action_id = None
+    if category == "marketing":
+        run.marketing_sent_now = True
+    run.outcome(enr, journey, "sent", step_id=step.id, channel=channel, action_id=action_id)
