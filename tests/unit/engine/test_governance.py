@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from orchestrator.engine import CustomerState, Decision, Rules, decide
-from orchestrator.engine.governance import consent_allows
+from orchestrator.engine.governance import admit, consent_allows
 from orchestrator.engine.policy import DEFAULT_POLICY
 from orchestrator.engine.state import ConsentRecord, SendRecord
 
@@ -277,3 +277,51 @@ def test_send_time_optimisation_waits_for_the_most_engaged_hour() -> None:
     evening = datetime(2026, 3, 2, 18, 0, tzinfo=T0.tzinfo)
     assert d.explanations[0].until == evening
     assert len(c.wake(evening).actions) == 1
+
+
+@pytest.mark.parametrize(
+    ("rules_change", "ordered", "expected"),
+    [
+        (None, False, ("enter", "entered")),
+        ("pause_journey", False, ("suppress", "journey_paused")),
+        ("kill_all", False, ("suppress", "kill_switch")),
+        (None, True, ("suppress", "suppressed_after_purchase")),  # tagged acquisition: 14 days
+    ],
+)
+def test_entry_checks_are_verdicts(
+    rules_change: str | None, ordered: bool, expected: tuple[str, str]
+) -> None:
+    rules = journey_rules(send_journey(tags="[acquisition]"))
+    if rules_change:
+        rules = rules.with_control(rules_change, "promo")
+    state = contactable()
+    if ordered:
+        state.commerce.last_order_at = at(days=-2)
+    (journey,) = rules.latest()
+    verdict = admit(state=state, journey=journey, rules=rules, now=T0, active=None)
+    assert (verdict.kind, verdict.code) == expected and verdict.preempt == ()
+
+
+def test_group_arbitration_preempts_lower_priorities_and_yields_to_higher_ones() -> None:
+    low, high = (
+        send_journey(jid, priority=p, entry=f"custom.{jid}", extra="group: promo").replace(
+            "steps:\n", "steps:\n  - id: pause\n    wait: 1d\n"
+        )
+        for jid, p in (("low", 10), ("high", 90))
+    )
+    rules = journey_rules(low, high)
+    c = Customer(rules, contactable())
+    c.send(event("custom.low"))
+    assert c.state is not None
+    (on_low,) = c.state.enrollments
+    (low_j,) = [j for j in rules.latest() if j.id == "low"]
+    (high_j,) = [j for j in rules.latest() if j.id == "high"]
+    entering_high = admit(state=c.state, journey=high_j, rules=rules, now=T0, active=None)
+    assert entering_high.kind == "enter" and entering_high.preempt == (on_low,)
+    # Re-entering the same journey: its own enrolment is not a rival.
+    again = admit(state=c.state, journey=low_j, rules=rules, now=T0, active=on_low)
+    assert again.kind == "enter" and again.preempt == ()
+    c.send(event("custom.high", at(hours=1)))
+    lost = admit(state=c.state, journey=low_j, rules=rules, now=T0, active=None)
+    assert (lost.kind, lost.code) == ("suppress", "lost_arbitration")
+    assert lost.message == "already in high (priority 90) of group promo"

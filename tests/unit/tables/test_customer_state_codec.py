@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.engine.state import CartLine, ConsentRecord, CustomerState, ProductView
+from orchestrator.engine.enrollment_status import EnrollmentStatus
+from orchestrator.engine.state import (
+    CartLine,
+    ConsentRecord,
+    CustomerState,
+    Enrollment,
+    ProductView,
+)
 from orchestrator.errors import SerializationError
 from tables.codec import FORMAT_JSON, FORMAT_ZLIB_JSON, decode_state, encode_state, state_digest
 from tables.customers import CustomerTable
@@ -38,6 +45,16 @@ def rich_state() -> CustomerState:
 def test_round_trip_keeps_everything() -> None:
     for state in (CustomerState(customer_id="c-0"), rich_state()):
         assert decode_state(encode_state(state)) == state
+
+
+def test_an_enrolment_status_is_stored_as_its_word_and_loads_as_the_enum() -> None:
+    state = rich_state()
+    state.enrollments = [
+        Enrollment("enr-1", "promo", 1, T0, "message", EnrollmentStatus.HELD, due_at=T0)
+    ]
+    stored = encode_state(state)
+    assert b'"status":"held"' in stored
+    assert decode_state(stored).enrollments[0].status is EnrollmentStatus.HELD
 
 
 def test_large_states_are_compressed_and_typical_ones_are_not() -> None:
