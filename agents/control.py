@@ -32,13 +32,19 @@ _CUSTOMER_COMMANDS = frozenset({"erase_customer", "approve_action", "reject_acti
 
 
 class ControlFollower:
-    """Follows both control topics with its own aiokafka consumer and keeps `rules` current."""
+    """Follows both control topics with its own aiokafka consumer and keeps `rules` current.
 
-    def __init__(self, worker: TuttiWorker) -> None:
+    `plane` is what `decide` is handed; it is only ever replaced by a fold that has caught up
+    with the end offsets seen when that fold started. A fold after a failure is made off to the
+    side, so until it catches up decisions keep the last complete plane (its journeys, pauses
+    and kill switches) rather than an empty or half-read one.
+    """
+
+    def __init__(self, worker: TuttiWorker, retry_after: float = 2.0) -> None:
         self.worker = worker
+        self.retry_after = retry_after
         self.plane = ControlPlane()
         self.ready = asyncio.Event()
-        self.generation = 0  # bumped whenever the rules change
 
     @property
     def rules(self) -> Rules:
@@ -48,21 +54,29 @@ class ControlFollower:
         if not self.ready.is_set():
             await self.ready.wait()
 
-    def apply(self, topic: str, key: bytes | None, value: bytes | None, offset: int) -> bool:
+    def apply(
+        self, plane: ControlPlane, topic: str, key: bytes | None, value: bytes | None, offset: int
+    ) -> bool:
+        """Fold one record into `plane`; True when its rules changed."""
         topics = self.worker.topics
         if topic == topics.control_journeys:
-            return self.plane.apply_definition((key or b"").decode(), value)
+            before = len(plane.problems)
+            changed = plane.apply_definition((key or b"").decode(), value)
+            for problem in plane.problems[before:]:
+                # Journey ids and versions only: the YAML text is never logged.
+                log.warning("control: %s", problem)
+            return changed
         try:
             cmd = self.worker.codec.decode(value, "ControlCommand", topic)
         except Exception as exc:  # a foreign or corrupt record must not stop the worker
-            self.plane.problems.append(f"control.commands offset {offset} ignored: {exc}")
+            plane.problems.append(f"control.commands offset {offset} ignored: {exc}")
             log.warning("control: command at offset %d ignored (%s)", offset, type(exc).__name__)
             return False
         kind = str(cmd.get("kind"))
         if kind not in GLOBAL_COMMANDS:
             return False
         log.info("control: %s %s", kind, cmd.get("target") or "")
-        return self.plane.apply_command(kind, cmd.get("target"))
+        return plane.apply_command(kind, cmd.get("target"))
 
     def _partitions(self, names: list[str]) -> dict[str, list[int]]:
         from orchestrator.kafka import admin_client
@@ -71,11 +85,13 @@ class ControlFollower:
         return {n: sorted(md.topics[n].partitions) if n in md.topics else [] for n in names}
 
     async def run(self) -> None:
-        """Fold everything up to the end offsets (then `ready`), then follow new records."""
+        """Fold everything from the beginning into a new plane; swap it in (and set `ready`)
+        once it reaches the end offsets seen at the start; then follow new records."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topics = self.worker.topics
         names = [topics.control_journeys, topics.control_commands]
+        fold = ControlPlane()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.worker.settings.kafka.bootstrap_servers,
             group_id=None,
@@ -103,24 +119,37 @@ class ControlFollower:
                 changed = False
                 for tp, records in batches.items():
                     for r in records:
-                        changed |= self.apply(tp.topic, r.key, r.value, r.offset)
-                if changed:
-                    self.generation += 1
-                    live = sorted(self.plane.published)
-                    log.info("control: rules now have %d journey versions %s", len(live), live)
-                if pending:
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= ends[tp]:
-                            pending.discard(tp)
-                if not pending and not self.ready.is_set():
+                        changed |= self.apply(fold, tp.topic, r.key, r.value, r.offset)
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+                if fold is self.plane:
+                    if changed:
+                        live = sorted(fold.published)
+                        log.info("control: rules now have %d journey versions %s", len(live), live)
+                elif not pending:
+                    # Caught up: one assignment, between two batches of the journey agent, so
+                    # a decision sees either the old complete plane or the new one.
+                    self.plane = fold
                     self.ready.set()
                     log.info(
                         "control: caught up; %d journey versions, %d commands",
-                        len(self.plane.published),
-                        len(self.plane.commands),
+                        len(fold.published),
+                        len(fold.commands),
                     )
         finally:
             await consumer.stop()
+
+    async def follow(self) -> None:
+        """`run`, restarted after a failure; the plane in use stays until a refold catches up."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control: follower failed; refolding in %g s", self.retry_after)
+                await asyncio.sleep(self.retry_after)
 
 
 def register_control(worker: TuttiWorker) -> ControlFollower:
@@ -129,15 +158,7 @@ def register_control(worker: TuttiWorker) -> ControlFollower:
     app = worker.app
 
     async def follow_control_plane() -> None:
-        while True:
-            try:
-                await follower.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("control: follower failed; restarting in 2 s")
-                await asyncio.sleep(2.0)
-                follower.plane = ControlPlane()  # refold from the beginning
+        await follower.follow()
 
     app.task(follow_control_plane)
 

@@ -1,15 +1,19 @@
 """The control plane: publishing journeys and operator commands, and folding them into `Rules`.
 
-`control.journeys` (compacted) holds one record per journey version, keyed ``<id>@v<version>``,
-plus the governance policy under ``policy``; values are JSON carrying the YAML text, so a worker
-parses exactly what was validated at publish time. `control.commands` holds ControlCommand Avro
-records; pause/resume and kill/revive are keyed by what they target so compaction keeps the
-latest word on each. Every worker reads both topics from the beginning (no consumer group) and
-folds them with :class:`ControlPlane` — the same fold `tutti journeys list` uses.
+`control.journeys` (compacted) holds one record per journey version, keyed
+``<id>@v<version>#<text digest>`` (see :func:`definition_key`), plus the governance policy under
+``policy``; values are JSON carrying the YAML text, so a worker parses exactly what was
+validated at publish time. A published version is immutable: different text under it is refused
+by `publish_journeys` and ignored by the fold, which keeps the first. `control.commands` holds
+ControlCommand Avro records; pause/resume and kill/revive are keyed by what they target so
+compaction keeps the latest word on each. Every worker reads both topics from the beginning (no
+consumer group) and folds them with :class:`ControlPlane` — the same fold `tutti journeys list`
+uses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -33,6 +37,7 @@ __all__ = [
     "ControlPlane",
     "PublishedJourney",
     "command_key",
+    "definition_key",
     "publish_journeys",
     "read_control_plane",
     "send_command",
@@ -75,7 +80,16 @@ class ControlPlane:
             else:
                 journey = parse_journey(doc["text"], doc.get("source", key))
                 existing = self.journeys.get(journey.id, {}).get(journey.version)
-                if existing is not None and existing.text == journey.text:
+                if existing is not None:
+                    if existing.text != journey.text:
+                        # A published version is immutable: enrolments in flight rely on it,
+                        # and every worker must agree on it, so the first publication wins.
+                        self.problems.append(
+                            f"control.journeys record {key!r} ignored: journey {journey.id!r} "
+                            f"version {journey.version} is already published with different "
+                            "content; the first publication is kept (publish the change as a "
+                            "new version)"
+                        )
                     return False
                 self.journeys.setdefault(journey.id, {})[journey.version] = journey
                 self.published[journey.key] = PublishedJourney(
@@ -118,6 +132,32 @@ def command_key(kind: str, target: str | None, command_id: str) -> bytes:
             return f"command:{command_id}".encode()
 
 
+def definition_key(journey: Journey) -> bytes:
+    """The control.journeys key of one publication: ``<id>@v<version>#<digest of the text>``.
+
+    The digest keeps compaction from replacing a version's first publication with a
+    conflicting one (a racing or foreign publisher): both stay in the log and every worker,
+    old or new, keeps the first. Re-publishing identical text reuses the key.
+    """
+    digest = hashlib.sha256(journey.text.encode()).hexdigest()[:16]
+    return f"{journey.key}#{digest}".encode()
+
+
+def _distinct_versions(journeys: Iterable[Journey]) -> list[Journey]:
+    """One journey per (id, version); two files giving one version different texts are refused."""
+    seen: dict[str, Journey] = {}
+    for j in journeys:
+        first = seen.get(j.key)
+        if first is None:
+            seen[j.key] = j
+        elif first.text != j.text:
+            raise JourneyError(
+                f"{j.source}: journey {j.id!r} version {j.version} is also in {first.source} "
+                "with different content; give one of them a new version number"
+            )
+    return list(seen.values())
+
+
 def _journey_files(paths: Iterable[Path]) -> tuple[list[Path], Path | None]:
     files: list[Path] = []
     policy: Path | None = None
@@ -141,7 +181,7 @@ def publish_journeys(
     files, policy_file = _journey_files(paths)
     if not files and policy_file is None:
         raise JourneyError("nothing to publish: no *.yaml journey files in the given paths")
-    journeys = [parse_journey_file(f) for f in files]
+    journeys = _distinct_versions(parse_journey_file(f) for f in files)
     policy_text = policy_file.read_text() if policy_file else None
     if policy_file is not None and policy_text is not None:
         parse_policy(policy_text, str(policy_file))
@@ -168,7 +208,7 @@ def publish_journeys(
                 "published_at": now,
                 "published_by": published_by,
             }
-            p.produce(topic, key=j.key.encode(), value=json.dumps(doc).encode())
+            p.produce(topic, key=definition_key(j), value=json.dumps(doc).encode())
     if policy_text is not None:
         doc = {"source": str(policy_file), "text": policy_text, "published_at": now}
         p.produce(topic, key=POLICY_KEY.encode(), value=json.dumps(doc).encode())

@@ -33,7 +33,10 @@ def test_publish_list_and_new_versions(settings: Settings, tmp_path: Path) -> No
     cart = work / "cart_abandonment.yaml"
     shutil.copy(JOURNEYS / "cart_abandonment.yaml", cart)
     cart.write_text(cart.read_text().replace("priority: 70", "priority: 71"))
-    with pytest.raises(JourneyError, match="already published with different content"):
+    with pytest.raises(
+        JourneyError,
+        match="journey 'cart_abandonment' version 1 is already published with different content",
+    ):
         publish_journeys(settings, [cart])
 
     # As version 2 it is published next to version 1.
