@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import time, timedelta
 from pathlib import Path
 
 from orchestrator.engine.conditions import ALWAYS, Condition, compile_condition
@@ -30,8 +29,7 @@ from orchestrator.engine.journey import (
     WaitForStep,
     WaitStep,
 )
-from orchestrator.engine.timeutil import parse_duration, parse_local_time
-from orchestrator.engine.yamlnodes import Problem, YNode, compose
+from orchestrator.engine.yamlnodes import FieldReader, Problem, YNode
 from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES, is_known_event_type
 
 __all__ = ["STEP_KINDS", "journey_problems", "parse_journey", "parse_journey_file"]
@@ -87,106 +85,34 @@ def journey_problems(text: str, source_name: str) -> list[Problem]:
 
 def parse_journey(text: str, source_name: str) -> Journey:
     """Parse and validate journey YAML; raise JourneyError listing every problem."""
-    root = compose(text, source_name)
-    if isinstance(root, Problem):
-        raise JourneyParseError([root])
     parser = _Parser(source_name)
-    journey = parser.journey(root, text)
+    root = parser.document(text)
+    journey = parser.journey(root, text) if root is not None else None
     if parser.problems or journey is None:
         raise JourneyParseError(parser.problems)
     return journey
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-
-    # --- scalar helpers -----------------------------------------------------------------------
-    def _fail(
-        self,
-        node: YNode,
-        expected: str,
-        field: str | None = None,
-        show: bool = True,
-        got: str | None = None,
-    ) -> None:
-        problem = node.problem(expected, field, show and got is None)
-        if got is not None:
-            problem = Problem(problem.source, problem.line, problem.field, expected, got)
-        self.problems.append(problem)
-
-    def _missing(self, parent: YNode, key: str, expected: str) -> None:
-        path = f"{parent.path}.{key}" if parent.path else key
-        self.problems.append(Problem(self.source, parent.line, path, expected, "nothing"))
-
-    def _str(self, node: YNode | None, expected: str = "a string") -> str | None:
-        if node is None:
-            return None
-        if not node.is_scalar or not node.text.strip():
-            self._fail(node, expected)
-            return None
-        return node.text.strip()
-
-    def _int(self, node: YNode, lo: int, hi: int) -> int | None:
-        value = node.value()
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            self._fail(node, f"a whole number from {lo} to {hi}")
-            return None
-        return value
-
-    def _percent(self, node: YNode) -> float | None:
-        value = node.value()
-        if isinstance(value, str) and value.strip().endswith("%"):
-            try:
-                value = float(value.strip()[:-1])
-            except ValueError:
-                value = None
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not 0 <= float(value) <= 100
-        ):
-            self._fail(node, "a percentage from 0 to 100")
-            return None
-        return float(value)
-
-    def _duration(self, node: YNode | None) -> timedelta | None:
-        if node is None:
-            return None
-        try:
-            d = parse_duration(node.text) if node.is_scalar else None
-        except ValueError:
-            d = None
-        if d is None or d <= timedelta(0):
-            self._fail(node, "a positive duration like 30m, 1h, 3d or 2w")
-            return None
-        return d
+class _Parser(FieldReader):
+    """Journey fields on top of the shared typed readers."""
 
     def _event_type(self, node: YNode, allow_activity: bool = False) -> str | None:
-        name = self._str(node, "an event type")
+        name = self.string(node, "an event type")
         if name is None:
             return None
         if allow_activity and name == ACTIVITY:
             return name
         if not is_known_event_type(name):
             extra = " or 'activity'" if allow_activity else ""
-            self._fail(node, f"a known event type (orchestrator/vocabulary.py) or custom.*{extra}")
+            self.fail(node, f"a known event type (orchestrator/vocabulary.py) or custom.*{extra}")
             return None
         return name
 
     def _events(self, node: YNode, allow_activity: bool = False) -> frozenset[str]:
         items = list(node.elements()) if node.is_list else [node]
         if not items:
-            self._fail(node, "at least one event type")
+            self.fail(node, "at least one event type")
         return frozenset(e for n in items if (e := self._event_type(n, allow_activity)) is not None)
-
-    def _keys(self, node: YNode, allowed: set[str], what: str) -> None:
-        for key, child in node.items():
-            if key not in allowed:
-                self._fail(
-                    child, f"one of {', '.join(sorted(allowed))} in {what}", child.path, False
-                )
 
     def _condition(self, node: YNode | None) -> Condition:
         if node is None:
@@ -196,49 +122,42 @@ class _Parser:
     # --- the journey --------------------------------------------------------------------------
     def journey(self, root: YNode, text: str) -> Journey | None:
         if not root.is_map:
-            self._fail(root, "a mapping with id, version, name, category, entry, steps")
+            self.fail(root, "a mapping with id, version, name, category, entry, steps")
             return None
-        self._keys(root, _TOP_KEYS, "a journey")
+        self.unknown_keys(root, _TOP_KEYS, "a journey")
         required = ("id", "version", "name", "category", "entry", "steps")
         for key in required:
             if root.get(key) is None:
-                self._missing(root, key, f"the required field {key!r}")
-        jid = self._str(root.get("id"), "an id of lowercase letters, digits, _ or -")
+                self.missing(root, key, f"the required field {key!r}")
+        jid = self.string(root.get("id"), "an id of lowercase letters, digits, _ or -")
         if jid is not None and not _ID.match(jid):
             node = root.get("id")
             assert node is not None
-            self._fail(node, "an id of lowercase letters, digits, _ or - (max 64)")
-        version_node = root.get("version")
-        version = self._int(version_node, 1, 1_000_000) if version_node else None
-        name = self._str(root.get("name"))
-        category = self._str(root.get("category"), "marketing, transactional or service")
+            self.fail(node, "an id of lowercase letters, digits, _ or - (max 64)")
+        version = self.integer(root.get("version"), 1, 1_000_000)
+        name = self.string(root.get("name"))
+        category = self.string(root.get("category"), "marketing, transactional or service")
         if category is not None and category not in CATEGORIES:
             node = root.get("category")
             assert node is not None
-            self._fail(node, "one of " + ", ".join(CATEGORIES))
+            self.fail(node, "one of " + ", ".join(CATEGORIES))
         priority_node = root.get("priority")
-        priority = self._int(priority_node, 0, 1000) if priority_node else 50
-        tags: frozenset[str] = frozenset()
-        if (tags_node := root.get("tags")) is not None:
-            if tags_node.is_list:
-                tags = frozenset(t for n in tags_node.elements() if (t := self._str(n)))
-            else:
-                self._fail(tags_node, "a list of tags")
-        group = self._str(root.get("group"))
+        priority = self.integer(priority_node, 0, 1000) if priority_node is not None else 50
+        tags = self.names(root.get("tags"), what="tags")
+        group = self.string(root.get("group"))
         value = 1.0
+        value_expected = "a non-negative number (expected value of a conversion)"
         if (value_node := root.get("value")) is not None:
-            raw = value_node.value()
-            if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
-                value = float(raw)
-            else:
-                self._fail(value_node, "a non-negative number (expected value of a conversion)")
+            raw = self.number(value_node, value_expected)
+            if raw is not None and raw < 0:
+                self.fail(value_node, value_expected)
+            elif raw is not None:
+                value = raw
         entry = self._entry(root.get("entry"))
         re_entry = self._re_entry(root.get("re_entry"))
         exits = self._exits(root.get("exit"))
         goal = self._goal(root.get("goal"))
-        holdout = 0.0
-        if (holdout_node := root.get("holdout")) is not None:
-            holdout = self._percent(holdout_node) or 0.0
+        holdout = self.percent(root.get("holdout")) or 0.0
         variants = self._variants(root.get("variants"))
         steps: dict[str, Step] = {}
         first: str | None = None
@@ -261,7 +180,7 @@ class _Parser:
             entry=entry,
             steps=steps,
             first_step=first,
-            description=self._str(root.get("description")) or "",
+            description=self.string(root.get("description")) or "",
             priority=priority,
             tags=tags,
             group=group,
@@ -279,15 +198,15 @@ class _Parser:
         if node is None:
             return Entry()
         if not node.is_map:
-            self._fail(node, "a mapping with event (or inactivity) and optional conditions")
+            self.fail(node, "a mapping with event (or inactivity) and optional conditions")
             return Entry()
-        self._keys(node, {"event", "events", "inactivity", "conditions"}, "entry")
+        self.unknown_keys(node, {"event", "events", "inactivity", "conditions"}, "entry")
         ev_node = node.get("event") or node.get("events")
-        inactivity = self._duration(node.get("inactivity"))
+        inactivity = self.duration(node.get("inactivity"))
         if ev_node is None and node.get("inactivity") is None:
-            self._missing(node, "event", "an entry event type (or inactivity: <duration>)")
+            self.missing(node, "event", "an entry event type (or inactivity: <duration>)")
         if ev_node is not None and node.get("inactivity") is not None:
-            self._fail(node, "either event or inactivity, not both", show=False)
+            self.fail(node, "either event or inactivity, not both", show=False)
         events = self._events(ev_node) if ev_node is not None else frozenset()
         return Entry(events, inactivity, self._condition(node.get("conditions")))
 
@@ -297,16 +216,16 @@ class _Parser:
         if node.is_scalar and node.text in ("never", "always"):
             return ReEntry(node.text)  # type: ignore[arg-type]
         if node.is_map and node.key_names() == ["after"]:
-            after = self._duration(node.get("after"))
+            after = self.duration(node.get("after"))
             return ReEntry("after", after) if after else ReEntry()
-        self._fail(node, "never, always, or {after: <duration>}")
+        self.fail(node, "never, always, or {after: <duration>}")
         return ReEntry()
 
     def _exits(self, node: YNode | None) -> tuple[ExitRule, ...]:
         if node is None:
             return ()
         if not node.is_list:
-            self._fail(node, "a list of exit rules ({event, conditions} or an event type)")
+            self.fail(node, "a list of exit rules ({event, conditions} or an event type)")
             return ()
         rules = []
         for item in node.elements():
@@ -316,9 +235,9 @@ class _Parser:
                     rules.append(ExitRule(ev))
                 continue
             if not item.is_map or item.get("event") is None:
-                self._fail(item, "an event type or {event, conditions}")
+                self.fail(item, "an event type or {event, conditions}")
                 continue
-            self._keys(item, {"event", "conditions"}, "an exit rule")
+            self.unknown_keys(item, {"event", "conditions"}, "an exit rule")
             ev_node = item.get("event")
             assert ev_node is not None
             ev = self._event_type(ev_node, allow_activity=True)
@@ -330,16 +249,16 @@ class _Parser:
         if node is None:
             return None
         if not node.is_map:
-            self._fail(node, "a mapping with event, within and optional conditions")
+            self.fail(node, "a mapping with event, within and optional conditions")
             return None
-        self._keys(node, {"event", "events", "within", "conditions"}, "goal")
+        self.unknown_keys(node, {"event", "events", "within", "conditions"}, "goal")
         ev_node = node.get("event") or node.get("events")
         if ev_node is None:
-            self._missing(node, "event", "the goal event type")
+            self.missing(node, "event", "the goal event type")
             return None
-        within = self._duration(node.get("within"))
+        within = self.duration(node.get("within"))
         if node.get("within") is None:
-            self._missing(node, "within", "an attribution window like 7d")
+            self.missing(node, "within", "an attribution window like 7d")
         events = self._events(ev_node)
         cond = self._condition(node.get("conditions"))
         return Goal(events, within, cond) if within else None
@@ -348,31 +267,31 @@ class _Parser:
         if node is None:
             return ()
         if not node.is_list:
-            self._fail(node, "a list of {id, weight}")
+            self.fail(node, "a list of {id, weight}")
             return ()
         out: list[Variant] = []
         for item in node.elements():
             if not item.is_map or item.get("id") is None or item.get("weight") is None:
-                self._fail(item, "{id, weight}")
+                self.fail(item, "{id, weight}")
                 continue
-            self._keys(item, {"id", "weight"}, "a variant")
-            vid = self._str(item.get("id"))
+            self.unknown_keys(item, {"id", "weight"}, "a variant")
+            vid = self.string(item.get("id"))
             weight_node = item.get("weight")
             assert weight_node is not None
-            weight = self._percent(weight_node)
+            weight = self.percent(weight_node)
             if vid and any(v.id == vid for v in out):
-                self._fail(item, f"a unique variant id ({vid!r} is repeated)", show=False)
+                self.fail(item, f"a unique variant id ({vid!r} is repeated)", show=False)
             elif vid and weight is not None:
                 out.append(Variant(vid, weight))
         total = sum(v.weight for v in out)
         if out and abs(total - 100) > 1e-9:
-            self._fail(node, "variant weights adding up to 100", got=f"{total:g}")
+            self.fail(node, "variant weights adding up to 100", got=f"{total:g}")
         return tuple(out)
 
     # --- steps --------------------------------------------------------------------------------
     def _steps(self, node: YNode, steps: dict[str, Step], variants: set[str]) -> str | None:
         if not node.is_list or not list(node.elements()):
-            self._fail(node, "a non-empty list of steps")
+            self.fail(node, "a non-empty list of steps")
             return None
         # Pass 1: flatten nested lists into one id -> step map; edges are resolved by id.
         lines: dict[str, YNode] = {}
@@ -380,7 +299,7 @@ class _Parser:
         first = self._step_list(node, None, steps, lines, gotos, variants)
         for where, target in gotos:
             if target not in steps:
-                self._fail(where, f"the id of a step in this journey (no step {target!r})")
+                self.fail(where, f"the id of a step in this journey (no step {target!r})")
         if self.problems:
             return first
         self._check_graph(first, steps, lines)
@@ -400,7 +319,7 @@ class _Parser:
         for item in items:
             sid = None
             if item.is_map and (id_node := item.get("id")) is not None:
-                sid = self._str(id_node, "a step id")
+                sid = self.string(id_node, "a step id")
             ids.append(sid)
         for i, item in enumerate(items):
             default_next = next((s for s in ids[i + 1 :] if s), continuation)
@@ -426,7 +345,7 @@ class _Parser:
             return node.text
         if node.is_list:
             return self._step_list(node, default, steps, lines, gotos, variants)
-        self._fail(node, "a step id, 'exit', or a list of steps")
+        self.fail(node, "a step id, 'exit', or a list of steps")
         return default
 
     def _step(
@@ -440,30 +359,28 @@ class _Parser:
         variants: set[str],
     ) -> None:
         if not node.is_map:
-            self._fail(node, "a step: a mapping with id and one of " + ", ".join(STEP_KINDS))
+            self.fail(node, "a step: a mapping with id and one of " + ", ".join(STEP_KINDS))
             return
         kinds = [k for k in node.key_names() if k in STEP_KINDS]
         unknown = [k for k in node.key_names() if k not in (*STEP_KINDS, "id", "next")]
         for k in unknown:
             child = node.get(k)
             assert child is not None
-            self._fail(child, "a step type: one of " + ", ".join(STEP_KINDS), child.path, False)
+            self.fail(child, "a step type: one of " + ", ".join(STEP_KINDS), child.path, False)
         if sid is None:
             if node.get("id") is None:
-                self._missing(node, "id", "a step id (stable ids keep enrolments across versions)")
+                self.missing(node, "id", "a step id (stable ids keep enrolments across versions)")
             return
         if not _ID.match(sid):
-            self._fail(node, "a step id of lowercase letters, digits, _ or -", f"{node.path}.id")
+            self.fail(node, "a step id of lowercase letters, digits, _ or -", f"{node.path}.id")
             return
         if sid in steps or sid in lines:
-            self._fail(
-                node, f"a unique step id ({sid!r} is already used)", f"{node.path}.id", False
-            )
+            self.fail(node, f"a unique step id ({sid!r} is already used)", f"{node.path}.id", False)
             return
         lines[sid] = node
         if len(kinds) != 1:
             if not unknown:
-                self._fail(node, "exactly one step type: " + ", ".join(STEP_KINDS), show=False)
+                self.fail(node, "exactly one step type: " + ", ".join(STEP_KINDS), show=False)
             return
         kind = kinds[0]
         body = node.get(kind)
@@ -485,12 +402,12 @@ class _Parser:
         if body.is_scalar:
             return body.text or "completed"
         if body.is_map and body.get("reason") is not None:
-            return self._str(body.get("reason")) or "completed"
+            return self.string(body.get("reason")) or "completed"
         return "completed"
 
     def _send(self, sid: str, body: YNode, nxt: str | None, variants: set[str]) -> Step | None:
         if not body.is_map:
-            self._fail(body, "a mapping with channel(s) and template")
+            self.fail(body, "a mapping with channel(s) and template")
             return None
         allowed = {
             "channel",
@@ -504,20 +421,20 @@ class _Parser:
             "payload",
             "category",
         }
-        self._keys(body, allowed, "a send step")
+        self.unknown_keys(body, allowed, "a send step")
         ch_node = body.get("channels") or body.get("channel")
         channels: list[str] = []
         if ch_node is None:
-            self._missing(body, "channels", "a channel or a list of channels")
+            self.missing(body, "channels", "a channel or a list of channels")
         else:
             for n in ch_node.elements() if ch_node.is_list else [ch_node]:
-                ch = self._str(n, "an action channel")
+                ch = self.string(n, "an action channel")
                 if ch is None:
                     continue
                 if ch not in ACTION_CHANNELS:
-                    self._fail(n, "an action channel: " + ", ".join(ACTION_CHANNELS))
+                    self.fail(n, "an action channel: " + ", ".join(ACTION_CHANNELS))
                 elif ch in channels:
-                    self._fail(n, "each channel once")
+                    self.fail(n, "each channel once")
                 else:
                     channels.append(ch)
         choose = "best"
@@ -525,42 +442,34 @@ class _Parser:
             if choose_node.text in ("best", "first"):
                 choose = choose_node.text
             else:
-                self._fail(
-                    choose_node, "best (next-best-channel) or first (first allowed in order)"
-                )
+                self.fail(choose_node, "best (next-best-channel) or first (first allowed in order)")
         templates: dict[str, str] = {}
         tnode = body.get("template")
         if tnode is None:
-            self._missing(body, "template", "a template id (or one per variant)")
+            self.missing(body, "template", "a template id (or one per variant)")
         elif tnode.is_map:
             for vid, child in tnode.items():
                 if vid not in variants:
-                    self._fail(child, "a variant id declared under variants", child.path, False)
-                elif (t := self._str(child, "a template id")) is not None:
+                    self.fail(child, "a variant id declared under variants", child.path, False)
+                elif (t := self.string(child, "a template id")) is not None:
                     templates[vid] = t
             missing = variants - set(templates)
             if missing:
-                self._fail(tnode, "a template for every variant", got=f"none for {sorted(missing)}")
-        elif (t := self._str(tnode, "a template id")) is not None:
+                self.fail(tnode, "a template for every variant", got=f"none for {sorted(missing)}")
+        elif (t := self.string(tnode, "a template id")) is not None:
             templates[""] = t
-        approval = False
-        if (ap := body.get("require_approval")) is not None:
-            value = ap.value()
-            if isinstance(value, bool):
-                approval = value
-            else:
-                self._fail(ap, "true or false")
+        approval = self.boolean(body.get("require_approval")) or False
         payload: dict[str, str] = {}
         if (pl := body.get("payload")) is not None:
             if pl.is_map:
                 payload = {k: str(v.value()) for k, v in pl.items()}
             else:
-                self._fail(pl, "a mapping of template values")
-        category = self._str(body.get("category"), "marketing, transactional or service")
+                self.fail(pl, "a mapping of template values")
+        category = self.string(body.get("category"), "marketing, transactional or service")
         if category is not None and category not in CATEGORIES:
             cat_node = body.get("category")
             assert cat_node is not None
-            self._fail(cat_node, "one of " + ", ".join(CATEGORIES))
+            self.fail(cat_node, "one of " + ", ".join(CATEGORIES))
         if not channels or not templates:
             return None
         return SendStep(
@@ -569,37 +478,31 @@ class _Parser:
             channels=tuple(channels),
             templates=templates,
             choose=choose,  # type: ignore[arg-type]
-            offer=self._str(body.get("offer"), "an offer id"),
+            offer=self.string(body.get("offer"), "an offer id"),
             require_approval=approval,
-            expires_after=self._duration(body.get("expires_after")),
-            send_window=self._duration(body.get("send_window")),
+            expires_after=self.duration(body.get("expires_after")),
+            send_window=self.duration(body.get("send_window")),
             payload=payload,
             next=nxt,
         )
 
     def _wait(self, sid: str, body: YNode, nxt: str | None) -> Step | None:
         if body.is_scalar:
-            d = self._duration(body)
+            d = self.duration(body)
             return WaitStep(sid, duration=d, next=nxt) if d else None
         if not body.is_map:
-            self._fail(body, "a duration, {duration}, or {until: HH:MM, day_offset}")
+            self.fail(body, "a duration, {duration}, or {until: HH:MM, day_offset}")
             return None
-        self._keys(body, {"duration", "until", "day_offset"}, "a wait step")
-        duration = self._duration(body.get("duration"))
-        until: time | None = None
-        if (until_node := body.get("until")) is not None:
-            try:
-                until = parse_local_time(until_node.text)
-            except ValueError:
-                self._fail(until_node, "a local time of day HH:MM")
-        day_offset = 0
-        if (off := body.get("day_offset")) is not None:
-            day_offset = self._int(off, 0, 366) or 0
+        self.unknown_keys(body, {"duration", "until", "day_offset"}, "a wait step")
+        duration = self.duration(body.get("duration"))
+        until_node = body.get("until")
+        until = self.local_time(until_node)
+        day_offset = self.integer(body.get("day_offset"), 0, 366) or 0
         if body.get("duration") is None and until_node is None:
-            self._fail(body, "a duration (e.g. 1h) or until: HH:MM", f"{body.path}.duration", False)
+            self.fail(body, "a duration (e.g. 1h) or until: HH:MM", f"{body.path}.duration", False)
             return None
         if body.get("duration") is not None and until_node is not None:
-            self._fail(body, "either duration or until, not both", show=False)
+            self.fail(body, "either duration or until, not both", show=False)
             return None
         if duration is None and until is None:
             return None
@@ -616,16 +519,16 @@ class _Parser:
         variants: set[str],
     ) -> Step | None:
         if not body.is_map:
-            self._fail(body, "a mapping with event(s), timeout, on_event, on_timeout")
+            self.fail(body, "a mapping with event(s), timeout, on_event, on_timeout")
             return None
         allowed = {"event", "events", "conditions", "timeout", "on_event", "on_timeout"}
-        self._keys(body, allowed, "a wait_for step")
+        self.unknown_keys(body, allowed, "a wait_for step")
         ev_node = body.get("events") or body.get("event")
         if ev_node is None:
-            self._missing(body, "event", "the event type(s) to wait for")
-        timeout = self._duration(body.get("timeout"))
+            self.missing(body, "event", "the event type(s) to wait for")
+        timeout = self.duration(body.get("timeout"))
         if body.get("timeout") is None:
-            self._missing(body, "timeout", "a timeout duration (what happens if it never comes)")
+            self.missing(body, "timeout", "a timeout duration (what happens if it never comes)")
         events = self._events(ev_node) if ev_node is not None else frozenset()
         cond = self._condition(body.get("conditions"))
         on_event = self._edge(body.get("on_event"), nxt, steps, lines, gotos, variants)
@@ -645,7 +548,7 @@ class _Parser:
         variants: set[str],
     ) -> Step | None:
         if not body.is_list or not list(body.elements()):
-            self._fail(body, "a list of {when, then} cases and an optional {else}")
+            self.fail(body, "a list of {when, then} cases and an optional {else}")
             return None
         cases: list[BranchCase] = []
         otherwise = nxt
@@ -654,9 +557,9 @@ class _Parser:
                 otherwise = self._edge(case.get("else"), nxt, steps, lines, gotos, variants)
                 continue
             if not case.is_map or case.get("when") is None or case.get("then") is None:
-                self._fail(case, "{when: <condition>, then: <step id | exit | steps>} or {else}")
+                self.fail(case, "{when: <condition>, then: <step id | exit | steps>} or {else}")
                 continue
-            self._keys(case, {"when", "then"}, "a branch case")
+            self.unknown_keys(case, {"when", "then"}, "a branch case")
             cond = self._condition(case.get("when"))
             target = self._edge(case.get("then"), nxt, steps, lines, gotos, variants)
             cases.append(BranchCase(cond, target))
@@ -687,7 +590,7 @@ class _Parser:
             stack.extend(edges(steps[sid]))
         for sid, node in lines.items():
             if sid in steps and sid not in reached:
-                self._fail(
+                self.fail(
                     node, "every step reachable from the first step", f"{node.path} ({sid})", False
                 )
         # Journeys move forward: a cycle could send without end, so it is rejected.
@@ -698,7 +601,7 @@ class _Parser:
             for nxt in edges(steps[sid]):
                 if state.get(nxt) == 1:
                     node = lines[nxt]
-                    self._fail(node, "steps that only move forward", f"{node.path} ({nxt})", False)
+                    self.fail(node, "steps that only move forward", f"{node.path} ({nxt})", False)
                     return True
                 if nxt not in state and visit(nxt):
                     return True

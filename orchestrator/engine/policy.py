@@ -13,8 +13,8 @@ from datetime import time, timedelta
 from pathlib import Path
 
 from orchestrator.engine.errors import PolicyError
-from orchestrator.engine.timeutil import parse_duration, parse_local_time
-from orchestrator.engine.yamlnodes import Problem, YNode, compose
+from orchestrator.engine.timeutil import parse_local_time
+from orchestrator.engine.yamlnodes import FieldReader, YNode
 from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES
 
 __all__ = [
@@ -152,60 +152,29 @@ def load_policy(path: Path | str) -> GovernancePolicy:
 
 def parse_policy(text: str, source: str) -> GovernancePolicy:
     """Parse policy YAML; raise PolicyError naming file, line, field and expectation."""
-    root = compose(text, source)
-    if isinstance(root, Problem):
-        raise PolicyError(str(root))
-    reader = _Reader()
-    policy = reader.policy(root)
+    reader = _Reader(source)
+    root = reader.document(text)
+    policy = reader.policy(root) if root is not None else DEFAULT_POLICY
     if reader.problems:
         raise PolicyError("\n".join(str(p) for p in reader.problems))
     return policy
 
 
-class _Reader:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
+class _Reader(FieldReader):
+    """Policy sections on top of the shared typed readers; an absent or bad field keeps the
+    default (a bad one is also reported, so the file is refused as a whole)."""
 
-    def fail(self, node: YNode, expected: str) -> None:
-        self.problems.append(node.problem(expected))
-
-    def duration(self, node: YNode | None, default: timedelta) -> timedelta:
-        if node is None:
-            return default
-        try:
-            return parse_duration(node.text)
-        except ValueError:
-            self.fail(node, "a duration like 30m, 1h, 3d")
-            return default
-
-    def count(self, node: YNode | None) -> int | None:
-        if node is None:
-            return None
-        v = node.value()
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            self.fail(node, "a whole number >= 0")
-            return None
-        return v
-
-    def names(self, node: YNode | None, allowed: tuple[str, ...] | None = None) -> frozenset[str]:
-        if node is None:
-            return frozenset()
-        if not node.is_list:
-            self.fail(node, "a list")
-            return frozenset()
-        out = set()
-        for n in node.elements():
-            if allowed is not None and n.text not in allowed:
-                self.fail(n, "one of " + ", ".join(allowed))
-            else:
-                out.add(n.text)
-        return frozenset(out)
+    def section(self, root: YNode, key: str) -> YNode | None:
+        return self.mapping(root.get(key), f"a mapping under {key}")
 
     def cap(self, node: YNode) -> FrequencyCap:
         if not node.is_map:
             self.fail(node, "{per_day, per_week}")
             return FrequencyCap()
-        return FrequencyCap(self.count(node.get("per_day")), self.count(node.get("per_week")))
+        self.unknown_keys(node, ("per_day", "per_week"), "a frequency cap")
+        return FrequencyCap(
+            self.integer(node.get("per_day"), 0), self.integer(node.get("per_week"), 0)
+        )
 
     def policy(self, root: YNode) -> GovernancePolicy:
         d = DEFAULT_POLICY
@@ -218,7 +187,7 @@ class _Reader:
                     child.problem("one of " + ", ".join(sorted(_KEYS)), show=False)
                 )
         consent = dict(d.consent)
-        if (node := root.get("consent")) is not None:
+        if (node := self.section(root, "consent")) is not None:
             for channel, per in node.items():
                 if channel not in ACTION_CHANNELS:
                     self.fail(per, "an action channel: " + ", ".join(ACTION_CHANNELS))
@@ -226,12 +195,16 @@ class _Reader:
                 for purpose, mode in per.items():
                     if purpose not in ("marketing", "transactional"):
                         self.fail(mode, "marketing or transactional")
-                    elif mode.text not in ("opt_in", "opt_out"):
-                        self.fail(mode, "opt_in (explicit consent needed) or opt_out")
-                    else:
-                        consent[(channel, purpose)] = mode.text
+                    elif (
+                        word := self.choice(
+                            mode,
+                            ("opt_in", "opt_out"),
+                            "opt_in (explicit consent needed) or opt_out",
+                        )
+                    ) is not None:
+                        consent[(channel, purpose)] = word
         global_cap, channel_caps, capped = d.global_cap, dict(d.channel_caps), d.capped_categories
-        if (node := root.get("frequency_caps")) is not None:
+        if (node := self.section(root, "frequency_caps")) is not None:
             if (g := node.get("global")) is not None:
                 global_cap = self.cap(g)
             if (chs := node.get("channels")) is not None:
@@ -241,7 +214,7 @@ class _Reader:
                     else:
                         channel_caps[ch] = self.cap(c)
             if (cats := node.get("categories")) is not None:
-                capped = self.names(cats, CATEGORIES)
+                capped = self.names(cats, CATEGORIES, "categories")
         quiet, quiet_cats = d.quiet_hours, d.quiet_categories
         if (node := root.get("quiet_hours")) is not None:
             if node.is_scalar and node.text in ("none", "off"):
@@ -255,67 +228,70 @@ class _Reader:
                 except ValueError:
                     self.fail(node, "{start: HH:MM, end: HH:MM} or off")
                 if (cats := node.get("categories")) is not None:
-                    quiet_cats = self.names(cats, CATEGORIES)
+                    quiet_cats = self.names(cats, CATEGORIES, "categories")
         suppress = d.suppress_after_order
         if (node := root.get("suppress_after_order")) is not None:
             windows = []
             for item in node.elements():
                 windows.append(
                     SuppressionWindow(
-                        self.names(item.get("tags")),
-                        self.duration(item.get("for"), timedelta(days=14)),
+                        self.names(item.get("tags"), what="tags"),
+                        self.duration(item.get("for")) or timedelta(days=14),
                     )
                 )
             suppress = tuple(windows)
         pauses = d.ticket_pauses
-        if (node := root.get("service_recovery")) is not None:
-            pauses = self.names(node.get("pause_categories"), CATEGORIES)
+        if (node := self.section(root, "service_recovery")) is not None:
+            pauses = self.names(node.get("pause_categories"), CATEGORIES, "categories")
         offer_for = d.offer_in_flight_for
-        if (node := root.get("offers")) is not None:
-            one = node.get("one_in_flight")
-            offer_for = self.duration(node.get("in_flight_for"), offer_for)
-            if one is not None and one.value() is False:
+        if (node := self.section(root, "offers")) is not None:
+            # Zero is allowed here: like one_in_flight: false, it turns the rule off.
+            if (offer := self.duration(node.get("in_flight_for"), allow_zero=True)) is not None:
+                offer_for = offer
+            if self.boolean(node.get("one_in_flight")) is False:
                 offer_for = timedelta(0)
         expiry = dict(d.expiry)
-        if (node := root.get("expiry")) is not None:
+        if (node := self.section(root, "expiry")) is not None:
             for cat, dur in node.items():
                 if cat not in CATEGORIES:
                     self.fail(dur, "a category: " + ", ".join(CATEGORIES))
                 else:
-                    expiry[cat] = self.duration(dur, expiry.get(cat, timedelta(days=1)))
+                    expiry[cat] = self.duration(dur) or expiry.get(cat, timedelta(days=1))
         arb = d.arbitration_defer
-        if (node := root.get("arbitration")) is not None:
-            arb = self.duration(node.get("defer_by"), arb)
+        if (node := self.section(root, "arbitration")) is not None:
+            arb = self.duration(node.get("defer_by")) or arb
         hold = d.hold_retry
-        if (node := root.get("holds")) is not None:
-            hold = self.duration(node.get("retry_every"), hold)
+        if (node := self.section(root, "holds")) is not None:
+            hold = self.duration(node.get("retry_every")) or hold
         strength, priors = d.prior_strength, dict(d.channel_priors)
-        if (node := root.get("channel_priors")) is not None:
+        if (node := self.section(root, "channel_priors")) is not None:
+            strength_expected = "a positive number (pseudo-sends of prior evidence)"
             if (s := node.get("strength")) is not None:
-                v = s.value()
-                if isinstance(v, int | float) and v > 0:
-                    strength = float(v)
-                else:
-                    self.fail(s, "a positive number (pseudo-sends of prior evidence)")
+                v = self.number(s, strength_expected)
+                if v is not None and v > 0:
+                    strength = v
+                elif v is not None:
+                    self.fail(s, strength_expected)
             rates = node.get("rates")
+            rate_expected = "an action channel with a rate between 0 and 1"
             for ch, r in rates.items() if rates is not None else []:
-                v = r.value()
-                if ch not in ACTION_CHANNELS or not isinstance(v, int | float) or not 0 < v < 1:
-                    self.fail(r, "an action channel with a rate between 0 and 1")
+                v = self.number(r, rate_expected)
+                if v is None:
+                    continue
+                if ch not in ACTION_CHANNELS or not 0 < v < 1:
+                    self.fail(r, rate_expected)
                 else:
-                    priors[ch] = ChannelPrior(float(v))
+                    priors[ch] = ChannelPrior(v)
         min_eng = d.send_time_min_engagements
-        if (node := root.get("send_time")) is not None:
-            min_eng = self.count(node.get("min_engagements")) or min_eng
+        if (node := self.section(root, "send_time")) is not None:
+            if (n := self.integer(node.get("min_engagements"), 0)) is not None:
+                min_eng = n
         kill_all, killed_ch, killed_j = d.kill_all, d.killed_channels, d.killed_journeys
-        if (node := root.get("kill_switches")) is not None:
-            if (g := node.get("global")) is not None:
-                kill_all = g.value() is True
-            killed_ch = self.names(node.get("channels"), ACTION_CHANNELS)
-            killed_j = self.names(node.get("journeys"))
-        tz = d.default_time_zone
-        if (node := root.get("default_time_zone")) is not None:
-            tz = node.text
+        if (node := self.section(root, "kill_switches")) is not None:
+            kill_all = self.boolean(node.get("global")) or False
+            killed_ch = self.names(node.get("channels"), ACTION_CHANNELS, "channels")
+            killed_j = self.names(node.get("journeys"), what="journey ids")
+        tz = self.string(root.get("default_time_zone"), "a time zone name") or d.default_time_zone
         return GovernancePolicy(
             consent=consent,
             capped_categories=capped,
@@ -336,5 +312,5 @@ class _Reader:
             kill_all=kill_all,
             killed_channels=killed_ch,
             killed_journeys=killed_j,
-            paused_journeys=self.names(root.get("paused_journeys")),
+            paused_journeys=self.names(root.get("paused_journeys"), what="journey ids"),
         )

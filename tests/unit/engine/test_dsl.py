@@ -158,6 +158,50 @@ def test_a_bad_journey_is_rejected_precisely(
         parse_journey(text, "journeys/demo.yaml")
 
 
+@pytest.mark.parametrize(
+    ("text", "second_line", "field", "first_line"),
+    [
+        # A second `steps:` used to be ignored silently: the first list won.
+        (GOOD + "steps:\n  - id: other\n    wait: 2h\n", 12, "steps", 7),
+        (replace("version: 1", "version: 1\nversion: 2"), 3, "version", 2),
+        # Any depth: inside a step, inside an inline mapping.
+        (replace("wait: 1h", "wait: 1h\n    wait: 2h"), 10, "steps[0].wait", 9),
+        (
+            replace("template: t1}", "template: t1, template: t2}"),
+            11,
+            "steps[1].send.template",
+            11,
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_both_lines(
+    text: str, second_line: int, field: str, first_line: int
+) -> None:
+    problems = journey_problems(text, "journeys/demo.yaml")
+
+    twice = [p for p in problems if "each key once" in p.expected]
+    assert [(p.line, p.field) for p in twice] == [(second_line, field)], problems
+    key = field.rsplit(".", 1)[-1].split("]")[-1]
+    assert str(twice[0]) == (
+        f"journeys/demo.yaml:{second_line}: {field}: expected each key once in a mapping, "
+        f"got {key!r} on line {first_line} and again on line {second_line}"
+    )
+
+
+def test_a_repeated_key_through_an_alias_is_reported_once() -> None:
+    text = GOOD + "variants:\n  - &a {id: a, weight: 50, id: b}\n  - *a\n"
+    twice = [p for p in journey_problems(text, "demo.yaml") if "each key once" in p.expected]
+    assert [p.line for p in twice] == [13]
+
+
+def test_cli_validate_names_the_file_and_both_lines_of_a_repeated_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "twice.yaml").write_text(GOOD + "steps:\n  - id: other\n    wait: 2h\n")
+    result = CliRunner().invoke(journeys, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'twice.yaml'}:12: steps:" in result.output
+    assert "'steps' on line 7 and again on line 12" in result.output
+
+
 def test_unreachable_step_is_reported() -> None:
     text = replace("wait: 1h", "wait: 1h\n    next: exit")
     problems = journey_problems(text, "demo.yaml")

@@ -93,11 +93,29 @@ def test_a_higher_priority_journey_of_a_group_preempts_the_running_one() -> None
         ("consent:\n  fax: {marketing: opt_in}\n", "action channel"),
         ("quiet_hours: {start: '25:00', end: '08:00'}\n", "HH:MM"),
         ("colour: red\n", "one of"),
+        # A key given twice: before, the second `frequency_caps` silently replaced the first.
+        (
+            "frequency_caps:\n  global: {per_day: 3}\nfrequency_caps:\n  global: {per_day: 9}\n",
+            r"policy.yaml:3: frequency_caps: expected each key once in a mapping, "
+            r"got 'frequency_caps' on line 1 and again on line 3",
+        ),
+        (
+            "consent:\n  sms: {marketing: opt_in, marketing: opt_out}\n",
+            r"policy.yaml:2: consent.sms.marketing: .* on line 2 and again on line 2",
+        ),
+        ("offers: {one_in_flight: maybe}\n", r"policy.yaml:1: offers.one_in_flight: expected true"),
+        ("expiry: 1d\n", r"policy.yaml:1: expiry: expected a mapping under expiry"),
+        ("holds: {retry_every: 0m}\n", r"policy.yaml:1: holds.retry_every: expected a positive"),
+        ("frequency_caps:\n  global: {per_dya: 3}\n", r"policy.yaml:2: .*per_dya.* one of per_day"),
     ],
 )
 def test_a_bad_policy_is_rejected_with_its_line(text: str, expected: str) -> None:
     with pytest.raises(PolicyError, match=expected):
         parse_policy(text, "policy.yaml")
+
+
+def test_an_offer_window_of_zero_turns_the_one_offer_rule_off() -> None:
+    assert parse_policy("offers: {in_flight_for: 0d}\n", "p.yaml").offer_in_flight_for.days == 0
 
 
 def test_simulate_command_prints_the_timeline(tmp_path: Path) -> None:
