@@ -171,7 +171,7 @@ class Topics:
                 1,
                 "journey",
                 None,
-                "published journey definitions (latest per journey id and version)",
+                "published journey definitions (a version's first text wins)",
                 dict(compact),
             ),
             TopicSpec(
