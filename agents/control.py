@@ -5,7 +5,8 @@ without a consumer group (each worker needs *all* of it, and a group would split
 them with :class:`orchestrator.control.ControlPlane` - the same fold `tutti journeys list` uses.
 A publish or a pause is therefore effective on every worker within a poll interval, without a
 restart. The journey agent waits for the first catch-up so no signal is decided against an
-empty library at startup.
+empty library at startup; after a failure the follower refolds into a new plane off to the side,
+so decisions keep the last complete one until the refold has caught up.
 
 Per-customer commands (erase, approve, reject) are not folded here: :func:`register_control`
 adds an agent that forwards them, once per group, to the customer-keyed topic so the agent that
