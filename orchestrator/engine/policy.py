@@ -283,9 +283,10 @@ class _Reader(FieldReader):
                 else:
                     priors[ch] = ChannelPrior(v)
         min_eng = d.send_time_min_engagements
-        if (node := self.section(root, "send_time")) is not None:
-            if (n := self.integer(node.get("min_engagements"), 0)) is not None:
-                min_eng = n
+        if (node := self.section(root, "send_time")) is not None and (
+            n := self.integer(node.get("min_engagements"), 0)
+        ) is not None:
+            min_eng = n
         kill_all, killed_ch, killed_j = d.kill_all, d.killed_channels, d.killed_journeys
         if (node := self.section(root, "kill_switches")) is not None:
             kill_all = self.boolean(node.get("global")) or False
