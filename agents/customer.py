@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.faust_workarounds import as_current_event
-from agents.identity import merge_pair
 from agents.ingest import DeadLettered, route_with_retry
 from agents.journey import JOURNEY_SIGNALS
 from agents.signals import (
@@ -47,14 +46,15 @@ from agents.signals import (
     signal_kind,
 )
 from agents.worker import INGEST_CHANNELS, TuttiWorker
-from orchestrator.catalog import CATALOG_EVENT_TYPES, encode_interest, interests_from_state
+from orchestrator.catalog import encode_interest, interests_from_state
 from orchestrator.engine.state import CustomerState, merge_states
 from orchestrator.errors import TuttiError
+from orchestrator.identity import for_survivor, redirect_merge
 from orchestrator.partitioning import partition_for
 from orchestrator.vocabulary import ACTION_CHANNELS
 from tables.codec import decode_state, encode_state
 
-__all__ = ["CustomerAgent", "for_survivor", "register_customer_agent"]
+__all__ = ["CustomerAgent", "register_customer_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,6 @@ log = logging.getLogger(__name__)
 #: stream pays: a lone event waits this long at most).
 BATCH_MAX: Final = 500
 BATCH_WITHIN: Final = 0.01
-
-
-def for_survivor(record: dict[str, Any], absorbed: str, survivor: str) -> dict[str, Any]:
-    """An event record sent to an absorbed id, rewritten for the profile that absorbed it.
-
-    A catalog event fanned out to the absorbed id carries the derived event id
-    ``<catalog event id>:<absorbed id>`` (orchestrator.catalog.fan_out); it becomes the id the
-    survivor's own fan-out gets, so the survivor hears of one price drop once, not twice.
-    """
-    event_id = str(record["event_id"])
-    suffix = f":{absorbed}"
-    if record.get("event_type") in CATALOG_EVENT_TYPES and event_id.endswith(suffix):
-        event_id = event_id[: -len(suffix)] + f":{survivor}"
-    identities = {**(record.get("identities") or {}), "customer_id": survivor}
-    return {**record, "event_id": event_id, "identities": identities}
 
 
 class CustomerAgent:
@@ -270,11 +255,11 @@ class CustomerAgent:
         value = bytes(msg.value or b"")
         key = survivor
         if kind == SIGNAL_MERGE:
-            # "absorbed and X are one person": so are the survivor and X.
-            other = value.decode()
-            if other in (survivor, absorbed):
-                return  # already done (links keep re-asserting an absorbed id)
-            keep, gone = merge_pair(survivor, other)
+            # "absorbed and X are one person": so are the survivor and X (None: already done).
+            redirected = redirect_merge(absorbed, survivor, value.decode())
+            if redirected is None:
+                return
+            keep, gone = redirected
             key, value = gone, keep.encode()
         elif kind == SIGNAL_EVENT:
             if record is None:

@@ -30,13 +30,13 @@ from agents.worker import TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.errors import TuttiError, is_transient
+from orchestrator.identity import identifier_keys
 from orchestrator.ingest import (
     DEFAULT_LIMITS,
     IngestLimits,
     check_record_size,
     dead_letter,
     encode_dead_letter,
-    identifier_keys,
     normalise,
 )
 

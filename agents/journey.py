@@ -28,7 +28,6 @@ from typing import Any, Final
 
 from agents.control import ControlFollower
 from agents.faust_workarounds import committed_offset
-from agents.identity import identifier_keys_of, links_to_assert
 from agents.signals import (
     FORGET_HEADERS,
     INTEREST_HEADERS,
@@ -55,6 +54,7 @@ from orchestrator.engine import (
 from orchestrator.engine.state import next_wakeup_at
 from orchestrator.engine.timeutil import to_iso
 from orchestrator.erasure import admits, erasure_time
+from orchestrator.identity import identifier_keys_of, links_to_assert
 from orchestrator.wakeups import WakeUpIndex
 from tables.outbox import Outbox, replay_for, with_entry
 
@@ -64,7 +64,6 @@ __all__ = [
     "StepStats",
     "decode_wakeup",
     "encode_wakeup",
-    "identifier_keys_of",
     "journey_summary",
     "register_feedback",
 ]
@@ -243,7 +242,7 @@ class JourneyStep:
         links: tuple[tuple[bytes, bytes], ...],
     ) -> list[Outbound]:
         """What an event tells the identity and product-interest indexes that they do not know
-        yet: identity links new to the profile (agents.identity.links_to_assert) and product
+        yet: identity links new to the profile (orchestrator.identity.links_to_assert) and product
         interest the index would not ignore (orchestrator.catalog.interests_to_note)."""
         if not isinstance(signal, CustomerEvent):
             return []

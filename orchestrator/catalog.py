@@ -24,7 +24,9 @@ import orjson
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState
 from orchestrator.errors import SerializationError, ValidationError
+from orchestrator.identity import is_provisional
 from orchestrator.ingest import DEFAULT_LIMITS, IngestLimits, normalise
+from orchestrator.vocabulary import CATALOG_EVENT_TYPES
 
 __all__ = [
     "CATALOG_EVENT_TYPES",
@@ -40,18 +42,14 @@ __all__ = [
     "interests_from_event",
     "interests_from_state",
     "interests_to_note",
-    "is_provisional",
     "normalise_catalog",
     "products_of",
 ]
 
-#: Catalog event types that fan out to interested customers.
-CATALOG_EVENT_TYPES: Final = frozenset({"price_drop", "back_in_stock"})
 #: Customer event types that make a customer interested in the event's product.
 INTEREST_EVENT_TYPES: Final = frozenset({"product_view", "wishlist_add", "add_to_cart"})
 
 _INDEX_FORMAT: Final = 1
-_PROVISIONAL_PREFIX: Final = "anon:"
 
 
 @dataclass(frozen=True)
@@ -96,31 +94,18 @@ def decode_interest(product_id: str, value: bytes) -> Interest:
         raise SerializationError(f"interest record for product {product_id!r}: {exc}") from exc
 
 
-def is_provisional(customer_id: str) -> bool:
-    """Whether ``customer_id`` is a provisional profile id made up by the live identity hop."""
-    return customer_id.startswith(_PROVISIONAL_PREFIX)
-
-
-def _indexable(customer_id: str | None, provisional: bool | None) -> bool:
+def _indexable(customer_id: str | None) -> bool:
     # A provisional (anonymous) profile has no contact consent and is merged away on login;
     # its interest follows it into the customer (see interests_from_state).
-    if not customer_id:
-        return False
-    return not (is_provisional(customer_id) if provisional is None else provisional)
+    return bool(customer_id) and not is_provisional(str(customer_id))
 
 
-def interests_from_event(
-    event: CustomerEvent, customer_id: str, *, provisional: bool | None = None
-) -> list[Interest]:
-    """The interest a customer event shows (none for most event types).
-
-    ``provisional`` says whether ``customer_id`` is a provisional (anonymous) profile; by
-    default the live identity hop's ``anon:`` prefix tells. The simulator keys anonymous
-    profiles otherwise and says so itself.
-    """
+def interests_from_event(event: CustomerEvent, customer_id: str) -> list[Interest]:
+    """The interest a customer event shows (none for most event types, and none for a
+    provisional profile: orchestrator.identity)."""
     if event.event_type not in INTEREST_EVENT_TYPES or event.product is None:
         return []
-    if not event.product.product_id or not _indexable(customer_id, provisional):
+    if not event.product.product_id or not _indexable(customer_id):
         return []
     return [Interest(event.product.product_id, customer_id, event.event_time)]
 
@@ -130,7 +115,6 @@ def interests_to_note(
     customer_id: str,
     known: CustomerState | None,
     *,
-    provisional: bool | None = None,
     limits: InterestLimits | None = None,
 ) -> list[Interest]:
     """:func:`interests_from_event`, less what the product index would not need: interest the
@@ -140,7 +124,7 @@ def interests_to_note(
     no interest record; the index's time for the customer lags their latest interest by less
     than two ``refresh`` periods, against a ``window`` of days. Live and simulated alike.
     """
-    found = interests_from_event(event, customer_id, provisional=provisional)
+    found = interests_from_event(event, customer_id)
     if not found or known is None:
         return found
     period = (limits or DEFAULT_INTEREST_LIMITS).refresh.total_seconds()
@@ -156,12 +140,9 @@ def interests_to_note(
     return kept
 
 
-def interests_from_state(
-    state: CustomerState, customer_id: str, now: datetime, *, provisional: bool | None = None
-) -> list[Interest]:
-    """The interest a profile carries (a provisional profile absorbed into ``customer_id``;
-    ``provisional`` as for :func:`interests_from_event`)."""
-    if not _indexable(customer_id, provisional):
+def interests_from_state(state: CustomerState, customer_id: str, now: datetime) -> list[Interest]:
+    """The interest a profile carries (a provisional profile absorbed into ``customer_id``)."""
+    if not _indexable(customer_id):
         return []
     latest: dict[str, datetime] = {}
 

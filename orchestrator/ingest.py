@@ -10,7 +10,6 @@ push tokens).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from orchestrator.engine.errors import SignalError
-from orchestrator.engine.signals import CustomerEvent, Identities
+from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.timeutil import to_datetime
 from orchestrator.errors import SerializationError, ValidationError, is_transient
 from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS, is_known_event_type
@@ -33,10 +32,11 @@ __all__ = [
     "Normalised",
     "check_record_size",
     "dead_letter",
+    "dead_letter_reason",
     "encode_dead_letter",
-    "identifier_keys",
     "normalise",
     "normalise_event",
+    "wire_event",
 ]
 
 #: Event type -> the optional sections of which at least one must be present.
@@ -63,8 +63,6 @@ REQUIRED_SECTIONS: Final[dict[str, tuple[str, ...]]] = {
     "loyalty_points_changed": ("loyalty",),
 }
 
-#: Identifiers that are personal data: never in a reason, a log line or a provisional id.
-_PERSONAL_KINDS = frozenset({"email", "phone", "push_token"})
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PHONE_SEPARATORS = re.compile(r"[\s().\-]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -291,25 +289,6 @@ def normalise(
         raise _fail(str(exc)) from None
 
 
-_IDENTIFIER_ORDER = ("anonymous_id", "device_id", "loyalty_card", "email", "phone", "push_token")
-
-
-def identifier_keys(identities: Identities) -> list[str]:
-    """Every identifier except the customer id, as ``kind:value`` keys, most stable first.
-
-    Personal identifiers (email, phone, push token) are hashed, so these keys, which Kafka, the
-    `identities` table and its changelog keep, carry no contact point.
-    """
-    keys = []
-    for kind in _IDENTIFIER_ORDER:
-        value = getattr(identities, kind)
-        if value:
-            if kind in _PERSONAL_KINDS:
-                value = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
-            keys.append(f"{kind}:{value}")
-    return keys
-
-
 #: DLQ records stay below the broker's default 1 MB message limit whatever was received.
 MAX_DEAD_LETTER_VALUE_BYTES: Final = 900 * 1024
 _MAX_REASON = 2000
@@ -329,6 +308,17 @@ def _headers(headers: HeadersIn) -> list[dict[str, Any]]:
     return out
 
 
+def dead_letter_reason(error: BaseException, value_size: int = 0) -> str:
+    """The ``reason`` of a dead letter for ``error`` (the simulator's ``dead_letter`` lines
+    carry the very same text)."""
+    reason = str(error) or type(error).__name__
+    if value_size > MAX_DEAD_LETTER_VALUE_BYTES:
+        reason += f" [value truncated to {MAX_DEAD_LETTER_VALUE_BYTES} of {value_size} bytes]"
+    if len(reason) > _MAX_REASON:
+        reason = reason[: _MAX_REASON - 3] + "..."
+    return reason
+
+
 def dead_letter(
     *,
     key: bytes | None,
@@ -346,12 +336,9 @@ def dead_letter(
     The original value is kept as is, unless it alone would exceed the broker's message limit:
     then it is cut and the reason says so.
     """
-    reason = str(error) or type(error).__name__
+    reason = dead_letter_reason(error, len(value) if value is not None else 0)
     if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
-        reason += f" [value truncated to {MAX_DEAD_LETTER_VALUE_BYTES} of {len(value)} bytes]"
         value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
-    if len(reason) > _MAX_REASON:
-        reason = reason[: _MAX_REASON - 3] + "..."
     if failed_at.tzinfo is None:
         failed_at = failed_at.replace(tzinfo=UTC)
     return {
@@ -379,3 +366,97 @@ def encode_dead_letter(codec: AvroCodec, letter: Mapping[str, Any], topic: str) 
         if not is_transient(exc):
             raise
         return codec.encode_single_object("DeadLetter", letter)
+
+
+# -- what a producer with Tutti's schema can write ---------------------------------------------
+
+
+def wire_event(obj: Mapping[str, Any], codec: AvroCodec) -> tuple[dict[str, Any], int]:
+    """The CustomerEvent record a producer holding Tutti's schema writes for a JSON object, as
+    the worker decodes it, and its size in bytes (the simulator's and ``tutti produce``'s view of
+    an input line).
+
+    What the schema cannot carry is refused here, never dropped: a field or identity kind it
+    does not have, an enum symbol it does not list (a consent status ``opt_in``, a channel
+    ``tiktok``), a wrong type. A producer could not write such a record, so the worker can never
+    dead-letter it: it is an error in the file, raised as :class:`SerializationError` naming the
+    field. Anything the schema carries but the ingest contract refuses is for :func:`normalise`.
+    """
+    version = codec.repository.get("CustomerEvent")
+    namespace = version.raw.get("namespace", "")
+    names: dict[str, Any] = {}
+    _name_types(version.raw, names, namespace)
+    shaped = _fit(version.raw, obj, "", names, namespace)
+    encoded = codec.encode_single_object("CustomerEvent", shaped)
+    return codec.decode_single_object(encoded, "CustomerEvent"), len(encoded)
+
+
+def _fit(schema: Any, value: Any, path: str, names: dict[str, Any], namespace: str) -> Any:
+    """``value`` checked against the Avro ``schema`` for what fastavro would silently drop or
+    report without naming the field; returns it with timestamps as datetimes."""
+    where = path or "the event"
+    if isinstance(schema, str):
+        schema = names.get(schema, names.get(f"{namespace}.{schema}", schema))
+    if isinstance(schema, list):  # our unions are all [null, X]
+        if value is None and "null" in schema:
+            return None
+        branches = [b for b in schema if b != "null"]
+        return _fit(branches[0], value, path, names, namespace) if branches else value
+    if not isinstance(schema, dict):
+        return value  # a primitive: fastavro checks the type
+    kind = schema.get("type")
+    if kind == "record":
+        if not isinstance(value, Mapping):
+            raise SerializationError(f"{where}: expected an object, got {type(value).__name__}")
+        fields = {f["name"]: f for f in schema["fields"]}
+        unknown = [k for k in value if k not in fields]
+        if unknown:
+            raise SerializationError(
+                f"{_join(path, unknown[0])} is not a field of {schema['name']} "
+                f"(schemas/CustomerEvent.avsc has {', '.join(fields)})"
+            )
+        out: dict[str, Any] = {}
+        for name, spec in fields.items():
+            if name in value:
+                out[name] = _fit(spec["type"], value[name], _join(path, name), names, namespace)
+            elif "default" not in spec:
+                raise SerializationError(f"{_join(path, name)} is required")
+        return out
+    if kind == "enum":
+        if value not in schema["symbols"]:
+            known = ", ".join(s for s in schema["symbols"] if s != "UNKNOWN")
+            raise SerializationError(f"{where} {value!r} is not one of {known}")
+        return value
+    if kind == "array" and isinstance(value, list):
+        return [
+            _fit(schema["items"], v, f"{path}[{i}]", names, namespace) for i, v in enumerate(value)
+        ]
+    if schema.get("logicalType") == "timestamp-millis" and value is not None:
+        try:
+            return to_datetime(value)
+        except ValueError as exc:
+            raise SerializationError(f"{where}: {exc}") from None
+    return value
+
+
+def _name_types(schema: Any, names: dict[str, Any], namespace: str) -> None:
+    """Every named type of ``schema`` by its short and full name (a later field may refer to a
+    type defined inside an earlier one, e.g. ``Money``)."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _name_types(branch, names, namespace)
+    elif isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum"):
+            namespace = schema.get("namespace", namespace)
+            names[schema["name"]] = names[f"{namespace}.{schema['name']}"] = schema
+        for spec in schema.get("fields", ()):
+            _name_types(spec["type"], names, namespace)
+        for key in ("items", "values"):
+            if key in schema:
+                _name_types(schema[key], names, namespace)
+        if isinstance(schema.get("type"), (dict, list)):
+            _name_types(schema["type"], names, namespace)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

@@ -1,14 +1,19 @@
 """The offline simulator: the decision engine driven by a virtual clock over a file of events.
 
 A thin loop over `orchestrator.engine.decide`: events and wake-ups are processed in time order
-(an event at the same instant as a due wake-up goes first), identities are linked the way the
-live identity hop links them, and every action, suppression, deferral and outcome is written to
-a timeline. It is how a marketer tests a journey before publishing it, and the oracle the
-streaming pipeline is checked against (same input -> same actions, same action ids).
+(an event at the same instant as a due wake-up goes first), every event line is ingested as the
+worker ingests ``events.<channel>`` (orchestrator.ingest: what the worker would dead-letter is a
+``dead_letter`` line with the same reason, and changes nothing), profiles are keyed, linked and
+merged by the worker's own identity rule (orchestrator.identity), and every action, suppression,
+deferral and outcome is written to a timeline. It is how a marketer tests a journey before
+publishing it, and the oracle the streaming pipeline is checked against (same input -> same
+actions, same action ids).
 
 Input: JSON Lines. Each line is one of
 - a customer event: the fields of schemas/CustomerEvent.avsc (event_time ISO-8601 with offset
-  or epoch millis; money as {"amount_minor": 1999, "currency": "EUR"}; sections optional);
+  or epoch millis; money as {"amount_minor": 1999, "currency": "EUR"}; sections optional). A
+  line the schema cannot carry (an unknown field or identity kind, a channel or consent status
+  the schema does not list) is an error naming the line: no producer could write it;
 - a catalog event (channel ``catalog``, ``price_drop`` or ``back_in_stock``, about a product;
   identities are ignored): fanned out as the worker fans it out, to the customers the product's
   interest index holds, each getting the event under the derived id ``<event_id>:<customer_id>``
@@ -24,11 +29,13 @@ Input: JSON Lines. Each line is one of
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,7 @@ from orchestrator.catalog import (
     normalise_catalog,
     products_of,
 )
+from orchestrator.codec import AvroCodec
 from orchestrator.engine import (
     CustomerCommand,
     CustomerEvent,
@@ -58,12 +66,23 @@ from orchestrator.engine import (
 )
 from orchestrator.engine.timeutil import to_datetime, to_iso
 from orchestrator.erasure import admits, erasure_time
-from orchestrator.errors import ValidationError
+from orchestrator.errors import SerializationError, TuttiError, ValidationError
+from orchestrator.identity import (
+    DEFAULT_MERGE_KINDS,
+    IdentityBook,
+    Merge,
+    for_survivor,
+    links_of,
+    links_to_assert,
+    survivor_event_id,
+)
+from orchestrator.ingest import dead_letter_reason, normalise, wire_event
 
 __all__ = [
     "DEFAULT_HORIZON",
     "CatalogEntry",
     "ControlEntry",
+    "DeadLetterEntry",
     "SimulationResult",
     "Simulator",
     "TimelineEntry",
@@ -109,7 +128,27 @@ class CatalogEntry:
         return str(self.record["product"]["product_id"])
 
 
-Input = CustomerEvent | DeliveryFeedback | CustomerCommand | ControlEntry | CatalogEntry
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """An input line the worker's ingest would send to the dead-letter topic: it changes
+    nothing, and the timeline shows it at its time with the dead letter's reason."""
+
+    at: datetime
+    reason: str
+    error_class: str
+    line: int | None = None
+    event_id: str | None = None
+    channel: str | None = None
+
+
+Input = (
+    CustomerEvent
+    | DeliveryFeedback
+    | CustomerCommand
+    | ControlEntry
+    | CatalogEntry
+    | DeadLetterEntry
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +157,8 @@ class TimelineEntry:
 
     at: datetime
     customer_id: str
-    what: str  # send | suppressed | deferred | held | entered | exited | converted | info
+    #: send | suppressed | deferred | held | entered | exited | converted | info | dead_letter
+    what: str
     journey_id: str | None = None
     step_id: str | None = None
     channel: str | None = None
@@ -163,12 +203,55 @@ def _input_time(item: Input) -> datetime:
         case CustomerCommand():
             assert item.issued_at is not None
             return item.issued_at
-        case ControlEntry() | CatalogEntry():
+        case ControlEntry() | CatalogEntry() | DeadLetterEntry():
             return item.at
 
 
-def parse_input(d: dict[str, Any]) -> Input:
-    """Turn one JSON object into an event, catalog event, receipt or command."""
+@cache
+def _wire_codec() -> AvroCodec:
+    # Single-object framing needs no registry; the record decoded is the one the worker sees.
+    return AvroCodec(framing="single_object")
+
+
+def ingest_event(
+    d: Mapping[str, Any], *, line: int | None = None, received_at: datetime | None = None
+) -> CustomerEvent | CatalogEntry | DeadLetterEntry:
+    """One event line as the worker's ingest takes it from ``events.<channel>``: written with
+    Tutti's schema (raises SerializationError when it cannot be: no producer could send it),
+    decoded, then validated and normalised (orchestrator.ingest.normalise, or
+    orchestrator.catalog.normalise_catalog on the catalog channel) against the clock at
+    ``received_at`` (default: the event's own time). What the worker would dead-letter comes
+    back as a :class:`DeadLetterEntry` with the reason the dead letter would carry.
+    """
+    record, size = wire_event(d, _wire_codec())
+    at = received_at or record["event_time"]
+    channel = record.get("channel")
+    try:
+        if channel == "catalog":
+            return CatalogEntry(at, normalise_catalog(record, at))
+        # The topic is the line's channel, as `tutti produce` picks it (an UNKNOWN channel
+        # has no topic of its own: the worker would read it from another channel's topic).
+        source = channel if channel != "UNKNOWN" else None
+        return normalise(record, at, source_channel=source, record_size=size).event
+    except TuttiError as exc:  # the worker dead-letters every TuttiError of ingest
+        return DeadLetterEntry(
+            at,
+            dead_letter_reason(exc, size),
+            type(exc).__name__,
+            line,
+            str(record.get("event_id") or "") or None,
+            channel,
+        )
+
+
+def parse_input(
+    d: dict[str, Any], *, line: int | None = None, received_at: datetime | None = None
+) -> Input:
+    """Turn one JSON object into an event, catalog event, receipt, command or dead letter.
+
+    ``received_at`` is when the worker would receive an event (the clock its ingest checks run
+    against, e.g. how far in the future an event may be dated); by default its event_time.
+    """
     if "receipt_id" in d:
         return DeliveryFeedback.from_dict(d)
     if "kind" in d and "event_type" not in d:
@@ -180,16 +263,13 @@ def parse_input(d: dict[str, Any]) -> Input:
         if kind in _CUSTOMER_COMMANDS:
             return CustomerCommand.from_dict(d, d.get("customer_id"))
         raise SignalError(f"command kind {kind!r} is not known")
-    if d.get("channel") == "catalog":
-        # Like events.catalog in the worker: validated as a catalog event, whatever it says
-        # about customers. Its own time is the clock the ingest checks run against.
-        at = to_datetime(d.get("event_time"))
-        return CatalogEntry(at, normalise_catalog(d, at))
-    return CustomerEvent.from_dict(d)
+    return ingest_event(d, line=line, received_at=received_at)
 
 
 def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
-    """Parse JSON Lines (blank lines and lines starting with // are skipped)."""
+    """Parse JSON Lines (blank lines and lines starting with // are skipped). A line that is
+    no input at all (not JSON, not fitting the schemas) raises ValidationError naming it; a
+    line the worker would dead-letter becomes a :class:`DeadLetterEntry`."""
     out: list[Input] = []
     for n, line in enumerate(lines, start=1):
         text = line.strip()
@@ -199,8 +279,14 @@ def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
             d = json.loads(text)
             if not isinstance(d, dict):
                 raise SignalError("expected a JSON object")
-            out.append(parse_input(d))
-        except (json.JSONDecodeError, SignalError, ValidationError, ValueError) as exc:
+            out.append(parse_input(d, line=n))
+        except (
+            json.JSONDecodeError,
+            SerializationError,
+            SignalError,
+            ValidationError,
+            ValueError,
+        ) as exc:
             raise ValidationError(f"{source}:{n}: {exc}") from exc
     return out
 
@@ -209,14 +295,17 @@ class Simulator:
     """Customers in memory, a virtual clock, and the engine."""
 
     def __init__(
-        self, rules: Rules, interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS
+        self,
+        rules: Rules,
+        interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
+        merge_kinds: Collection[str] = DEFAULT_MERGE_KINDS,
     ) -> None:
         self.rules = rules
         self.interest_limits = interest_limits
         self.states: dict[str, CustomerState] = {}
         self.erased: dict[str, datetime] = {}  # customer key -> when erased (orchestrator.erasure)
-        self.links: dict[str, str] = {}  # "kind:value" identifier -> customer key
-        self.known_customers: set[str] = set()  # keys that are the brand's own customer ids
+        #: The worker's identities and aliases tables (``merge_kinds``: its worker.merge_on).
+        self.identity = IdentityBook(merge_kinds=frozenset(merge_kinds))
         self.interest: dict[str, InterestIndex] = {}  # product id -> interested customers
         self.result = SimulationResult(states=self.states, interest=self.interest)
         self._queue: list[tuple[datetime, int, int, Input | WakeUp]] = []
@@ -251,15 +340,52 @@ class Simulator:
                 self.result.timeline.append(
                     TimelineEntry(now, "-", "info", reason=item.kind, detail=item.target or "")
                 )
-                return
+            case DeadLetterEntry():
+                where = f"line {item.line}: " if item.line is not None else ""
+                self.result.timeline.append(
+                    TimelineEntry(
+                        now,
+                        "-",
+                        "dead_letter",
+                        channel=item.channel,
+                        reason=item.reason,
+                        detail=f"{where}event {item.event_id} ({item.error_class})",
+                    )
+                )
             case CatalogEntry():
                 self.fan_out(now, item)
-                return
             case CustomerEvent():
-                key = self.resolve(item, now)
-            case WakeUp() | DeliveryFeedback() | CustomerCommand():
-                key = self.links.get(f"customer_id:{item.customer_id}", item.customer_id)
-        self.apply(now, key, item)
+                self.on_event(now, item)
+            case WakeUp():
+                if item.customer_id not in self.identity.aliases:
+                    # An absorbed profile's wake-ups moved with it (agents.customer.forward).
+                    self.apply(now, item.customer_id, item)
+            case DeliveryFeedback() | CustomerCommand():
+                self.apply(now, self.identity.survivor(item.customer_id), item)
+
+    def on_event(self, now: datetime, event: CustomerEvent) -> None:
+        """An ingested event: routed, decided and its identifiers linked as the worker does
+        (agents.ingest, agents.identity, agents.customer, agents.journey)."""
+        book = self.identity
+        named = book.customer_of(event)
+        key = book.survivor(named)
+        links: list[tuple[bytes, bytes]] = []
+        if key == named and event.identities.customer_id is not None:
+            # Only an event decided where its own customer id lives sends links; one that
+            # reached an absorbed id is forwarded to the survivor without them.
+            pairs = [(k.encode(), c.encode()) for k, c in links_of(event.identities)]
+            links = links_to_assert(pairs, event.event_type, self.states.get(key))
+        if event.identities.customer_id != key:
+            # The identity hop puts the customer id in; an alias hop rewrites it.
+            event = dataclasses.replace(
+                event,
+                event_id=survivor_event_id(event.event_id, event.event_type, named, key),
+                identities=dataclasses.replace(event.identities, customer_id=key),
+            )
+        self.apply(now, key, event)
+        for identifier, customer in links:
+            for merge in book.link(identifier.decode(), customer.decode()):
+                self.move(now, merge)
 
     def apply(
         self,
@@ -272,14 +398,7 @@ class Simulator:
         if isinstance(item, CustomerEvent):
             # The worker's note_interest reads every record of the customer-keyed topic.
             self.note_interest(
-                now,
-                interests_to_note(
-                    item,
-                    key,
-                    previous,
-                    provisional=self.provisional(key),
-                    limits=self.interest_limits,
-                ),
+                now, interests_to_note(item, key, previous, limits=self.interest_limits)
             )
         # As the worker's decide step (orchestrator.erasure): erasures are remembered, and
         # nothing brings a gone customer back (a catalog fan-out, an event from before).
@@ -292,19 +411,39 @@ class Simulator:
         if decision.state is None:
             self.states.pop(key, None)
             if previous is not None:
-                # Erased: the product indexes forget the customer (agents.catalog.forget_interest).
+                # Erased: the product indexes forget the customer (agents.catalog.forget_interest),
+                # the identities table its links, the aliases table the ids merged into it.
                 for product_id in products_of(previous):
                     if product_id in self.interest:
                         self.interest[product_id].forget(previous.customer_id)
+                self.identity.forget(key, previous)
         else:
             self.states[key] = decision.state
         for w in decision.wakeups:
             self.push(w.due_at, w)
         self.record(now, decision)
 
-    def provisional(self, key: str) -> bool:
-        """Whether ``key`` is an anonymous profile (the live hop names them ``anon:...``)."""
-        return key not in self.known_customers
+    def move(self, now: datetime, merge: Merge) -> None:
+        """One profile moves into another (agents.customer: ``merge_away`` then ``absorb``)."""
+        absorbed = self.states.pop(merge.absorbed, None)
+        if absorbed is None:
+            return
+        key = self.identity.survivor(merge.survivor)
+        found = self.states.get(key)
+        state = found or CustomerState(customer_id=key)
+        if absorbed.customer_id in state.merged_from:
+            return
+        merged = merge_states(state, absorbed)
+        self.states[key] = merged
+        # The absorbed profile's interest follows it into the survivor (worker: `absorb`).
+        self.note_interest(now, interests_from_state(absorbed, key, now))
+        for w in pending_wakeups(merged):
+            self.push(max(w.due_at, now), w)
+        self.result.timeline.append(
+            TimelineEntry(
+                now, key, "info", reason="profiles_merged", detail=f"absorbed {merge.absorbed}"
+            )
+        )
 
     def note_interest(self, now: datetime, interests: Iterable[Interest]) -> None:
         for interest in interests:
@@ -317,45 +456,13 @@ class Simulator:
         index = self.interest.get(entry.product_id)
         customers = index.customers(now, self.interest_limits) if index is not None else []
         for record in fan_out(entry.record, customers):
-            event = CustomerEvent.from_dict(record)
-            # Keyed by the indexed customer id: the identity hop is not involved.
-            self.apply(now, record["identities"]["customer_id"], event)
-
-    def resolve(self, ev: CustomerEvent, now: datetime) -> str:
-        """The live identity hop in miniature: link identifiers, merge profiles they join."""
-        idents = [f"{k}:{v}" for k, v in ev.identities.items()]
-        known = [self.links[i] for i in idents if i in self.links]
-        cid = ev.identities.customer_id
-        key = cid or (known[0] if known else ev.customer_key)
-        assert key is not None
-        if cid is not None:
-            self.known_customers.add(cid)
-        for other in dict.fromkeys(known):
-            # Only anonymous profiles are absorbed: two customer ids sharing a phone number
-            # (a family) stay two customers.
-            if other == key or other not in self.states or other in self.known_customers:
-                continue
-            absorbed = self.states.pop(other)
-            # The absorbed profile's interest follows it into the survivor (worker: `absorb`).
-            self.note_interest(
-                now, interests_from_state(absorbed, key, now, provisional=self.provisional(key))
-            )
-            survivor = self.states.get(key) or CustomerState(customer_id=key)
-            merged = merge_states(survivor, absorbed)
-            self.states[key] = merged
-            for link, target in list(self.links.items()):
-                if target == other:
-                    self.links[link] = key
-            for w in pending_wakeups(merged):
-                self.push(max(w.due_at, now), w)
-            self.result.timeline.append(
-                TimelineEntry(
-                    now, key, "info", reason="profiles_merged", detail=f"absorbed {other}"
-                )
-            )
-        for i in idents:
-            self.links[i] = key
-        return key
+            # Keyed by the indexed customer id: no identity hop, but an alias hop for an id
+            # merged away since its interest was indexed.
+            named = record["identities"]["customer_id"]
+            key = self.identity.survivor(named)
+            if key != named:
+                record = for_survivor(record, named, key)
+            self.apply(now, key, CustomerEvent.from_dict(record))
 
     def record(self, now: datetime, decision: Decision) -> None:
         self.result.decisions.append((now, decision))

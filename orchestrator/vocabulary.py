@@ -11,6 +11,7 @@ from typing import Final
 
 __all__ = [
     "ACTION_CHANNELS",
+    "CATALOG_EVENT_TYPES",
     "CATEGORIES",
     "CONSENT_PURPOSES",
     "CONSENT_STATUSES",
@@ -94,6 +95,10 @@ EVENT_TYPES: Final[dict[str, str]] = {
     "loyalty_tier_changed": "the loyalty tier changed (section: loyalty)",
     "loyalty_points_changed": "the points balance changed (section: loyalty)",
 }
+
+
+#: Catalog event types: about a product, fanned out to the customers interested in it.
+CATALOG_EVENT_TYPES: Final = frozenset({"price_drop", "back_in_stock"})
 
 
 def is_known_event_type(event_type: str) -> bool:

@@ -7,17 +7,16 @@ from typing import Any
 
 import pytest
 
-from agents.identity import resolve_event
 from orchestrator.codec import AvroCodec
 from orchestrator.demo import demo_events
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.errors import SerializationError, ValidationError
+from orchestrator.identity import identifier_keys, resolve_event
 from orchestrator.ingest import (
     MAX_DEAD_LETTER_VALUE_BYTES,
     IngestLimits,
     dead_letter,
     encode_dead_letter,
-    identifier_keys,
     normalise_event,
 )
 

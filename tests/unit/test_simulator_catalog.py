@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 
 from orchestrator.catalog import InterestLimits, derived_event_id, fan_out, normalise_catalog
+from orchestrator.codec import AvroCodec
 from orchestrator.engine import Rules, load_rules
 from orchestrator.errors import ValidationError
+from orchestrator.ingest import wire_event
 from orchestrator.simulator import (
     CatalogEntry,
+    DeadLetterEntry,
     Input,
     SimulationResult,
     Simulator,
@@ -116,7 +119,7 @@ def test_a_price_drop_reaches_who_viewed_or_carted_the_product_and_nobody_else(
     )
     assert received(r, "price_drop") == {"c-view": 1, "c-cart": 1}
     assert "p-1" not in r.states  # no profile keyed by the product
-    assert "anonymous_id:a-1" in r.states  # the visitor exists, but is not indexed
+    assert "anon:anonymous_id:a-1" in r.states  # the visitor exists, but is not indexed
     assert set(r.interest["p-1"].entries) == {"c-view", "c-cart"}
     # The journey decides on the customer's own state: both qualify (20 % off, interest shown).
     sends = {(t.customer_id, t.journey_id, t.template_id) for t in r.actions()}
@@ -130,10 +133,12 @@ def test_fanned_out_events_carry_the_workers_derived_ids_and_fields(library: Rul
     r = run(library, [contact("c-1"), ev("v1", 5, "product_view", "p-1", customer_id="c-1"), drop])
     state = r.states["c-1"]
     assert state.recent_event_ids[-1] == derived_event_id("pd-7", "c-1") == "pd-7:c-1"
-    # The record the simulator fans out is the worker's: normalise_catalog, then fan_out.
+    # The record the simulator fans out is the worker's: decoded from the wire,
+    # normalise_catalog, then fan_out.
     entry = parse_input(drop)
     assert isinstance(entry, CatalogEntry)
-    worker = fan_out(normalise_catalog(drop, T0 + timedelta(minutes=60)), ["c-1"])
+    decoded, _ = wire_event(drop, AvroCodec(framing="single_object"))
+    worker = fan_out(normalise_catalog(decoded, T0 + timedelta(minutes=60)), ["c-1"])
     assert list(fan_out(entry.record, ["c-1"])) == worker
     assert worker[0]["identities"] == {"customer_id": "c-1"}
     assert worker[0]["attributes"] == {"campaign": "spring"}
@@ -236,10 +241,20 @@ def test_the_index_keeps_the_most_recent_customers(library: Rules) -> None:
     assert received(run(library, lines, limits), "back_in_stock") == {"c-1": 1, "c-2": 1}
 
 
-def test_an_invalid_catalog_event_is_rejected_with_its_line() -> None:
+def test_an_invalid_catalog_event_is_dead_lettered_with_its_line_as_the_worker_does() -> None:
     bad = {**catalog("pd-1", 60, "price_drop", "p-1"), "product": None}
-    with pytest.raises(ValidationError, match=r"<events>:1: price_drop needs product.product_id"):
-        read_inputs([json.dumps(bad)])
     wrong = catalog("x-1", 60, "product_view", "p-1")
-    with pytest.raises(ValidationError, match="catalog event_type 'product_view'"):
-        read_inputs([json.dumps(wrong)])
+    first, second = read_inputs([json.dumps(bad), json.dumps(wrong)])
+    assert first == DeadLetterEntry(
+        T0 + timedelta(minutes=60),
+        "price_drop needs product.product_id",
+        "ValidationError",
+        1,
+        "pd-1",
+        "catalog",
+    )
+    assert isinstance(second, DeadLetterEntry) and second.line == 2
+    assert second.reason.startswith("catalog event_type 'product_view' is not one of")
+    # A line no producer could write (a field the schema does not have) stops the run.
+    with pytest.raises(ValidationError, match=r"<events>:1: product.colour is not a field"):
+        read_inputs([json.dumps({**bad, "product": {"product_id": "p-1", "colour": "red"}})])

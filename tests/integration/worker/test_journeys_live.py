@@ -165,7 +165,7 @@ def test_erase_removes_the_customer_writes_a_tombstone_and_cancels_pending_sends
     assert last[cid.encode()] is None  # a tombstone: compaction drops the customer's history
     # The identities table forgets the customer's identifiers (hashed e-mail, phone, token).
     from orchestrator.engine.signals import Identities
-    from orchestrator.ingest import identifier_keys
+    from orchestrator.identity import identifier_keys
 
     email_key = identifier_keys(Identities(email=f"{cid}@example.test"))[0].encode()
 

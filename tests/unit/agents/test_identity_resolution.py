@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.customer import for_survivor
-from agents.identity import Resolution, merge_pair, resolve_event, resolve_link
+from orchestrator.identity import Resolution, for_survivor, merge_pair, resolve_event, resolve_link
 from tables.aliases import AliasTable
 
 

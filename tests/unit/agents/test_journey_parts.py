@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from agents.journey import decode_wakeup, encode_wakeup, identifier_keys_of, journey_summary
+from agents.journey import decode_wakeup, encode_wakeup, journey_summary
 from agents.metrics import WorkerMetrics
 from agents.timers import WakeUpTimer
 from orchestrator.engine import CustomerEvent, WakeUp, decide, load_rules
 from orchestrator.engine.signals import Identities
 from orchestrator.engine.state import CustomerState, pending_wakeups
-from orchestrator.ingest import identifier_keys
+from orchestrator.identity import identifier_keys, identifier_keys_of
 from tables.codec import encode_state
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
