@@ -13,6 +13,7 @@ from orchestrator.engine.errors import PolicyError
 from orchestrator.engine.policy import parse_policy
 from orchestrator.engine.rules import POLICY_FILE
 from orchestrator.engine.timeutil import to_datetime
+from orchestrator.ops_cli import config_option, settings_from
 from orchestrator.simulator import format_table, load_inputs, summarize
 from orchestrator.simulator import simulate as run_simulation
 
@@ -94,6 +95,7 @@ def validate(paths: tuple[str, ...]) -> None:
     help="JSON Lines file of events (fields of the Avro CustomerEvent), receipts, commands.",
 )
 @click.option("--until", default=None, help="Stop the virtual clock here (ISO-8601 with offset).")
+@config_option
 @click.option(
     "--format",
     "fmt",
@@ -101,16 +103,22 @@ def validate(paths: tuple[str, ...]) -> None:
     default="table",
     show_default=True,
 )
-def simulate(journeys_dir: str, events: str, until: str | None, fmt: str) -> None:
-    """Run journeys over an event file with a virtual clock and print the timeline."""
+def simulate(
+    journeys_dir: str, events: str, until: str | None, config_path: Path | None, fmt: str
+) -> None:
+    """Run journeys over an event file with a virtual clock and print the timeline.
+
+    Profiles merge as the worker configured by --config merges them (worker.merge_on).
+    """
     rules = load_rules(journeys_dir)
+    merge_kinds = settings_from(config_path).worker.merge_kinds
     stop = None
     if until is not None:
         try:
             stop = to_datetime(until)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from exc
-    result = run_simulation(rules, load_inputs(events), stop)
+    result = run_simulation(rules, load_inputs(events), stop, merge_kinds=merge_kinds)
     if fmt == "jsonl":
         for entry in result.timeline:
             click.echo(json.dumps(entry.to_dict(), sort_keys=True))

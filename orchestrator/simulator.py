@@ -531,9 +531,10 @@ def simulate(
     inputs: Iterable[Input],
     until: datetime | None = None,
     interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
+    merge_kinds: Collection[str] = DEFAULT_MERGE_KINDS,
 ) -> SimulationResult:
-    """Run the inputs through a fresh simulator."""
-    return Simulator(rules, interest_limits).run(inputs, until)
+    """Run the inputs through a fresh simulator (``merge_kinds``: the worker's merge_on)."""
+    return Simulator(rules, interest_limits, merge_kinds).run(inputs, until)
 
 
 def load_inputs(path: Path | str) -> list[Input]:
@@ -556,6 +557,9 @@ def summarize(entries: Iterable[TimelineEntry]) -> str:
             by_reason[key] = by_reason.get(key, 0) + 1
     customers = len({t.customer_id for t in entries if t.customer_id != "-"})
     parts = [f"{sent} sent to {customers} customer(s)"]
+    dead = sum(1 for t in entries if t.what == "dead_letter")
+    if dead:
+        parts.append(f"{dead} dead-lettered line(s)")
     parts += [f"{n} {reason}" for reason, n in sorted(by_reason.items())]
     return "; ".join(parts)
 

@@ -14,7 +14,8 @@ import click
 from orchestrator.codec import AvroCodec
 from orchestrator.demo import produce_events
 from orchestrator.engine.timeutil import to_datetime
-from orchestrator.errors import ValidationError
+from orchestrator.errors import SerializationError, ValidationError
+from orchestrator.ingest import wire_event
 from orchestrator.kafka import producer
 from orchestrator.ops_cli import config_option, settings_from
 from orchestrator.records import read_topics, to_json
@@ -30,8 +31,11 @@ def read_event_file(
     """Split a simulator JSON Lines file into (events, receipts, commands) as Avro-shaped dicts.
 
     Same rules as the simulator: blank lines and `//` comments are skipped; a line with
-    `receipt_id` is a delivery receipt, one with `kind` and no `event_type` a control command.
+    `receipt_id` is a delivery receipt, one with `kind` and no `event_type` a control command;
+    an event the schema cannot carry is refused naming its line, with the simulator's words
+    (orchestrator.ingest.wire_event), never silently cut down to what the schema keeps.
     """
+    codec = AvroCodec(framing="single_object")
     events, receipts, commands = [], [], []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.strip()
@@ -51,9 +55,10 @@ def read_event_file(
                 d.setdefault("command_id", hashlib.sha256(text.encode()).hexdigest()[:16])
                 commands.append(d)
             else:
+                wire_event(d, codec)
                 d["event_time"] = to_datetime(d["event_time"])
                 events.append(d)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, SerializationError) as exc:
             raise ValidationError(f"{path}:{n}: {exc}") from exc
     return events, receipts, commands
 
