@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,8 @@ class Script:
     """Inputs at offsets (seconds from the start), stamped with the real time when produced.
 
     Each item is an event dict (a catalog event too: channel ``catalog``, no identities), or
-    ("command", kind, target) for a global operator command.
+    ("command", kind, target) for a global operator command. An event dict's ``_ahead`` (a
+    timedelta) dates it that far after the moment it is produced.
     """
 
     items: list[tuple[float, Any]] = field(default_factory=list)
@@ -172,12 +173,13 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
     start_mono = time.monotonic()
     start = datetime.now(UTC)
     inputs: list[Any] = []
-    pending: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], datetime]] = []  # event, when produced
 
     def flush() -> None:
         if pending:
-            produce_events(settings, list(pending))
-            inputs.extend(parse_input(e) for e in pending)  # catalog events fan out there too
+            produce_events(settings, [e for e, _ in pending])
+            # Catalog events fan out there too; an invalid event is a dead letter there.
+            inputs.extend(parse_input(e, received_at=at) for e, at in pending)
             pending.clear()
 
     for offset, item in sorted(script.items, key=lambda x: x[0]):
@@ -191,7 +193,11 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
             inputs.append(ControlEntry(now_ms(), kind, target))
             send_command(settings, kind, target)
         else:
-            pending.append({**item, "event_time": now_ms()})
+            stamp = now_ms()
+            event = {k: v for k, v in item.items() if k != "_ahead"}
+            pending.append(
+                ({**event, "event_time": stamp + item.get("_ahead", timedelta())}, stamp)
+            )
     flush()
     return start, inputs
 

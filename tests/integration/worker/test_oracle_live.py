@@ -20,6 +20,15 @@ CATALOG_AT_S, long after their interest is indexed and inside a quiet gap of eve
 journeys (after the browse recommendation at burst + 7 s, before the cart journey's end at
 burst + 19 s), so the fanned-out decisions take the same place among each shopper's decisions
 live and simulated. No customer of the first group touches a catalog product.
+
+A third group are people the brand knows under two ids, or not at all at first: an anonymous
+visitor who browses, fills a cart and then logs in (anonymous -> known merge), and two known
+accounts that turn out to share a phone number or a loyalty card (known + known merge, the
+smaller id survives, the other's later events are forwarded to it). Both sides resolve them
+with orchestrator.identity; live, a merge takes a few hops after the event that reveals it, so
+each person's next event comes MERGE_SETTLE_S later. Invalid lines of every class the ingest
+refuses are mixed in: the worker's dead letters carry the reasons the simulator's
+``dead_letter`` lines carry, and neither side lets them change anything.
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
+from orchestrator.simulator import DeadLetterEntry
+from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
 from .journey_helpers import (
@@ -63,6 +75,10 @@ CATALOG_PRODUCTS = ("p-cat-1", "p-cat-2")
 QUIET_PRODUCT = "p-cat-quiet"
 #: Longest chain of the fast library after a burst: win-back's 28 + 3 + 3 s, plus deferrals.
 TAIL_S = 42.0
+PEOPLE = 30
+#: Time for a merge to be done live (link -> identity agent -> merge -> absorb) before the
+#: person's next event.
+MERGE_SETTLE_S = 1.0
 
 
 def story(rng: random.Random, cid: str) -> list[dict[str, Any]]:
@@ -137,6 +153,64 @@ def shopper_story(rng: random.Random, cid: str) -> tuple[str, list[dict[str, Any
     return pid, [{**e, "channel": home} for e in events]
 
 
+def person_story(rng: random.Random, pid: str) -> list[tuple[float, dict[str, Any]]]:
+    """One person under two identities, as (offset from the story's start, event)."""
+    p = product(rng.choice(["p-a", "p-b"]), rng.randrange(1000, 20000))
+    prefs = {"time_zone": "Europe/Paris"}
+    channel = rng.choice(["web", "app"])
+    how = rng.choice(["anonymous", "phone", "loyalty_card"])
+    if how == "anonymous":
+        cid, anon = f"{pid}-c", {"anonymous_id": f"{pid}-anon"}
+        ids = {"customer_id": cid, "email": f"{cid}@example.test", "push_token": f"tok-{cid}"}
+        login_ids = {"customer_id": cid, **anon}
+        steps = [
+            (0.0, event(cid, "profile_updated", identities=ids, preferences=prefs)),
+            (0.04, event(cid, "product_view", identities=anon, product=p)),
+            (0.08, event(cid, "add_to_cart", identities=anon, product=p)),
+            (MERGE_SETTLE_S, event(cid, "login", identities=login_ids)),
+            (2 * MERGE_SETTLE_S, event(cid, "page_view", identities=anon)),
+        ]
+    else:
+        shared = {how: f"+3362{rng.randrange(10**7):07d}" if how == "phone" else f"L-{pid}"}
+        # Which account survives (the smaller id) is random: the cart is on either side.
+        first, second = rng.sample([f"{pid}-a", f"{pid}-b"], 2)
+        ids_1 = {"customer_id": first, "email": f"{first}@example.test", **shared}
+        ids_2 = {"customer_id": second, "push_token": f"tok-{second}", **shared}
+        steps = [
+            (0.0, event(first, "profile_updated", identities=ids_1, preferences=prefs)),
+            (0.04, event(first, "add_to_cart", identities={"customer_id": first}, product=p)),
+            (MERGE_SETTLE_S, event(second, "profile_updated", identities=ids_2, preferences=prefs)),
+            (
+                2 * MERGE_SETTLE_S,
+                event(second, "add_to_cart", identities={"customer_id": second}, product=p),
+            ),
+        ]
+    return [(at, {**e, "channel": channel}) for at, e in steps]
+
+
+def invalid_lines(run: str) -> list[dict[str, Any]]:
+    """One event of each kind the worker dead-letters (each on its own customer)."""
+
+    def bad(n: int, event_type: str, **sections: Any) -> dict[str, Any]:
+        cid = f"x{run}-{n}"
+        return {**event(cid, event_type, **sections), "event_id": f"bad{run}-{n}"}
+
+    consent = {"channel": "sms", "purpose": "marketing", "status": "UNKNOWN"}
+    return [
+        bad(1, "add_to_kart", product=product("p-a")),
+        bad(2, "order_placed"),
+        bad(3, "login", identities={"customer_id": f"x{run}-3", "email": "x3@nowhere"}),
+        # Half an hour past whole days: the reason, which counts days and hours, is the same at
+        # the worker's clock a few milliseconds after the simulator's.
+        {
+            **bad(4, "add_to_cart", product=product("p-a")),
+            "_ahead": timedelta(days=365 * 30, minutes=30),
+        },
+        bad(5, "consent_changed", consent=consent),
+        bad(6, "page_view", identities={}),
+    ]
+
+
 def catalog_event(event_id: str, event_type: str, pid: str, price: int) -> dict[str, Any]:
     """A catalog event as upstream sends it: no customer, keyed by product (demo.event_key)."""
     p = product(pid, price, previous_price={"amount_minor": 10000, "currency": "EUR"})
@@ -166,6 +240,12 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         interest[cid], events = shopper_story(rng, cid)
         for k, e in enumerate(events):
             script.at(start + 0.04 * k, e)
+    for n in range(PEOPLE):
+        start = rng.uniform(0, SPREAD_S)
+        for offset, e in person_story(rng, f"m{run}-{n:03d}"):
+            script.at(start + offset, e)
+    for n, e in enumerate(invalid_lines(run)):
+        script.at(SPREAD_S * n / 6, e)
     # One flush: each product's events stay in this order on its partition, live and simulated.
     script.at(
         CATALOG_AT_S,
@@ -174,6 +254,7 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         catalog_event(f"bis2-{run}", "back_in_stock", "p-cat-2", 10000),
         catalog_event(f"pd2-{run}", "price_drop", "p-cat-2", 9600),  # 4 %: below the journey's 10
     )
+    letters = Collector(settings, [Topics(settings.topics).dead_letters], "DeadLetter")
     started, inputs = play(settings, script)
     until = started + timedelta(seconds=SPREAD_S + TAIL_S)
     records = collect_until(actions, until, settle=2.0)
@@ -208,3 +289,26 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     )
     assert len(records) == len(live)  # and no action twice
     actions.close()
+
+    # The merged people: one profile each (the survivor's id on every action), and their
+    # actions are in the comparison above.
+    people = {s[0] for s in expected if s[0].startswith(f"m{run}-")}
+    # Of two accounts the smaller id (-a) survives; a provisional profile never gets a message.
+    assert people and not {c for c in people if c.endswith("-b")}
+    assert not {c for c in people if "anon:" in c}
+    assert any(s[1] == "cart_abandonment" for s in expected if s[0] in people)
+
+    # Invalid lines: the worker's dead letters say what the simulator's dead_letter lines say.
+    simulated_letters = sorted(
+        (i.event_id, i.reason) for i in inputs if isinstance(i, DeadLetterEntry)
+    )
+    assert len(simulated_letters) == len(invalid_lines(run))
+    codec = AvroCodec.from_settings(settings.kafka)
+    found = letters.wait_for(lambda r: len(r) >= len(simulated_letters), what="dead letters")
+    live_letters = sorted(
+        (codec.decode(r["value"], "CustomerEvent", r["source_topic"])["event_id"], r["reason"])
+        for r in found
+    )
+    assert live_letters == simulated_letters
+    assert not {s for s in expected | live if s[0].startswith(f"x{run}-")}
+    letters.close()
