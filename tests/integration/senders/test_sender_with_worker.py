@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from integration.worker.conftest import (  # the worker suite's real-process harness
+from orchestrator.config import Settings
+from orchestrator.control import publish_journeys
+from orchestrator.demo import produce_events
+from tests.integration.worker.conftest import (  # the worker suite's real-process harness
     WorkerProcess,
     kafka_groups,  # noqa: F401  (fixture used by worker_factory)
     worker_factory,  # noqa: F401  (fixture)
 )
-from orchestrator.config import Settings
-from orchestrator.control import publish_journeys
-from orchestrator.demo import produce_events
 
 from .conftest import TEMPLATES
 from .servers import SmtpServer

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 from aiohttp.test_utils import TestServer
 
-from integration.senders.servers import ReceivedMail, SmtpServer
 from orchestrator.engine.decision import Action
 from orchestrator.senders.providers.smtp import SmtpConfig, SmtpProvider
 from orchestrator.senders.templates import TemplateRenderer
 from orchestrator.unsubscribe.links import UnsubscribeLinks
 from orchestrator.unsubscribe.server import RUNNER_OPTIONS, InMemoryConsentPublisher, make_app
+from tests.integration.senders.servers import ReceivedMail, SmtpServer
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 SECRET = "email-test-unsubscribe-secret-0123456789"

@@ -23,19 +23,19 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.worker.conftest import (  # the worker suite's real-process harness
-    WorkerProcess,
-    free_port,
-    kafka_groups,  # noqa: F401  (fixture used by worker_factory)
-    worker_factory,  # noqa: F401  (fixture)
-)
-from integration.worker.fast_journeys import write_fast_library
-from integration.worker.journey_helpers import Collector, event
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
 from orchestrator.engine.decision import Action
 from orchestrator.unsubscribe.links import UnsubscribeLinks, UnsubscribeToken, sign_token
+from tests.integration.worker.conftest import (  # the worker suite's real-process harness
+    WorkerProcess,
+    free_port,
+    kafka_groups,  # noqa: F401  (fixture used by worker_factory)
+    worker_factory,  # noqa: F401  (fixture)
+)
+from tests.integration.worker.fast_journeys import write_fast_library
+from tests.integration.worker.journey_helpers import Collector, event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
