@@ -7,6 +7,8 @@ decide call: a burst of page views or an app session triggers several journeys b
 seconds apart, the first to arrive would be sent, and the caps would then suppress the
 higher-priority ones that arrived last.
 
+The sends placed here are the marketing sends governance would let go now were they alone (one
+it would suppress, defer or hold anyway meets that verdict at once: `sending.arbitrate`).
 The rule, on logical times only (a send's *due* time: when its trigger happened or its wait
 ended, never when a worker got round to it), so the live worker and the simulator group the same
 sends whatever their processing delays:
@@ -42,6 +44,7 @@ class WindowPlan(Generic[K]):
     arbitrate_now: tuple[K, ...]  # their window has closed: decided in this call
     wait_until: dict[K, datetime]  # their window is open: wait for its close
     closes_at: datetime | None  # the customer's latest window close, kept in their state
+    window_of: dict[K, datetime]  # the close of the window each send was placed in
 
 
 def plan_windows(
@@ -56,16 +59,18 @@ def plan_windows(
     ``window`` turns arbitration across events off: everything is arbitrated now.
     """
     if window <= timedelta(0):
-        return WindowPlan(tuple(k for k, _ in due), {}, closes_at)
+        return WindowPlan(tuple(k for k, _ in due), {}, closes_at, {})
     arbitrate_now: list[K] = []
     wait_until: dict[K, datetime] = {}
+    window_of: dict[K, datetime] = {}
     # In due order, so a late member of an old window is placed before a send that opens the
     # next one (the order the simulator's clock meets them).
     for key, at in sorted(due, key=lambda kd: kd[1]):
         if closes_at is None or at >= closes_at:
             closes_at = at + window
+        window_of[key] = closes_at
         if now < closes_at:
             wait_until[key] = closes_at
         else:
             arbitrate_now.append(key)
-    return WindowPlan(tuple(arbitrate_now), wait_until, closes_at)
+    return WindowPlan(tuple(arbitrate_now), wait_until, closes_at, window_of)

@@ -93,6 +93,11 @@ class GovernancePolicy:
         }
     )
     arbitration_defer: timedelta = timedelta(minutes=30)
+    # Marketing sends due for one customer within this long are decided together (see
+    # engine/arbitration.py). A minute: bursts (a page load, an app session) fall inside it, and
+    # a minute's delay is unnoticeable on a marketing message that followed an hour's wait.
+    # Zero turns it off; transactional and service messages never wait for it.
+    arbitration_window: timedelta = timedelta(minutes=1)
     hold_retry: timedelta = timedelta(hours=1)
     prior_strength: float = 20.0
     channel_priors: Mapping[str, ChannelPrior] = field(
@@ -257,9 +262,13 @@ class _Reader(FieldReader):
                     self.fail(dur, "a category: " + ", ".join(CATEGORIES))
                 else:
                     expiry[cat] = self.duration(dur) or expiry.get(cat, timedelta(days=1))
-        arb = d.arbitration_defer
+        arb, arb_window = d.arbitration_defer, d.arbitration_window
         if (node := self.section(root, "arbitration")) is not None:
+            self.unknown_keys(node, ("defer_by", "window"), "arbitration")
             arb = self.duration(node.get("defer_by")) or arb
+            # Zero is allowed: it turns arbitration across events off.
+            if (w := self.duration(node.get("window"), allow_zero=True)) is not None:
+                arb_window = w
         hold = d.hold_retry
         if (node := self.section(root, "holds")) is not None:
             hold = self.duration(node.get("retry_every")) or hold
@@ -306,6 +315,7 @@ class _Reader(FieldReader):
             offer_in_flight_for=offer_for,
             expiry=expiry,
             arbitration_defer=arb,
+            arbitration_window=arb_window,
             hold_retry=hold,
             prior_strength=strength,
             channel_priors=priors,

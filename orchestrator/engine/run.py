@@ -33,6 +33,9 @@ class PendingSend:
 
     enrollment: Enrollment
     journey: Journey
+    # The close of the arbitration window it was decided in (None: not a marketing send, or
+    # arbitration across events is off), named when it loses.
+    window_closes_at: datetime | None = None
 
 
 class Run:
@@ -48,7 +51,11 @@ class Run:
         self.outcomes: list[Outcome] = []
         self.explanations: list[Explanation] = []
         self.pending: list[PendingSend] = []
-        self.marketing_sent_now = False
+        # One marketing message per customer per moment, across calls too: separate events at
+        # the same instant (or a wake-up and an event) do not each send one.
+        self.marketing_sent_now = any(
+            r.at == now and r.category == "marketing" for r in state.send_log
+        )
         # The event being handled; None while enrolments that were already due are advanced
         # first, and for wake-ups, receipts and commands.
         self.event: CustomerEvent | None = None

@@ -8,15 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import assert_never
 
+from orchestrator.engine.arbitration import plan_windows
 from orchestrator.engine.channels import posterior_mean
 from orchestrator.engine.decision import Action, stable_id
 from orchestrator.engine.enrollment_status import EnrollmentStatus, schedule
-from orchestrator.engine.governance import destination, evaluate
+from orchestrator.engine.governance import Verdict, destination, evaluate
 from orchestrator.engine.interpreter import walk
 from orchestrator.engine.journey import Journey, SendStep
 from orchestrator.engine.run import PendingSend, Run
 from orchestrator.engine.state import ChannelEngagement, Enrollment, OfferInFlight, SendRecord
-from orchestrator.engine.timeutil import to_iso
+from orchestrator.engine.timeutil import format_duration, to_iso
 
 __all__ = ["arbitrate", "send_due"]
 
@@ -38,24 +39,100 @@ def send_due(run: Run) -> None:
         if not batch:
             return
         for p in arbitrate(run, batch):
-            _send(run, p.enrollment, p.journey)
+            _send(run, p)
 
 
 def arbitrate(run: Run, batch: list[PendingSend]) -> list[PendingSend]:
-    """The order in which one round's due sends meet governance: priority first, then expected
-    value (journey value x the best channel's odds), then journey id. Governance lets the first
-    marketing send of a call go and defers the others (``lost_arbitration``), so this order is
-    what decides which marketing message wins.
+    """The sends of one round that meet governance now, in the order they meet it; the
+    marketing sends whose arbitration window is still open wait for its close instead.
 
-    This is the one place that chooses among competing sends; arbitration across events
-    (marketing sends of several calls, due within a window, decided together) belongs here.
+    Marketing sends due for the customer within `policy.arbitration_window` are decided
+    together when the window closes (engine/arbitration.py), so the order their triggers
+    arrived in never matters; transactional and service sends never wait. Those that meet
+    governance go by priority, then expected value (journey value x the best channel's odds),
+    then journey id: governance lets the first marketing send of a moment go and defers the
+    others (``lost_arbitration``), and once a cap is reached suppresses the rest, so this order
+    is what decides which marketing message wins and that the lowest priorities lose.
     """
     unique: dict[int, PendingSend] = {}
     for p in batch:
         unique.setdefault(id(p.enrollment), p)  # an enrolment queued twice is sent once
+    contenders = list(unique.values())
+    marketing = [
+        (i, p.enrollment.step_due_since or run.now)
+        for i, p in enumerate(contenders)
+        if _contends(run, p)
+    ]
+    plan = plan_windows(
+        run.state.arbitration_closes_at, marketing, run.now, run.policy.arbitration_window
+    )
+    run.state.arbitration_closes_at = plan.closes_at
+    for i, until in plan.wait_until.items():
+        _wait_for_window(run, contenders[i], until)
+    for i, closes in plan.window_of.items():
+        contenders[i].window_closes_at = closes
     return sorted(
-        unique.values(),
+        (p for i, p in enumerate(contenders) if i not in plan.wait_until),
         key=lambda p: (-p.journey.priority, -_expected_value(run, p), p.journey.id),
+    )
+
+
+def _verdict(
+    run: Run, p: PendingSend, step: SendStep, marketing_sent_now: bool
+) -> tuple[Verdict, datetime]:
+    """Governance's verdict on the send now, and when it expires."""
+    enr, journey = p.enrollment, p.journey
+    due_since = enr.step_due_since or run.now
+    category = step.category or journey.category
+    expires_at = due_since + (step.expires_after or run.policy.expiry_for(category))
+    verdict = evaluate(
+        state=run.state,
+        journey=journey,
+        step=step,
+        enrollment=enr,
+        action_id=_action_id(run, enr, journey, step.id),
+        now=run.now,
+        expires_at=expires_at,
+        rules=run.rules,
+        marketing_sent_now=marketing_sent_now,
+    )
+    return verdict, expires_at
+
+
+def _contends(run: Run, p: PendingSend) -> bool:
+    """A marketing send that governance would let go now, were it alone: it contends in an
+    arbitration window. One it would suppress, defer or hold anyway meets that verdict at once
+    (a window would only delay it), and opens no window."""
+    step = p.journey.steps.get(p.enrollment.step_id or "")
+    if not isinstance(step, SendStep) or (step.category or p.journey.category) != "marketing":
+        return False
+    return _verdict(run, p, step, marketing_sent_now=False)[0].kind == "send"
+
+
+def _action_id(run: Run, enr: Enrollment, journey: Journey, step_id: str) -> str:
+    return stable_id(run.cid, journey.id, journey.version, enr.enrollment_id, step_id)
+
+
+def _window_note(run: Run, closes: datetime) -> str:
+    opened = closes - run.policy.arbitration_window
+    return f"arbitration window {opened:%H:%M:%S}-{closes:%H:%M:%S} UTC"
+
+
+def _wait_for_window(run: Run, p: PendingSend, until: datetime) -> None:
+    """The send waits for its window to close (a wake-up then). Its due time stays: the
+    expiry clock keeps running from when it became due, and at the close it is placed by it."""
+    enr = p.enrollment
+    schedule(enr, EnrollmentStatus.SEND_PENDING, until)
+    run.explain(
+        "deferred",
+        "arbitration_window",
+        "waits for the marketing messages due for this customer until "
+        f"{until:%H:%M:%S} UTC, decided together then "
+        f"({format_duration(run.policy.arbitration_window)} window)",
+        enr,
+        p.journey,
+        action_id=_action_id(run, enr, p.journey, enr.step_id or ""),
+        until=until,
     )
 
 
@@ -66,28 +143,21 @@ def _expected_value(run: Run, p: PendingSend) -> float:
     return p.journey.value * max(posterior_mean(run.state, ch, run.policy) for ch in step.channels)
 
 
-def _send(run: Run, enr: Enrollment, journey: Journey) -> None:
+def _send(run: Run, p: PendingSend) -> None:
     """One due send through governance, and its verdict carried out."""
+    enr, journey = p.enrollment, p.journey
     step = journey.steps.get(enr.step_id or "")
     if not isinstance(step, SendStep):
         run.exit(enr, journey, "missing_step")
         return
-    action_id = stable_id(run.cid, journey.id, journey.version, enr.enrollment_id, step.id)
-    due_since = enr.step_due_since or run.now
-    category = step.category or journey.category
-    expires_at = due_since + (step.expires_after or run.policy.expiry_for(category))
-    verdict = evaluate(
-        state=run.state,
-        journey=journey,
-        step=step,
-        enrollment=enr,
-        action_id=action_id,
-        now=run.now,
-        expires_at=expires_at,
-        rules=run.rules,
-        marketing_sent_now=run.marketing_sent_now,
-    )
-    details = verdict.details
+    action_id = _action_id(run, enr, journey, step.id)
+    verdict, expires_at = _verdict(run, p, step, run.marketing_sent_now)
+    details, message = verdict.details, verdict.message
+    if p.window_closes_at is not None and verdict.code in ("frequency_cap", "lost_arbitration"):
+        # Name the window it lost in: the higher priorities due in it went first.
+        note = _window_note(run, p.window_closes_at)
+        message = f"{message}; decided in the {note} after higher priorities"
+        details = {**details, "arbitration_window": note}
     match verdict.kind:
         case "send":
             assert verdict.channel is not None
@@ -107,7 +177,7 @@ def _send(run: Run, enr: Enrollment, journey: Journey) -> None:
             run.explain(
                 "suppressed",
                 verdict.code,
-                verdict.message,
+                message,
                 enr,
                 journey,
                 verdict.channel,
@@ -133,11 +203,12 @@ def _send(run: Run, enr: Enrollment, journey: Journey) -> None:
             run.explain(
                 "deferred",
                 verdict.code,
-                verdict.message,
+                message,
                 enr,
                 journey,
                 action_id=action_id,
                 until=verdict.until,
+                details=details,
             )
         case "hold":
             assert verdict.until is not None

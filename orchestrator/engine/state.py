@@ -257,6 +257,9 @@ class CustomerState:
     engagement: dict[str, ChannelEngagement] = field(default_factory=dict)
     send_log: list[SendRecord] = field(default_factory=list)
     offers_in_flight: list[OfferInFlight] = field(default_factory=list)
+    # When the customer's latest arbitration window closes (engine/arbitration.py): marketing
+    # sends due before then wait for it and are decided together.
+    arbitration_closes_at: datetime | None = None
     enrollments: list[Enrollment] = field(default_factory=list)
     journeys: dict[str, JourneyHistory] = field(default_factory=dict)
     attributions: list[Attribution] = field(default_factory=list)
@@ -498,6 +501,9 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
     merged.send_log = sorted(
         merged.send_log + [s for s in other.send_log if s.action_id not in sent],
         key=lambda s: s.at,
+    )
+    merged.arbitration_closes_at = _latest(
+        merged.arbitration_closes_at, other.arbitration_closes_at
     )
     offers = {o.action_id for o in merged.offers_in_flight}
     merged.offers_in_flight += [o for o in other.offers_in_flight if o.action_id not in offers]

@@ -6,8 +6,9 @@ journeys are kept a few seconds apart (4, 7, 10, 13, 16, 19, 22, 25, 28...) so o
 wake-ups of different journeys never fall within one timer tick of each other: then the live
 pipeline and the simulator take the same decisions at the same points.
 
-The policy turns quiet hours off (the tests run at any hour), shortens arbitration deferral,
-hold retries and the acquisition suppression after an order to seconds, and keeps send-time optimisation out of the way.
+The policy turns quiet hours off (the tests run at any hour), shortens the arbitration window
+and deferral, hold retries and the acquisition suppression after an order to seconds, and keeps
+send-time optimisation out of the way.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ REPLACEMENTS: dict[str, list[tuple[str, str]]] = {
             "service]",
             "quiet_hours: off",
         ),
-        ("arbitration: {defer_by: 30m}", "arbitration: {defer_by: 2s}"),
+        ("  window: 1m ", "  window: 1s "),
+        ("  defer_by: 30m ", "  defer_by: 3s  "),
         ("holds: {retry_every: 1h}", "holds: {retry_every: 2s}"),
         # Win-back (28 s of inactivity after an order) must be able to send.
         ("- {tags: [acquisition], for: 14d}", "- {tags: [acquisition], for: 20s}"),

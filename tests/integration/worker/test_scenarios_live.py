@@ -197,7 +197,7 @@ def s2_script() -> tuple[Script, float, float, Context]:
             event(b, "message_opened", channel="push", message={"journey_id": "cart_abandonment"}),
         )
     )
-    return script, 22.0, 0.0, {"a": a, "b": b}
+    return script, 25.0, 0.0, {"a": a, "b": b}
 
 
 def test_s2_opened_push_then_no_order_sms_if_consented_else_email(live: Live) -> None:
@@ -270,7 +270,7 @@ def s4_script() -> tuple[Script, float, float, Context]:
         )
         .at(8.0, event(c, "message_replied", channel="sms", message={"reply_text": "STOP"}))
     )
-    return script, 22.0, 0.0, {"c": c}
+    return script, 25.0, 0.0, {"c": c}
 
 
 def test_s4_stop_reply_blocks_sms_from_every_journey(live: Live) -> None:

@@ -147,7 +147,8 @@ def test_simulate_command_prints_the_timeline(tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "welcome" in table.output and "cart_reminder" in table.output
     assert "c1@example.test" not in table.output  # no personal data in the timeline
-    assert table.output.rstrip().endswith("2 sent to 1 customer(s)")
+    # Both marketing messages waited for their arbitration window (a minute) before leaving.
+    assert table.output.rstrip().endswith("2 sent to 1 customer(s); 2 deferred arbitration_window")
     jsonl = runner.invoke(
         simulate,
         [
