@@ -165,40 +165,45 @@ def now_ms() -> datetime:
 
 
 def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
-    """Produce every item at its offset; returns the start and the simulator's inputs."""
+    """Produce every item at its offset; returns the start and the simulator's inputs.
+
+    One producer and one codec for the whole script: a new producer per batch (connection,
+    metadata, registry lookups) made the player fall behind its script under load, squeezing
+    the gaps a story relies on (a merge's settle time) before they reached the worker."""
     from orchestrator.control import send_command
-    from orchestrator.demo import produce_events
+    from orchestrator.demo import event_key
+    from orchestrator.kafka import producer
     from orchestrator.simulator import ControlEntry, parse_input
 
+    codec = AvroCodec.from_settings(settings.kafka)
+    topics = Topics(settings.topics)
+    out = producer(settings.kafka)
     start_mono = time.monotonic()
     start = datetime.now(UTC)
     inputs: list[Any] = []
-    pending: list[tuple[dict[str, Any], datetime]] = []  # event, when produced
-
-    def flush() -> None:
-        if pending:
-            produce_events(settings, [e for e, _ in pending])
-            # Catalog events fan out there too; an invalid event is a dead letter there.
-            inputs.extend(parse_input(e, received_at=at) for e, at in pending)
-            pending.clear()
 
     for offset, item in sorted(script.items, key=lambda x: x[0]):
         ahead = offset - (time.monotonic() - start_mono)
         if ahead > 0.005:
-            flush()
+            out.flush()
             time.sleep(ahead)
         if isinstance(item, tuple) and item[0] == "command":
-            flush()
+            out.flush()
             _, kind, target = item
             inputs.append(ControlEntry(now_ms(), kind, target))
             send_command(settings, kind, target)
         else:
             stamp = now_ms()
             event = {k: v for k, v in item.items() if k != "_ahead"}
-            pending.append(
-                ({**event, "event_time": stamp + item.get("_ahead", timedelta())}, stamp)
+            event["event_time"] = stamp + item.get("_ahead", timedelta())
+            topic = topics.events(event["channel"])
+            out.produce(
+                topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic)
             )
-    flush()
+            out.poll(0)
+            # Catalog events fan out there too; an invalid event is a dead letter there.
+            inputs.append(parse_input(event, received_at=stamp))
+    out.flush()
     return start, inputs
 
 

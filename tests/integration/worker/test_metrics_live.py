@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
 from orchestrator.demo import produce_events
-from orchestrator.engine import CustomerEvent, decide, load_rules
+from orchestrator.engine import CustomerEvent, load_rules
 from orchestrator.kafka import producer
+from orchestrator.simulator import simulate
 from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
@@ -60,9 +61,14 @@ def test_a_user_sees_events_dead_letters_actions_suppressions_and_lag_on_metrics
         event(REACHABLE, "signup", identities={"customer_id": REACHABLE, "email": EMAIL}),
         event(UNREACHABLE, "signup"),  # no contact point: the welcome e-mail is suppressed
     ]
-    offline = [decide(None, CustomerEvent.from_dict(e), now, rules) for e in signups]
-    assert [len(d.actions) for d in offline] == [1, 0]  # neither customer is in the holdout
-    assert [e.code for e in offline[1].suppressions] == ["unreachable"]
+    # The simulator says what the worker must do: the reachable one gets the e-mail once its
+    # arbitration window (1 s) closes, the other is suppressed at once; neither is in the holdout.
+    offline = simulate(
+        rules, [CustomerEvent.from_dict(e) for e in signups], until=now + timedelta(seconds=5)
+    )
+    assert [t.customer_id for t in offline.actions()] == [REACHABLE]
+    suppressed = [(t.customer_id, t.reason) for t in offline.timeline if t.what == "suppressed"]
+    assert suppressed == [(UNREACHABLE, "unreachable")]
     publish_journeys(settings, [lib])
 
     worker = worker_factory(settings, extra_env={"TUTTI_WORKER_FAUST_SENSOR": "true"})
@@ -83,10 +89,11 @@ def test_a_user_sees_events_dead_letters_actions_suppressions_and_lag_on_metrics
         )
         # Enrolments are counted once the timer has indexed the partitions (just after start).
         enrolled = sample(samples, "tutti_worker_active_enrolments", journey="welcome")
-        return samples if decided >= 3 and dead >= 1 and enrolled >= 2 else None
+        sent = sample(samples, "tutti_worker_actions_total", channel="email", journey="welcome")
+        return samples if decided >= 3 and dead >= 1 and enrolled >= 2 and sent >= 1 else None
 
     samples = worker.wait_for(
-        settled, timeout=60, what="three events decided, a dead letter, two enrolments"
+        settled, timeout=60, what="three events decided, a dead letter, two enrolments, the e-mail"
     )
     web_signups = {"channel": "web", "event_type": "signup"}
     assert sample(samples, "tutti_worker_events_ingested_total", **web_signups) == 2

@@ -21,6 +21,10 @@ journeys (after the browse recommendation at burst + 7 s, before the cart journe
 burst + 19 s), so the fanned-out decisions take the same place among each shopper's decisions
 live and simulated. No customer of the first group touches a catalog product.
 
+A burst group joins (sign-up, then a loyalty enrolment within the 1 s arbitration window of the
+fast library): the welcome e-mail's trigger arrives first, yet the loyalty welcome (priority 45
+over 40) must go first, live as offline, and the welcome only after its deferral.
+
 A third group are people the brand knows under two ids, or not at all at first: an anonymous
 visitor who browses, fills a cart and then logs in (anonymous -> known merge), and two known
 accounts that turn out to share a phone number or a loyalty card (known + known merge, the
@@ -63,12 +67,13 @@ from .journey_helpers import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 CUSTOMERS = 200
-SPREAD_S = 8.0
+SPREAD_S = 12.0
 SHOPPERS = 60
 CATALOG_SPREAD_S = 2.0
-#: When the catalog events are produced: ~4.7 s after the last shopper's browse recommendation
-#: (burst + 7 s, so at most ~9.3 s) and 5 s before the first shopper's cart journey ends
-#: (burst + 19 s); their interest has been indexed for more than 10 s by then.
+#: When the catalog events are produced: ~3.7 s after the last shopper's browse recommendation
+#: (burst + 8 s with its 1 s arbitration window, so at most ~10.3 s) and 7 s before the first
+#: shopper's cart journey ends (burst + 21 s); their interest has been indexed for more than
+#: 10 s by then.
 CATALOG_AT_S = 14.0
 #: Products with catalog events, and one without (interest in it must not be fanned out to).
 CATALOG_PRODUCTS = ("p-cat-1", "p-cat-2")
@@ -78,7 +83,11 @@ TAIL_S = 42.0
 PEOPLE = 30
 #: Time for a merge to be done live (link -> identity agent -> merge -> absorb) before the
 #: person's next event.
-MERGE_SETTLE_S = 1.0
+MERGE_SETTLE_S = 1.5
+#: Customers whose two marketing triggers arrive within one arbitration window, lower priority
+#: first; the second trigger's delay after the first (well inside the fast library's 1 s window).
+BURSTERS = 20
+BURST_GAP_S = 0.4
 
 
 def story(rng: random.Random, cid: str) -> list[dict[str, Any]]:
@@ -244,6 +253,14 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         start = rng.uniform(0, SPREAD_S)
         for offset, e in person_story(rng, f"m{run}-{n:03d}"):
             script.at(start + offset, e)
+    bursters = [f"b{run}-{n:03d}" for n in range(BURSTERS)]
+    for cid in bursters:
+        start = rng.uniform(0, SPREAD_S)
+        ids = {"customer_id": cid, "email": f"{cid}@example.test"}
+        script.at(start, event(cid, "profile_updated", identities=ids))
+        script.at(start + 0.04, event(cid, "signup", identities={"customer_id": cid}))
+        tier = {"tier": "silver"}
+        script.at(start + BURST_GAP_S, event(cid, "loyalty_enrolled", channel="web", loyalty=tier))
     for n, e in enumerate(invalid_lines(run)):
         script.at(SPREAD_S * n / 6, e)
     # One flush: each product's events stay in this order on its partition, live and simulated.
@@ -289,6 +306,19 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     )
     assert len(records) == len(live)  # and no action twice
     actions.close()
+
+    # The bursts: the loyalty welcome (priority 45) won its arbitration window although its
+    # trigger came last; the welcome e-mail (40) went after its deferral (unless the customer
+    # is in the welcome journey's 5 % holdout).
+    both = 0
+    for cid in bursters:
+        mine = sorted(
+            (r["created_at"], r["journey_id"]) for r in records if r["customer_id"] == cid
+        )
+        order = [j for _, j in mine if j in ("loyalty_onboarding", "welcome")]
+        assert order[0] == "loyalty_onboarding", (cid, mine)
+        both += "welcome" in order
+    assert both >= BURSTERS // 2
 
     # The merged people: one profile each (the survivor's id on every action), and their
     # actions are in the comparison above.
