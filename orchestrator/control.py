@@ -35,6 +35,7 @@ from orchestrator.topics import Topics
 __all__ = [
     "GLOBAL_COMMANDS",
     "ControlPlane",
+    "Publication",
     "PublishedJourney",
     "command_key",
     "definition_key",
@@ -105,6 +106,14 @@ class ControlPlane:
         self._rebuild()
         return True
 
+    @classmethod
+    def seeded(cls, rules: Rules) -> ControlPlane:
+        """A plane holding ``rules``' journeys and policy as if they had been published (the
+        simulator starts from the folder it is given)."""
+        plane = cls(journeys={k: dict(v) for k, v in rules.journeys.items()}, policy=rules.policy)
+        plane._rebuild()
+        return plane
+
     def apply_command(self, kind: str, target: str | None) -> bool:
         if kind not in GLOBAL_COMMANDS:
             return False  # per-customer commands go to the customer's partition instead
@@ -171,47 +180,82 @@ def _journey_files(paths: Iterable[Path]) -> tuple[list[Path], Path | None]:
     return files, policy
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What publishing some journey files and folders would write: every journey version once
+    (validated) and the governance policy's text, if a policy.yaml is among them."""
+
+    journeys: tuple[Journey, ...]
+    policy_source: str | None = None
+    policy_text: str | None = None
+
+    @classmethod
+    def of(cls, paths: Iterable[Path]) -> Publication:
+        """Read and validate the files (a JourneyError names the file, line and field)."""
+        files, policy_file = _journey_files(paths)
+        if not files and policy_file is None:
+            raise JourneyError("nothing to publish: no *.yaml journey files in the given paths")
+        journeys = _distinct_versions(parse_journey_file(f) for f in files)
+        if policy_file is None:
+            return cls(tuple(journeys))
+        text = policy_file.read_text()
+        parse_policy(text, str(policy_file))
+        return cls(tuple(journeys), str(policy_file), text)
+
+    def statuses(self, plane: ControlPlane) -> list[tuple[Journey, str]]:
+        """(journey, 'published' | 'unchanged') against what ``plane`` holds; different text
+        under a version it already holds is refused, naming the journey and the version."""
+        result: list[tuple[Journey, str]] = []
+        for j in self.journeys:
+            live = plane.journeys.get(j.id, {}).get(j.version)
+            if live is not None and live.text != j.text:
+                raise JourneyError(
+                    f"{j.source}: journey {j.id!r} version {j.version} is already published "
+                    "with different content; give it a new version number (customers in "
+                    "flight keep theirs)"
+                )
+            result.append((j, "unchanged" if live is not None else "published"))
+        return result
+
+    def records(
+        self, plane: ControlPlane, published_at: str, published_by: str
+    ) -> list[tuple[bytes, bytes]]:
+        """The control.journeys records (key, value) that publish this against ``plane``."""
+        out: list[tuple[bytes, bytes]] = []
+        for j, status in self.statuses(plane):
+            if status == "published":
+                doc = {
+                    "journey_id": j.id,
+                    "version": j.version,
+                    "source": j.source,
+                    "text": j.text,
+                    "published_at": published_at,
+                    "published_by": published_by,
+                }
+                out.append((definition_key(j), json.dumps(doc).encode()))
+        if self.policy_text is not None:
+            doc = {"source": self.policy_source, "text": self.policy_text}
+            doc["published_at"] = published_at
+            out.append((POLICY_KEY.encode(), json.dumps(doc).encode()))
+        return out
+
+
 def publish_journeys(
     settings: Settings, paths: Iterable[Path], published_by: str = "tutti"
 ) -> list[tuple[Journey, str]]:
     """Validate every file, then publish. Returns (journey, 'published' | 'unchanged').
 
     Nothing is written unless every file is valid and no published version would change.
+    The simulator applies a publication with the same :class:`Publication` and fold.
     """
-    files, policy_file = _journey_files(paths)
-    if not files and policy_file is None:
-        raise JourneyError("nothing to publish: no *.yaml journey files in the given paths")
-    journeys = _distinct_versions(parse_journey_file(f) for f in files)
-    policy_text = policy_file.read_text() if policy_file else None
-    if policy_file is not None and policy_text is not None:
-        parse_policy(policy_text, str(policy_file))
+    publication = Publication.of(paths)
     current = read_control_plane(settings)
-    result: list[tuple[Journey, str]] = []
-    for j in journeys:
-        live = current.journeys.get(j.id, {}).get(j.version)
-        if live is not None and live.text != j.text:
-            raise JourneyError(
-                f"{j.source}: journey {j.id!r} version {j.version} is already published with "
-                "different content; give it a new version number (customers in flight keep theirs)"
-            )
-        result.append((j, "unchanged" if live is not None else "published"))
+    result = publication.statuses(current)
+    records = publication.records(current, datetime.now(UTC).isoformat(), published_by)
     topic = Topics(settings.topics).control_journeys
     p = producer(settings.kafka)
-    now = datetime.now(UTC).isoformat()
-    for j, status in result:
-        if status == "published":
-            doc = {
-                "journey_id": j.id,
-                "version": j.version,
-                "source": j.source,
-                "text": j.text,
-                "published_at": now,
-                "published_by": published_by,
-            }
-            p.produce(topic, key=definition_key(j), value=json.dumps(doc).encode())
-    if policy_text is not None:
-        doc = {"source": str(policy_file), "text": policy_text, "published_at": now}
-        p.produce(topic, key=POLICY_KEY.encode(), value=json.dumps(doc).encode())
+    for key, value in records:
+        p.produce(topic, key=key, value=value)
     if p.flush(30):
         raise JourneyError(f"publishing to {topic} timed out: is Kafka up?")
     return result

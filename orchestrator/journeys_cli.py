@@ -125,4 +125,4 @@ def simulate(
     else:
         for line in format_table(result.timeline):
             click.echo(line)
-        click.echo(f"\n{summarize(result.timeline)}")
+        click.echo(f"\n{summarize(result.timeline, result.person)}")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -51,6 +51,7 @@ from orchestrator.catalog import (
     products_of,
 )
 from orchestrator.codec import AvroCodec
+from orchestrator.control import ControlPlane, Publication
 from orchestrator.engine import (
     CustomerCommand,
     CustomerEvent,
@@ -64,6 +65,7 @@ from orchestrator.engine import (
     merge_states,
     pending_wakeups,
 )
+from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.timeutil import to_datetime, to_iso
 from orchestrator.erasure import admits, erasure_time
 from orchestrator.errors import SerializationError, TuttiError, ValidationError
@@ -80,9 +82,11 @@ from orchestrator.ingest import dead_letter_reason, normalise, wire_event
 
 __all__ = [
     "DEFAULT_HORIZON",
+    "Arrival",
     "CatalogEntry",
     "ControlEntry",
     "DeadLetterEntry",
+    "PublishEntry",
     "SimulationResult",
     "Simulator",
     "TimelineEntry",
@@ -141,14 +145,39 @@ class DeadLetterEntry:
     channel: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PublishEntry:
+    """``tutti journeys publish PATH...`` at a point in time: the files as one
+    :class:`~orchestrator.control.Publication`, folded into the simulated control plane as every
+    worker folds ``control.journeys`` (new versions join, customers in flight keep theirs)."""
+
+    at: datetime
+    publication: Publication
+    paths: tuple[str, ...]
+    #: "<file>:<line>" of the input line, named when the publication is refused.
+    where: str = ""
+
+
 Input = (
     CustomerEvent
     | DeliveryFeedback
     | CustomerCommand
     | ControlEntry
+    | PublishEntry
     | CatalogEntry
     | DeadLetterEntry
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An input line with a ``received_at``: it reaches the pipeline then, whatever its own
+    time says (a till uploading this morning's orders an hour late, a tracker's retry). The
+    simulator handles it at ``at``, in arrival order; the event keeps its event_time (business
+    time: when the order was placed)."""
+
+    at: datetime
+    item: Input
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +218,21 @@ class SimulationResult:
     states: dict[str, CustomerState] = field(default_factory=dict)
     #: product id -> interested customers, as the worker's ``product_interest`` table holds it.
     interest: dict[str, InterestIndex] = field(default_factory=dict)
+    #: The identities and aliases at the end: which profile ids became one person.
+    identity: IdentityBook = field(default_factory=IdentityBook)
+
+    def person(self, customer_id: str) -> str:
+        """The profile a customer id ended up in (itself unless it was merged away)."""
+        return self.identity.survivor(customer_id)
 
     def actions(self) -> list[TimelineEntry]:
         return [t for t in self.timeline if t.what == "send"]
 
 
-def _input_time(item: Input) -> datetime:
+def _input_time(item: Input | Arrival) -> datetime:
     match item:
+        case Arrival():
+            return item.at
         case CustomerEvent():
             return item.event_time
         case DeliveryFeedback():
@@ -203,7 +240,7 @@ def _input_time(item: Input) -> datetime:
         case CustomerCommand():
             assert item.issued_at is not None
             return item.issued_at
-        case ControlEntry() | CatalogEntry() | DeadLetterEntry():
+        case ControlEntry() | PublishEntry() | CatalogEntry() | DeadLetterEntry():
             return item.at
 
 
@@ -245,32 +282,83 @@ def ingest_event(
 
 
 def parse_input(
-    d: dict[str, Any], *, line: int | None = None, received_at: datetime | None = None
-) -> Input:
-    """Turn one JSON object into an event, catalog event, receipt, command or dead letter.
+    d: dict[str, Any],
+    *,
+    line: int | None = None,
+    received_at: datetime | None = None,
+    base: Path | None = None,
+    source: str = "<events>",
+) -> Input | Arrival:
+    """Turn one JSON object into an event, catalog event, receipt, command, publication or
+    dead letter.
 
-    ``received_at`` is when the worker would receive an event (the clock its ingest checks run
-    against, e.g. how far in the future an event may be dated); by default its event_time.
+    ``received_at`` (or the line's own ``received_at`` field) is when the pipeline receives the
+    line: the clock the worker's ingest checks run against (how far in the future an event may
+    be dated) and the moment the simulator handles it; by default the line's own time. A
+    ``publish`` line's paths are relative to ``base`` (the events file's folder).
     """
+    d = dict(d)
+    arrival = d.pop("received_at", None)
+    if arrival is not None:
+        received_at = to_datetime(arrival)
+    item = _parse_line(d, line=line, received_at=received_at, base=base, source=source)
+    if received_at is None or _input_time(item) == received_at:
+        return item  # dead letters and catalog events are already placed at their arrival
+    return Arrival(received_at, item)
+
+
+def _parse_line(
+    d: dict[str, Any],
+    *,
+    line: int | None,
+    received_at: datetime | None,
+    base: Path | None,
+    source: str,
+) -> Input:
     if "receipt_id" in d:
         return DeliveryFeedback.from_dict(d)
     if "kind" in d and "event_type" not in d:
         kind = str(d["kind"])
         if "issued_at" not in d:
             raise SignalError(f"command {kind}: issued_at is required in the simulator")
+        at = to_datetime(d["issued_at"])
+        if kind == "publish":
+            return _publish_entry(d, at, base, f"{source}:{line}" if line else source)
         if kind in _RULE_COMMANDS:
-            return ControlEntry(to_datetime(d["issued_at"]), kind, d.get("target"))
+            return ControlEntry(at, kind, d.get("target"))
         if kind in _CUSTOMER_COMMANDS:
             return CustomerCommand.from_dict(d, d.get("customer_id"))
-        raise SignalError(f"command kind {kind!r} is not known")
+        known = ", ".join(sorted({"publish", *_RULE_COMMANDS, *_CUSTOMER_COMMANDS}))
+        raise SignalError(f"command kind {kind!r} is not known (known: {known})")
     return ingest_event(d, line=line, received_at=received_at)
 
 
-def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
+def _publish_entry(
+    d: Mapping[str, Any], at: datetime, base: Path | None, where: str
+) -> PublishEntry:
+    raw = d.get("path")
+    paths = [raw] if isinstance(raw, str) else raw
+    if not paths or not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+        raise SignalError('publish: "path" must name a journeys folder or file (or a list)')
+    resolved = [(base or Path()) / x for x in paths]
+    for path in resolved:
+        if not path.exists():
+            raise SignalError(f"publish: {path} does not exist")
+    try:
+        publication = Publication.of(resolved)
+    except JourneyError as exc:
+        raise SignalError(f"publish: {exc}") from exc
+    return PublishEntry(at, publication, tuple(str(x) for x in resolved), where)
+
+
+def read_inputs(
+    lines: Iterable[str], source: str = "<events>", base: Path | None = None
+) -> list[Input | Arrival]:
     """Parse JSON Lines (blank lines and lines starting with // are skipped). A line that is
     no input at all (not JSON, not fitting the schemas) raises ValidationError naming it; a
-    line the worker would dead-letter becomes a :class:`DeadLetterEntry`."""
-    out: list[Input] = []
+    line the worker would dead-letter becomes a :class:`DeadLetterEntry`. ``base``: the folder
+    ``publish`` paths are relative to (default: the current directory)."""
+    out: list[Input | Arrival] = []
     for n, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("//"):
@@ -279,7 +367,7 @@ def read_inputs(lines: Iterable[str], source: str = "<events>") -> list[Input]:
             d = json.loads(text)
             if not isinstance(d, dict):
                 raise SignalError("expected a JSON object")
-            out.append(parse_input(d, line=n))
+            out.append(parse_input(d, line=n, base=base, source=source))
         except (
             json.JSONDecodeError,
             SerializationError,
@@ -300,24 +388,31 @@ class Simulator:
         interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
         merge_kinds: Collection[str] = DEFAULT_MERGE_KINDS,
     ) -> None:
-        self.rules = rules
+        #: The simulated control plane: publications and rule commands fold into it as every
+        #: worker folds the control topics; ``rules`` is always its current fold.
+        self.plane = ControlPlane.seeded(rules)
+        self.rules = self.plane.rules
         self.interest_limits = interest_limits
         self.states: dict[str, CustomerState] = {}
         self.erased: dict[str, datetime] = {}  # customer key -> when erased (orchestrator.erasure)
         #: The worker's identities and aliases tables (``merge_kinds``: its worker.merge_on).
         self.identity = IdentityBook(merge_kinds=frozenset(merge_kinds))
         self.interest: dict[str, InterestIndex] = {}  # product id -> interested customers
-        self.result = SimulationResult(states=self.states, interest=self.interest)
-        self._queue: list[tuple[datetime, int, int, Input | WakeUp]] = []
+        self.result = SimulationResult(
+            states=self.states, interest=self.interest, identity=self.identity
+        )
+        self._queue: list[tuple[datetime, int, int, Input | Arrival | WakeUp]] = []
         self._seq = 0
 
-    def push(self, at: datetime, item: Input | WakeUp) -> None:
+    def push(self, at: datetime, item: Input | Arrival | WakeUp) -> None:
         # At the same instant, inputs (0) go before wake-ups (1): a STOP or an order at that very
         # moment is then known before a due message is sent (decide ticks due steps itself).
         heapq.heappush(self._queue, (at, 1 if isinstance(item, WakeUp) else 0, self._seq, item))
         self._seq += 1
 
-    def run(self, inputs: Iterable[Input], until: datetime | None = None) -> SimulationResult:
+    def run(
+        self, inputs: Iterable[Input | Arrival], until: datetime | None = None
+    ) -> SimulationResult:
         last: datetime | None = None
         for item in inputs:
             at = _input_time(item)
@@ -333,13 +428,18 @@ class Simulator:
             self.step(at, queued)
         return self.result
 
-    def step(self, now: datetime, item: Input | WakeUp) -> None:
+    def step(self, now: datetime, item: Input | Arrival | WakeUp) -> None:
         match item:
+            case Arrival():
+                self.step(now, item.item)
             case ControlEntry():
-                self.rules = self.rules.with_control(item.kind, item.target)
+                self.plane.apply_command(item.kind, item.target)
+                self.rules = self.plane.rules
                 self.result.timeline.append(
                     TimelineEntry(now, "-", "info", reason=item.kind, detail=item.target or "")
                 )
+            case PublishEntry():
+                self.publish(now, item)
             case DeadLetterEntry():
                 where = f"line {item.line}: " if item.line is not None else ""
                 self.result.timeline.append(
@@ -362,6 +462,25 @@ class Simulator:
                     self.apply(now, item.customer_id, item)
             case DeliveryFeedback() | CustomerCommand():
                 self.apply(now, self.identity.survivor(item.customer_id), item)
+
+    def publish(self, now: datetime, entry: PublishEntry) -> None:
+        """`tutti journeys publish` at ``now``: refused as the CLI refuses it (different text
+        under a published version), else its records folded as every worker folds them."""
+        try:
+            statuses = entry.publication.statuses(self.plane)
+        except JourneyError as exc:
+            raise ValidationError(f"{entry.where}: {exc}") from exc
+        for key, value in entry.publication.records(self.plane, to_iso(now), "tutti simulate"):
+            self.plane.apply_definition(key.decode(), value)
+        if self.plane.problems:
+            raise ValidationError(f"{entry.where}: {'; '.join(self.plane.problems)}")
+        self.rules = self.plane.rules
+        detail = ", ".join(f"{j.id} v{j.version} {status}" for j, status in statuses)
+        if entry.publication.policy_text is not None:
+            detail = f"{detail}, policy" if detail else "policy"
+        self.result.timeline.append(
+            TimelineEntry(now, "-", "info", reason="journeys_published", detail=detail)
+        )
 
     def on_event(self, now: datetime, event: CustomerEvent) -> None:
         """An ingested event: routed, decided and its identifiers linked as the worker does
@@ -528,7 +647,7 @@ class Simulator:
 
 def simulate(
     rules: Rules,
-    inputs: Iterable[Input],
+    inputs: Iterable[Input | Arrival],
     until: datetime | None = None,
     interest_limits: InterestLimits = DEFAULT_INTEREST_LIMITS,
     merge_kinds: Collection[str] = DEFAULT_MERGE_KINDS,
@@ -537,25 +656,31 @@ def simulate(
     return Simulator(rules, interest_limits, merge_kinds).run(inputs, until)
 
 
-def load_inputs(path: Path | str) -> list[Input]:
+def load_inputs(path: Path | str) -> list[Input | Arrival]:
+    """The input lines of a file (``publish`` paths are relative to its folder)."""
     p = Path(path)
     try:
         with p.open(encoding="utf-8") as fh:
-            return read_inputs(fh, str(p))
+            return read_inputs(fh, str(p), base=p.parent)
     except OSError as exc:
         raise ValidationError(f"{p}: cannot read the events file: {exc.strerror}") from exc
 
 
-def summarize(entries: Iterable[TimelineEntry]) -> str:
-    """One line for people: how many messages went out and why the others did not."""
+def summarize(entries: Iterable[TimelineEntry], person: Callable[[str], str] | None = None) -> str:
+    """One line for people: how many messages went out and why the others did not.
+
+    ``person`` maps a profile id to the one it was merged into (SimulationResult.person), so
+    a person who was anonymous first and known later is counted once.
+    """
     entries = list(entries)
+    person = person or (lambda customer_id: customer_id)
     sent = sum(1 for t in entries if t.what == "send")
     by_reason: dict[str, int] = {}
     for t in entries:
         if t.what in ("suppressed", "deferred", "held"):
             key = f"{t.what} {t.reason}"
             by_reason[key] = by_reason.get(key, 0) + 1
-    customers = len({t.customer_id for t in entries if t.customer_id != "-"})
+    customers = len({person(t.customer_id) for t in entries if t.customer_id != "-"})
     parts = [f"{sent} sent to {customers} customer(s)"]
     dead = sum(1 for t in entries if t.what == "dead_letter")
     if dead:

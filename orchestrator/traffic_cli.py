@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from orchestrator.codec import AvroCodec
-from orchestrator.demo import produce_events
+from orchestrator.control import Publication, command_key, publish_journeys
+from orchestrator.demo import event_key
+from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.timeutil import to_datetime
 from orchestrator.errors import SerializationError, ValidationError
 from orchestrator.ingest import wire_event
@@ -22,21 +27,35 @@ from orchestrator.records import read_topics, to_json
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import ACTION_CHANNELS
 
-__all__ = ["actions", "dlq", "produce", "read_event_file", "report"]
+__all__ = ["InputLine", "actions", "dlq", "produce", "read_event_file", "report"]
 
 
-def read_event_file(
-    path: Path,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split a simulator JSON Lines file into (events, receipts, commands) as Avro-shaped dicts.
+@dataclass(frozen=True)
+class InputLine:
+    """One line of a simulator event file, as `tutti produce` writes it."""
+
+    #: When the pipeline should receive it: the line's ``received_at``, else its own time.
+    arrival: datetime
+    #: event | receipt | command | publish
+    kind: str
+    #: The Avro-shaped record (a publish line: {"paths": [...]} resolved against the file).
+    record: dict[str, Any]
+    number: int
+
+
+def read_event_file(path: Path) -> list[InputLine]:
+    """A simulator JSON Lines file as the lines to produce, in arrival order (the order the
+    simulator handles them; equal arrivals keep the file's order).
 
     Same rules as the simulator: blank lines and `//` comments are skipped; a line with
-    `receipt_id` is a delivery receipt, one with `kind` and no `event_type` a control command;
-    an event the schema cannot carry is refused naming its line, with the simulator's words
-    (orchestrator.ingest.wire_event), never silently cut down to what the schema keeps.
+    `receipt_id` is a delivery receipt, one with `kind` and no `event_type` a control command
+    (`publish` with a `path` relative to the file: a journeys publication); `received_at`, on
+    any line, is when it arrives. An event the schema cannot carry is refused naming its line,
+    with the simulator's words (orchestrator.ingest.wire_event), never silently cut down to
+    what the schema keeps.
     """
     codec = AvroCodec(framing="single_object")
-    events, receipts, commands = [], [], []
+    out: list[InputLine] = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("//"):
@@ -45,22 +64,33 @@ def read_event_file(
             d = json.loads(text)
             if not isinstance(d, dict):
                 raise ValueError("expected a JSON object")
+            received = d.pop("received_at", None)
             if "receipt_id" in d:
                 d["occurred_at"] = to_datetime(d["occurred_at"])
-                receipts.append(d)
+                kind, at = "receipt", d["occurred_at"]
+            elif "kind" in d and "event_type" not in d and d["kind"] == "publish":
+                raw = d.get("path")
+                paths = [raw] if isinstance(raw, str) else raw
+                if not paths or not isinstance(paths, list):
+                    raise ValueError('publish: "path" must name a journeys folder or file')
+                resolved = [path.parent / str(x) for x in paths]
+                Publication.of(resolved)  # refused here, naming the line, when invalid
+                kind, at, d = "publish", to_datetime(d["issued_at"]), {"paths": resolved}
             elif "kind" in d and "event_type" not in d:
                 d["issued_at"] = to_datetime(d["issued_at"])
                 d.setdefault("issued_by", "tutti produce")
                 d.setdefault("target", d.pop("customer_id", None))
                 d.setdefault("command_id", hashlib.sha256(text.encode()).hexdigest()[:16])
-                commands.append(d)
+                kind, at = "command", d["issued_at"]
             else:
                 wire_event(d, codec)
                 d["event_time"] = to_datetime(d["event_time"])
-                events.append(d)
-        except (ValueError, KeyError, SerializationError) as exc:
+                kind, at = "event", d["event_time"]
+            arrival = to_datetime(received) if received is not None else at
+            out.append(InputLine(arrival, kind, d, n))
+        except (ValueError, KeyError, SerializationError, JourneyError) as exc:
             raise ValidationError(f"{path}:{n}: {exc}") from exc
-    return events, receipts, commands
+    return sorted(out, key=lambda x: (x.arrival, x.number))
 
 
 @click.command()
@@ -79,31 +109,46 @@ def read_event_file(
 )
 @click.option("--rate", default=0.0, help="Events per second (0: as fast as possible).")
 def produce(config_path: Path | None, events_path: Path, framing: str | None, rate: float) -> None:
-    """Write a simulator event file (JSON Lines) to the channel topics, keyed like upstream."""
+    """Write a simulator event file (JSON Lines) to Kafka in arrival order, as upstream would:
+    events to their channel topics keyed like upstream, receipts to feedback.delivery, commands
+    to control.commands, `publish` lines through `tutti journeys publish`."""
     settings = settings_from(config_path)
     codec = AvroCodec.from_settings(settings.kafka)
     if framing:
         codec.framing = framing
-    events, receipts, commands = read_event_file(events_path)
-    n = produce_events(settings, events, rate=rate or None, codec=codec)
+    lines = read_event_file(events_path)
     topics = Topics(settings.topics)
     p = producer(settings.kafka)
-    for r in receipts:
-        topic = topics.delivery_feedback
-        p.produce(
-            topic,
-            key=str(r["customer_id"]).encode(),
-            value=codec.encode("DeliveryReceipt", r, topic),
-        )
-    for c in commands:
-        topic = topics.control_commands
-        p.produce(
-            topic, key=str(c["command_id"]).encode(), value=codec.encode("ControlCommand", c, topic)
-        )
-    p.flush(30)
+    counts = dict.fromkeys(("event", "receipt", "command", "publish"), 0)
+    started = time.monotonic()
+    for line in lines:
+        r = line.record
+        if line.kind == "event":
+            topic = topics.events(r["channel"])
+            p.produce(topic, key=event_key(r), value=codec.encode("CustomerEvent", r, topic))
+        elif line.kind == "receipt":
+            topic = topics.delivery_feedback
+            value = codec.encode("DeliveryReceipt", r, topic)
+            p.produce(topic, key=str(r["customer_id"]).encode(), value=value)
+        elif line.kind == "command":
+            topic = topics.control_commands
+            key = command_key(r["kind"], r.get("target"), r["command_id"])
+            p.produce(topic, key=key, value=codec.encode("ControlCommand", r, topic))
+        else:
+            p.flush(30)  # everything that arrived before it is written first
+            publish_journeys(settings, r["paths"], published_by="tutti produce")
+        p.poll(0)
+        counts[line.kind] += 1
+        if rate and line.kind == "event":
+            ahead = counts["event"] / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    if p.flush(30):
+        raise ValidationError(f"producing to {settings.kafka.bootstrap_servers} timed out")
     click.echo(
-        f"produced {n} events, {len(receipts)} receipts, {len(commands)} commands "
-        f"to {settings.kafka.bootstrap_servers} ({codec.framing} framing)"
+        f"produced {counts['event']} events, {counts['receipt']} receipts, "
+        f"{counts['command']} commands, {counts['publish']} publications "
+        f"to {settings.kafka.bootstrap_servers} ({codec.framing} framing), in arrival order"
     )
 
 

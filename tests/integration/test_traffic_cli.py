@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from orchestrator.records import read_topics
 from orchestrator.topics import Topics
 
 pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tutti(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -147,3 +150,57 @@ def test_report_shows_arms_and_lift_from_the_outcomes_topic(settings: Settings) 
 
     table = _tutti(settings, "report")
     assert "win_back" in table.stdout and "lift" in table.stdout and "95% CI" in table.stdout
+
+
+def test_produce_writes_lines_in_arrival_order_and_publishes_journeys(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from orchestrator.control import read_control_plane
+
+    folder = tmp_path / "v2"
+    folder.mkdir()
+    shutil.copy(ROOT / "journeys" / "welcome.yaml", folder / "welcome.yaml")
+
+    def signup(event_id: str, at: str, **extra: str) -> dict[str, object]:
+        return {
+            "event_id": event_id,
+            "event_time": at,
+            "channel": "web",
+            "event_type": "signup",
+            "identities": {"customer_id": "ada"},
+            **extra,
+        }
+
+    lines = [
+        # placed at 10:00 but uploaded at 10:10: written after the 10:05 one
+        signup("e-late", "2026-11-25T10:00:00Z", received_at="2026-11-25T10:10:00Z"),
+        signup("e-on-time", "2026-11-25T10:05:00Z"),
+        {"kind": "publish", "path": "v2", "issued_at": "2026-11-25T10:02:00Z"},
+        {"kind": "pause_journey", "target": "welcome", "issued_at": "2026-11-25T10:01:00Z"},
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    proc = _tutti(settings, "produce", "--events", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "produced 2 events, 0 receipts, 1 commands, 1 publications" in proc.stdout
+
+    topics = Topics(settings.topics)
+    web = list(read_topics(settings, [topics.events("web")], "CustomerEvent"))
+    assert [e["event_id"] for e in web] == ["e-on-time", "e-late"]
+    assert web[1]["event_time"] == datetime(2026, 11, 25, 10, tzinfo=UTC)  # business time kept
+    plane = read_control_plane(settings)
+    assert list(plane.journeys["welcome"]) == [1]
+    assert plane.rules.is_paused("welcome")
+
+
+def test_produce_refuses_a_publish_line_with_an_invalid_journey(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "hello.yaml").write_text("id: hello\nversion: 1\nsteps: 7\n")
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({"kind": "publish", "path": "broken", "issued_at": 0}) + "\n")
+    proc = _tutti(settings, "produce", "--events", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:1" in proc.stderr and "hello.yaml" in proc.stderr

@@ -74,6 +74,29 @@ def test_1_store_purchase_after_cart_stops_the_reminder(library: Rules) -> None:
     ]
 
 
+def test_1_late_store_order_arrives_after_the_reminder_went(library: Rules) -> None:
+    # The same story, but the till uploads the 09:30 order at 10:20 (received_at): the pipeline
+    # cannot know it at 10:00, so the reminder goes; the order still ends the journey when it
+    # arrives, converts it (placed within the goal's window) and confirms at its arrival.
+    r = run("s1_late_store_order", library)
+    check_expected("s1_late_store_order", r)
+    arrived = datetime(2026, 3, 2, 10, 20, tzinfo=UTC)
+    cart = [(t.what, t.at) for t in r.timeline if t.journey_id == "cart_abandonment"]
+    assert cart == [
+        ("entered", datetime(2026, 3, 2, 9, tzinfo=UTC)),
+        ("deferred", datetime(2026, 3, 2, 10, tzinfo=UTC)),
+        ("send", datetime(2026, 3, 2, 10, tzinfo=UTC) + WINDOW),
+        ("converted", arrived),
+        ("exited", arrived),
+    ]
+    # Waits count from when the pipeline learnt of the order: the review request a week later.
+    assert [(t.template_id, t.at) for t in sends(r) if t.journey_id == "post_purchase"] == [
+        ("order_confirmation", arrived),
+        ("review_request", arrived + timedelta(days=7) + WINDOW),
+    ]
+    assert r.states["c1"].commerce.last_order_at == datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
 def test_2_opened_push_then_sms_if_consented_else_email(library: Rules) -> None:
     r = run("s2_cart_push_opened_then_sms_or_email", library)
     check_expected("s2_cart_push_opened_then_sms_or_email", r)
