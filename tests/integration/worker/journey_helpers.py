@@ -145,9 +145,10 @@ Send = tuple[str, str, str, str, str, str]  # customer, journey, step, channel, 
 class Script:
     """Inputs at offsets (seconds from the start), stamped with the real time when produced.
 
-    Each item is an event dict (a catalog event too: channel ``catalog``, no identities), or
-    ("command", kind, target) for a global operator command. An event dict's ``_ahead`` (a
-    timedelta) dates it that far after the moment it is produced.
+    Each item is an event dict (a catalog event too: channel ``catalog``, no identities),
+    ("command", kind, target) for a global operator command, or ("publish", folder) to publish
+    a journeys folder. An event dict's ``_ahead`` (a timedelta) dates it that far after the
+    moment it is produced, its ``_late`` that far before (it arrives late).
     """
 
     items: list[tuple[float, Any]] = field(default_factory=list)
@@ -170,10 +171,10 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
     One producer and one codec for the whole script: a new producer per batch (connection,
     metadata, registry lookups) made the player fall behind its script under load, squeezing
     the gaps a story relies on (a merge's settle time) before they reached the worker."""
-    from orchestrator.control import send_command
+    from orchestrator.control import Publication, send_command
     from orchestrator.demo import event_key
     from orchestrator.kafka import producer
-    from orchestrator.simulator import ControlEntry, parse_input
+    from orchestrator.simulator import ControlEntry, PublishEntry, parse_input
 
     codec = AvroCodec.from_settings(settings.kafka)
     topics = Topics(settings.topics)
@@ -192,16 +193,24 @@ def play(settings: Settings, script: Script) -> tuple[datetime, list[Any]]:
             _, kind, target = item
             inputs.append(ControlEntry(now_ms(), kind, target))
             send_command(settings, kind, target)
+        elif isinstance(item, tuple) and item[0] == "publish":
+            out.flush()
+            folder = Path(item[1])
+            entry = PublishEntry(now_ms(), Publication.of([folder]), (str(folder),), "script")
+            inputs.append(entry)
+            publish_journeys(settings, [folder])
         else:
             stamp = now_ms()
-            event = {k: v for k, v in item.items() if k != "_ahead"}
-            event["event_time"] = stamp + item.get("_ahead", timedelta())
+            event = {k: v for k, v in item.items() if k not in ("_ahead", "_late")}
+            shift = item.get("_ahead", timedelta()) - item.get("_late", timedelta())
+            event["event_time"] = stamp + shift
             topic = topics.events(event["channel"])
             out.produce(
                 topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic)
             )
             out.poll(0)
-            # Catalog events fan out there too; an invalid event is a dead letter there.
+            # Catalog events fan out there too; an invalid event is a dead letter there; a late
+            # one is handled at its arrival (now), as live.
             inputs.append(parse_input(event, received_at=stamp))
     out.flush()
     return start, inputs

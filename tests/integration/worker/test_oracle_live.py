@@ -25,6 +25,14 @@ A burst group joins (sign-up, then a loyalty enrolment within the 1 s arbitratio
 fast library): the welcome e-mail's trigger arrives first, yet the loyalty welcome (priority 45
 over 40) must go first, live as offline, and the welcome only after its deferral.
 
+Latecomers fill a cart and place an order whose record arrives LATE_S after it was placed (a
+till's late upload): placed before the cart reminder was due, it arrives after the reminder
+went, so the reminder goes live - and in the simulator, which handles a line at its arrival.
+Half-way through the stream a new version of the welcome journey is published: customers who
+signed up before it keep version 1, those after get version 2 (action ids name the version); no
+sign-up falls within PUBLISH_GUARD_S of the publication, which takes the live worker's control
+follower a moment to fold.
+
 A third group are people the brand knows under two ids, or not at all at first: an anonymous
 visitor who browses, fills a cart and then logs in (anonymous -> known merge), and two known
 accounts that turn out to share a phone number or a loyalty card (known + known merge, the
@@ -52,6 +60,7 @@ from orchestrator.simulator import DeadLetterEntry
 from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
+from .fast_journeys import bump_version
 from .journey_helpers import (
     Collector,
     Script,
@@ -88,6 +97,22 @@ MERGE_SETTLE_S = 1.5
 #: first; the second trigger's delay after the first (well inside the fast library's 1 s window).
 BURSTERS = 20
 BURST_GAP_S = 0.4
+LATECOMERS = 15
+#: A latecomer's order is placed 1 s after the cart add and arrives LATE_S later: after the
+#: fast cart reminder (4 s wait + 1 s arbitration window), 2 s before the order would have.
+ORDER_PLACED_S = 1.0
+LATE_S = 6.0
+#: When welcome v2 is published, and how far from it no sign-up is produced.
+PUBLISH_AT_S = SPREAD_S / 2
+PUBLISH_GUARD_S = 1.5
+
+
+def away_from_publication(rng: random.Random, length: float) -> float:
+    """A story start in [0, SPREAD_S) whose ``length`` seconds keep PUBLISH_GUARD_S away."""
+    while True:
+        start = rng.uniform(0, SPREAD_S)
+        if start + length < PUBLISH_AT_S - PUBLISH_GUARD_S or start > PUBLISH_AT_S + 0.2:
+            return start
 
 
 def story(rng: random.Random, cid: str) -> list[dict[str, Any]]:
@@ -233,14 +258,23 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
     library = publish_fast(settings, tmp_path / "library")
+    welcome_v2 = tmp_path / "welcome-v2"
+    welcome_v2.mkdir()
+    text = (
+        (library / "welcome.yaml")
+        .read_text()
+        .replace("template: welcome\n", "template: welcome_v2\n")
+    )
+    (welcome_v2 / "welcome.yaml").write_text(bump_version(text, 2))
     worker_factory(settings)
     actions = Collector.actions(settings)
     rng = random.Random(20261125)
     run = uuid.uuid4().hex[:6]
     script = Script()
     for n in range(CUSTOMERS):
-        start = rng.uniform(0, SPREAD_S)
-        for k, e in enumerate(story(rng, f"o{run}-{n:04d}")):
+        events = story(rng, f"o{run}-{n:04d}")
+        start = away_from_publication(rng, 0.04 * len(events))
+        for k, e in enumerate(events):
             script.at(start + 0.04 * k, e)
     interest: dict[str, str] = {}
     for n in range(SHOPPERS):
@@ -255,12 +289,22 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
             script.at(start + offset, e)
     bursters = [f"b{run}-{n:03d}" for n in range(BURSTERS)]
     for cid in bursters:
-        start = rng.uniform(0, SPREAD_S)
+        start = away_from_publication(rng, BURST_GAP_S)
         ids = {"customer_id": cid, "email": f"{cid}@example.test"}
         script.at(start, event(cid, "profile_updated", identities=ids))
         script.at(start + 0.04, event(cid, "signup", identities={"customer_id": cid}))
         tier = {"tier": "silver"}
         script.at(start + BURST_GAP_S, event(cid, "loyalty_enrolled", channel="web", loyalty=tier))
+    latecomers = [f"l{run}-{n:03d}" for n in range(LATECOMERS)]
+    for cid in latecomers:
+        start = rng.uniform(0, SPREAD_S)
+        ids = {"customer_id": cid, "email": f"{cid}@example.test"}
+        script.at(start, event(cid, "profile_updated", identities=ids))
+        script.at(start + 0.04, event(cid, "add_to_cart", product=product("p-a", 2500)))
+        order = {"order_id": f"o-{cid}", "total": {"amount_minor": 2500, "currency": "EUR"}}
+        late = {**event(cid, "order_placed", order=order), "_late": timedelta(seconds=LATE_S)}
+        script.at(start + ORDER_PLACED_S + LATE_S, late)
+    script.at(PUBLISH_AT_S, ("publish", welcome_v2))
     for n, e in enumerate(invalid_lines(run)):
         script.at(SPREAD_S * n / 6, e)
     # One flush: each product's events stay in this order on its partition, live and simulated.
@@ -327,6 +371,13 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     assert people and not {c for c in people if c.endswith("-b")}
     assert not {c for c in people if "anon:" in c}
     assert any(s[1] == "cart_abandonment" for s in expected if s[0] in people)
+
+    # The late orders arrived after the cart reminder went: it went, live as simulated.
+    reminded = {s[0] for s in expected if s[1] == "cart_abandonment" and s[0] in latecomers}
+    assert len(reminded) >= LATECOMERS // 2, sorted(reminded)
+    # Welcome e-mails of both versions went: v1 before the publication, v2 after.
+    welcome_templates = {s[4] for s in expected if s[1] == "welcome" and s[2] == "welcome_email"}
+    assert welcome_templates == {"welcome", "welcome_v2"}, welcome_templates
 
     # Invalid lines: the worker's dead letters say what the simulator's dead_letter lines say.
     simulated_letters = sorted(
