@@ -87,6 +87,31 @@ def test_old_writer_is_read_by_new_reader(tmp_path: Path, codec: AvroCodec) -> N
     assert back["product"]["product_id"] == "p-9"
 
 
+def test_confluent_records_of_an_old_and_the_current_writer_both_decode(codec: AvroCodec) -> None:
+    """Two schema ids for one subject: the current writer's records are read without schema
+    resolution, the old writer's through it (the choice is remembered per schema id)."""
+    import io
+    import struct
+
+    import fastavro
+    from confluent_kafka.schema_registry import Schema
+
+    assert codec.registry is not None
+    old = json.loads((SCHEMAS_DIR / "CustomerEvent.avsc").read_text())
+    old["fields"] = [f for f in old["fields"] if f["name"] != "loyalty"]
+    old_id = codec.registry.register_schema("old-CustomerEvent", Schema(json.dumps(old), "AVRO"))
+    buf = io.BytesIO(b"\x00" + struct.pack(">I", old_id))
+    buf.seek(0, 2)
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(old), event())
+    current = codec.encode("CustomerEvent", event(), "events.web", framing="confluent")
+    for _ in range(2):  # the second time from the remembered choice
+        from_old = codec.decode(buf.getvalue(), "CustomerEvent", "events.web")
+        assert from_old["loyalty"] is None and from_old["product"]["product_id"] == "p-9"
+        from_current = codec.decode(current, "CustomerEvent", "events.web")
+        assert from_current["identities"]["email"] == "ada@example.com"
+        assert from_current["loyalty"] is None
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
