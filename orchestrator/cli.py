@@ -57,6 +57,9 @@ def _register() -> None:
     from orchestrator.unsubscribe.cli import unsubscribe_server
 
     cli.add_command(unsubscribe_server)
+    from orchestrator.templates_cli import templates
+
+    cli.add_command(templates)
 
 
 _register()

@@ -80,6 +80,8 @@ class IngestLimits:
     max_attribute_key_length: int = 128
     max_attribute_value_length: int = 2048
     max_order_lines: int = 500
+    max_name_length: int = 100
+    max_url_length: int = 2048
 
 
 DEFAULT_LIMITS: Final = IngestLimits()
@@ -193,6 +195,33 @@ def _check_attributes(record: Mapping[str, Any], limits: IngestLimits) -> None:
         raise _fail(f"order has {len(order['items'])} lines (limit {limits.max_order_lines})")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_personal(record: Mapping[str, Any], limits: IngestLimits) -> None:
+    """Names and images go into messages (a subject line, an <img>): bounded, one line, https."""
+    person = _section(record, "person") or {}
+    for name in ("first_name", "last_name"):
+        value = person.get(name)
+        if value is None:
+            continue
+        if len(value) > limits.max_name_length:
+            raise _fail(
+                f"person.{name} is {len(value)} characters (limit {limits.max_name_length})"
+            )
+        if _CONTROL.search(value):
+            raise _fail(f"person.{name} contains a control character (a line break, a tab...)")
+    product = _section(record, "product") or {}
+    url = product.get("image_url")
+    if url is not None:
+        if len(url) > limits.max_url_length:
+            raise _fail(
+                f"product.image_url is {len(url)} characters (limit {limits.max_url_length})"
+            )
+        if not url.startswith("https://") or _CONTROL.search(url) or " " in url:
+            raise _fail("product.image_url is not an https URL")
+
+
 def check_record_size(size: int, limits: IngestLimits = DEFAULT_LIMITS) -> None:
     """Reject a record by its size on the wire, before spending time decoding it."""
     if size > limits.max_record_bytes:
@@ -275,6 +304,7 @@ def normalise(
             f"{limits.max_age.days} days old"
         )
     _check_attributes(record, limits)
+    _check_personal(record, limits)
     _check_sections(record, event_type)
     normalised = {
         **record,

@@ -29,6 +29,7 @@ from orchestrator.engine.journey import (
     WaitForStep,
     WaitStep,
 )
+from orchestrator.engine.personalisation import VARIABLES
 from orchestrator.engine.yamlnodes import FieldReader, Problem, YNode
 from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES, is_known_event_type
 
@@ -420,6 +421,7 @@ class _Parser(FieldReader):
             "send_window",
             "payload",
             "category",
+            "variables",
         }
         self.unknown_keys(body, allowed, "a send step")
         ch_node = body.get("channels") or body.get("channel")
@@ -465,6 +467,21 @@ class _Parser(FieldReader):
                 payload = {k: str(v.value()) for k, v in pl.items()}
             else:
                 self.fail(pl, "a mapping of template values")
+        variables: list[str] = []
+        if (vnode := body.get("variables")) is not None:
+            known = ", ".join(VARIABLES)
+            for n in vnode.elements() if vnode.is_list else [vnode]:
+                name = self.string(n, "a personal variable")
+                if name is None:
+                    continue
+                if name not in VARIABLES:
+                    self.fail(n, f"a personal variable: {known}")
+                elif name in variables:
+                    self.fail(n, "each variable once")
+                elif name in payload:
+                    self.fail(n, "a variable the step's payload does not also set")
+                else:
+                    variables.append(name)
         category = self.string(body.get("category"), "marketing, transactional or service")
         if category is not None and category not in CATEGORIES:
             cat_node = body.get("category")
@@ -484,6 +501,7 @@ class _Parser(FieldReader):
             send_window=self.duration(body.get("send_window")),
             payload=payload,
             next=nxt,
+            variables=tuple(variables),
         )
 
     def _wait(self, sid: str, body: YNode, nxt: str | None) -> Step | None:

@@ -47,6 +47,8 @@ class SendStep:
     payload: Mapping[str, str] = field(default_factory=dict)
     category: str | None = None  # overrides the journey's (e.g. a transactional confirmation)
     next: str | None = None
+    #: Personal variables the template may use (orchestrator/engine/personalisation.py).
+    variables: tuple[str, ...] = ()
 
     def template_for(self, variant: str | None) -> str:
         return self.templates.get(variant or "", self.templates.get("", ""))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from orchestrator.engine.signals import ConsentChange, CustomerEvent
+from orchestrator.engine.signals import ConsentChange, CustomerEvent, PersonRef
 from orchestrator.engine.state import (
     MAX_CATEGORIES,
     MAX_IDENTITIES_PER_KIND,
@@ -20,6 +20,7 @@ from orchestrator.engine.state import (
     ChannelEngagement,
     ConsentRecord,
     CustomerState,
+    Person,
     ProductView,
 )
 from orchestrator.engine.timeutil import zone
@@ -159,6 +160,15 @@ def _engagement(state: CustomerState, ev: CustomerEvent, default_tz: str) -> Non
                 eng.last_engaged_at = ev.event_time
 
 
+def apply_person(person: Person, ref: PersonRef, at: datetime) -> None:
+    """A name given (or changed) at ``at``: a null or blank value keeps the known one."""
+    for name in ("first_name", "last_name"):
+        value = (getattr(ref, name) or "").strip()
+        if value:
+            setattr(person, name, value)
+    person.updated_at = at
+
+
 def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC") -> None:
     """Update the profile in place from one (not yet seen) event."""
     at = ev.event_time
@@ -191,6 +201,8 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
             if value is not None:
                 setattr(prefs, name, value)
         prefs.updated_at = at
+    if ev.person is not None and (state.person.updated_at is None or at >= state.person.updated_at):
+        apply_person(state.person, ev.person, at)
     if ev.consent is not None:
         if ev.event_type == "unsubscribed" and ev.consent.status is None:
             _apply_consent(
@@ -213,7 +225,9 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
         del state.recent_categories[:-MAX_CATEGORIES]
     match ev.event_type:
         case "product_view" if p is not None and p.product_id:
-            state.recent_views.append(ProductView(p.product_id, at, p.category, p.name))
+            state.recent_views.append(
+                ProductView(p.product_id, at, p.category, p.name, p.image_url)
+            )
             state.recent_views.sort(key=lambda v: v.at)
             del state.recent_views[:-MAX_VIEWS]
         case "search":
@@ -235,6 +249,7 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
                     category=p.category,
                     unit_price_minor=p.price.amount_minor if p.price else None,
                     currency=p.price.currency if p.price else None,
+                    image_url=p.image_url,
                 )
             else:
                 line.quantity += max(1, p.quantity)

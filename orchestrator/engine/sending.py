@@ -15,6 +15,7 @@ from orchestrator.engine.enrollment_status import EnrollmentStatus, schedule
 from orchestrator.engine.governance import Verdict, destination, evaluate
 from orchestrator.engine.interpreter import walk
 from orchestrator.engine.journey import Journey, SendStep
+from orchestrator.engine.personalisation import personal_variables
 from orchestrator.engine.run import PendingSend, Run
 from orchestrator.engine.state import ChannelEngagement, Enrollment, OfferInFlight, SendRecord
 from orchestrator.engine.timeutil import format_duration, to_iso
@@ -264,6 +265,8 @@ def _emit(
         reason += f"; approved by {enr.approved_by}"
     payload = {**enr.trigger, **step.payload}
     payload.pop("event_type", None)
+    # As of this decision: the action alone renders the message again, whatever changes later.
+    payload.update(personal_variables(s, step.variables, run.now))
     run.actions.append(
         Action(
             action_id=action_id,

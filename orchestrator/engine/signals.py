@@ -28,6 +28,7 @@ __all__ = [
     "Money",
     "OrderLine",
     "OrderRef",
+    "PersonRef",
     "Preferences",
     "ProductRef",
     "Signal",
@@ -134,6 +135,7 @@ class ProductRef:
     price: Money | None = None
     previous_price: Money | None = None
     quantity: int = 1
+    image_url: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> ProductRef | None:
@@ -147,6 +149,7 @@ class ProductRef:
             price=Money.from_dict(_section(d, "price")),
             previous_price=Money.from_dict(_section(d, "previous_price")),
             quantity=int(d.get("quantity") or 1),
+            image_url=_opt_str(d, "image_url"),
         )
 
 
@@ -278,6 +281,20 @@ class LoyaltyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PersonRef:
+    """Who the customer is, as messages name them (the ``person`` section)."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PersonRef | None:
+        if d is None:
+            return None
+        return cls(_opt_str(d, "first_name"), _opt_str(d, "last_name"))
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerEvent:
     """One thing a customer did (or that happened to them), from any channel."""
 
@@ -293,6 +310,7 @@ class CustomerEvent:
     message: MessageRef | None = None
     preferences: Preferences | None = None
     loyalty: LoyaltyRef | None = None
+    person: PersonRef | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -330,6 +348,7 @@ class CustomerEvent:
                 message=MessageRef.from_dict(_section(d, "message")),
                 preferences=Preferences.from_dict(_section(d, "preferences")),
                 loyalty=LoyaltyRef.from_dict(_section(d, "loyalty")),
+                person=PersonRef.from_dict(_section(d, "person")),
                 attributes={str(k): str(v) for k, v in (d.get("attributes") or {}).items()},
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -34,6 +34,7 @@ __all__ = [
     "JourneyHistory",
     "Loyalty",
     "OfferInFlight",
+    "Person",
     "ProductView",
     "ProfilePreferences",
     "SendRecord",
@@ -61,6 +62,15 @@ class ConsentRecord:
     status: str  # opted_in | opted_out
     at: datetime
     source: str | None = None
+
+
+@dataclass
+class Person:
+    """How messages name the customer (the events' ``person`` section)."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass
@@ -101,6 +111,7 @@ class CartLine:
     category: str | None = None
     unit_price_minor: int | None = None
     currency: str | None = None
+    image_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class ProductView:
     at: datetime
     category: str | None = None
     name: str | None = None
+    image_url: str | None = None
 
 
 @dataclass
@@ -240,6 +252,7 @@ class CustomerState:
     undeliverable: list[str] = field(default_factory=list)  # channels with a hard bounce
     consent: dict[str, ConsentRecord] = field(default_factory=dict)  # "channel:purpose"
     preferences: ProfilePreferences = field(default_factory=ProfilePreferences)
+    person: Person = field(default_factory=Person)
     lifecycle_stage: str = "new"
     commerce: Commerce = field(default_factory=Commerce)
     cart: dict[str, CartLine] = field(default_factory=dict)
@@ -461,6 +474,11 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
             setattr(p, name, getattr(q, name))
     if p.preferred_channel is None:
         p.preferred_channel = q.preferred_channel
+    mine_person, theirs = merged.person, other.person
+    if theirs.updated_at is not None and (
+        mine_person.updated_at is None or theirs.updated_at > mine_person.updated_at
+    ):
+        merged.person = replace(theirs)  # the name given last wins
     c, d = merged.commerce, other.commerce
     new_orders = [o for o in d.order_ids if o not in c.order_ids]
     if new_orders or (d.orders and not d.order_ids):

@@ -15,6 +15,7 @@ message instead of crashing the sender.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from jinja2 import ChainableUndefined, FileSystemLoader, Template, TemplateNotFo
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.engine.decision import Action
+from orchestrator.engine.personalisation import LIST_VARIABLES
 from orchestrator.senders.errors import ProviderConfigError
 from orchestrator.senders.privacy import redact
 from orchestrator.unsubscribe.links import UnsubscribeLinks
@@ -151,6 +153,14 @@ class TemplateRenderer:
 
     def context(self, action: Action) -> dict[str, Any]:
         ctx: dict[str, Any] = dict(action.payload)
+        for name in LIST_VARIABLES & ctx.keys():
+            # The engine wrote them as JSON arrays (a payload holds strings): templates loop
+            # over lists. Anything else renders as no items rather than failing the message.
+            try:
+                items = json.loads(ctx[name])
+            except ValueError:
+                items = []
+            ctx[name] = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
         ctx.update(
             action_id=action.action_id,
             journey_id=action.journey_id,

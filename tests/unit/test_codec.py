@@ -64,8 +64,8 @@ def test_old_writer_is_read_by_new_reader(tmp_path: Path, codec: AvroCodec) -> N
     old["fields"] = [f for f in old["fields"] if f["name"] != "loyalty"]
     ids = next(f for f in old["fields"] if f["name"] == "identities")
     ids["type"]["fields"] = [f for f in ids["type"]["fields"] if f["name"] != "push_token"]
-    (root / "versions" / "CustomerEvent").mkdir(parents=True)
-    (root / "versions" / "CustomerEvent" / "1.avsc").write_text(json.dumps(old))
+    (root / "versions" / "CustomerEvent").mkdir(parents=True, exist_ok=True)
+    (root / "versions" / "CustomerEvent" / "0.avsc").write_text(json.dumps(old))
 
     old_codec = AvroCodec(SchemaRepository(root), framing="single_object", registry=None)
     old_version = old_codec.repository.by_fingerprint
@@ -76,7 +76,7 @@ def test_old_writer_is_read_by_new_reader(tmp_path: Path, codec: AvroCodec) -> N
     import fastavro
 
     parsed_old = fastavro.parse_schema(old)
-    old_sv = next(v for v in old_version.values() if v.source.name == "1.avsc")
+    old_sv = next(v for v in old_version.values() if v.source.name == "0.avsc")
     buf = io.BytesIO(b"\xc3\x01" + old_sv.fingerprint)
     buf.seek(0, 2)
     fastavro.schemaless_writer(buf, parsed_old, record)

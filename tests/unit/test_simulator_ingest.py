@@ -68,6 +68,18 @@ DEAD_LETTERS = {
         event(identities={}),
         None,
     ),
+    "a first name too long for a subject line": (
+        event(event_type="profile_updated", person={"first_name": "Ø" * 101}),
+        None,
+    ),
+    "a name with a line break (a header injection)": (
+        event(event_type="signup", person={"first_name": "Ann\r\nBcc: x@y"}),
+        None,
+    ),
+    "a product image that is not an https URL": (
+        event(product={"product_id": "p-1", "image_url": "javascript:alert(1)"}),
+        None,
+    ),
     "a consent for a channel Tutti cannot act on": (
         event(
             event_type="consent_changed",

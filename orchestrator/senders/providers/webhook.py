@@ -116,11 +116,15 @@ class WebhookProvider:
     async def send(self, action: Action) -> SendResult:
         if not action.destination:
             raise PermanentDeliveryError("invalid_destination", "no destination")
+        # UTF-8 as is (not \u escapes): a name in any script reaches the gateway as written.
         body = json.dumps(
-            webhook_body(action, self.renderer), separators=(",", ":"), sort_keys=True
+            webhook_body(action, self.renderer),
+            separators=(",", ":"),
+            sort_keys=True,
+            ensure_ascii=False,
         ).encode()
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": "application/json; charset=utf-8",
             "Idempotency-Key": action.action_id,
             # Signed anew on every attempt: the timestamp must be fresh for the receiver.
             SIGNATURE_HEADER: signature_header(self.config.secret, body, int(self._clock())),

@@ -49,6 +49,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    raw: bytes = b""  # the DATA as received (to check header encodings on the wire)
 
 
 class SmtpSink:
@@ -80,7 +81,7 @@ class SmtpSink:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         with self._lock:
             self.messages.append(
-                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), msg)  # type: ignore[arg-type]
+                ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), msg, raw)  # type: ignore[arg-type]
             )
         return "250 Message accepted for delivery"
 

@@ -83,7 +83,7 @@ def test_email_actions_are_delivered_once_and_reported(
     # The customer got exactly one e-mail, the right one.
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["ann.private@example.com"]
-    assert mail.message["Subject"] == "You left something in your cart"
+    assert mail.message["Subject"] == "Ann, you left something in your cart"
     assert mail.message["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe?t=")
     # Every action has its receipt; the duplicate is reported as such.
     receipts = read_receipts(s, expected=4)

@@ -49,7 +49,7 @@ def test_the_customer_receives_subject_body_and_headers(
     assert mail.mail_from == "news@shop.example"
     msg = mail.message
     assert msg["To"] == "ann.1@example.com"
-    assert msg["Subject"] == "You left something in your cart"
+    assert msg["Subject"] == "Ann, you left something in your cart"
     assert msg["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe?t=")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["Message-ID"] == "<act-1@shop.example>"
@@ -155,3 +155,38 @@ def test_an_untrusted_certificate_is_not_accepted(
     )
     [error] = asyncio.run(_send(provider, action_factory()))
     assert isinstance(error, TransientDeliveryError) and server.messages == []
+
+
+def test_a_name_in_any_script_arrives_intact_in_subject_text_and_html(
+    smtp_server: SmtpServer, action_factory: Callable[..., Action]
+) -> None:
+    name = "Małgorzata Ørsted 🌷"
+    cart = (
+        '[{"product_id":"p-1","name":"Chaussure légère","quantity":2,'
+        '"unit_price_minor":4990,"currency":"EUR","image_url":"https://img.example/p-1.jpg"}]'
+    )
+    marketing = action_factory(payload={"first_name": name, "cart_items": cart})
+    receipt = action_factory(
+        2, template_id="order_confirmation", category="transactional", payload={"first_name": name}
+    )
+    results = asyncio.run(_send(_provider(smtp_server.port), marketing, receipt))
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    mails = {m.rcpt_tos[0]: m for m in smtp_server.messages}
+    mail = mails["ann.1@example.com"]
+    # On the wire the subject is 7-bit: RFC 2047 encoded words, decoded back to the name.
+    subject_line = next(
+        line for line in mail.raw.split(b"\r\n") if line.lower().startswith(b"subject:")
+    )
+    assert subject_line.isascii() and b"=?utf-8?" in subject_line.lower()
+    assert mail.message["Subject"] == f"{name}, you left something in your cart"
+    text = mail.message.get_body(("plain",)).get_content()
+    html = mail.message.get_body(("html",)).get_content()
+    assert f"Hello {name}," in text and "Chaussure légère x 2, 49.90 EUR" in text
+    assert f"<p>Hello {name},</p>" in html and 'src="https://img.example/p-1.jpg"' in html
+    assert mail.message["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe?t=")
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # The order confirmation names her too, and carries no marketing unsubscribe.
+    confirmation = mails["ann.2@example.com"].message
+    assert name in confirmation.get_body(("plain",)).get_content()
+    assert confirmation["List-Unsubscribe"] is None
+    assert confirmation["List-Unsubscribe-Post"] is None

@@ -59,12 +59,30 @@ def test_the_request_is_signed_json_with_an_idempotency_key(
     assert outcome.result is not None and outcome.result.provider_message_id == "gw-act-1"
     [request] = webhook_server.requests
     assert request.headers["Idempotency-Key"] == "act-1"
-    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Type"] == "application/json; charset=utf-8"
     verify(SECRET, request.headers["Tutti-Signature"], request.body)  # raises if forged
     body = request.json
     assert body["destination"] == "+33612345678" and body["channel"] == "sms"
     assert body["text"].startswith("Your cart is waiting (€42.50)")
     assert body["payload"]["first_name"] == "Ann"
+
+
+def test_a_name_in_any_script_reaches_the_gateway_as_utf8(
+    webhook_server: WebhookServer, action_factory: Callable[..., Action]
+) -> None:
+    name = "Małgorzata Ørsted 🌷 李"
+    action = action_factory(
+        channel="whatsapp",
+        destination="+33612345678",
+        template_id="welcome",
+        payload={"first_name": name},
+    )
+    assert _deliver(webhook_server.url, action).result is not None
+    [request] = webhook_server.requests
+    verify(SECRET, request.headers["Tutti-Signature"], request.body)
+    assert name.encode() in request.body  # UTF-8 on the wire, not \u escapes
+    assert request.json["payload"]["first_name"] == name
+    assert request.json["text"] == f"Welcome to our shop, {name}!"
 
 
 def test_a_500_then_200_is_one_delivery_after_a_retry(

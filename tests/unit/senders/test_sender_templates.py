@@ -32,7 +32,7 @@ def test_a_template_is_personalised_from_the_payload(
     action = action_factory()
     msg = renderer.render(action)
     assert msg.template_id == "cart_reminder"
-    assert msg.subject == "You left something in your cart"
+    assert msg.subject == "Ann, you left something in your cart"
     assert "Hello Ann," in msg.text and "€42.50" in msg.text and "https://shop/c" in msg.text
     assert "<p>Hello Ann,</p>" in msg.html
     [link] = re.findall(r'href="(https://shop.example/unsubscribe\?t=[^"]+)"', msg.html)
