@@ -28,6 +28,8 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   eval "$("$TUTTI" stack env)"
 fi
 
+bash scripts/promtool.sh
+
 echo "== pytest"
 "$VENV/bin/pytest" "$@"
 rc=$?

@@ -118,7 +118,13 @@ def test_every_alert_has_a_promtool_unit_test_that_makes_it_fire() -> None:
     assert fired == {rule["alert"] for rule in rules()}
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+PROMTOOL_MISSING = (
+    "promtool not installed: `sudo apt-get install prometheus` (make test installs it when run "
+    "as root on Debian, as CI is)"
+)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason=PROMTOOL_MISSING)
 def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() -> None:
     for args in (
         ["check", "config", "prometheus.yml"],
@@ -131,7 +137,7 @@ def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() -
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@pytest.mark.skipif(shutil.which("promtool") is None, reason=PROMTOOL_MISSING)
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     records = [
         {"record": f"tutti:dashboard:{i}", "expr": q} for i, q in enumerate(dashboard_queries())
