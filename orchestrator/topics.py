@@ -60,6 +60,10 @@ class Topics:
         return self._n("events.dlq")
 
     @property
+    def dead_letters_replayed(self) -> str:
+        return self._n("events.dlq-replayed")
+
+    @property
     def identity(self) -> str:
         return self._n("tutti.identity")
 
@@ -125,6 +129,14 @@ class Topics:
                     "cleanup.policy": "delete",
                     "retention.ms": str(self.settings.dlq_retention_days * _DAY_MS),
                 },
+            ),
+            TopicSpec(
+                self.dead_letters_replayed,
+                1,
+                "none",
+                None,
+                "dead letters already replayed (tutti dlq replay), keyed by their DLQ position",
+                {"cleanup.policy": "compact"},
             ),
             TopicSpec(
                 self.identity,

@@ -189,6 +189,48 @@ def dlq_tail(config_path: Path | None, follow: bool) -> None:
         click.echo(to_json(record))
 
 
+@dlq.command("replay")
+@config_option
+@click.option("--reason", default=None, help="Only dead letters whose reason contains this.")
+@click.option("--error-class", default=None, help="Only this error class (e.g. ValidationError).")
+@click.option("--since", default=None, help="Only those that failed at or after this time.")
+@click.option("--topic", default=None, help="Only those read from this topic.")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; write nothing.")
+def dlq_replay(
+    config_path: Path | None,
+    reason: str | None,
+    error_class: str | None,
+    since: str | None,
+    topic: str | None,
+    dry_run: bool,
+) -> None:
+    """Re-inject dead letters into their original topic (original key and headers) after a
+    fix; each dead letter at most once, whatever happens. The dead letters stay."""
+    from orchestrator.dlq import replay
+
+    settings = settings_from(config_path)
+    try:
+        start = to_datetime(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    plan = replay(
+        settings,
+        reason=reason,
+        error_class=error_class,
+        since=start,
+        topic=topic,
+        dry_run=dry_run,
+    )
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(
+        f"{plan.matching} dead letter(s) match: {verb} {len(plan.to_replay)}, "
+        f"skipped {len(plan.already)} already replayed"
+        + (f"; {plan.unreadable} unreadable DLQ record(s)" if plan.unreadable else "")
+    )
+    for label, counts in sorted(plan.by_reason.items(), key=lambda kv: -sum(kv[1].values())):
+        click.echo(f"  {counts['replay']:6d} {verb}, {counts['already']:6d} skipped  {label}")
+
+
 @click.command()
 @config_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
