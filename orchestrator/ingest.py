@@ -54,6 +54,7 @@ REQUIRED_SECTIONS: Final[dict[str, tuple[str, ...]]] = {
     "message_delivered": ("message",),
     "message_opened": ("message",),
     "message_clicked": ("message",),
+    "message_impression": ("message",),
     "message_bounced": ("message",),
     "message_replied": ("message",),
     "unsubscribed": ("consent", "message"),
@@ -171,6 +172,10 @@ def _check_sections(record: Mapping[str, Any], event_type: str) -> None:
         message = _section(record, "message") or {}
         if not message.get("reply_text"):
             raise _fail("message_replied needs message.reply_text")
+    if event_type == "message_impression" and not (_section(record, "message") or {}).get(
+        "action_id"
+    ):
+        raise _fail("message_impression needs message.action_id (the placement answer's)")
 
 
 def _check_attributes(record: Mapping[str, Any], limits: IngestLimits) -> None:

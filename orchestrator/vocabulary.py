@@ -18,6 +18,7 @@ __all__ = [
     "CUSTOM_EVENT_PREFIX",
     "EVENT_TYPES",
     "INBOUND_CHANNELS",
+    "PULL_CHANNELS",
     "is_known_event_type",
 ]
 
@@ -47,6 +48,10 @@ ACTION_CHANNELS: Final = (
     "ads",
     "direct_mail",
 )
+
+#: Action channels a page or an app asks for ("what to show on this placement now"): a send step
+#: naming a ``placement`` puts its message in place there (orchestrator/engine/placements.py).
+PULL_CHANNELS: Final = ("in_app", "web")
 
 CATEGORIES: Final = ("marketing", "transactional", "service")
 CONSENT_PURPOSES: Final = ("marketing", "transactional")
@@ -84,6 +89,10 @@ EVENT_TYPES: Final[dict[str, str]] = {
     "message_delivered": "a message reached the customer (section: message)",
     "message_opened": "a message was opened (section: message)",
     "message_clicked": "a link in a message was clicked (section: message)",
+    "message_impression": (
+        "a pull message (in-app, on-site) was shown on its placement (section: message, "
+        "action_id required)"
+    ),
     "message_bounced": "a message bounced (section: message; attributes: bounce=hard|soft)",
     "message_replied": "an inbound reply, e.g. STOP to an SMS (section: message, reply_text)",
     "unsubscribed": "the customer unsubscribed from a channel (section: consent or message)",

@@ -31,7 +31,12 @@ from orchestrator.engine.journey import (
 )
 from orchestrator.engine.personalisation import VARIABLES
 from orchestrator.engine.yamlnodes import FieldReader, Problem, YNode
-from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES, is_known_event_type
+from orchestrator.vocabulary import (
+    ACTION_CHANNELS,
+    CATEGORIES,
+    PULL_CHANNELS,
+    is_known_event_type,
+)
 
 __all__ = ["STEP_KINDS", "journey_problems", "parse_journey", "parse_journey_file"]
 
@@ -422,6 +427,7 @@ class _Parser(FieldReader):
             "payload",
             "category",
             "variables",
+            "placement",
         }
         self.unknown_keys(body, allowed, "a send step")
         ch_node = body.get("channels") or body.get("channel")
@@ -487,6 +493,12 @@ class _Parser(FieldReader):
             cat_node = body.get("category")
             assert cat_node is not None
             self.fail(cat_node, "one of " + ", ".join(CATEGORIES))
+        placement = self.string(body.get("placement"), "a placement name")
+        if placement is not None and (pnode := body.get("placement")) is not None:
+            if not _ID.match(placement):
+                self.fail(pnode, "a placement name: lowercase letters, digits, _ or -")
+            elif channels and not set(channels) & set(PULL_CHANNELS):
+                self.fail(pnode, "a pull channel (" + ", ".join(PULL_CHANNELS) + ") among channels")
         if not channels or not templates:
             return None
         return SendStep(
@@ -502,6 +514,7 @@ class _Parser(FieldReader):
             payload=payload,
             next=nxt,
             variables=tuple(variables),
+            placement=placement,
         )
 
     def _wait(self, sid: str, body: YNode, nxt: str | None) -> Step | None:

@@ -49,6 +49,9 @@ class SendStep:
     next: str | None = None
     #: Personal variables the template may use (orchestrator/engine/personalisation.py).
     variables: tuple[str, ...] = ()
+    #: On a pull channel (in_app, web): the placement the message is put in place on
+    #: (engine/placements.py) instead of being pushed.
+    placement: str | None = None
 
     def template_for(self, variant: str | None) -> str:
         return self.templates.get(variant or "", self.templates.get("", ""))

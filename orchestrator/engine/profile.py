@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from orchestrator.engine.placements import apply_placement_event
 from orchestrator.engine.signals import ConsentChange, CustomerEvent, PersonRef
 from orchestrator.engine.state import (
     MAX_CATEGORIES,
@@ -301,6 +302,7 @@ def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC"
             pass
     if ev.event_type.startswith("message_"):
         _engagement(state, ev, default_tz)
+    apply_placement_event(state, ev)  # impressions, clicks, withdrawn consent
 
 
 def _order(state: CustomerState, ev: CustomerEvent) -> None:

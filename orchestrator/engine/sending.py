@@ -16,6 +16,7 @@ from orchestrator.engine.governance import Verdict, destination, evaluate
 from orchestrator.engine.interpreter import walk
 from orchestrator.engine.journey import Journey, SendStep
 from orchestrator.engine.personalisation import personal_variables
+from orchestrator.engine.placements import is_placed, place
 from orchestrator.engine.run import PendingSend, Run
 from orchestrator.engine.state import ChannelEngagement, Enrollment, OfferInFlight, SendRecord
 from orchestrator.engine.timeutil import format_duration, to_iso
@@ -289,8 +290,12 @@ def _emit(
             payload=payload,
         )
     )
-    s.send_log.append(SendRecord(action_id, run.now, channel, category, journey.id, step.offer))
-    s.engagement.setdefault(channel, ChannelEngagement()).sends += 1
+    if step.placement is not None and is_placed(step, channel):
+        # A pull message waits on its placement: it counts in the caps once it is seen.
+        run.actions[-1] = place(s, run.actions[-1], step.placement)
+    else:
+        s.send_log.append(SendRecord(action_id, run.now, channel, category, journey.id, step.offer))
+        s.engagement.setdefault(channel, ChannelEngagement()).sends += 1
     if step.offer:
         s.offers_in_flight.append(
             OfferInFlight(

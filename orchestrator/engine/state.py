@@ -35,6 +35,7 @@ __all__ = [
     "Loyalty",
     "OfferInFlight",
     "Person",
+    "Placement",
     "ProductView",
     "ProfilePreferences",
     "SendRecord",
@@ -168,6 +169,28 @@ class OfferInFlight:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A pull message in place (engine/placements.py): what a page or app asking for this
+    placement is shown until ``expires_at``. It counts in the caps from its first impression."""
+
+    action_id: str
+    journey_id: str
+    step_id: str
+    template_id: str
+    channel: str  # in_app | web
+    category: str
+    placed_at: datetime
+    expires_at: datetime
+    journey_version: int = 1
+    variant: str | None = None
+    offer_id: str | None = None
+    locale: str | None = None
+    priority: int = 0
+    payload: dict[str, str] = field(default_factory=dict)
+    seen_at: datetime | None = None  # the first impression
+
+
+@dataclass(frozen=True)
 class StepVisit:
     at: datetime
     step_id: str
@@ -270,6 +293,8 @@ class CustomerState:
     engagement: dict[str, ChannelEngagement] = field(default_factory=dict)
     send_log: list[SendRecord] = field(default_factory=list)
     offers_in_flight: list[OfferInFlight] = field(default_factory=list)
+    # Pull messages in place, by placement name (engine/placements.py).
+    placements: dict[str, Placement] = field(default_factory=dict)
     # When the customer's latest arbitration window closes (engine/arbitration.py): marketing
     # sends due before then wait for it and are decided together.
     arbitration_closes_at: datetime | None = None
@@ -324,6 +349,7 @@ _ATOMIC = frozenset(
         ProductView,
         SendRecord,
         OfferInFlight,
+        Placement,
         StepVisit,
         DecisionNote,
         EnrollmentStatus,
@@ -525,6 +551,10 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
     )
     offers = {o.action_id for o in merged.offers_in_flight}
     merged.offers_in_flight += [o for o in other.offers_in_flight if o.action_id not in offers]
+    for name, placed in other.placements.items():
+        mine_placed = merged.placements.get(name)
+        if mine_placed is None or placed.placed_at > mine_placed.placed_at:
+            merged.placements[name] = placed  # the latest decision holds the placement
     active = {e.journey_id for e in merged.enrollments}
     merged.enrollments += [e for e in other.enrollments if e.journey_id not in active]
     for jid, hist in other.journeys.items():

@@ -82,6 +82,10 @@ ORDER = {"order_id": "o-1", "total": {"amount_minor": 1000, "currency": "eur"}, 
             "message_replied needs message.reply_text",
         ),
         (
+            {"event_type": "message_impression", "message": {"journey_id": "j"}},
+            "message_impression needs message.action_id",
+        ),
+        (
             {"event_type": "order_placed", "order": {"order_id": "o", "total": None}},
             "order: order_id and total are required",
         ),

@@ -161,6 +161,11 @@ CASES: dict[str, tuple[list[Any], Any]] = {
         [event("message_clicked", channel="email", message={})],
         lambda s: s.engagement["email"].clicks == 1,
     ),
+    # Of nothing in place: counted as an event, in no cap (tests/unit/engine/test_placements.py).
+    "message_impression": (
+        [event("message_impression", channel="web", message={"action_id": "a-none"})],
+        lambda s: s.event_counts == {"message_impression": 1} and not s.send_log,
+    ),
     "message_bounced": (
         [event("message_bounced", channel="email", message={}, attributes={"bounce": "hard"})],
         lambda s: s.undeliverable == ["email"],
