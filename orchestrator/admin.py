@@ -15,7 +15,13 @@ from typing import Any
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from orchestrator.codec import SCHEMAS_DIR, SchemaRepository, registry_client
+from orchestrator.codec import (
+    SCHEMAS_DIR,
+    SchemaRepository,
+    register_once,
+    registry_client,
+    registry_problem,
+)
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.errors import SchemaCompatibilityError, StackError
 from orchestrator.kafka import admin_client
@@ -83,23 +89,22 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicReport
 
 def register_schemas(settings: Settings) -> dict[str, int]:
     """Register each current schema under ``<topic>-value`` for every topic that carries it."""
-    from confluent_kafka.schema_registry import Schema
-
     client = registry_client(settings.kafka)
     repo = SchemaRepository()
     ids: dict[str, int] = {}
+    url = settings.kafka.schema_registry_url
     for spec in Topics(settings.topics).all():
         if spec.schema is None:
             continue
         subject = f"{spec.name}-value"
         try:
-            ids[subject] = client.register_schema(
-                subject, Schema(repo.get(spec.schema).text, "AVRO")
-            )
+            # The same schema already there (e.g. a user's AvroSerializer registered the .avsc
+            # text) is reused: no second version with a new id.
+            ids[subject] = register_once(client, subject, repo.get(spec.schema))
         except Exception as exc:
             raise StackError(
-                f"registering {spec.schema} as {subject} at {settings.kafka.schema_registry_url} "
-                f"failed: {exc}"
+                f"registering {spec.schema} as {subject} at {url} failed: "
+                f"{registry_problem(url, exc)}"
             ) from exc
     return ids
 

@@ -17,6 +17,8 @@ import asyncio
 import io
 import json
 import struct
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +101,54 @@ class SchemaRepository:
             ) from None
 
 
+def registry_problem(url: str | None, exc: BaseException) -> str:
+    """The registry's error, plus what to fix when ``url`` serves no Confluent-compatible API.
+
+    A registry URL without Apicurio's ``/apis/ccompat/v7`` answers 404 to everything, which
+    confluent-kafka reports as "None (HTTP status code 404)": say the exact URL instead. A
+    genuine 404 (an unknown schema id) on the right URL is left as it is: the URL is probed.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "http_status_code", None) != 404 or not url or url.startswith("mock://"):
+        return text
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/subjects", timeout=3) as response:
+            if response.status == 200:
+                return text  # a registry API answers here: the 404 is about the thing asked
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    return (
+        f"{text}; {base} serves no Confluent-compatible schema registry API. For Apicurio "
+        f"Registry (the local stack's) it is {base}/apis/ccompat/v7: set "
+        "kafka.schema_registry_url (TUTTI_KAFKA_SCHEMA_REGISTRY_URL) to that"
+    )
+
+
+def register_once(client: Any, subject: str, version: SchemaVersion) -> int:
+    """The id of ``version`` under ``subject``: an existing version with the same schema (as
+    JSON, whatever its spacing or key order: e.g. registered by a user's AvroSerializer from the
+    .avsc file) is reused, so the subject gets no duplicate version; otherwise registered."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    try:
+        versions = client.get_versions(subject)
+    except SchemaRegistryError as exc:
+        if exc.http_status_code != 404 or exc.error_code not in (40401, -1):
+            raise
+        versions = []  # a new subject
+    for number in reversed(versions):
+        found = client.get_version(subject, number)
+        try:
+            same = json.loads(found.schema.schema_str) == version.raw
+        except ValueError:
+            same = False
+        if same:
+            return int(found.schema_id)
+    return int(client.register_schema(subject, Schema(version.text, "AVRO")))
+
+
 def registry_client(settings: KafkaSettings) -> Any:
     """A confluent-kafka SchemaRegistryClient (a mock one for ``mock://`` URLs)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -124,6 +174,8 @@ class AvroCodec:
             )
         self.repository = repository or SchemaRepository()
         self.registry = registry
+        #: For error messages (from_settings sets it): which URL the registry client talks to.
+        self.registry_url: str | None = None
         self.framing = framing
         #: Registry ids of our schemas per (schema name, topic), and parsed writer schemas by
         #: id: the registry is asked once per id, never per record.
@@ -136,7 +188,9 @@ class AvroCodec:
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> AvroCodec:
         registry = registry_client(settings) if settings.schema_registry_url else None
-        return cls(registry=registry, framing=settings.framing)
+        codec = cls(registry=registry, framing=settings.framing)
+        codec.registry_url = settings.schema_registry_url or None
+        return codec
 
     # -- encoding ----------------------------------------------------------------------------
     def encode(
@@ -182,20 +236,16 @@ class AvroCodec:
     def _register(self, schema_name: str, topic: str) -> int:
         """The registry id of the current ``schema_name`` under ``<topic>-value`` (registered
         if new, as confluent-kafka's AvroSerializer does with its defaults); once per topic."""
-        from confluent_kafka.schema_registry import Schema
 
         if self.registry is None:
             raise SerializationError("the Confluent framing needs a schema registry")
         subject = f"{topic}-value"
         try:
-            schema_id = int(
-                self.registry.register_schema(
-                    subject, Schema(self.repository.get(schema_name).text, "AVRO")
-                )
-            )
+            schema_id = register_once(self.registry, subject, self.repository.get(schema_name))
         except Exception as exc:
             raise SerializationError(
-                f"cannot register {schema_name} under {subject} in the schema registry: {exc}"
+                f"cannot register {schema_name} under {subject} in the schema registry: "
+                f"{registry_problem(self.registry_url, exc)}"
             ) from exc
         self._ids[(schema_name, topic)] = schema_id
         return schema_id
@@ -295,7 +345,7 @@ class AvroCodec:
         except Exception as exc:
             raise SerializationError(
                 f"cannot get schema id {schema_id} from the schema registry: "
-                f"{type(exc).__name__}: {exc}"
+                f"{registry_problem(self.registry_url, exc)}"
             ) from exc
         self._writers[schema_id] = writer
         return writer
