@@ -1,20 +1,25 @@
-"""The single-customer view on the worker's web server: ``GET /customers/{id}``; and
-``GET /metrics`` for Prometheus.
+"""The single-customer view on the worker's web server: ``GET /customers/{id}``; what a
+placement shows now, ``GET /customers/{id}/placements/{placement}`` (pull channels, see
+docs/channels/in-app-and-on-site.md); and ``GET /metrics`` for Prometheus.
 
-Protected by the bearer token ``worker.api_token`` (an empty token disables the view). Any
-worker answers for any customer: Faust's table routing forwards the request, headers included,
-to the worker that owns the customer's partition. Contact points are masked in the answer.
+Both customer routes are protected by the bearer token ``worker.api_token`` (an empty token
+disables them). Any worker answers for any customer: Faust's table routing forwards the
+request, headers included, to the worker that owns the customer's partition. Contact points are
+masked in the answer.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.faust_workarounds import ensure_router_metadata
 from agents.journey import journey_summary
 from agents.worker import TuttiWorker
+from orchestrator.engine.placements import answer, shown
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 from tables.codec import state_digest
@@ -62,11 +67,21 @@ def register_views(worker: TuttiWorker) -> None:
             {**public_profile(state), **journey_summary(state), "state_digest": state_digest(state)}
         )
 
-    metadata_ready: list[bool] = []
-    routed = app.table_route(table=worker.customers_table, match_info="customer_id")(local_customer)
+    async def local_placement(view: Any, request: Any, customer_id: str, placement: str) -> Any:
+        placed = shown(worker.customers.load(customer_id), placement, datetime.now(UTC))
+        if placed is None:  # nothing in place (or no such customer): the page shows its default
+            return view.bytes(b"", status=204)
+        return view.json(answer(customer_id, placement, placed))
 
-    async def customer(view: Any, request: Any, customer_id: str) -> Any:
-        """The unified profile of one customer (contact points masked)."""
+    metadata_ready: list[bool] = []
+    route = app.table_route(table=worker.customers_table, match_info="customer_id")
+    routed = route(local_customer)
+    routed_placement = route(local_placement)
+
+    async def guarded(
+        view: Any, request: Any, handler: Callable[..., Awaitable[Any]], **match: str
+    ) -> Any:
+        """The token checked, then the request answered by the customer's owner."""
         if not token:
             return view.json(
                 {"error": "the customer view is disabled: set worker.api_token"}, status=404
@@ -81,7 +96,7 @@ def register_views(worker: TuttiWorker) -> None:
             if not metadata_ready:
                 await ensure_router_metadata(app, worker.customers_table)
                 metadata_ready.append(True)
-            return await routed(view, request, customer_id=customer_id)
+            return await handler(view, request, **match)
         except Exception as exc:  # e.g. the changelog topic not created yet at startup
             if type(exc).__name__ == "ServiceUnavailable":
                 raise
@@ -92,7 +107,22 @@ def register_views(worker: TuttiWorker) -> None:
                 headers={"Retry-After": "1"},
             )
 
+    async def customer(view: Any, request: Any, customer_id: str) -> Any:
+        """The unified profile of one customer (contact points masked)."""
+        return await guarded(view, request, routed, customer_id=customer_id)
+
+    async def placement(view: Any, request: Any, customer_id: str, placement: str) -> Any:
+        """What the placement shows this customer now: 200 with the message, 204 if nothing."""
+        response = await guarded(
+            view, request, routed_placement, customer_id=customer_id, placement=placement
+        )
+        # It changes with every decision, so no cache may keep it. Set here, not on the owner:
+        # Faust's routing forwards the owner's body and status only.
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     app.page("/customers/{customer_id}", name="customer")(customer)
+    app.page("/customers/{customer_id}/placements/{placement}", name="placement")(placement)
 
     async def metrics(view: Any, request: Any) -> Any:
         """Prometheus metrics (agents.metrics): no token, as Prometheus scrapes it; no personal
