@@ -71,6 +71,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     """The whole worker: app, tables, agents and web views for ``settings``."""
     from agents.catalog import register_catalog
     from agents.customer import register_customer_agent
+    from agents.health import register_health
     from agents.identity import define_identities_table, register_identity
     from agents.views import register_views
 
@@ -93,6 +94,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_journeys(worker)
     register_customer_agent(worker)
     register_views(worker)
+    register_health(worker, worker.journeys.control)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
 
     @app.on_partitions_revoked.connect

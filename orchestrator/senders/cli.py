@@ -42,15 +42,16 @@ def sender(
     log_level: str,
 ) -> None:
     """Deliver CHANNEL actions once each, write delivery receipts, then commit."""
-    from prometheus_client import start_http_server
-
     from orchestrator.senders.logs import configure_logging
     from orchestrator.senders.service import build_sender, run_sender
+    from orchestrator.senders.web import SenderHealth, serve
 
     configure_logging(log_level)
     settings = load_settings(config_path)
     port = settings.sender.metrics_port if metrics_port is None else metrics_port
     built = build_sender(settings, channel, provider)
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        # /metrics, /healthz and /readyz (orchestrator.senders.web)
+        built.loop.health = SenderHealth()
+        serve(port, built.loop.health)
     asyncio.run(run_sender(built))

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.decision import Action
@@ -29,6 +29,9 @@ from orchestrator.senders.errors import SenderError
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import DeliveryReceipt
 from orchestrator.senders.processor import ActionProcessor, RecordRef
+
+if TYPE_CHECKING:
+    from orchestrator.senders.web import SenderHealth
 
 __all__ = ["SenderLoop", "commit_with_retry"]
 
@@ -141,6 +144,8 @@ class SenderLoop:
         self.batches = 0
         #: Records finished (receipt produced, or dead-lettered) and committed, since start.
         self.processed = 0
+        #: What /healthz and /readyz read (orchestrator.senders.web), when they are served.
+        self.health: SenderHealth | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch (within the grace period) and return."""
@@ -164,6 +169,9 @@ class SenderLoop:
                         log.info("purged expired dedupe entries", extra={"count": purged})
                 # Blocking in C for at most poll_timeout_s; signals are handled right after.
                 messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+                if self.health is not None:
+                    self.health.assigned = len(self.consumer.assignment())
+                    self.health.provider_down_s = self.processor.down_for_s()
                 messages = [m for m in messages if not self._is_benign_error(m)]
                 if not messages:
                     idle += 1

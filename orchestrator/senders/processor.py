@@ -258,6 +258,12 @@ class ActionProcessor:
             if self._down_since is None:
                 self._down_since = self.clock()
 
+    def down_for_s(self) -> float | None:
+        """How long the provider has been unreachable (None: it is not), for /readyz."""
+        if self._down_since is None:
+            return None
+        return max(0.0, (self.clock() - self._down_since) / 1000)
+
     def _outage_too_long(self) -> bool:
         down = self._down_since
         return down is not None and self.clock() - down >= self.provider_down_max_ms

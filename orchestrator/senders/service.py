@@ -133,9 +133,13 @@ async def run_sender(sender: Sender, max_idle_polls: int | None = None) -> None:
             "topic": sender.loop.actions_topic,
         },
     )
+    health = sender.loop.health
+    ticker = asyncio.create_task(health.watch.run()) if health is not None else None
     try:
         await sender.loop.run(max_idle_polls=max_idle_polls)
     finally:
+        if ticker is not None:
+            ticker.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aio.remove_signal_handler(sig)
         await sender.close()

@@ -150,6 +150,11 @@ def test_sigterm_finishes_in_flight_sends_and_commits_them(
     first = _start(env, log, metrics_port=port)
     _wait_for(lambda: len(webhook_server.requests) >= 20, 60, "first deliveries")
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    # The probes an orchestrator uses: alive, and ready (partitions assigned, provider up).
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "reasons": []}
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0, log.read_text()[-2000:]
     committed, end = committed_total(settings, "sms", group_id(settings, "sms"))

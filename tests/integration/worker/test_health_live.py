@@ -1,0 +1,58 @@
+"""/healthz and /readyz as an orchestrator probes them: live at once, ready once the worker owns
+partitions with its tables recovered and the control plane caught up, not ready while a
+rebalance moves partitions (a second worker joining), ready again after."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from orchestrator.config import Settings
+
+from .conftest import WorkerProcess
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+
+def probe(worker: WorkerProcess, path: str) -> tuple[int, dict[str, object]]:
+    status, body = worker.get(path, token=None)  # probes carry no token
+    return status, body if isinstance(body, dict) else {}
+
+
+def test_ready_after_recovery_not_ready_during_a_rebalance_ready_again(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    first = worker_factory(settings)
+    status, body = probe(first, "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    first.wait_for(lambda: probe(first, "/readyz")[0] == 200, timeout=60, what="first ready")
+    assert probe(first, "/readyz")[1] == {"status": "ready", "reasons": []}
+
+    seen: list[tuple[int, tuple[str, ...]]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                code, answer = probe(first, "/readyz")
+                seen.append((code, tuple(answer.get("reasons", ()))))  # type: ignore[arg-type]
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        second = worker_factory(settings, app_id=first.app_id)
+        second.wait_for(lambda: probe(second, "/readyz")[0] == 200, timeout=60, what="2nd ready")
+        first.wait_for(lambda: probe(first, "/readyz")[0] == 200, timeout=60, what="1st again")
+    finally:
+        stop.set()
+        watcher.join(5)
+    # While the group rebalanced, the first worker said so; both are ready after it.
+    assert (503, ("rebalancing or recovering tables",)) in seen, sorted(set(seen))
+    assert seen[-1][0] == 200 or probe(first, "/readyz")[0] == 200
+    assert probe(second, "/healthz")[0] == 200
