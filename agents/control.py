@@ -21,6 +21,7 @@ from typing import Any
 
 from agents.signals import SIGNAL_COMMAND, SIGNAL_HEADER
 from agents.worker import TuttiWorker
+from orchestrator.audit import audit_record, encode_audit
 from orchestrator.control import GLOBAL_COMMANDS, ControlPlane
 from orchestrator.engine.rules import Rules
 
@@ -79,6 +80,34 @@ class ControlFollower:
         log.info("control: %s %s", kind, cmd.get("target") or "")
         return plane.apply_command(kind, cmd.get("target"))
 
+    async def acknowledge(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """``applied`` on the audit trail: this worker now decides under the change."""
+        worker = self.worker
+        if topic == worker.topics.control_commands:
+            cmd = worker.codec.decode(value, "ControlCommand", topic)
+            record = audit_record(
+                "applied",
+                str(cmd["kind"]),
+                cmd.get("target"),
+                "in force on this worker",
+                command_id=cmd.get("command_id"),
+                worker=f"{worker.name}:{worker.settings.worker.web_port}",
+            )
+        else:
+            name = (key or b"").decode().partition("#")[0]  # "<id>@v<version>" or "policy"
+            record = audit_record(
+                "applied",
+                "publish",
+                name,
+                "live on this worker",
+                worker=f"{worker.name}:{worker.settings.worker.web_port}",
+            )
+        try:
+            audit_key, audit_value = encode_audit(record)
+            await worker.send(worker.topics.audit, audit_key, audit_value)
+        except Exception as exc:  # the trail must not stop the control plane
+            log.warning("control: audit acknowledgement not written (%s)", type(exc).__name__)
+
     def _partitions(self, names: list[str]) -> dict[str, list[int]]:
         from orchestrator.kafka import admin_client
 
@@ -120,7 +149,11 @@ class ControlFollower:
                 changed = False
                 for tp, records in batches.items():
                     for r in records:
-                        changed |= self.apply(fold, tp.topic, r.key, r.value, r.offset)
+                        applied = self.apply(fold, tp.topic, r.key, r.value, r.offset)
+                        changed |= applied
+                        if applied and fold is self.plane:
+                            # Live (not a refold of history): on the audit trail.
+                            await self.acknowledge(tp.topic, r.key, r.value)
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)

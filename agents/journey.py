@@ -39,6 +39,7 @@ from agents.signals import (
     SIGNAL_WAKEUP,
 )
 from agents.worker import TuttiWorker
+from orchestrator.audit import audit_record, encode_audit
 from orchestrator.catalog import encode_interest, interests_to_note, products_of
 from orchestrator.emit import Outbound, decision_records
 from orchestrator.engine import (
@@ -223,6 +224,9 @@ class JourneyStep:
         except Exception as exc:
             await self._dead_letter(msg, exc, now)
             return
+        if isinstance(signal, CustomerCommand):
+            # The audit trail's acknowledgement, sent with the decision's records.
+            notes = [*notes, self._acknowledgement(signal, customer_id, decision)]
         # Counted with the state write (commit's first await comes after it): the timer may
         # recount the partition from the table while the records are being sent.
         self.worker.metrics.enrolments.change(msg.partition, state, decision.state)
@@ -233,6 +237,29 @@ class JourneyStep:
         label = kind.decode()
         self.stats.by_kind[label] = self.stats.by_kind.get(label, 0) + 1
         self.worker.metrics.decided(label, signal, decision, decided_in, handled_in)
+
+    def _acknowledgement(
+        self, command: CustomerCommand, customer_id: str, decision: Decision
+    ) -> Outbound:
+        """``applied`` on the audit trail: what the command did to this customer."""
+        done = {"approve_action": "approved", "reject_action": "rejected"}.get(command.kind)
+        if command.kind == "erase_customer":
+            outcome = "erased: profile, identity links, product interest and wake-ups removed"
+        elif decision.actions:
+            outcome = f"{done}: sent {', '.join(a.action_id for a in decision.actions)}"
+        else:
+            codes = sorted({e.code for e in decision.explanations}) or ["nothing pending"]
+            outcome = f"{done}: {', '.join(codes)}"
+        record = audit_record(
+            "applied",
+            command.kind,
+            command.target or customer_id,
+            outcome,
+            command_id=command.command_id,
+            worker=f"{self.worker.name}:{self.worker.settings.worker.web_port}",
+        )
+        key, value = encode_audit(record)
+        return Outbound(self.worker.topics.audit, key, value)
 
     def _profile_notes(
         self,

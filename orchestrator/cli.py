@@ -37,11 +37,12 @@ def _register() -> None:
 
     cli.add_command(journeys)
     cli.add_command(simulate)
-    from orchestrator.control_cli import control, journeys_list, journeys_publish
+    from orchestrator.control_cli import audit, control, journeys_list, journeys_publish
 
     journeys.add_command(journeys_publish)
     journeys.add_command(journeys_list)
     cli.add_command(control)
+    cli.add_command(audit)
     from agents.cli import worker
 
     cli.add_command(worker)

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from orchestrator.errors import ConfigError
 
 __all__ = [
+    "AuditSettings",
     "KafkaSettings",
     "SenderSettings",
     "Settings",
@@ -53,6 +54,8 @@ class TopicSettings:
     partitions: int = 12
     replication_factor: int = 1
     dlq_retention_days: int = 30
+    #: How long `tutti.audit` keeps operator commands and their acknowledgements.
+    audit_retention_days: int = 365
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,12 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    #: Who operator commands are recorded as issued by (empty: the OS user running `tutti`).
+    operator: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -174,6 +183,7 @@ class Settings:
     sender: SenderSettings = field(default_factory=SenderSettings)
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     stack: StackSettings = field(default_factory=StackSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def describe(self) -> dict[str, Any]:
         """Flat dotted view with secrets masked, for `tutti config show` and logs."""

@@ -3,17 +3,18 @@ every worker within seconds and without a restart."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from orchestrator.audit import audit_record, operator, read_audit, write_audit
 from orchestrator.control import publish_journeys, read_control_plane, send_command
+from orchestrator.engine.errors import JourneyError
 from orchestrator.ops_cli import config_option, settings_from
 from orchestrator.vocabulary import ACTION_CHANNELS
 
-__all__ = ["control", "journeys_list", "journeys_publish"]
+__all__ = ["audit", "control", "journeys_list", "journeys_publish"]
 
 
 @click.command("publish")
@@ -22,13 +23,20 @@ __all__ = ["control", "journeys_list", "journeys_publish"]
 def journeys_publish(config_path: Path | None, paths: tuple[Path, ...]) -> None:
     """Validate and publish journey files (and policy.yaml) to every worker."""
     settings = settings_from(config_path)
-    results = publish_journeys(settings, paths, published_by=getpass.getuser())
+    who = operator(settings)
+    what = " ".join(str(p) for p in paths)
+    try:
+        results = publish_journeys(settings, paths, published_by=who)
+    except JourneyError as exc:
+        write_audit(settings, audit_record("refused", "publish", what, str(exc), who=who))
+        raise
     for journey, status in results:
         click.echo(f"{status:<10} {journey.id} v{journey.version}  ({journey.source})")
     n = sum(status == "published" for _, status in results)
-    click.echo(
-        f"\n{n} published, {len(results) - n} unchanged; workers pick them up within seconds"
-    )
+    versions = ", ".join(f"{j.id} v{j.version}" for j, status in results if status == "published")
+    outcome = f"{n} published, {len(results) - n} unchanged" + (f": {versions}" if n else "")
+    write_audit(settings, audit_record("issued", "publish", what, outcome, who=who))
+    click.echo(f"\n{outcome}; workers pick them up within seconds")
 
 
 @click.command("list")
@@ -91,8 +99,19 @@ def _send(
     customer_id: str | None = None,
 ) -> None:
     settings = settings_from(config_path)
-    command_id = send_command(
-        settings, kind, target, getpass.getuser(), reason, customer_id=customer_id
+    who = operator(settings)
+    command_id = send_command(settings, kind, target, who, reason, customer_id=customer_id)
+    write_audit(
+        settings,
+        audit_record(
+            "issued",
+            kind,
+            target,
+            "sent to the workers",
+            who=who,
+            command_id=command_id,
+            reason=reason,
+        ),
     )
     click.echo(f"{kind} {target or ''} sent (command {command_id})")
 
@@ -179,3 +198,30 @@ def approve(config_path: Path | None, reason: str | None, customer_id: str, acti
 def reject(config_path: Path | None, reason: str | None, customer_id: str, action_id: str) -> None:
     """Reject a send that requires human approval."""
     _send(config_path, "reject_action", action_id, reason, customer_id=customer_id)
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail (tutti.audit): operator commands as issued, and as workers applied them."""
+
+
+@audit.command("tail")
+@config_option
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def audit_tail(config_path: Path | None, follow: bool, as_json: bool) -> None:
+    """Print the audit trail, oldest first."""
+    import json
+
+    settings = settings_from(config_path)
+    for r in read_audit(settings, follow=follow):
+        if as_json:
+            click.echo(json.dumps(r, ensure_ascii=False, sort_keys=True))
+            continue
+        by = r.get("who") or r.get("worker") or "-"
+        target = f" {r['target']}" if r.get("target") else ""
+        why = f" (reason: {r['reason']})" if r.get("reason") else ""
+        click.echo(
+            f"{str(r.get('at', ''))[:23]}  {r.get('stage', ''):<8} {r.get('kind', '')}{target}  "
+            f"by {by}: {r.get('outcome', '')}{why}"
+        )

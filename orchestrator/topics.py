@@ -64,6 +64,10 @@ class Topics:
         return self._n("events.dlq-replayed")
 
     @property
+    def audit(self) -> str:
+        return self._n("tutti.audit")
+
+    @property
     def identity(self) -> str:
         return self._n("tutti.identity")
 
@@ -128,6 +132,17 @@ class Topics:
                 {
                     "cleanup.policy": "delete",
                     "retention.ms": str(self.settings.dlq_retention_days * _DAY_MS),
+                },
+            ),
+            TopicSpec(
+                self.audit,
+                1,
+                "none",
+                None,
+                "the audit trail: operator commands as issued, and as each worker applied them",
+                {
+                    "cleanup.policy": "delete",
+                    "retention.ms": str(self.settings.audit_retention_days * _DAY_MS),
                 },
             ),
             TopicSpec(

@@ -222,6 +222,24 @@ def dlq_replay(
         dry_run=dry_run,
     )
     verb = "would replay" if dry_run else "replayed"
+    if not dry_run:
+        from orchestrator.audit import audit_record, operator, write_audit
+
+        chosen = ", ".join(
+            f"{name} {value}"
+            for name, value in (
+                ("reason", reason),
+                ("error class", error_class),
+                ("since", since),
+                ("topic", topic),
+            )
+            if value
+        )
+        outcome = f"replayed {len(plan.to_replay)}, skipped {len(plan.already)} already replayed"
+        write_audit(
+            settings,
+            audit_record("issued", "dlq_replay", chosen or "all", outcome, who=operator(settings)),
+        )
     click.echo(
         f"{plan.matching} dead letter(s) match: {verb} {len(plan.to_replay)}, "
         f"skipped {len(plan.already)} already replayed"
