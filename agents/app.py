@@ -64,6 +64,13 @@ def create_app(settings: Settings) -> Any:
         stream_wait_empty=False,
         autodiscover=False,
         web_enabled=True,
+        # Faust's own pages (/router/, /table/, /graph/, /stats/) answer anyone and show
+        # partition ownership and table contents: off. agents.views serves /router/ behind the
+        # API token instead.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
     )
 
 

@@ -121,6 +121,18 @@ def register_views(worker: TuttiWorker) -> None:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    async def router(view: Any, request: Any) -> Any:
+        """Which worker (URL) owns which partitions of each table: for operators and tests,
+        behind the token (Faust's own unguarded /router/ pages are off)."""
+        if not token or not _authorised(token, request.headers.get("Authorization")):
+            return view.json(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return view.json(app.router.tables_metadata())
+
+    app.page("/router/", name="router")(router)
     app.page("/customers/{customer_id}", name="customer")(customer)
     app.page("/customers/{customer_id}/placements/{placement}", name="placement")(placement)
 

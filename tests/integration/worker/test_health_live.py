@@ -1,6 +1,7 @@
 """/healthz and /readyz as an orchestrator probes them: live at once, ready once the worker owns
 partitions with its tables recovered and the control plane caught up, not ready while a
-rebalance moves partitions (a second worker joining), ready again after."""
+rebalance moves partitions (a second worker joining), ready again after. And what else the web
+port shows without a token: nothing about partitions or tables."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def test_ready_after_recovery_not_ready_during_a_rebalance_ready_again(
     assert status == 200 and body["status"] == "ok"
     first.wait_for(lambda: probe(first, "/readyz")[0] == 200, timeout=60, what="first ready")
     assert probe(first, "/readyz")[1] == {"status": "ready", "reasons": []}
+    # Partition ownership only with the token; Faust's own unguarded pages are off.
+    assert first.get("/router/", token=None)[0] == 401
+    assert first.get("/router/")[0] == 200
+    for faust_page in ("/stats/", "/graph/", "/table/customers/"):
+        assert first.get(faust_page, token=None)[0] == 404, faust_page
 
     seen: list[tuple[int, tuple[str, ...]]] = []
     stop = threading.Event()
