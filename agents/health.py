@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["readiness", "register_health"]
 
+
 def readiness(app: Any, table: Any, control: ControlFollower | None) -> list[str]:
     """Why this worker is not ready (empty: ready)."""
     reasons: list[str] = []
