@@ -102,6 +102,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_customer_agent(worker)
     register_views(worker)
     register_health(worker, worker.journeys.control)
+    register_logging(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
 
     @app.on_partitions_revoked.connect
@@ -118,6 +119,26 @@ def _log_stats(step: Any) -> Any:
         step.log_stats()
 
     return journey_stats
+
+
+def register_logging(worker: TuttiWorker) -> None:
+    """Once Faust has set up its log handlers: one warning per Kafka outage instead of one
+    line per failed connection, one line per malformed HTTP request, JSON lines if configured
+    (orchestrator.logs); "Kafka reachable again" said once, from a one-second tick."""
+    import asyncio
+
+    from orchestrator.logs import install, process_trouble
+
+    trouble = process_trouble()
+    json_format = worker.settings.logging.format == "json"
+
+    async def summarise_kafka_trouble() -> None:
+        install(trouble, json_format)
+        while True:
+            await asyncio.sleep(1.0)
+            trouble.tick()
+
+    worker.app.task(summarise_kafka_trouble)
 
 
 def register_journeys(worker: TuttiWorker) -> None:

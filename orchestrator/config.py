@@ -20,6 +20,7 @@ from orchestrator.errors import ConfigError
 __all__ = [
     "AuditSettings",
     "KafkaSettings",
+    "LoggingSettings",
     "SenderSettings",
     "Settings",
     "StackSettings",
@@ -170,6 +171,12 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    #: text (Faust's lines) or json (one object per line, for a log pipeline). Senders log JSON.
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     #: Who operator commands are recorded as issued by (empty: the OS user running `tutti`).
     operator: str = ""
@@ -184,6 +191,7 @@ class Settings:
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     stack: StackSettings = field(default_factory=StackSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def describe(self) -> dict[str, Any]:
         """Flat dotted view with secrets masked, for `tutti config show` and logs."""

@@ -7,6 +7,7 @@ CRC32 and would split a customer's records across partitions).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from orchestrator.config import KafkaSettings
@@ -21,6 +22,9 @@ def producer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "linger.ms": 5,
+        # librdkafka's own lines through Python logging (orchestrator.logs summarises an
+        # outage) instead of straight to stderr.
+        "logger": logging.getLogger("librdkafka"),
     }
     conf.update(extra)
     conf["partitioner"] = "murmur2_random"  # not overridable: co-partitioning depends on it
@@ -35,6 +39,7 @@ def consumer_config(settings: KafkaSettings, group_id: str, **extra: Any) -> dic
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        "logger": logging.getLogger("librdkafka"),
     }
     conf.update(extra)
     return conf

@@ -5,31 +5,13 @@ Callers pass only ids and reason codes in ``extra``; destinations never reach a 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from typing import Any
+
+from orchestrator.logs import JsonFormatter, process_trouble
 
 __all__ = ["JsonFormatter", "configure_logging"]
-
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            out["error_type"] = record.exc_info[0].__name__
-        return json.dumps(out, default=str)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -37,6 +19,8 @@ def configure_logging(level: str = "INFO") -> None:
     formatter = JsonFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    # One warning per Kafka outage, not one line per failed connection (orchestrator.logs).
+    handler.addFilter(process_trouble())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

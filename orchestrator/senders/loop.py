@@ -25,6 +25,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.engine.decision import Action
 from orchestrator.errors import SerializationError, is_transient
 from orchestrator.ingest import dead_letter, encode_dead_letter
+from orchestrator.logs import process_trouble
 from orchestrator.senders.errors import SenderError
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import DeliveryReceipt
@@ -169,6 +170,7 @@ class SenderLoop:
                         log.info("purged expired dedupe entries", extra={"count": purged})
                 # Blocking in C for at most poll_timeout_s; signals are handled right after.
                 messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+                process_trouble().tick()  # "Kafka reachable again", once, after an outage
                 if self.health is not None:
                     self.health.assigned = len(self.consumer.assignment())
                     self.health.provider_down_s = self.processor.down_for_s()
