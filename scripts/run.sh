@@ -50,7 +50,9 @@ cat <<INFO
 == Tutti is running: worker (web view on http://127.0.0.1:6066), console senders ($SENDER_CHANNELS),
    demo traffic. Logs in $LOGS/. Metrics: http://127.0.0.1:6066/metrics (worker),
    :${SENDER_METRICS_PORT_BASE:-9108} and up (senders, in the order above). Try in another shell:
-     curl -H "Authorization: Bearer $TUTTI_WORKER_API_TOKEN" http://127.0.0.1:6066/customers/cust-00001
+     $TUTTI customer show r7-cust-00014     (a demo customer: the first to sign in)
+     curl -H "Authorization: Bearer $TUTTI_WORKER_API_TOKEN" http://127.0.0.1:6066/customers/r7-cust-00014
+     $TUTTI watch --kind suppress --verbose  (only suppressions, reasons whole; --journey, --channel, --customer)
      $TUTTI report                         (per-journey results)
      $TUTTI control pause cart_abandonment
 == actions, suppressions and exits as they happen (Ctrl-C stops everything started here):
