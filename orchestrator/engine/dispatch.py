@@ -99,7 +99,14 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
     _remember(s, ev.event_id)
     _advance_due(run)  # anything already due goes first, as the simulator's clock would have it
     run.event = ev
-    apply_event(s, ev, run.policy.default_time_zone)
+    policy = run.policy
+    apply_event(
+        s,
+        ev,
+        policy.default_time_zone,
+        policy.profile_attributes,
+        policy.profile_attribute_max_length,
+    )
     s.lifecycle_stage = lifecycle_stage(s, run.now)
     record_goals(run, ev)
     mark_engagement(run, ev)

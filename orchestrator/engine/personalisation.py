@@ -85,10 +85,12 @@ VARIABLES: Final[Mapping[str, Callable[[CustomerState, datetime], str]]] = {
     "last_order_currency": lambda s, now: _opt(s.commerce.currency),
     "cart_items": _cart_items,
     "recommended_products": _recommended_products,
+    "attributes": lambda s, now: _json(dict(sorted(s.attributes.items()))),
 }
 
-#: Variables whose value is a JSON array (the sender gives templates the list).
-LIST_VARIABLES: Final = frozenset({"cart_items", "recommended_products"})
+#: Variables whose value is JSON: the two lists, and the custom attributes the policy keeps
+#: (an object); the sender gives templates the list or the mapping.
+LIST_VARIABLES: Final = frozenset({"cart_items", "recommended_products", "attributes"})
 
 
 def personal_variables(state: CustomerState, names: Iterable[str], now: datetime) -> dict[str, str]:

@@ -114,6 +114,10 @@ class GovernancePolicy:
     killed_channels: frozenset[str] = frozenset()
     killed_journeys: frozenset[str] = frozenset()
     paused_journeys: frozenset[str] = frozenset()
+    #: Custom event attributes the profile keeps for messages (``profile.attributes``), each
+    #: value cut to ``profile_attribute_max_length`` characters; others are not kept.
+    profile_attributes: frozenset[str] = frozenset()
+    profile_attribute_max_length: int = 200
 
     def consent_mode(self, channel: str, purpose: str) -> str:
         return self.consent.get((channel, purpose), "opt_in")
@@ -130,6 +134,7 @@ DEFAULT_POLICY = GovernancePolicy()
 
 _KEYS = {
     "default_time_zone",
+    "profile",
     "consent",
     "frequency_caps",
     "quiet_hours",
@@ -301,6 +306,15 @@ class _Reader(FieldReader):
             kill_all = self.boolean(node.get("global")) or False
             killed_ch = self.names(node.get("channels"), ACTION_CHANNELS, "channels")
             killed_j = self.names(node.get("journeys"), what="journey ids")
+        kept, kept_length = d.profile_attributes, d.profile_attribute_max_length
+        if (node := self.section(root, "profile")) is not None:
+            self.unknown_keys(node, ("attributes", "max_length"), "profile")
+            kept = self.names(node.get("attributes"), what="attribute names")
+            too_many = "at most 50 attribute names (a profile stays small)"
+            if len(kept) > 50 and (names := node.get("attributes")) is not None:
+                self.fail(names, too_many)
+            if (n := self.integer(node.get("max_length"), 1)) is not None:
+                kept_length = n
         tz = self.string(root.get("default_time_zone"), "a time zone name") or d.default_time_zone
         return GovernancePolicy(
             consent=consent,
@@ -324,4 +338,6 @@ class _Reader(FieldReader):
             killed_channels=killed_ch,
             killed_journeys=killed_j,
             paused_journeys=self.names(root.get("paused_journeys"), what="journey ids"),
+            profile_attributes=kept,
+            profile_attribute_max_length=kept_length,
         )

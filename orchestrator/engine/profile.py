@@ -170,9 +170,18 @@ def apply_person(person: Person, ref: PersonRef, at: datetime) -> None:
     person.updated_at = at
 
 
-def apply_event(state: CustomerState, ev: CustomerEvent, default_tz: str = "UTC") -> None:
-    """Update the profile in place from one (not yet seen) event."""
+def apply_event(
+    state: CustomerState,
+    ev: CustomerEvent,
+    default_tz: str = "UTC",
+    keep_attributes: frozenset[str] = frozenset(),
+    max_attribute_length: int = 200,
+) -> None:
+    """Update the profile in place from one (not yet seen) event; ``keep_attributes``: the
+    custom attributes the policy keeps (``profile.attributes``), cut to the given length."""
     at = ev.event_time
+    for name in keep_attributes & ev.attributes.keys():
+        state.attributes[name] = ev.attributes[name][:max_attribute_length]
     for kind in _IDENTITY_KINDS:
         value = getattr(ev.identities, kind)
         if value:

@@ -276,6 +276,8 @@ class CustomerState:
     consent: dict[str, ConsentRecord] = field(default_factory=dict)  # "channel:purpose"
     preferences: ProfilePreferences = field(default_factory=ProfilePreferences)
     person: Person = field(default_factory=Person)
+    #: Custom attributes the policy keeps for messages (policy `profile.attributes`).
+    attributes: dict[str, str] = field(default_factory=dict)
     lifecycle_stage: str = "new"
     commerce: Commerce = field(default_factory=Commerce)
     cart: dict[str, CartLine] = field(default_factory=dict)
@@ -500,6 +502,8 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
             setattr(p, name, getattr(q, name))
     if p.preferred_channel is None:
         p.preferred_channel = q.preferred_channel
+    for name, value in other.attributes.items():
+        merged.attributes.setdefault(name, value)
     mine_person, theirs = merged.person, other.person
     if theirs.updated_at is not None and (
         mine_person.updated_at is None or theirs.updated_at > mine_person.updated_at

@@ -159,8 +159,13 @@ class TemplateRenderer:
             try:
                 items = json.loads(ctx[name])
             except ValueError:
-                items = []
-            ctx[name] = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+                items = None
+            if isinstance(items, dict):  # the kept custom attributes
+                ctx[name] = {str(k): str(v) for k, v in items.items()}
+            else:
+                ctx[name] = (
+                    [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+                )
         ctx.update(
             action_id=action.action_id,
             journey_id=action.journey_id,

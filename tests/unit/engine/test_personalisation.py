@@ -124,3 +124,32 @@ def test_the_shipped_library_names_the_variables_its_templates_use() -> None:
     assert welcome is not None
     step = welcome.steps["welcome_email"]
     assert isinstance(step, SendStep) and step.variables == ("first_name",)
+
+
+def test_the_policy_decides_which_custom_attributes_the_profile_keeps() -> None:
+    from orchestrator.engine.policy import parse_policy
+
+    policy = parse_policy(
+        "arbitration: {window: 0s}\nprofile:\n  attributes: [favourite_store, shoe_size]\n"
+        "  max_length: 5\n",
+        "policy.yaml",
+    )
+    journey = send_journey(entry="custom.go", send_extra=", variables: [attributes]")
+    c = Customer(journey_rules(journey, policy=policy), contactable())
+    attrs = {"favourite_store": "Paris-Opéra", "shoe_size": "42", "utm_source": "newsletter"}
+    c.send(event("custom.go", at(minutes=1), attributes=attrs))
+    assert c.state is not None
+    assert c.state.attributes == {"favourite_store": "Paris", "shoe_size": "42"}  # cut, not kept
+    [action] = c.actions()
+    assert json.loads(action.payload["attributes"]) == {
+        "favourite_store": "Paris",
+        "shoe_size": "42",
+    }
+
+
+def test_a_bad_profile_section_names_the_field() -> None:
+    from orchestrator.engine.errors import PolicyError
+    from orchestrator.engine.policy import parse_policy
+
+    with pytest.raises(PolicyError, match=r"policy\.yaml:2.*profile"):
+        parse_policy("profile:\n  keep: [a]\n", "policy.yaml")

@@ -160,3 +160,19 @@ def test_the_default_templates_folder_is_found_from_any_working_directory(
     assert templates_dir(SenderSettings()) == TEMPLATES
     (tmp_path / "templates").mkdir()  # a folder in the working directory wins
     assert templates_dir(SenderSettings()) == Path("templates")
+
+
+def test_json_variables_reach_templates_as_lists_and_mappings(
+    renderer: TemplateRenderer, action_factory: Callable[..., Action]
+) -> None:
+    action = action_factory(
+        payload={
+            "cart_items": '[{"product_id": "p-1", "name": "Écharpe"}, "junk"]',
+            "attributes": '{"favourite_store": "Paris"}',
+            "recommended_products": "not json",
+        }
+    )
+    ctx = renderer.context(action)
+    assert ctx["cart_items"] == [{"product_id": "p-1", "name": "Écharpe"}]
+    assert ctx["attributes"] == {"favourite_store": "Paris"}
+    assert ctx["recommended_products"] == []
