@@ -20,7 +20,12 @@ from orchestrator.engine.errors import SignalError
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.timeutil import to_datetime
 from orchestrator.errors import SerializationError, ValidationError, is_transient
-from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS, is_known_event_type
+from orchestrator.vocabulary import (
+    ACTION_CHANNELS,
+    ALL_CHANNELS,
+    INBOUND_CHANNELS,
+    is_known_event_type,
+)
 
 if TYPE_CHECKING:
     from orchestrator.codec import AvroCodec
@@ -153,10 +158,10 @@ def _check_sections(record: Mapping[str, Any], event_type: str) -> None:
     consent = _section(record, "consent")
     if consent is not None:
         channel = consent.get("channel")
-        if channel not in ACTION_CHANNELS:
+        if channel not in ACTION_CHANNELS and channel != ALL_CHANNELS:
             raise _fail(
                 f"consent.channel {channel!r} is not an action channel "
-                f"({', '.join(ACTION_CHANNELS)})"
+                f"({', '.join(ACTION_CHANNELS)}) or {ALL_CHANNELS!r}"
             )
         if event_type == "consent_changed" and consent.get("status") in (None, "UNKNOWN"):
             raise _fail("consent_changed needs consent.status opted_in or opted_out")

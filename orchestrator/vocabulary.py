@@ -54,6 +54,8 @@ ACTION_CHANNELS: Final = (
 PULL_CHANNELS: Final = ("in_app", "web")
 
 CATEGORIES: Final = ("marketing", "transactional", "service")
+#: A consent event's channel meaning "every action channel" (e.g. no marketing anywhere).
+ALL_CHANNELS: Final = "all"
 CONSENT_PURPOSES: Final = ("marketing", "transactional")
 CONSENT_STATUSES: Final = ("opted_in", "opted_out")
 

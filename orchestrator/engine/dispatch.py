@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import assert_never
 
-from orchestrator.engine.decision import Decision
+from orchestrator.engine.decision import Action, Decision, Explanation, stable_id
 from orchestrator.engine.enrollment import (
     apply_exit_rules,
     check_inactivity,
@@ -28,9 +28,11 @@ from orchestrator.engine.enrollment import (
 )
 from orchestrator.engine.enrollment_status import EnrollmentStatus, move, wake
 from orchestrator.engine.errors import SignalError
+from orchestrator.engine.governance import destination
 from orchestrator.engine.interpreter import walk
 from orchestrator.engine.journey import SendStep, WaitForStep, WaitStep
-from orchestrator.engine.profile import apply_event, lifecycle_stage
+from orchestrator.engine.keywords import HELP_TEMPLATE
+from orchestrator.engine.profile import apply_event, engagement_channel, lifecycle_stage
 from orchestrator.engine.rules import Rules
 from orchestrator.engine.run import Run
 from orchestrator.engine.sending import send_due
@@ -106,8 +108,11 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
         policy.default_time_zone,
         policy.profile_attributes,
         policy.profile_attribute_max_length,
+        policy.keywords,
     )
     s.lifecycle_stage = lifecycle_stage(s, run.now)
+    if ev.event_type == "message_replied":
+        _answer_help(run, ev)
     record_goals(run, ev)
     mark_engagement(run, ev)
     apply_exit_rules(run, ev)
@@ -116,6 +121,54 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
         release_holds(run, "ticket_open")
     for journey in run.rules.triggered_by(ev.event_type):
         try_enter(run, journey, ev, ev.event_id)
+
+
+def _answer_help(run: Run, ev: CustomerEvent) -> None:
+    """A HELP reply (engine/keywords.py) is answered on the channel it came from, with the
+    ``keyword_help`` template, even to someone who opted out: it answers their own message
+    (no consent, cap or quiet-hours check; it never counts in caps)."""
+    s, policy = run.state, run.policy
+    channel = engagement_channel(ev.channel)
+    text = (ev.message.reply_text if ev.message else None) or ""
+    if channel is None or policy.keywords.classify(text, s.preferences.language) != "help":
+        return
+    to = destination(s, channel)
+    if to is None:
+        return
+    action_id = stable_id(run.cid, ev.event_id, HELP_TEMPLATE)
+    reason = f"answer to a HELP reply on {channel} (event {ev.event_id})"
+    run.actions.append(
+        Action(
+            action_id=action_id,
+            customer_id=run.cid,
+            channel=channel,
+            journey_id="keywords",
+            journey_version=1,
+            step_id="help",
+            template_id=HELP_TEMPLATE,
+            category="service",
+            created_at=run.now,
+            not_before=run.now,
+            expires_at=run.now + timedelta(hours=1),
+            reason=reason,
+            destination=to,
+            locale=s.preferences.language,
+        )
+    )
+    run.explanations.append(
+        Explanation(
+            run.cid,
+            "sent",
+            "keyword_help",
+            reason,
+            run.now,
+            journey_id="keywords",
+            journey_version=1,
+            step_id="help",
+            channel=channel,
+            action_id=action_id,
+        )
+    )
 
 
 def _on_feedback(run: Run, fb: DeliveryFeedback, receipt_key: str) -> None:

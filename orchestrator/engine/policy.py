@@ -13,6 +13,7 @@ from datetime import time, timedelta
 from pathlib import Path
 
 from orchestrator.engine.errors import PolicyError
+from orchestrator.engine.keywords import DEFAULT_KEYWORDS, Keywords, KeywordSet, normalise_reply
 from orchestrator.engine.timeutil import parse_local_time
 from orchestrator.engine.yamlnodes import FieldReader, YNode
 from orchestrator.vocabulary import ACTION_CHANNELS, CATEGORIES
@@ -117,6 +118,8 @@ class GovernancePolicy:
     #: Custom event attributes the profile keeps for messages (``profile.attributes``), each
     #: value cut to ``profile_attribute_max_length`` characters; others are not kept.
     profile_attributes: frozenset[str] = frozenset()
+    #: SMS / WhatsApp reply keywords (engine/keywords.py): opt out, opt back in, help.
+    keywords: Keywords = DEFAULT_KEYWORDS
     profile_attribute_max_length: int = 200
 
     def consent_mode(self, channel: str, purpose: str) -> str:
@@ -134,6 +137,7 @@ DEFAULT_POLICY = GovernancePolicy()
 
 _KEYS = {
     "default_time_zone",
+    "keywords",
     "profile",
     "consent",
     "frequency_caps",
@@ -185,6 +189,43 @@ class _Reader(FieldReader):
         return FrequencyCap(
             self.integer(node.get("per_day"), 0), self.integer(node.get("per_week"), 0)
         )
+
+    def keyword_set(
+        self, node: YNode, where: str, defaults: KeywordSet, extra: tuple[str, ...] = ()
+    ) -> KeywordSet:
+        """opt_out / opt_in / help word lists; a list not given keeps ``defaults``'."""
+        if not node.is_map:
+            self.fail(node, "{opt_out: [...], opt_in: [...], help: [...]}")
+            return defaults
+        self.unknown_keys(node, ("opt_out", "opt_in", "help", *extra), where)
+        lists = {}
+        for name in ("opt_out", "opt_in", "help"):
+            given = node.get(name)
+            words = self.names(given, what="reply words") if given is not None else None
+            lists[name] = (
+                frozenset(w for w in map(normalise_reply, words) if w)
+                if words is not None
+                else getattr(defaults, name)
+            )
+        clash = (lists["opt_out"] & (lists["opt_in"] | lists["help"])) | (
+            lists["opt_in"] & lists["help"]
+        )
+        if clash:
+            self.fail(node, "each word in one list only", got=", ".join(sorted(clash)))
+        return KeywordSet(lists["opt_out"], lists["opt_in"], lists["help"])
+
+    def keywords(self, node: YNode) -> Keywords:
+        base = self.keyword_set(node, "keywords", DEFAULT_KEYWORDS.base, ("languages",))
+        languages = dict(DEFAULT_KEYWORDS.languages)
+        if node.is_map and (langs := node.get("languages")) is not None:
+            if not langs.is_map:
+                self.fail(langs, "a mapping of language codes (fr, de) to word lists")
+            else:
+                for code, per in langs.items():
+                    languages[code.lower()] = self.keyword_set(
+                        per, f"keywords.languages.{code}", KeywordSet()
+                    )
+        return Keywords(base, languages)
 
     def policy(self, root: YNode) -> GovernancePolicy:
         d = DEFAULT_POLICY
@@ -315,6 +356,9 @@ class _Reader(FieldReader):
                 self.fail(names, too_many)
             if (n := self.integer(node.get("max_length"), 1)) is not None:
                 kept_length = n
+        keywords = d.keywords
+        if (node := root.get("keywords")) is not None:
+            keywords = self.keywords(node)
         tz = self.string(root.get("default_time_zone"), "a time zone name") or d.default_time_zone
         return GovernancePolicy(
             consent=consent,
@@ -338,6 +382,7 @@ class _Reader(FieldReader):
             killed_channels=killed_ch,
             killed_journeys=killed_j,
             paused_journeys=self.names(root.get("paused_journeys"), what="journey ids"),
+            keywords=keywords,
             profile_attributes=kept,
             profile_attribute_max_length=kept_length,
         )

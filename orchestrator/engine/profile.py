@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from orchestrator.engine.keywords import DEFAULT_KEYWORDS, Keywords
 from orchestrator.engine.placements import apply_placement_event
 from orchestrator.engine.signals import ConsentChange, CustomerEvent, PersonRef
 from orchestrator.engine.state import (
@@ -25,13 +26,12 @@ from orchestrator.engine.state import (
     ProductView,
 )
 from orchestrator.engine.timeutil import zone
-from orchestrator.vocabulary import ACTION_CHANNELS
+from orchestrator.vocabulary import ACTION_CHANNELS, ALL_CHANNELS
 
 __all__ = [
     "ACTIVE_DAYS",
     "AT_RISK_DAYS",
     "NON_ACTIVITY_EVENTS",
-    "STOP_WORDS",
     "apply_event",
     "engagement_channel",
     "is_activity",
@@ -57,7 +57,6 @@ NON_ACTIVITY_EVENTS = frozenset(
 )
 
 #: Inbound replies that withdraw consent for the whole channel (carrier conventions).
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ARRET"})
 
 #: Lifecycle thresholds, in days since the last customer activity (see docs/journeys.md).
 ACTIVE_DAYS = 30
@@ -120,7 +119,9 @@ def set_consent(
 
 def _apply_consent(state: CustomerState, c: ConsentChange, at: datetime) -> None:
     if c.status in ("opted_in", "opted_out"):
-        set_consent(state, c.channel, c.purpose, c.status, at, c.source)
+        # channel "all": the purpose on every channel ("no marketing anywhere").
+        for channel in ACTION_CHANNELS if c.channel == ALL_CHANNELS else (c.channel,):
+            set_consent(state, channel, c.purpose, c.status, at, c.source)
 
 
 def _add_identity(state: CustomerState, kind: str, value: str) -> None:
@@ -176,6 +177,7 @@ def apply_event(
     default_tz: str = "UTC",
     keep_attributes: frozenset[str] = frozenset(),
     max_attribute_length: int = 200,
+    keywords: Keywords = DEFAULT_KEYWORDS,
 ) -> None:
     """Update the profile in place from one (not yet seen) event; ``keep_attributes``: the
     custom attributes the policy keeps (``profile.attributes``), cut to the given length."""
@@ -283,8 +285,15 @@ def apply_event(
         case "message_replied":
             text = (ev.message.reply_text if ev.message else None) or ""
             channel = engagement_channel(ev.channel)
-            if channel and text.strip().upper() in STOP_WORDS:
+            keyword = keywords.classify(text, state.preferences.language)
+            if channel and keyword == "opt_out":
                 set_consent(state, channel, None, "opted_out", at, "stop_reply")
+            elif channel and keyword == "opt_in":
+                # START undoes a STOP: only what a keyword reply opted out comes back.
+                for purpose in ("marketing", "transactional"):
+                    current = state.consent.get(f"{channel}:{purpose}")
+                    if current is not None and current.source == "stop_reply":
+                        set_consent(state, channel, purpose, "opted_in", at, "start_reply")
         case "unsubscribed" if ev.consent is None:
             channel = engagement_channel(ev.channel)
             if channel:  # an unsubscribe link in a message: marketing on that channel
