@@ -58,6 +58,9 @@ def _register() -> None:
     from orchestrator.unsubscribe.cli import unsubscribe_server
 
     cli.add_command(unsubscribe_server)
+    from orchestrator.feedback.cli import feedback_server
+
+    cli.add_command(feedback_server)
     from orchestrator.templates_cli import templates
 
     cli.add_command(templates)

@@ -19,6 +19,7 @@ from orchestrator.errors import ConfigError
 
 __all__ = [
     "AuditSettings",
+    "FeedbackSettings",
     "KafkaSettings",
     "LoggingSettings",
     "SenderSettings",
@@ -171,6 +172,24 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class FeedbackSettings:
+    """`tutti feedback-server`: provider callbacks (docs/channels/callbacks.md). A provider
+    whose secret is empty is not served."""
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 8096
+    #: HMAC-SHA256 key of the generic JSON callbacks (Tutti-Signature), 32+ characters.
+    secret: str = ""
+    #: Mailgun-style event webhooks: the provider's webhook signing key.
+    mailgun_signing_key: str = ""
+    #: Twilio-style status callbacks: the account's auth token.
+    twilio_auth_token: str = ""
+    #: The server's URL as providers call it (behind a proxy), for URL-signed callbacks; empty:
+    #: taken from the request.
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     #: text (Faust's lines) or json (one object per line, for a log pipeline). Senders log JSON.
     format: Literal["text", "json"] = "text"
@@ -192,6 +211,7 @@ class Settings:
     stack: StackSettings = field(default_factory=StackSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
 
     def describe(self) -> dict[str, Any]:
         """Flat dotted view with secrets masked, for `tutti config show` and logs."""
@@ -199,7 +219,7 @@ class Settings:
         for section in fields(self):
             for f in fields(getattr(self, section.name)):
                 value = getattr(getattr(self, section.name), f.name)
-                secret = any(s in f.name for s in ("password", "secret", "token"))
+                secret = any(s in f.name for s in ("password", "secret", "token", "signing_key"))
                 out[f"{section.name}.{f.name}"] = "***" if secret and value else value
         return out
 
