@@ -252,7 +252,14 @@ def dlq_replay(
 @click.command()
 @config_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def report(config_path: Path | None, fmt: str) -> None:
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (charts, lift verdicts) to this file.",
+)
+def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
     """Per-journey results from the outcomes topic: entries, sends, suppressions by reason,
     conversions and revenue per arm, and lift over the holdout with a 95% interval."""
     from orchestrator.analytics import JourneyStats
@@ -265,6 +272,11 @@ def report(config_path: Path | None, fmt: str) -> None:
             continue
         journey = str(record["journey_id"])
         stats.setdefault(journey, JourneyStats(journey)).apply(record)
+    if html_out is not None:
+        from orchestrator.report_html import render_report
+
+        html_out.write_text(render_report(stats), encoding="utf-8")
+        click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "json":
         for s in stats.values():
             d = s.to_dict()

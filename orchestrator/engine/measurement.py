@@ -17,6 +17,11 @@ __all__ = ["LiftReport", "lift"]
 _Z95 = 1.959964
 
 
+#: The sample rule for a lift verdict (see LiftReport.enough_to_say).
+MIN_GROUP = 100
+MIN_CONVERSIONS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class LiftReport:
     journey_id: str
@@ -46,6 +51,31 @@ class LiftReport:
         p1, p0 = self.treated_rate, self.holdout_rate
         se = math.sqrt(p1 * (1 - p1) / self.treated + p0 * (1 - p0) / self.holdout)
         return (self.lift - _Z95 * se, self.lift + _Z95 * se)
+
+    @property
+    def p_value(self) -> float | None:
+        """Two-sided p-value of "no lift" (two-proportion z-test, pooled); None without both
+        groups or without any conversion."""
+        if not self.treated or not self.holdout:
+            return None
+        pooled = (self.treated_conversions + self.holdout_conversions) / (
+            self.treated + self.holdout
+        )
+        se = math.sqrt(pooled * (1 - pooled) * (1 / self.treated + 1 / self.holdout))
+        if se == 0:
+            return None
+        z = self.lift / se
+        return math.erfc(abs(z) / math.sqrt(2))
+
+    @property
+    def enough_to_say(self) -> bool:
+        """The sample rule: at least MIN_GROUP customers in each group and MIN_CONVERSIONS
+        conversions in all; below it the report says "too few customers to say"."""
+        return (
+            self.treated >= MIN_GROUP
+            and self.holdout >= MIN_GROUP
+            and self.treated_conversions + self.holdout_conversions >= MIN_CONVERSIONS
+        )
 
     def summary(self) -> str:
         ci = self.ci95

@@ -115,7 +115,9 @@ def test_actions_tail_prints_actions_as_json_lines(settings: Settings) -> None:
     assert printed[0]["created_at"] == "2026-11-25T08:00:00+00:00"
 
 
-def test_report_shows_arms_and_lift_from_the_outcomes_topic(settings: Settings) -> None:
+def test_report_shows_arms_and_lift_from_the_outcomes_topic(
+    settings: Settings, tmp_path: Path
+) -> None:
     from orchestrator.emit import decision_records
     from orchestrator.engine.rules import load_rules
     from orchestrator.simulator import load_inputs, simulate
@@ -150,6 +152,13 @@ def test_report_shows_arms_and_lift_from_the_outcomes_topic(settings: Settings) 
 
     table = _tutti(settings, "report")
     assert "win_back" in table.stdout and "lift" in table.stdout and "95% CI" in table.stdout
+
+    # The same numbers in a self-contained page (a marketer's report).
+    page = tmp_path / "report.html"
+    assert _tutti(settings, "report", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert "<h2>win_back</h2>" in html and f"<td>{holdout_entries:,}</td>" in html
+    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org', "")
 
 
 def test_produce_writes_lines_in_arrival_order_and_publishes_journeys(

@@ -1,0 +1,157 @@
+"""`tutti report --html FILE`: one self-contained HTML page a marketer can read without a guide.
+
+No network: inline CSS, charts drawn here as inline SVG (no script, no font, no image fetched).
+Per journey: the arms (holdout, variants) with entered, sent, converted, conversion rate and
+revenue; conversion by arm as bars with 95 % intervals; lift over the holdout with its interval
+and a p-value, or "too few customers to say" below the sample rule
+(orchestrator.engine.measurement.MIN_GROUP / MIN_CONVERSIONS); suppressions by reason; sends by
+channel. Customer ids and contact points never appear: only counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from html import escape
+
+from orchestrator.analytics import ArmStats, JourneyStats
+from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
+
+__all__ = ["render_report"]
+
+_CSS = """
+body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 10px;border-bottom:1px solid #eee;
+text-align:right}th:first-child,td:first-child{text-align:left}.verdict{font-size:15px;margin:8px 0}
+.good{color:#17803d}.bad{color:#b42318}.muted{color:#777}.charts{display:flex;gap:32px;flex-wrap:wrap}
+figure{margin:0}figcaption{font-size:12px;color:#555}
+"""
+
+
+def _interval(successes: int, n: int) -> tuple[float, float]:
+    """Wilson 95 % interval of a proportion."""
+    if n == 0:
+        return (0.0, 0.0)
+    z, p = 1.96, successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _bars(
+    title: str,
+    values: Mapping[str, float],
+    fmt: str = "{:.0f}",
+    errors: Mapping[str, tuple[float, float]] | None = None,
+) -> str:
+    """A horizontal bar chart as inline SVG (labels, values, optional interval whiskers)."""
+    if not values:
+        return f"<figure><figcaption>{escape(title)}: none</figcaption></figure>"
+    width, row, left = 420, 24, 150
+    top = max(max(values.values()), *(hi for _, hi in (errors or {}).values()), 1e-9)
+    height = row * len(values) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
+    ]
+    for i, (label, value) in enumerate(values.items()):
+        y = 5 + i * row
+        w = (width - left - 60) * value / top
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
+        parts.append(
+            f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" fill="#4c78a8"/>'
+        )
+        if errors and label in errors:
+            lo, hi = errors[label]
+            x0 = left + (width - left - 60) * lo / top
+            x1 = left + (width - left - 60) * hi / top
+            mid = y + row / 2
+            parts.append(f'<line x1="{x0:.1f}" y1="{mid}" x2="{x1:.1f}" y2="{mid}" stroke="#222"/>')
+        parts.append(
+            f'<text x="{left + w + 4:.1f}" y="{y + 15}" font-size="12">{escape(fmt.format(value))}</text>'
+        )
+    parts.append("</svg>")
+    return f"<figure>{''.join(parts)}<figcaption>{escape(title)}</figcaption></figure>"
+
+
+def _revenue(arm: ArmStats) -> str:
+    return ", ".join(f"{v / 100:,.2f} {c}" for c, v in sorted(arm.revenue_minor.items())) or "-"
+
+
+def _verdict(stats: JourneyStats) -> str:
+    if "holdout" not in stats.arms:
+        return '<p class="verdict muted">No holdout: lift cannot be measured (add <code>holdout:</code> to the journey).</p>'
+    report = stats.lift()
+    ci, p = report.ci95, report.p_value
+    counts = (
+        f"treated {report.treated_conversions:,}/{report.treated:,} ({report.treated_rate:.1%}) "
+        f"vs holdout {report.holdout_conversions:,}/{report.holdout:,} ({report.holdout_rate:.1%})"
+    )
+    if not report.enough_to_say or ci is None:
+        return (
+            f'<p class="verdict muted">Too few customers to say: {escape(counts)}. The rule: at '
+            f"least {MIN_GROUP} customers in each group and {MIN_CONVERSIONS} conversions in all.</p>"
+        )
+    relative = f", {report.lift / report.holdout_rate:+.0%} relative" if report.holdout_rate else ""
+    significant = ci[0] > 0 or ci[1] < 0
+    css = ("good" if report.lift > 0 else "bad") if significant else "muted"
+    word = (
+        "works"
+        if significant and report.lift > 0
+        else "hurts"
+        if significant
+        else "shows no clear effect"
+    )
+    p_text = f"p = {p:.3f}" if p is not None and p >= 0.001 else "p < 0.001"
+    return (
+        f'<p class="verdict {css}">The journey {word}: lift {report.lift:+.1%} in conversion '
+        f"(95 % interval {ci[0]:+.1%} to {ci[1]:+.1%}{relative}; {escape(p_text)}). {escape(counts)}.</p>"
+    )
+
+
+def _journey(stats: JourneyStats) -> str:
+    rows = []
+    rates: dict[str, float] = {}
+    errors: dict[str, tuple[float, float]] = {}
+    suppressed: dict[str, float] = {}
+    channels: dict[str, float] = {}
+    for name in sorted(stats.arms):
+        a = stats.arms[name]
+        rows.append(
+            f"<tr><td>{escape(name)}</td><td>{a.entered:,}</td><td>{a.sent:,}</td>"
+            f"<td>{a.converted:,}</td><td>{a.conversion_rate:.1%}</td><td>{escape(_revenue(a))}</td></tr>"
+        )
+        rates[name] = a.conversion_rate * 100
+        lo, hi = _interval(a.converted, a.entered)
+        errors[name] = (lo * 100, hi * 100)
+        for reason, n in a.suppressed.items():
+            suppressed[reason] = suppressed.get(reason, 0) + n
+        for channel, n in a.sent_by_channel.items():
+            channels[channel] = channels.get(channel, 0) + n
+    versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(stats.versions.items()))
+    return (
+        f"<section><h2>{escape(stats.journey_id)}</h2>"
+        f'<p class="muted">Enrolments by version {escape(versions or "-")}; in the journey now {stats.active:,}.</p>'
+        f"{_verdict(stats)}"
+        "<table><tr><th>arm</th><th>entered</th><th>sent</th><th>converted</th><th>rate</th>"
+        f"<th>revenue</th></tr>{''.join(rows)}</table>"
+        '<div class="charts">'
+        f"{_bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
+        f"{_bars('Suppressed, by reason', dict(sorted(suppressed.items(), key=lambda kv: -kv[1])))}"
+        f"{_bars('Sent, by channel', dict(sorted(channels.items(), key=lambda kv: -kv[1])))}"
+        "</div></section>"
+    )
+
+
+def render_report(stats: Mapping[str, JourneyStats], generated_at: datetime | None = None) -> str:
+    when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    body = "".join(_journey(stats[j]) for j in sorted(stats)) or "<p>No journey outcomes yet.</p>"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width"><title>Tutti journey report</title>'
+        f"<style>{_CSS}</style></head><body><h1>Journey report</h1>"
+        f"<p class=\"muted\">Generated {when} from the journeys' outcomes. Conversion: the journey's "
+        "goal reached within its window; lift: treated minus holdout conversion rate.</p>"
+        f"{body}</body></html>"
+    )
