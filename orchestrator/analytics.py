@@ -38,6 +38,8 @@ class ArmStats:
     suppressed: dict[str, int] = field(default_factory=dict)  # reason -> count
     exit_reasons: dict[str, int] = field(default_factory=dict)
     sent_by_channel: dict[str, int] = field(default_factory=dict)
+    #: step id -> enrolments that reached it (the funnel)
+    steps: dict[str, int] = field(default_factory=dict)
 
     @property
     def conversion_rate(self) -> float:
@@ -72,7 +74,7 @@ class JourneyStats:
 
     def count(self, outcome: Mapping[str, Any]) -> bool:
         """Add one outcome to the counters, without deduplication. False if its kind is not
-        counted (``step`` and kinds added later)."""
+        counted (kinds added later)."""
         arm = self.arms.setdefault(arm_of(outcome), ArmStats())
         kind = str(outcome["kind"])
         reason = str(outcome.get("reason") or "unspecified")
@@ -95,6 +97,9 @@ class JourneyStats:
                     arm.revenue_minor[cur] = arm.revenue_minor.get(cur, 0) + int(
                         revenue["amount_minor"]
                     )
+            case "step":
+                step = str(outcome.get("step_id") or "unspecified")
+                arm.steps[step] = arm.steps.get(step, 0) + 1
             case "exited":
                 arm.exited += 1
                 arm.exit_reasons[reason] = arm.exit_reasons.get(reason, 0) + 1

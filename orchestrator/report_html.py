@@ -110,12 +110,21 @@ def _verdict(stats: JourneyStats) -> str:
     )
 
 
+def _funnel(stats: JourneyStats, reached: dict[str, float]) -> dict[str, float]:
+    """Entered first, then the steps from the most reached down (the journey's own order for a
+    straight journey; a branch's arms side by side)."""
+    entered = sum(a.entered for a in stats.arms.values())
+    ordered = sorted(reached.items(), key=lambda kv: -kv[1])
+    return {"entered": entered, **dict(ordered)} if entered or reached else {}
+
+
 def _journey(stats: JourneyStats) -> str:
     rows = []
     rates: dict[str, float] = {}
     errors: dict[str, tuple[float, float]] = {}
     suppressed: dict[str, float] = {}
     channels: dict[str, float] = {}
+    reached: dict[str, float] = {}
     for name in sorted(stats.arms):
         a = stats.arms[name]
         rows.append(
@@ -129,6 +138,8 @@ def _journey(stats: JourneyStats) -> str:
             suppressed[reason] = suppressed.get(reason, 0) + n
         for channel, n in a.sent_by_channel.items():
             channels[channel] = channels.get(channel, 0) + n
+        for step, n in a.steps.items():
+            reached[step] = reached.get(step, 0) + n
     versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(stats.versions.items()))
     return (
         f"<section><h2>{escape(stats.journey_id)}</h2>"
@@ -137,6 +148,7 @@ def _journey(stats: JourneyStats) -> str:
         "<table><tr><th>arm</th><th>entered</th><th>sent</th><th>converted</th><th>rate</th>"
         f"<th>revenue</th></tr>{''.join(rows)}</table>"
         '<div class="charts">'
+        f"{_bars('Funnel: enrolments that reached each step', _funnel(stats, reached))}"
         f"{_bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
         f"{_bars('Suppressed, by reason', dict(sorted(suppressed.items(), key=lambda kv: -kv[1])))}"
         f"{_bars('Sent, by channel', dict(sorted(channels.items(), key=lambda kv: -kv[1])))}"

@@ -51,8 +51,10 @@ def test_count_adds_without_deduplication_and_says_whether_a_counter_changed() -
     s = JourneyStats("cart")
     assert s.count(outcome("1", "sent", channel="email"))
     assert s.count(outcome("1", "sent", channel="email"))  # the caller deduplicates
-    assert not s.count(outcome("2", "step"))
+    assert s.count(outcome("2", "step", step_id="reminder"))  # the funnel
+    assert not s.count(outcome("3", "UNKNOWN"))  # a kind added by a newer writer
     assert s.arms["treated"].sent_by_channel == {"email": 2}
+    assert s.arms["treated"].steps == {"reminder": 1}
     assert s.recent_ids == []
 
 

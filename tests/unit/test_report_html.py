@@ -26,6 +26,8 @@ def population(
         }
         stats.apply({**base, "outcome_id": f"{journey}-e{i}", "kind": "entered"})
         if not holdout:
+            reached = {**base, "outcome_id": f"{journey}-st{i}", "kind": "step", "step_id": "mail"}
+            stats.apply(reached)
             stats.apply(
                 {
                     **base,
@@ -87,7 +89,8 @@ def test_the_page_gives_the_verdicts_charts_and_nothing_external() -> None:
     text = " ".join(parsed.text)
     assert "The journey works: lift +" in text and "p < 0.001" in text
     assert "Too few customers to say" in text and "at least 100 customers in each group" in text
-    assert sum(1 for tag, _ in parsed.tags if tag == "svg") == 6  # three charts per journey
+    assert sum(1 for tag, _ in parsed.tags if tag == "svg") == 8  # four charts per journey
+    assert "Funnel: enrolments that reached each step" in text and "mail" in text
     assert "frequency_cap" in text and "email" in text and "sms" in text
     # Self-contained: nothing to fetch, no script; and no customer named.
     for tag, attrs in parsed.tags:

@@ -172,10 +172,11 @@ def test_a_flush_writes_each_journey_counted_since_once_then_acks_every_held_eve
     batch = tally.flush(now=2.8)
     assert batch.partition == 3
     written = {journey: decode_stats(value) for journey, value in batch.writes}
-    assert len(batch.writes) == len(written) == 2  # "c" only had a step: nothing to write
-    assert written["a"][1] == 2  # the last counted offset of "a" (its step is not counted)
+    assert len(batch.writes) == len(written) == 3  # steps count too (the funnel)
+    assert written["a"][1] == 3  # the last counted offset of "a": its step
     assert (written["a"][0].arms["treated"].entered, written["a"][0].arms["treated"].sent) == (1, 1)
     assert written["b"][1] == 1
+    assert written["c"][1] == 4 and written["c"][0].arms["treated"].steps == {"unspecified": 1}
     assert batch.acks == ["ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-undecodable"]
     assert not tally.due(now=100.0, interval=2.8)  # nothing held
     assert tally.flush(now=100.0).writes == []
