@@ -11,14 +11,18 @@ channel. Customer ids and contact points never appear: only counts.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from html import escape
+from itertools import pairwise
+from typing import Any
 
 from orchestrator.analytics import ArmStats, JourneyStats
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
 
-__all__ = ["render_report"]
+__all__ = ["ContactHealth", "render_report"]
 
 _CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -156,9 +160,64 @@ def _journey(stats: JourneyStats) -> str:
     )
 
 
-def render_report(stats: Mapping[str, JourneyStats], generated_at: datetime | None = None) -> str:
+@dataclass
+class ContactHealth:
+    """Cross-channel pressure on people, from the sends (``sent`` outcomes) of every journey:
+    how many messages a customer gets a day, and how often two come close together."""
+
+    close_minutes: int = 60
+    #: customer -> send times, each once (a redelivered outcome is counted once by its id)
+    sends: dict[str, list[datetime]] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, outcome: Mapping[str, Any]) -> None:
+        if outcome.get("kind") != "sent" or outcome.get("outcome_id") in self._seen:
+            return
+        self._seen.add(str(outcome.get("outcome_id")))
+        at = outcome.get("occurred_at")
+        if isinstance(at, datetime):
+            self.sends.setdefault(str(outcome["customer_id"]), []).append(at)
+
+    def per_day(self) -> dict[str, float]:
+        """Customer-days by number of messages that day ("1", "2", "3", "4+")."""
+        buckets: Counter[str] = Counter()
+        for times in self.sends.values():
+            for n in Counter(t.astimezone(UTC).date() for t in times).values():
+                buckets[str(n) if n < 4 else "4+"] += 1
+        return {k: float(buckets[k]) for k in ("1", "2", "3", "4+") if buckets[k]}
+
+    def close_pairs(self) -> int:
+        """Consecutive messages to one customer less than ``close_minutes`` apart."""
+        gap = timedelta(minutes=self.close_minutes)
+        pairs = 0
+        for times in self.sends.values():
+            ordered = sorted(times)
+            pairs += sum(1 for a, b in pairwise(ordered) if b - a < gap)
+        return pairs
+
+
+def _health(health: ContactHealth | None) -> str:
+    if health is None or not health.sends:
+        return ""
+    total = sum(len(t) for t in health.sends.values())
+    return (
+        "<section><h2>Across journeys and channels</h2>"
+        f"<p>{total:,} messages to {len(health.sends):,} customers; "
+        f"{health.close_pairs():,} times a customer got two messages less than "
+        f"{health.close_minutes} minutes apart.</p>"
+        f'<div class="charts">{_bars("Customer-days by messages received that day", health.per_day())}'
+        "</div></section>"
+    )
+
+
+def render_report(
+    stats: Mapping[str, JourneyStats],
+    generated_at: datetime | None = None,
+    health: ContactHealth | None = None,
+) -> str:
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(_journey(stats[j]) for j in sorted(stats)) or "<p>No journey outcomes yet.</p>"
+    body = _health(health) + body
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width"><title>Tutti journey report</title>'

@@ -265,17 +265,19 @@ def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
     from orchestrator.analytics import JourneyStats
 
     settings = settings_from(config_path)
+    from orchestrator.report_html import ContactHealth, render_report
+
     stats: dict[str, JourneyStats] = {}
+    health = ContactHealth()
     topic = Topics(settings.topics).outcomes
     for record in read_topics(settings, [topic], "JourneyOutcome"):
         if "undecodable" in record:
             continue
         journey = str(record["journey_id"])
         stats.setdefault(journey, JourneyStats(journey)).apply(record)
+        health.add(record)
     if html_out is not None:
-        from orchestrator.report_html import render_report
-
-        html_out.write_text(render_report(stats), encoding="utf-8")
+        html_out.write_text(render_report(stats, health=health), encoding="utf-8")
         click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "json":
         for s in stats.values():

@@ -99,3 +99,28 @@ def test_the_page_gives_the_verdicts_charts_and_nothing_external() -> None:
             if name in ("src", "href"):
                 assert not re.match(r"https?:|//", value or ""), (tag, value)
     assert "c-1" not in page
+
+
+def test_contact_pressure_across_journeys() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.report_html import ContactHealth
+
+    day = datetime(2026, 12, 3, 9, tzinfo=UTC)
+    health = ContactHealth(close_minutes=60)
+    sends = [
+        ("a", day),
+        ("a", day + timedelta(minutes=20)),
+        ("a", day + timedelta(hours=5)),
+        ("b", day),
+        ("b", day + timedelta(days=1)),
+    ]
+    for n, (customer, at) in enumerate(sends):
+        record = {"outcome_id": f"o{n}", "kind": "sent", "customer_id": customer, "occurred_at": at}
+        health.add(record)
+        health.add(record)  # redelivered: once
+    health.add({"outcome_id": "x", "kind": "entered", "customer_id": "a", "occurred_at": day})
+    assert health.per_day() == {"1": 2.0, "3": 1.0}
+    assert health.close_pairs() == 1
+    page = render_report({}, health=health)
+    assert "5 messages to 2 customers; 1 times a customer got two messages less than 60" in page
