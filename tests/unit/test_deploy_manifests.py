@@ -590,3 +590,77 @@ def test_the_readmes_say_these_were_not_run_here() -> None:
     assert "not run here" in readme.lower() and "deploy/k8s" in readme
     assert "not run here" in (K8S_DIR / "README.md").read_text().lower()
     assert "NOT RUN" in COMPOSE.read_text()
+
+
+# --- the runbook's commands ------------------------------------------------------------------
+
+
+def tutti_commands(text: str) -> list[list[str]]:
+    """Every `tutti ...` invocation in a Markdown text (code blocks and inline code), as the
+    words after `tutti` (after `--entrypoint tutti SERVICE` for docker compose run)."""
+    import shlex
+
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    candidates = [line for block in blocks for line in block.splitlines()]
+    candidates += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+    found = []
+    for candidate in candidates:
+        candidate = re.sub(r"\s#.*$", "", candidate.rstrip("\\ "))
+        if not re.search(r"(^|\s)tutti(\s|$)", candidate):
+            continue
+        lexer = shlex.shlex(candidate, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        segments: list[list[str]] = [[]]
+        for token in lexer:
+            if token in (";", "&&", "|", "||"):
+                segments.append([])
+            else:
+                segments[-1].append(token)
+        for words in segments:
+            for i, word in enumerate(words):
+                if word != "tutti":
+                    continue
+                skip = 2 if i and words[i - 1] == "--entrypoint" else 1
+                if words[i + skip :]:  # not just a mention of the `tutti` CLI
+                    found.append(words[i + skip :])
+                break
+    return found
+
+
+def unknown_command_or_option(words: list[str]) -> str | None:
+    import click
+
+    from orchestrator.cli import cli
+
+    command: click.Command = cli
+    rest = list(words)
+    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        command = command.commands[rest.pop(0)]
+    if isinstance(command, click.Group):
+        return f"tutti {' '.join(words)}: no such command"
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for word in rest:
+        if word.startswith("-") and word.split("=", 1)[0] not in options:
+            return f"tutti {' '.join(words)}: {command.name} has no option {word}"
+    return None
+
+
+@pytest.mark.parametrize("doc", ["docs/runbook.md", "deploy/k8s/README.md", "README.md"])
+def test_every_tutti_command_in_the_operating_docs_exists(doc: str) -> None:
+    commands = tutti_commands((ROOT / doc).read_text())
+    if doc == "docs/runbook.md":
+        assert len(commands) >= 30
+        for needed in (["dlq", "replay"], ["control", "erase"], ["customer", "show"]):
+            assert any(c[: len(needed)] == needed for c in commands), needed
+    problems = [p for p in map(unknown_command_or_option, commands) if p]
+    assert problems == []
+
+
+def test_the_command_check_catches_a_wrong_command() -> None:
+    assert unknown_command_or_option(["dlq", "replay", "--dry-run"]) is None
+    assert unknown_command_or_option(["dlq", "replay", "--dryrun"])
+    assert unknown_command_or_option(["control", "forget", "c-1"])
+    assert unknown_command_or_option(["dlq"])
+    text = "run `tutti journeys list` then\n```\ntutti dlq replay --reason x  # go\n```\n"
+    assert tutti_commands(text) == [["dlq", "replay", "--reason", "x"], ["journeys", "list"]]
