@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from agents.catalog import bundle_interests
 from agents.faust_workarounds import as_current_event
 from agents.ingest import DeadLettered, route_with_retry
 from agents.journey import JOURNEY_SIGNALS
@@ -98,7 +99,9 @@ class CustomerAgent:
         step = worker.journeys
         if step.crash_after_writes:
             await step.crash_for_test()
-        for topic, key, value, headers in held:
+        for topic, key, value, headers in bundle_interests(
+            held, self.topics.product_interest, self.partitions
+        ):
             await worker.send(topic, key, value, headers)
 
     async def prepare_encodings(self) -> None:

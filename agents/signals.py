@@ -9,6 +9,9 @@
   profile in :mod:`tables.codec` format;
 - ``interest``: product-keyed topic, keyed by a product id; the value says which customer showed
   interest and when (:func:`orchestrator.catalog.encode_interest`);
+- ``interests``: product-keyed topic, several ``interest`` records of one partition in one
+  record (the customer agent's batch bundles them: agents.catalog.bundle_interests); keyed by
+  the first product's id, the value lists ``[product id, customer id, epoch seconds]`` entries;
 - ``catalog``: product-keyed topic, keyed by a product id; the value is a normalised catalog event
   (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog);
 - ``wakeup``: customer-keyed topic; the value is a due wake-up (agents.timers);
@@ -28,6 +31,7 @@ __all__ = [
     "CATALOG_HEADERS",
     "EVENT_HEADERS",
     "FORGET_HEADERS",
+    "INTERESTS_HEADERS",
     "INTEREST_HEADERS",
     "LINK_HEADERS",
     "MERGE_HEADERS",
@@ -39,6 +43,7 @@ __all__ = [
     "SIGNAL_FORGET",
     "SIGNAL_HEADER",
     "SIGNAL_INTEREST",
+    "SIGNAL_INTERESTS",
     "SIGNAL_LINK",
     "SIGNAL_MERGE",
     "SIGNAL_WAKEUP",
@@ -51,6 +56,7 @@ SIGNAL_LINK: Final = b"link"
 SIGNAL_MERGE: Final = b"merge"
 SIGNAL_ABSORB: Final = b"absorb"
 SIGNAL_INTEREST: Final = b"interest"
+SIGNAL_INTERESTS: Final = b"interests"
 SIGNAL_CATALOG: Final = b"catalog"
 SIGNAL_WAKEUP: Final = b"wakeup"
 SIGNAL_FEEDBACK: Final = b"feedback"
@@ -63,6 +69,7 @@ LINK_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_LINK),)
 MERGE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_MERGE),)
 ABSORB_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_ABSORB),)
 INTEREST_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTEREST),)
+INTERESTS_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTERESTS),)
 CATALOG_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_CATALOG),)
 FORGET_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_FORGET),)
 
