@@ -168,3 +168,53 @@ def test_plain_saves_drop_the_outbox_and_decide_saves_keep_it() -> None:
     table.save(state)
     assert table.load_record("c-1") == (state, ())
     assert table.load_record("nobody") == (None, ())
+
+
+@pytest.mark.parametrize("entries", [0, 1, 3, 70])
+@pytest.mark.parametrize("state_size", [10, 200, 40_000])
+def test_entries_encoded_once_give_the_bytes_of_the_whole_record_written_at_once(
+    entries: int, state_size: int
+) -> None:
+    # Each entry's bytes are made once (OutboxEntry.avro) and the outbox array is assembled
+    # from them: the stored format must not change, so fastavro writing the whole record with
+    # the full schema must give the same bytes, and read them back.
+    import io
+
+    from fastavro import schemaless_reader, schemaless_writer
+
+    from tables.outbox import STORED_WITH_OUTBOX_V2_SCHEMA, encode_with_outbox
+
+    linked = Outbound("tutti.identity", b"email:x", b"c-1", (("tutti-signal", b"link"),))
+    outbox = ()
+    for i in range(entries):
+        big = Outbound("tutti.outcomes", b"welcome", bytes(range(256)) * (1 + i % 3))
+        outbox = with_entry(outbox, T0, i % 5, 10_000_000 + i, [ACTION, big, linked], topic="t")
+    state_json = b"{" + b"x" * state_size + b"}"
+    record = {
+        "state": state_json,
+        "outbox": [
+            {
+                "topic": e.topic,
+                "partition": e.partition,
+                "offset": e.offset,
+                "at": int(e.at.timestamp() * 1000),
+                "records": [
+                    {
+                        "topic": r.topic,
+                        "key": r.key,
+                        "value": r.value,
+                        "headers": [{"key": k, "value": v} for k, v in r.headers],
+                    }
+                    for r in e.records
+                ],
+            }
+            for e in outbox
+        ],
+    }
+    whole = io.BytesIO()
+    schemaless_writer(whole, STORED_WITH_OUTBOX_V2_SCHEMA, record)
+    assembled = encode_with_outbox(state_json, outbox)
+    assert assembled == whole.getvalue()
+    assert encode_with_outbox(state_json, outbox) == assembled  # cached bytes reused
+    back = schemaless_reader(io.BytesIO(assembled), STORED_WITH_OUTBOX_V2_SCHEMA, None)
+    assert back == record
