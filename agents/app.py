@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from agents.faust_workarounds import STORE_URL
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -39,7 +40,7 @@ def create_app(settings: Settings) -> Any:
     return faust.App(
         w.app_id,
         broker=brokers,
-        store="rocksdb://",
+        store=STORE_URL,  # RocksDB without its WAL (agents.faust_workarounds)
         datadir=str(w.data_dir),
         web_host=w.web_host,
         web_port=w.web_port,
