@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Final
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader
 
 from orchestrator.emit import Outbound
 from orchestrator.engine.timeutil import to_datetime, to_millis
@@ -78,27 +78,25 @@ class OutboxEntry:
         same either way. (``cached_property`` stores into the instance dict, which a frozen
         dataclass allows.)
         """
-        out = io.BytesIO()
-        schemaless_writer(
-            out,
-            _ENTRY_V2_SCHEMA,
-            {
-                "topic": self.topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                "at": to_millis(self.at),
-                "records": [
-                    {
-                        "topic": r.topic,
-                        "key": r.key,
-                        "value": r.value,
-                        "headers": [{"key": k, "value": v} for k, v in r.headers],
-                    }
-                    for r in self.records
-                ],
-            },
-        )
-        return out.getvalue()
+        # Written out field by field (the schema is _ENTRY_V2; a test checks the bytes against
+        # fastavro's): 3 us an entry instead of fastavro's 19 us for the dicts it needs.
+        parts = [
+            _avro_string(self.topic),
+            _avro_long(self.partition),
+            _avro_long(self.offset),
+            _avro_long(to_millis(self.at)),
+        ]
+        if self.records:
+            parts.append(_avro_long(len(self.records)))
+            for r in self.records:
+                parts += (_avro_string(r.topic), _avro_bytes(r.key), _avro_bytes(r.value))
+                if r.headers:
+                    parts.append(_avro_long(len(r.headers)))
+                    for k, v in r.headers:
+                        parts += (_avro_string(k), _avro_bytes(v))
+                parts.append(b"\x00")  # the headers array's end
+        parts.append(b"\x00")  # the records array's end
+        return b"".join(parts)
 
 
 Outbox = tuple[OutboxEntry, ...]
@@ -240,19 +238,30 @@ STORED_WITH_OUTBOX_V2_SCHEMA: Final = parse_schema(
     },
     named_schemas={},
 )
-#: One entry alone: each entry is encoded once (:attr:`OutboxEntry.avro`).
-_ENTRY_V2_SCHEMA: Final = parse_schema(_ENTRY_V2, named_schemas={})
 
 
 def _avro_long(n: int) -> bytes:
-    """An Avro ``long`` (zig-zag, then base-128 varint), for the array and bytes lengths."""
+    """An Avro ``int``/``long``: zig-zag, then base-128 varint."""
     z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return _SMALL[z]
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+_SMALL: Final = tuple(bytes([z]) for z in range(0x80))
+
+
+def _avro_bytes(b: bytes) -> bytes:
+    return _avro_long(len(b)) + b
+
+
+def _avro_string(s: str) -> bytes:
+    return _avro_bytes(s.encode())
 
 
 def encode_with_outbox(state_json: bytes, outbox: Outbox) -> bytes:

@@ -185,10 +185,13 @@ def test_entries_encoded_once_give_the_bytes_of_the_whole_record_written_at_once
     from tables.outbox import STORED_WITH_OUTBOX_V2_SCHEMA, encode_with_outbox
 
     linked = Outbound("tutti.identity", b"email:x", b"c-1", (("tutti-signal", b"link"),))
+    two = Outbound("t\u00e9", b"", b"v" * 200, (("a", b""), ("\u00df", b"\x00" * 130)))
     outbox = ()
     for i in range(entries):
         big = Outbound("tutti.outcomes", b"welcome", bytes(range(256)) * (1 + i % 3))
-        outbox = with_entry(outbox, T0, i % 5, 10_000_000 + i, [ACTION, big, linked], topic="t")
+        outbox = with_entry(
+            outbox, T0, i % 5, 10_000_000 + i, [ACTION, big, linked, two][: 1 + i % 4], topic="t"
+        )
     state_json = b"{" + b"x" * state_size + b"}"
     record = {
         "state": state_json,
