@@ -12,38 +12,32 @@
   as one CustomerEvent per interested customer on the customer-keyed topic, each with a derived
   event id (``<event_id>:<customer_id>``) so a redelivered catalog event changes nothing.
 
-Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON), ``interests``
-(several interest records of one partition in one record: :func:`bundle_interests`), ``catalog``
+Signals on the product-keyed topic: ``interest`` (value: agents-internal JSON), ``catalog``
 (value: the normalised catalog event, Avro single-object framing) and ``forget`` (value: an
-erased customer's id, sent by the decide step for every product of the erased profile).
+erased customer's id, sent by the decide step for every product of the erased profile); the
+interest and forget records of one customer-agent batch come bundled (agents.bundles).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
-
+from agents.bundles import messages_of
 from agents.faust_workarounds import as_current_event
 from agents.signals import (
     CATALOG_HEADERS,
     EVENT_HEADERS,
-    INTEREST_HEADERS,
-    INTERESTS_HEADERS,
     SIGNAL_CATALOG,
     SIGNAL_FORGET,
     SIGNAL_INTEREST,
-    SIGNAL_INTERESTS,
     signal_kind,
 )
-from agents.worker import HeldSend, TuttiWorker
+from agents.worker import TuttiWorker
 from orchestrator.catalog import (
     DEFAULT_INTEREST_LIMITS,
-    Interest,
     InterestIndex,
     InterestLimits,
     decode_interest,
@@ -52,15 +46,12 @@ from orchestrator.catalog import (
 )
 from orchestrator.errors import SerializationError, TuttiError, is_transient
 from orchestrator.ingest import check_record_size
-from orchestrator.partitioning import partition_for
 
 __all__ = [
     "PRODUCT_INTEREST_TABLE",
     "CatalogStats",
-    "bundle_interests",
     "define_product_interest_table",
     "register_catalog",
-    "unbundle_interests",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,51 +72,6 @@ class CatalogStats:
         self.index_writes = 0
         self.catalog_events = 0
         self.fanned_out = 0
-
-
-def bundle_interests(held: Iterable[HeldSend], topic: str, partitions: int) -> list[HeldSend]:
-    """The records a customer-agent batch sends, with its ``interest`` records to ``topic``
-    bundled: one ``interests`` record per partition of the product-keyed topic, keyed by its
-    first product (so murmur2 puts it on that partition), where the first of them was.
-
-    Each record on that topic is a delivery to the product agent (Faust's per-record cost is
-    larger than an index update); on the benchmark stream one inbound event in two noted an
-    interest. A partition with a single interest keeps the plain ``interest`` record. The
-    outbox still stores the plain records: a resend after a crash sends them one by one, which
-    the product agent reads as well.
-    """
-    out: list[HeldSend | None] = []
-    groups: dict[int, tuple[int, list[HeldSend]]] = {}  # partition -> (slot in out, records)
-    for record in held:
-        t, key, value, headers = record
-        if t != topic or not key or not headers or tuple(headers) != INTEREST_HEADERS:
-            out.append(record)
-            continue
-        partition = partition_for(key, partitions)
-        if partition not in groups:
-            groups[partition] = (len(out), [])
-            out.append(None)
-        groups[partition][1].append(record)
-    for slot, records in groups.values():
-        if len(records) == 1:
-            out[slot] = records[0]
-            continue
-        entries = []
-        for _, key, value, _ in records:
-            doc = orjson.loads(value or b"{}")
-            entries.append((bytes(key or b"").decode(), doc["customer_id"], doc["at"]))
-        out[slot] = (topic, records[0][1], orjson.dumps(entries), list(INTERESTS_HEADERS))
-    return [record for record in out if record is not None]
-
-
-def unbundle_interests(value: bytes) -> Iterator[Interest]:
-    """The interests of an ``interests`` record (:func:`bundle_interests`)."""
-    try:
-        entries = orjson.loads(value)
-        for product_id, customer_id, at in entries:
-            yield Interest(str(product_id), str(customer_id), datetime.fromtimestamp(at, UTC))
-    except (ValueError, TypeError) as exc:
-        raise SerializationError(f"interests record: {exc}") from exc
 
 
 def define_product_interest_table(app: Any, partitions: int, store_options: dict[str, Any]) -> Any:
@@ -218,40 +164,34 @@ def _register_product_interest(
             indexes: dict[str, InterestIndex] = {}
             changed: dict[str, Any] = {}  # product id -> an event of it (the write's partition)
             for ev in events:
-                await on_record(ev, indexes, changed)
+                try:
+                    messages = messages_of(ev.message, partitions)
+                except SerializationError as exc:  # only this worker writes the topic: a bug
+                    log.error("product_interest: skipped %s[%d]@%d (%s)", *_where(ev.message), exc)
+                    continue
+                for msg in messages:
+                    await on_record(ev, msg, indexes, changed)
             for product_id, ev in changed.items():
                 with as_current_event(ev):
                     table[product_id] = indexes[product_id].encode()
                 stats.index_writes += 1
 
     async def on_record(
-        ev: Any, indexes: dict[str, InterestIndex], changed: dict[str, Any]
+        ev: Any, msg: Any, indexes: dict[str, InterestIndex], changed: dict[str, Any]
     ) -> None:
+        """One record (``msg``: the Faust message ``ev`` holds, or one of its bundle's)."""
+
         def index_of(product_id: str) -> InterestIndex:
             if product_id not in indexes:
                 indexes[product_id] = InterestIndex.decode(table.get(product_id))
             return indexes[product_id]
 
-        msg = ev.message
         kind = signal_kind(msg)
         now = datetime.now(UTC)
         try:
             if not msg.key:
                 raise SerializationError("record without a product id key")
             product_id = bytes(msg.key).decode()
-            if kind == SIGNAL_INTERESTS:
-                for interest in unbundle_interests(bytes(msg.value)):
-                    if partition_for(interest.product_id.encode(), partitions) != msg.partition:
-                        # Only bundle_interests writes these; never index another partition's
-                        # product here (its table write would land in the wrong changelog).
-                        raise SerializationError(
-                            f"interests record holds product {interest.product_id!r} of "
-                            "another partition"
-                        )
-                for interest in unbundle_interests(bytes(msg.value)):
-                    if index_of(interest.product_id).record(interest, now, limits):
-                        changed[interest.product_id] = ev
-                return
             if kind == SIGNAL_INTEREST:
                 interest = decode_interest(product_id, bytes(msg.value))
                 if index_of(product_id).record(interest, now, limits):

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agents.catalog import bundle_interests
+from agents.bundles import bundle_sends
 from agents.faust_workarounds import as_current_event
 from agents.ingest import DeadLettered, route_with_retry
 from agents.journey import JOURNEY_SIGNALS
@@ -74,6 +74,8 @@ class CustomerAgent:
         self.partitions = worker.settings.topics.partitions
         self.channel_of = {worker.topics.events(c): c for c in INGEST_CHANNELS}
         self.encodings_ready = False
+        #: The topics whose records a batch sends bundled (agents.bundles).
+        self.bundled = frozenset({worker.topics.identity, worker.topics.product_interest})
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Decide a batch of records in arrival order (so per customer and partition), each as
@@ -99,9 +101,7 @@ class CustomerAgent:
         step = worker.journeys
         if step.crash_after_writes:
             await step.crash_for_test()
-        for topic, key, value, headers in bundle_interests(
-            held, self.topics.product_interest, self.partitions
-        ):
+        for topic, key, value, headers in bundle_sends(held, self.bundled, self.partitions):
             await worker.send(topic, key, value, headers)
 
     async def prepare_encodings(self) -> None:

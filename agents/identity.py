@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agents.bundles import messages_of
 from agents.signals import (
     EVENT_HEADERS,
     MERGE_HEADERS,
@@ -30,6 +31,7 @@ from agents.signals import (
     signal_kind,
 )
 from agents.worker import TuttiWorker
+from orchestrator.errors import SerializationError
 from orchestrator.identity import resolve_event, resolve_link
 
 __all__ = ["IDENTITIES_TABLE", "define_identities_table", "register_identity"]
@@ -55,47 +57,57 @@ def register_identity(worker: TuttiWorker) -> None:
     customer_events = worker.topics.customer_events
     table = worker.identities_table
     merge_kinds = worker.settings.worker.merge_kinds
+    partitions = worker.settings.topics.partitions
 
     async def resolve(stream: Any) -> None:
         async for ev in stream.events():
-            msg = ev.message
-            kind = signal_kind(msg)
-            identifier = bytes(msg.key or b"").decode()
-            if kind == SIGNAL_FORGET:  # the customer was erased (agents.journey)
-                # The value: the erased id and the ids it absorbed, one per line (an identifier
-                # may still point to an absorbed id).
-                erased = bytes(msg.value or b"").decode().split("\n")
-                if identifier and table.get(identifier) in erased:
-                    table.pop(identifier, None)  # a tombstone in the changelog
+            try:
+                messages = messages_of(ev.message, partitions)
+            except SerializationError as exc:  # only this worker writes the topic: a bug
+                log.error("identity: skipped %s", exc)
                 continue
-            if not identifier or kind not in (SIGNAL_EVENT, SIGNAL_LINK):
-                log.warning(
-                    "identity: skipped %s[%d]@%d (kind %r)",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    kind,
-                )
-                continue
-            current = table.get(identifier)
-            if kind == SIGNAL_EVENT:
-                res = resolve_event(identifier, current)
-            else:
-                res = resolve_link(identifier, bytes(msg.value).decode(), current, merge_kinds)
-            if res.store:
-                table[identifier] = res.customer_id  # one changelog record, only on change
-            if res.merge_from:
-                await worker.send(
-                    customer_events,
-                    res.merge_from.encode(),
-                    res.customer_id.encode(),
-                    list(MERGE_HEADERS),
-                )
-            if kind == SIGNAL_EVENT:
-                # As it came: the customer agent reads the customer id from the key.
-                await worker.send(
-                    customer_events, res.customer_id.encode(), msg.value, list(EVENT_HEADERS)
-                )
+            for msg in messages:
+                await on_record(msg)
+
+    async def on_record(msg: Any) -> None:
+        """One record (a Faust message, or one of its bundle's: agents.bundles)."""
+        kind = signal_kind(msg)
+        identifier = bytes(msg.key or b"").decode()
+        if kind == SIGNAL_FORGET:  # the customer was erased (agents.journey)
+            # The value: the erased id and the ids it absorbed, one per line (an identifier
+            # may still point to an absorbed id).
+            erased = bytes(msg.value or b"").decode().split("\n")
+            if identifier and table.get(identifier) in erased:
+                table.pop(identifier, None)  # a tombstone in the changelog
+            return
+        if not identifier or kind not in (SIGNAL_EVENT, SIGNAL_LINK):
+            log.warning(
+                "identity: skipped %s[%d]@%d (kind %r)",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                kind,
+            )
+            return
+        current = table.get(identifier)
+        if kind == SIGNAL_EVENT:
+            res = resolve_event(identifier, current)
+        else:
+            res = resolve_link(identifier, bytes(msg.value).decode(), current, merge_kinds)
+        if res.store:
+            table[identifier] = res.customer_id  # one changelog record, only on change
+        if res.merge_from:
+            await worker.send(
+                customer_events,
+                res.merge_from.encode(),
+                res.customer_id.encode(),
+                list(MERGE_HEADERS),
+            )
+        if kind == SIGNAL_EVENT:
+            # As it came: the customer agent reads the customer id from the key.
+            await worker.send(
+                customer_events, res.customer_id.encode(), msg.value, list(EVENT_HEADERS)
+            )
 
     resolve.__name__ = resolve.__qualname__ = "resolve"
     worker.app.agent(source, name="resolve", concurrency=1)(resolve)

@@ -9,9 +9,8 @@
   profile in :mod:`tables.codec` format;
 - ``interest``: product-keyed topic, keyed by a product id; the value says which customer showed
   interest and when (:func:`orchestrator.catalog.encode_interest`);
-- ``interests``: product-keyed topic, several ``interest`` records of one partition in one
-  record (the customer agent's batch bundles them: agents.catalog.bundle_interests); keyed by
-  the first product's id, the value lists ``[product id, customer id, epoch seconds]`` entries;
+- ``bundle``: identity and product topics, the records of one batch to one partition in one
+  record (agents.bundles), keyed by the first one's key;
 - ``catalog``: product-keyed topic, keyed by a product id; the value is a normalised catalog event
   (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog);
 - ``wakeup``: customer-keyed topic; the value is a due wake-up (agents.timers);
@@ -28,14 +27,15 @@ from typing import Any, Final
 
 __all__ = [
     "ABSORB_HEADERS",
+    "BUNDLE_HEADERS",
     "CATALOG_HEADERS",
     "EVENT_HEADERS",
     "FORGET_HEADERS",
-    "INTERESTS_HEADERS",
     "INTEREST_HEADERS",
     "LINK_HEADERS",
     "MERGE_HEADERS",
     "SIGNAL_ABSORB",
+    "SIGNAL_BUNDLE",
     "SIGNAL_CATALOG",
     "SIGNAL_COMMAND",
     "SIGNAL_EVENT",
@@ -43,7 +43,6 @@ __all__ = [
     "SIGNAL_FORGET",
     "SIGNAL_HEADER",
     "SIGNAL_INTEREST",
-    "SIGNAL_INTERESTS",
     "SIGNAL_LINK",
     "SIGNAL_MERGE",
     "SIGNAL_WAKEUP",
@@ -56,7 +55,7 @@ SIGNAL_LINK: Final = b"link"
 SIGNAL_MERGE: Final = b"merge"
 SIGNAL_ABSORB: Final = b"absorb"
 SIGNAL_INTEREST: Final = b"interest"
-SIGNAL_INTERESTS: Final = b"interests"
+SIGNAL_BUNDLE: Final = b"bundle"
 SIGNAL_CATALOG: Final = b"catalog"
 SIGNAL_WAKEUP: Final = b"wakeup"
 SIGNAL_FEEDBACK: Final = b"feedback"
@@ -69,7 +68,7 @@ LINK_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_LINK),)
 MERGE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_MERGE),)
 ABSORB_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_ABSORB),)
 INTEREST_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTEREST),)
-INTERESTS_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTERESTS),)
+BUNDLE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_BUNDLE),)
 CATALOG_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_CATALOG),)
 FORGET_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_FORGET),)
 
