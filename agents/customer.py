@@ -38,6 +38,7 @@ from agents.signals import (
     EVENT_HEADERS,
     INTEREST_HEADERS,
     LINK_HEADERS,
+    OUTCOME_HEADERS,
     SIGNAL_ABSORB,
     SIGNAL_EVENT,
     SIGNAL_FORGET,
@@ -75,7 +76,9 @@ class CustomerAgent:
         self.channel_of = {worker.topics.events(c): c for c in INGEST_CHANNELS}
         self.encodings_ready = False
         #: The topics whose records a batch sends bundled (agents.bundles).
-        self.bundled = frozenset({worker.topics.identity, worker.topics.product_interest})
+        self.bundled = frozenset(
+            {worker.topics.identity, worker.topics.product_interest, worker.topics.analytics_feed}
+        )
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Decide a batch of records in arrival order (so per customer and partition), each as
@@ -101,6 +104,11 @@ class CustomerAgent:
         step = worker.journeys
         if step.crash_after_writes:
             await step.crash_for_test()
+        # The analytics agent counts the outcomes from a copy of them, bundled (agents.analytics).
+        outcomes, feed = self.topics.outcomes, self.topics.analytics_feed
+        held += [
+            (feed, key, value, list(OUTCOME_HEADERS)) for t, key, value, _ in held if t == outcomes
+        ]
         for topic, key, value, headers in bundle_sends(held, self.bundled, self.partitions):
             await worker.send(topic, key, value, headers)
 

@@ -9,7 +9,9 @@
   profile in :mod:`tables.codec` format;
 - ``interest``: product-keyed topic, keyed by a product id; the value says which customer showed
   interest and when (:func:`orchestrator.catalog.encode_interest`);
-- ``bundle``: identity and product topics, the records of one batch to one partition in one
+- ``outcome``: the analytics feed, keyed by journey id; the value is the JourneyOutcome record
+  as sent to the outcomes topic (agents.analytics);
+- ``bundle``: identity, product and analytics-feed topics, the records of one batch to one partition in one
   record (agents.bundles), keyed by the first one's key;
 - ``catalog``: product-keyed topic, keyed by a product id; the value is a normalised catalog event
   (price drop, back in stock) in Avro single-object framing, to fan out (agents.catalog);
@@ -34,6 +36,7 @@ __all__ = [
     "INTEREST_HEADERS",
     "LINK_HEADERS",
     "MERGE_HEADERS",
+    "OUTCOME_HEADERS",
     "SIGNAL_ABSORB",
     "SIGNAL_BUNDLE",
     "SIGNAL_CATALOG",
@@ -45,6 +48,7 @@ __all__ = [
     "SIGNAL_INTEREST",
     "SIGNAL_LINK",
     "SIGNAL_MERGE",
+    "SIGNAL_OUTCOME",
     "SIGNAL_WAKEUP",
     "signal_kind",
 ]
@@ -56,6 +60,7 @@ SIGNAL_MERGE: Final = b"merge"
 SIGNAL_ABSORB: Final = b"absorb"
 SIGNAL_INTEREST: Final = b"interest"
 SIGNAL_BUNDLE: Final = b"bundle"
+SIGNAL_OUTCOME: Final = b"outcome"
 SIGNAL_CATALOG: Final = b"catalog"
 SIGNAL_WAKEUP: Final = b"wakeup"
 SIGNAL_FEEDBACK: Final = b"feedback"
@@ -69,6 +74,7 @@ MERGE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_MERGE),)
 ABSORB_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_ABSORB),)
 INTEREST_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_INTEREST),)
 BUNDLE_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_BUNDLE),)
+OUTCOME_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_OUTCOME),)
 CATALOG_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_CATALOG),)
 FORGET_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_FORGET),)
 

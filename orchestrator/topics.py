@@ -84,6 +84,12 @@ class Topics:
         return self._n("tutti.outcomes")
 
     @property
+    def analytics_feed(self) -> str:
+        """The outcomes again, bundled per batch and journey partition, for the analytics
+        agent (agents.analytics): one delivery per bundle instead of one per outcome."""
+        return self._n("tutti.analytics-feed")
+
+    @property
     def delivery_feedback(self) -> str:
         return self._n("feedback.delivery")
 
@@ -183,6 +189,14 @@ class Topics:
                 "journey",
                 "JourneyOutcome",
                 "journey outcomes for measurement, keyed by journey id",
+                dict(delete_7d),
+            ),
+            TopicSpec(
+                self.analytics_feed,
+                p,
+                "journey",
+                None,
+                "the outcomes bundled per batch for the analytics agent (internal)",
                 dict(delete_7d),
             ),
             TopicSpec(

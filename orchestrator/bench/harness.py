@@ -49,7 +49,7 @@ def internal_inputs(topics: Topics) -> list[str]:
         topics.identity,
         topics.customer_events,
         topics.product_interest,
-        topics.outcomes,
+        topics.analytics_feed,
         topics.delivery_feedback,
         topics.control_commands,
     ]

@@ -24,8 +24,10 @@ from agents.analytics import (
     decode_stats,
     encode_stats,
 )
+from agents.signals import OUTCOME_HEADERS
 from orchestrator.analytics import JourneyStats
 from orchestrator.codec import AvroCodec
+from orchestrator.partitioning import partition_for
 
 CODEC = AvroCodec(registry=None, framing="single_object")
 
@@ -83,7 +85,8 @@ def test_a_value_of_the_old_format_is_read_and_its_ids_still_deduplicate() -> No
     doc = old.to_dict() | {"last_offset": 7}
     value = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)  # as written before
     stats, offset = decode_stats(value)
-    assert (offset, stats.arms["treated"].entered, stats.recent_ids) == (7, 1, ["o-1"])
+    # Its offset was in the outcomes topic, not the analytics feed counted now: not kept.
+    assert (offset, stats.arms["treated"].entered, stats.recent_ids) == (-1, 1, ["o-1"])
 
     tally: PartitionTally[str] = PartitionTally(0, 0.0)
     assert not tally.count("j", outcome("o-1"), 9, lambda: value)  # re-emitted after the upgrade
@@ -92,7 +95,32 @@ def test_a_value_of_the_old_format_is_read_and_its_ids_still_deduplicate() -> No
     assert tally.journeys["j"].stats.recent_ids == []  # not carried into the new format
 
 
+def test_a_value_counted_from_the_outcomes_topic_keeps_its_counters_not_its_offset() -> None:
+    import orjson
+
+    old = JourneyStats("j")
+    old.apply(outcome("o-1"))
+    doc = {"journey_id": "j", "arms": old.arms, "versions": old.versions, "last_offset": 900}
+    value = bytes([2]) + orjson.dumps(doc)  # format 2, as written before the analytics feed
+    stats, offset = decode_stats(value)
+    assert (offset, stats.arms["treated"].entered) == (-1, 1)
+    tally: PartitionTally[str] = PartitionTally(0, 0.0)
+    assert tally.count("j", outcome("o-2"), 3, lambda: value)  # feed offset 3 < 900: counted
+
+
 # -- counting -----------------------------------------------------------------------------------
+
+
+def test_every_outcome_of_one_feed_record_counts_and_its_replay_counts_none() -> None:
+    tally: PartitionTally[str] = PartitionTally(0, 0.0)
+    store: dict[str, bytes] = {}
+    bundle = [outcome(f"o-{n}") for n in range(3)]
+    assert all(tally.count("j", o, 5, lambda: store.get("j")) for o in bundle)
+    store.update(tally.flush(1.0).writes)
+    again: PartitionTally[str] = PartitionTally(0, 0.0)  # restarted: nothing in memory
+    assert not any(again.count("j", o, 5, lambda: store.get("j")) for o in bundle)
+    assert again.journeys["j"].stats.arms["treated"].entered == 3
+    assert again.count("j", outcome("o-9"), 6, lambda: store.get("j"))
 
 
 def test_counts_are_kept_in_memory_and_the_store_is_read_once_per_journey() -> None:
@@ -272,9 +300,16 @@ def test_crashes_at_any_point_lose_nothing_and_count_nothing_twice(seed: int) ->
 
 
 class Event:
-    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+    def __init__(
+        self, partition: int, offset: int, value: bytes, headers: Any = OUTCOME_HEADERS
+    ) -> None:
         self.message = SimpleNamespace(
-            partition=partition, offset=offset, value=value, topic="tutti.outcomes"
+            partition=partition,
+            offset=offset,
+            key=b"",
+            value=value,
+            headers=list(headers),
+            topic="tutti.analytics-feed",
         )
 
 
@@ -317,9 +352,16 @@ def encoded(record: dict[str, Any]) -> bytes:
     )
 
 
+PARTITIONS = 4
+
+
 def agent_with(table: FakeTable, interval: float) -> JourneyStatsAgent:
     conf = SimpleNamespace(broker_commit_interval=interval)
-    worker = SimpleNamespace(app=SimpleNamespace(conf=conf, rebalancing=False), codec=CODEC)
+    worker = SimpleNamespace(
+        app=SimpleNamespace(conf=conf, rebalancing=False),
+        codec=CODEC,
+        settings=SimpleNamespace(topics=SimpleNamespace(partitions=PARTITIONS)),
+    )
     return JourneyStatsAgent(worker, table)  # type: ignore[arg-type]
 
 
@@ -358,3 +400,21 @@ def test_the_agent_flushes_on_an_event_once_the_interval_passed_and_revoke_forge
     asyncio.run(agent.run(FakeStream([Event(2, 8, encoded(outcome("2", journey="a")))], log)))
     agent.revoke([2])
     assert agent.tallies.partitions == {} and log == [("ack", 2, 7)]  # 8 is read again later
+
+
+def test_the_agent_counts_every_outcome_of_a_bundle_and_acks_it_once() -> None:
+    from agents.bundles import bundle_sends
+
+    held = [
+        ("tutti.analytics-feed", b"a", encoded(outcome(n, journey="a")), list(OUTCOME_HEADERS))
+        for n in ("1", "2", "3")
+    ]
+    ((_, key, value, headers),) = bundle_sends(held, {"tutti.analytics-feed"}, PARTITIONS)
+    partition = partition_for(key, PARTITIONS)
+    table = FakeTable()
+    log: list[Any] = []
+    agent = agent_with(table, interval=0.0)
+    asyncio.run(agent.run(FakeStream([Event(partition, 4, value, headers)], log)))
+    assert log == [("ack", partition, 4)]
+    stats, offset = decode_stats(table["a"])
+    assert (stats.arms["treated"].entered, offset) == (3, 4)
