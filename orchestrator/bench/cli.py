@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @click.option("--events", type=int, default=None, help="Cut the backlog to N events (a short run).")
 @click.option("--partitions", default=12, show_default=True)
 @click.option("--latency-seconds", default=40.0, show_default=True)
+@click.option(
+    "--latency-rate",
+    "latency_rates",
+    type=float,
+    multiple=True,
+    help="Also measure the latency at this offered load (events/s); repeatable.",
+)
 @click.option("--skip-two-workers", is_flag=True, help="Leave out (e), the two-worker run.")
 @click.option(
     "--journeys",
@@ -33,6 +40,7 @@ def bench(
     events: int | None,
     partitions: int,
     latency_seconds: float,
+    latency_rates: tuple[float, ...],
     skip_two_workers: bool,
     journeys: Path,
     out_dir: Path,
@@ -46,6 +54,7 @@ def bench(
         events=events,
         partitions=partitions,
         latency_seconds=latency_seconds,
+        latency_rates=latency_rates,
         journeys=journeys,
         skip_two_workers=skip_two_workers,
     )

@@ -83,6 +83,8 @@ class BenchOptions:
     events: int | None = None
     partitions: int = 12
     latency_seconds: float = 40.0
+    #: Offered loads (events/s) whose latency is measured too, after the one at 50 % of (c).
+    latency_rates: tuple[float, ...] = ()
     journeys: Path = ROOT / "journeys"
     skip_two_workers: bool = False
     drain_timeout: float = 1800.0
@@ -464,6 +466,10 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
                 wait_drained(one, app_id, worker_inputs(topics), [restarted], options.drain_timeout)
                 measure_latency(one, worker_rate / 2, 10.0, codec, log)
                 latency = measure_latency(one, worker_rate / 2, options.latency_seconds, codec, log)
+                more_latency = [
+                    measure_latency(one, rate, options.latency_seconds, codec, log)
+                    for rate in options.latency_rates
+                ]
             finally:
                 restarted.stop()
             after = measure_floors(one, workdir, events, groups, options)
@@ -518,6 +524,7 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         "worker_vs_raw_ceiling": round(worker_rate / mid("raw"), 4),
         "ceilings_before_and_after": {"before": _round(before), "after": _round(after)},
         "latency_ms": latency,
+        "latency_ms_at_rates": more_latency,
         "two_workers": two,
         "restore": restore,
         "dead_letters": per_event["dead_letters"],
@@ -635,6 +642,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"{lat['samples']} probes: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
         + (f", {lat['missing']} missing" if lat["missing"] else ""),
     ]
+    for more in result.get("latency_ms_at_rates") or ():
+        lines.append(
+            f"(d) latency at {more['offered_events_per_s']:.0f} events/s offered, "
+            f"{more['samples']} probes: p50 {more['p50']} ms, p95 {more['p95']} ms, "
+            f"p99 {more['p99']} ms" + (f", {more['missing']} missing" if more["missing"] else "")
+        )
     if "scale_factor" in two:
         lines.append(f"(e) scale factor with two workers: {two['scale_factor']}x")
     elif "stalled" in two:
