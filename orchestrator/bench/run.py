@@ -389,7 +389,9 @@ def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str,
     """Kafka records consumed and produced per inbound event, from the topics' end offsets."""
     topics = Topics(settings.topics)
     internal = internal_inputs(topics)
-    sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.dead_letters]
+    # What the worker writes for others: actions, outcomes (read by `tutti report` and any
+    # consumer of yours; the worker's own analytics read the bundled feed), dead letters.
+    sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.outcomes, topics.dead_letters]
     changelogs = changelog_topics(settings, app_id)
     channels = channel_topics(settings)
     counts = end_offsets(settings, [*channels, *internal, *sinks, *changelogs])
@@ -409,8 +411,8 @@ def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str,
         },
         "dead_letters": counts[topics.dead_letters],
         "what": "records delivered to the worker's agents (channel topics + its internal "
-        "topics) and records it wrote (internal topics, actions, dead letters, changelogs), "
-        "per inbound event",
+        "topics) and records it wrote (internal topics, actions, outcomes, dead letters, "
+        "changelogs), per inbound event",
     }
 
 
