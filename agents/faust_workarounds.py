@@ -18,6 +18,7 @@ import faust.stores
 import rocksdict
 from faust import Worker
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
@@ -153,9 +154,8 @@ def actively_owned_partitions(app: Any, table: Any) -> set[int] | None:
 def committed_offset(app: Any, topic: str, partition: int) -> int | None:
     """The offset the group last committed for ``topic``/``partition`` (the next one a restart
     would read), from Faust's own record of its commits; None if unknown. Faust has no public
-    accessor for it (``Consumer._committed_offset``)."""
-    from faust.types import TP
-
+    accessor for it (``Consumer._committed_offset``). Called for every outbox entry at every
+    state write: no import or allocation beyond the lookup key."""
     consumer = getattr(app, "_consumer", None)
     committed = getattr(consumer, "_committed_offset", None)
     if committed is None:

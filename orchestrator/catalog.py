@@ -213,14 +213,21 @@ class InterestIndex:
         current = entries.get(customer)
         if current is not None and at - current < limits.refresh.total_seconds():
             return False
-        expired = [c for c, t in entries.items() if t < horizon]
+        # min() over the values runs in C: the Python scans below run only when they find
+        # something (a popular product's index holds up to max_customers entries).
+        expired = (
+            [c for c, t in entries.items() if t < horizon]
+            if entries and min(entries.values()) < horizon
+            else []
+        )
         for c in expired:
             del entries[c]
         entries[customer] = at
         dropped_self = False
         while len(entries) > limits.max_customers:
             # The oldest goes; of equally old ones, the greatest id (the order customers() uses).
-            worst = max(entries.items(), key=lambda ct: (-ct[1], ct[0]))[0]
+            oldest = min(entries.values())
+            worst = max(c for c, t in entries.items() if t == oldest)
             del entries[worst]
             dropped_self = dropped_self or worst == customer
         if dropped_self and current is None:

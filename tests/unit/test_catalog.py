@@ -205,3 +205,17 @@ def test_an_erased_customer_is_forgotten_by_every_product_of_their_profile() -> 
     assert index.forget("c-1")
     assert not index.forget("c-1")  # redelivered: nothing to write
     assert index.customers(NOW, LIMITS) == ["c-2"]
+
+
+def test_a_full_index_drops_the_oldest_and_of_equally_old_the_greatest_id() -> None:
+    from orchestrator.catalog import Interest, InterestIndex
+
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    old = int((now - timedelta(days=2)).timestamp())
+    index = InterestIndex({"c-a": old, "c-c": old, "c-b": int(now.timestamp()) - 60})
+    assert index.record(Interest("p", "c-new", now), now, LIMITS)
+    assert sorted(index.entries) == ["c-a", "c-b", "c-new"]  # c-c: oldest, greatest id
+    expired = int((now - timedelta(days=31)).timestamp())
+    index = InterestIndex({"c-x": expired, "c-y": old})
+    assert index.record(Interest("p", "c-z", now), now, LIMITS)
+    assert sorted(index.entries) == ["c-y", "c-z"]  # the expired entry went with the change
