@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from agents.signals import BUNDLE_HEADERS, SIGNAL_BUNDLE, SIGNAL_HEADER, signal_kind
+from agents.signals import BUNDLE_HEADERS, SIGNAL_BUNDLE, SIGNAL_HEADER, kind_in, signal_kind
 from agents.worker import HeldSend
 from orchestrator.errors import SerializationError
 from orchestrator.partitioning import partition_for
@@ -60,7 +60,10 @@ def bundle_sends(
         if len(records) == 1:
             out[slot] = records[0]
             continue
-        entries = [(_kind(headers), key or b"", value or b"") for _, key, value, headers in records]
+        entries = [
+            (kind_in(headers) or b"", key or b"", value or b"")
+            for _, key, value, headers in records
+        ]
         out[slot] = (topic, records[0][1], _ENCODER.encode(entries), list(BUNDLE_HEADERS))
     return [record for record in out if record is not None]
 
@@ -103,10 +106,3 @@ def messages_of(message: Any, partitions: int) -> list[Any]:
         )
         for kind, key, value in entries
     ]
-
-
-def _kind(headers: Any) -> bytes:
-    for key, value in headers or ():
-        if key == SIGNAL_HEADER:
-            return bytes(value)
-    return b""

@@ -50,6 +50,7 @@ __all__ = [
     "SIGNAL_MERGE",
     "SIGNAL_OUTCOME",
     "SIGNAL_WAKEUP",
+    "kind_in",
     "signal_kind",
 ]
 
@@ -81,7 +82,12 @@ FORGET_HEADERS: Final = ((SIGNAL_HEADER, SIGNAL_FORGET),)
 
 def signal_kind(message: Any) -> bytes | None:
     """The ``tutti-signal`` header of a Faust message (None when absent)."""
-    raw = message.headers or []
+    return kind_in(message.headers)
+
+
+def kind_in(headers: Any) -> bytes | None:
+    """The ``tutti-signal`` header among ``headers`` (pairs or a dict; None when absent)."""
+    raw = headers or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     for key, value in pairs:
         if key == SIGNAL_HEADER:
