@@ -17,6 +17,7 @@ from agents.faust_workarounds import STORE_URL
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
+from orchestrator.kafka import faust_credentials
 from orchestrator.topics import Topics
 from tables.aliases import define_aliases_table
 from tables.customers import StateCache, define_customers_table
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> Any:
     return faust.App(
         w.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings.kafka),  # kafka.security_protocol & co
         store=STORE_URL,  # RocksDB without its WAL (agents.faust_workarounds)
         datadir=str(w.data_dir),
         web_host=w.web_host,

@@ -119,6 +119,8 @@ class ControlFollower:
         once it reaches the end offsets seen at the start; then follow new records."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from orchestrator.kafka import aiokafka_security
+
         topics = self.worker.topics
         names = [topics.control_journeys, topics.control_commands]
         fold = ControlPlane()
@@ -128,6 +130,7 @@ class ControlFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.worker.settings.worker.app_id}-control",
+            **aiokafka_security(self.worker.settings.kafka),
         )
         await consumer.start()
         try:

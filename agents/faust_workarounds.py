@@ -208,7 +208,7 @@ def precreate_table_topics(settings: Settings, app: Any, timeout: float = 30.0) 
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import NewTopic
 
-    from orchestrator.kafka import admin_client
+    from orchestrator.kafka import admin_client, cluster_metadata
 
     wanted = {
         table.changelog_topic.get_topic_name(): NewTopic(
@@ -226,14 +226,8 @@ def precreate_table_topics(settings: Settings, app: Any, timeout: float = 30.0) 
         replication_factor=settings.topics.replication_factor,
         config={"cleanup.policy": "compact"},
     )
+    existing = cluster_metadata(settings.kafka, timeout).topics  # or what to fix, named
     admin = admin_client(settings.kafka)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise StackError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}): "
-            "check kafka.bootstrap_servers"
-        ) from exc
     missing = [topic for name, topic in wanted.items() if name not in existing]
     created: list[str] = []
     if missing:

@@ -24,7 +24,7 @@ from orchestrator.codec import (
 )
 from orchestrator.config import PROJECT_ROOT, Settings
 from orchestrator.errors import SchemaCompatibilityError, StackError
-from orchestrator.kafka import admin_client
+from orchestrator.kafka import admin_client, cluster_metadata
 from orchestrator.topics import Topics, TopicSpec
 
 __all__ = [
@@ -49,14 +49,8 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[TopicReport
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import NewTopic
 
+    existing = cluster_metadata(settings.kafka, timeout).topics  # or what to fix, named
     admin = admin_client(settings.kafka)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise StackError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}); "
-            "is the stack up? (`tutti stack up`)"
-        ) from exc
     specs = Topics(settings.topics).all()
     rf = settings.topics.replication_factor
     missing = [

@@ -37,6 +37,7 @@ __all__ = [
     "SchemaRepository",
     "SchemaVersion",
     "registry_client",
+    "registry_config",
 ]
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -156,7 +157,18 @@ def registry_client(settings: KafkaSettings) -> Any:
     """A confluent-kafka SchemaRegistryClient (a mock one for ``mock://`` URLs)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    return SchemaRegistryClient.new_client(registry_config(settings))
+
+
+def registry_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The registry client's settings: URL, basic auth and CA (kafka.registry_*)."""
+    conf: dict[str, Any] = {"url": settings.schema_registry_url}
+    if settings.registry_username:
+        password = settings.secret("registry_password")
+        conf["basic.auth.user.info"] = f"{settings.registry_username}:{password}"
+    if settings.registry_ca_file is not None:
+        conf["ssl.ca.location"] = str(settings.registry_ca_file)
+    return conf
 
 
 class AvroCodec:

@@ -29,9 +29,12 @@ __all__ = [
     "UnsubscribeSettings",
     "WorkerSettings",
     "load_settings",
+    "section_env",
 ]
 
 Framing = Literal["confluent", "single_object"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +50,48 @@ class KafkaSettings:
     #: Framing used when Tutti writes Avro; both are always accepted on input.
     framing: Framing = "confluent"
     client_id: str = "tutti"
+    # -- security: one place for every client (worker, senders, CLI; orchestrator.kafka) -----
+    #: PLAINTEXT (the local stack), SSL, SASL_PLAINTEXT or SASL_SSL.
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    #: The password itself, or (better) a file holding it: a mounted secret.
+    sasl_password: str = ""
+    sasl_password_file: Path | None = None
+    #: CA certificate(s) the broker's certificate is checked against (PEM); empty: the system's.
+    ssl_ca_file: Path | None = None
+    #: Client certificate and key (PEM) when the broker asks for one (mutual TLS).
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: str = ""
+    #: Check that the broker's certificate names the host connected to. Off only for tests.
+    ssl_check_hostname: bool = True
+    #: The schema registry's basic auth (user, then password or a file holding it) and CA.
+    registry_username: str = ""
+    registry_password: str = ""
+    registry_password_file: Path | None = None
+    registry_ca_file: Path | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def secret(self, name: str) -> str:
+        """``sasl_password`` or ``registry_password``: the value, else the file's first line."""
+        value: str = getattr(self, name)
+        path: Path | None = getattr(self, f"{name}_file")
+        if value or path is None:
+            return value
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"setting kafka.{name}_file = {str(path)!r} cannot be read: {exc.strerror}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -165,6 +210,10 @@ class StackSettings:
     cache_dir: Path = Path.home() / ".cache" / "tutti" / "stack"
     kafka_port: int = 19092
     controller_port: int = 19093
+    #: The SASL_SSL listener `tutti stack up --secure` adds (TLS with a CA made at start, SCRAM
+    #: and PLAIN users); the PLAINTEXT one stays for the broker's own tools.
+    secure_port: int = 19094
+    secure_user: str = "tutti"
     registry_port: int = 18081
     kafka_heap_mb: int = 1024
     registry_heap_mb: int = 384
@@ -219,13 +268,31 @@ class Settings:
         for section in fields(self):
             for f in fields(getattr(self, section.name)):
                 value = getattr(getattr(self, section.name), f.name)
-                secret = any(s in f.name for s in ("password", "secret", "token", "signing_key"))
+                secret = any(
+                    s in f.name for s in ("password", "secret", "token", "signing_key")
+                ) and not f.name.endswith("_file")  # a secret's path is not the secret
                 out[f"{section.name}.{f.name}"] = "***" if secret and value else value
         return out
 
 
 def _env_name(section: str, name: str) -> str:
     return f"TUTTI_{section}_{name}".upper()
+
+
+def section_env(settings: Settings, section: str) -> dict[str, str]:
+    """The ``TUTTI_*`` environment variables that give a child process this section's
+    settings (every field that differs from its default): a worker or sender started by a
+    test or the benchmark connects the way this process does, credentials included."""
+    values = getattr(settings, section)
+    defaults = type(values)()
+    out: dict[str, str] = {}
+    for f in fields(values):
+        value = getattr(values, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else value
+        out[_env_name(section, f.name)] = str(text)
+    return out
 
 
 def _coerce(setting: str, hint: Any, raw: Any) -> Any:
@@ -251,8 +318,8 @@ def _coerce(setting: str, hint: Any, raw: Any) -> Any:
             return int(raw)
         if hint is float:
             return float(raw)
-        if hint is Path:
-            return Path(str(raw)).expanduser()
+        if hint is Path or hint == Path | None:
+            return Path(str(raw)).expanduser() if str(raw) else None
         if hint is str:
             if not isinstance(raw, str):
                 raise ValueError("expected a string")
@@ -286,6 +353,40 @@ def _unsubscribe_checks(u: UnsubscribeSettings) -> list[tuple[str, bool, str]]:
     ]
 
 
+def _security_checks(k: KafkaSettings) -> list[tuple[str, bool, str]]:
+    checks = [
+        (
+            "kafka.sasl_username",
+            not k.uses_sasl or bool(k.sasl_username),
+            f"must be set: kafka.security_protocol = {k.security_protocol} authenticates with SASL",
+        ),
+        (
+            "kafka.sasl_password",
+            not k.uses_sasl or bool(k.sasl_password or k.sasl_password_file),
+            "must be set (or kafka.sasl_password_file) when authenticating with SASL",
+        ),
+        (
+            "kafka.ssl_key_file",
+            (k.ssl_cert_file is None) == (k.ssl_key_file is None),
+            "must be set with kafka.ssl_cert_file, and only with it (a certificate needs its key)",
+        ),
+        (
+            "kafka.registry_password",
+            not k.registry_username or bool(k.registry_password or k.registry_password_file),
+            "must be set (or kafka.registry_password_file) with kafka.registry_username",
+        ),
+    ]
+    for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "registry_ca_file"):
+        path = getattr(k, name)
+        checks.append((f"kafka.{name}", path is None or path.is_file(), f"{path} is not a file"))
+    for name in ("sasl_password", "registry_password"):
+        path = getattr(k, f"{name}_file")
+        checks.append(
+            (f"kafka.{name}_file", path is None or path.is_file(), f"{path} is not a file")
+        )
+    return checks
+
+
 def _validate(settings: Settings) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("topics.partitions", settings.topics.partitions >= 1, "must be at least 1"),
@@ -300,6 +401,7 @@ def _validate(settings: Settings) -> None:
             settings.kafka.schema_registry_url.startswith(("http://", "https://", "mock://")),
             "must start with http://, https:// or mock://",
         ),
+        *_security_checks(settings.kafka),
         ("worker.web_port", 0 < settings.worker.web_port < 65536, "must be a TCP port"),
         (
             "worker.session_timeout_ms",
@@ -317,6 +419,7 @@ def _validate(settings: Settings) -> None:
         *_unsubscribe_checks(settings.unsubscribe),
         ("stack.kafka_port", 0 < settings.stack.kafka_port < 65536, "must be a TCP port"),
         ("stack.registry_port", 0 < settings.stack.registry_port < 65536, "must be a TCP port"),
+        ("stack.secure_port", 0 < settings.stack.secure_port < 65536, "must be a TCP port"),
     ]
     if set(settings.topics.prefix) - set(
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"

@@ -31,17 +31,29 @@ def stack() -> None:
     """Run a local Kafka broker and schema registry (fetched with Maven, no Docker)."""
 
 
+secure_option = click.option(
+    "--secure",
+    is_flag=True,
+    help="Also a SASL_SSL listener (TLS, SCRAM-SHA-256/512 and PLAIN), as a secured cluster.",
+)
+
+
 @stack.command("up")
 @config_option
-def stack_up(config_path: Path | None) -> None:
+@secure_option
+def stack_up(config_path: Path | None, secure: bool) -> None:
     """Start the broker and the registry (no-op for what is already running)."""
     local = LocalStack(settings_from(config_path).stack, echo=click.echo)
-    for s in local.up():
+    for s in local.up(secure=secure):
         click.echo(s.line())
-    click.echo(
-        f"\nKafka:    {local.bootstrap_servers}\nRegistry: {local.registry_url}\n"
-        "Next: `tutti topics create`, then `tutti stack down` when done."
-    )
+    click.echo(f"\nKafka:    {local.bootstrap_servers}\nRegistry: {local.registry_url}")
+    if local.runs_secure:
+        click.echo(
+            f"Secured:  SASL_SSL on {local.secure_bootstrap_servers} as user "
+            f"{local.secure.user!r} (password in {local.secure.password_file}, CA "
+            f'{local.secure.ca_pem}); `eval "$(tutti stack env --secure)"` points clients at it'
+        )
+    click.echo("Next: `tutti topics create`, then `tutti stack down` when done.")
 
 
 @stack.command("down")
@@ -67,11 +79,21 @@ def stack_status(config_path: Path | None) -> None:
 
 @stack.command("env")
 @config_option
-def stack_env(config_path: Path | None) -> None:
+@click.option(
+    "--secure", is_flag=True, help="Point clients at the SASL_SSL listener (`stack up --secure`)."
+)
+def stack_env(config_path: Path | None, secure: bool) -> None:
     """Print shell exports pointing clients and tests at the local stack (eval it)."""
     local = LocalStack(settings_from(config_path).stack, echo=click.echo)
     click.echo(f"export KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}")
     click.echo(f"export SCHEMA_REGISTRY_URL={local.registry_url}")
+    if secure:
+        if not local.secure.exists():
+            raise click.ClickException(
+                "the stack has no secure listener: `tutti stack up --secure`"
+            )
+        for name, value in local.secure.client_env(local.secure_bootstrap_servers).items():
+            click.echo(f"export {name}={value}")
 
 
 @stack.command("reset")

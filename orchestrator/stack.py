@@ -27,6 +27,7 @@ from pathlib import Path
 
 from orchestrator.config import PROJECT_ROOT, StackSettings
 from orchestrator.errors import StackError
+from orchestrator.stack_secure import SecureMaterial
 
 __all__ = ["LocalStack", "ServiceStatus"]
 
@@ -175,6 +176,16 @@ class LocalStack:
         self.registry = _Service(
             "registry", self.state_dir / "registry", self.registry_url, self._registry_ready
         )
+        self.secure_bootstrap_servers = f"127.0.0.1:{s.secure_port}"
+        self.secure = SecureMaterial(self.state_dir / "secure", s.secure_user)
+
+    @property
+    def runs_secure(self) -> bool:
+        """The broker's config has the SASL_SSL listener (`tutti stack up --secure`)."""
+        try:
+            return "SASL_SSL://" in (self.kafka.home / "server.properties").read_text()
+        except OSError:
+            return False
 
     # -- readiness ---------------------------------------------------------------------------
     def _kafka_ready(self) -> bool:
@@ -285,18 +296,23 @@ class LocalStack:
         raise StackError(f"no runnable jar in {self.registry_home}; delete it and run again")
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _write_kafka_config(self) -> Path:
+    def _write_kafka_config(self, secure: bool) -> Path:
         s = self.settings
         home = self.kafka.home
         data = home / "data"
+        listeners = [f"PLAINTEXT://127.0.0.1:{s.kafka_port}"]
+        if secure:
+            listeners.append(f"SASL_SSL://127.0.0.1:{s.secure_port}")
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{s.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            ),
             "controller.quorum.voters": f"1@127.0.0.1:{s.controller_port}",
             "log.dirs": str(data),
             "num.partitions": "1",
@@ -310,6 +326,7 @@ class LocalStack:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "60000",
+            **(self.secure.broker_properties(s.secure_port) if secure else {}),
         }
         home.mkdir(parents=True, exist_ok=True)
         path = home / "server.properties"
@@ -352,17 +369,31 @@ class LocalStack:
                 f"stop it or choose another port with {setting}"
             )
 
-    def up(self) -> list[ServiceStatus]:
-        """Start whatever is not running, then wait until both answer. Idempotent."""
+    def up(self, secure: bool = False) -> list[ServiceStatus]:
+        """Start whatever is not running, then wait until both answer. Idempotent.
+
+        ``secure``: the broker also listens with SASL_SSL (orchestrator.stack_secure); a broker
+        running without it is restarted (its data kept). Once secure, a stack stays secure
+        until `tutti stack reset`."""
         java = self._require_java()
         self.fetch()
         s = self.settings
         tmp = self.state_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
+        secure = secure or self.secure.exists()
+        if secure:
+            self.secure.ensure(
+                shutil.which("keytool") or str(Path(java).resolve().parent / "keytool")
+            )
+            if self.kafka.pid() is not None and not self.runs_secure:
+                self.echo("restarting the Kafka broker with a SASL_SSL listener ...")
+                self.kafka.stop()
         if self.kafka.pid() is None:
             self._check_port(s.kafka_port, "TUTTI_STACK_KAFKA_PORT")
             self._check_port(s.controller_port, "TUTTI_STACK_CONTROLLER_PORT")
-            config = self._write_kafka_config()
+            if secure:
+                self._check_port(s.secure_port, "TUTTI_STACK_SECURE_PORT")
+            config = self._write_kafka_config(secure)
             self._format_storage(java, config)
             self.echo(f"starting Kafka broker on {self.bootstrap_servers} ...")
             self.kafka.start(
@@ -407,6 +438,10 @@ class LocalStack:
                 cwd=self._registry_jar().parent,
             )
         self._wait_ready()
+        if secure:
+            java_cmd = [java, *self._log4j_opts(), "-cp", f"{self.kafka_libs}/*"]
+            if self.secure.create_users(java_cmd, self.bootstrap_servers):
+                self.echo(f"SCRAM user {s.secure_user!r} created")
         return self.status()
 
     def _wait_ready(self) -> None:

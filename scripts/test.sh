@@ -22,9 +22,9 @@ echo "== lint (ruff) and types (mypy)"
 "$VENV/bin/mypy" || exit 1
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-  echo "== local stack (Kafka + Apicurio Registry)"
+  echo "== local stack (Kafka with a SASL_SSL listener too, + Apicurio Registry)"
   "$TUTTI" stack status >/dev/null 2>&1 || started_stack=1
-  "$TUTTI" stack up || exit 1
+  "$TUTTI" stack up --secure || exit 1
   eval "$("$TUTTI" stack env)"
 fi
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import Settings, load_settings, section_env
 from orchestrator.kafka import admin_client, consumer
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import INBOUND_CHANNELS
@@ -113,6 +113,7 @@ def stop_children_on_exit() -> None:
 def _env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
+        **section_env(settings, "kafka"),  # the bootstrap servers, credentials too
         "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
         "TUTTI_TOPICS_PREFIX": settings.topics.prefix,

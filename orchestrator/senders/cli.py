@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import click
 
 from orchestrator.config import load_settings
+from orchestrator.errors import StackError
+from orchestrator.kafka import cluster_metadata
 from orchestrator.vocabulary import ACTION_CHANNELS
 
 __all__ = ["sender"]
@@ -48,6 +51,12 @@ def sender(
 
     configure_logging(log_level)
     settings = load_settings(config_path)
+    try:
+        # A refused login or an unverifiable certificate ends the start with the setting to
+        # fix (a ConfigError); a broker that is only down is waited for by the loop.
+        cluster_metadata(settings.kafka, timeout=10)
+    except StackError as exc:
+        logging.getLogger(__name__).warning("%s; starting anyway, retrying", exc)
     port = settings.sender.metrics_port if metrics_port is None else metrics_port
     built = build_sender(settings, channel, provider)
     if port:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import StackSettings, load_settings
+from orchestrator.config import KafkaSettings, StackSettings, load_settings
 from orchestrator.errors import StackError
+from orchestrator.kafka import cluster_metadata
 from orchestrator.stack import LocalStack
 
 pytestmark = pytest.mark.kafka
@@ -30,6 +31,7 @@ def _private_stack(tmp_path: Path) -> LocalStack:
             kafka_port=_free_port(),
             controller_port=_free_port(),
             registry_port=_free_port(),
+            secure_port=_free_port(),
         ),
         echo=lambda _: None,
     )
@@ -60,6 +62,26 @@ def test_up_twice_then_down_leaves_nothing(tmp_path: Path) -> None:
         second = stack.up()  # harmless: same processes, nothing restarted
         assert {s.name: s.pid for s in second} == pids
         assert sorted(_ours(stack)) == sorted(p for p in pids.values() if p)
+
+        # --secure on a running plain stack: the broker restarts with a SASL_SSL listener
+        # (CA and certificate made with keytool, the SCRAM user with the broker's tool).
+        assert not stack.runs_secure
+        secured = {s.name: s.pid for s in stack.up(secure=True)}
+        assert secured["registry"] == pids["registry"] and secured["kafka"] != pids["kafka"]
+        assert stack.runs_secure
+        password = stack.secure.password()
+        assert stack.secure.password_file.stat().st_mode & 0o077 == 0  # owner-only
+        client = KafkaSettings(
+            bootstrap_servers=stack.secure_bootstrap_servers,
+            security_protocol="SASL_SSL",
+            sasl_username=stack.secure.user,
+            sasl_password=password,
+            ssl_ca_file=stack.secure.ca_pem,
+        )
+        assert cluster_metadata(client, timeout=20).brokers
+        # Secure once, secure until reset: a plain `up` keeps the listener and the password.
+        assert {s.name: s.pid for s in stack.up()} == secured
+        assert stack.secure.password() == password
     finally:
         stopped = stack.down()
     assert sorted(stopped) == ["kafka", "registry"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.config import Settings
+from orchestrator.config import Settings, section_env
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "test-token"
@@ -94,6 +94,7 @@ def launch_worker(
     port = free_port()
     env = {
         **os.environ,
+        **section_env(settings, "kafka"),  # the bootstrap servers, credentials too
         "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
         "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
