@@ -110,7 +110,18 @@ def registry_problem(url: str | None, exc: BaseException) -> str:
     genuine 404 (an unknown schema id) on the right URL is left as it is: the URL is probed.
     """
     text = f"{type(exc).__name__}: {exc}"
-    if getattr(exc, "http_status_code", None) != 404 or not url or url.startswith("mock://"):
+    status = getattr(exc, "http_status_code", None)
+    if status in (401, 403):
+        return (
+            f"{text}; the registry refused the credentials: check kafka.registry_username and "
+            "kafka.registry_password (or kafka.registry_password_file)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in _causes(exc):
+        return (
+            f"{text}; the registry's TLS certificate could not be verified: set "
+            "kafka.registry_ca_file to the CA certificate (PEM) that signed it"
+        )
+    if status != 404 or not url or url.startswith("mock://"):
         return text
     base = url.rstrip("/")
     try:
@@ -124,6 +135,16 @@ def registry_problem(url: str | None, exc: BaseException) -> str:
         f"Registry (the local stack's) it is {base}/apis/ccompat/v7: set "
         "kafka.schema_registry_url (TUTTI_KAFKA_SCHEMA_REGISTRY_URL) to that"
     )
+
+
+def _causes(exc: BaseException) -> str:
+    """The messages of ``exc`` and its causes (httpx wraps the ssl error)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 10:
+        parts.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return " | ".join(parts)
 
 
 def register_once(client: Any, subject: str, version: SchemaVersion) -> int:

@@ -46,13 +46,15 @@ def is_transient(exc: BaseException) -> bool:
     """True when the failure is the infrastructure's (registry down), not the record's.
 
     Walks the chain of causes: an HTTP 5xx or a negative status (the registry client's "no
-    response"), any httpx/httpcore transport error, or a connection error or timeout anywhere in
-    it makes the failure transient - worth retrying, never a reason to dead-letter a record.
+    response"), 401 or 403 (the registry refused our credentials: a setting to fix, not a bad
+    record), any httpx/httpcore transport error (a TLS certificate refused included), or a
+    connection error or timeout anywhere in it makes the failure transient - worth retrying,
+    never a reason to dead-letter a record.
     """
     seen: BaseException | None = exc
     while seen is not None:
         status = getattr(seen, "http_status_code", None)
-        if isinstance(status, int) and (status >= 500 or status < 0):
+        if isinstance(status, int) and (status >= 500 or status < 0 or status in (401, 403)):
             return True
         name = type(seen).__name__
         module = type(seen).__module__

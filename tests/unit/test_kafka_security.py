@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.codec import registry_config
 from orchestrator.config import KafkaSettings, load_settings, section_env
-from orchestrator.errors import ConfigError, StackError
+from orchestrator.errors import ConfigError, StackError, is_transient
 from orchestrator.kafka import (
     aiokafka_security,
     connection_problem,
@@ -164,3 +164,15 @@ def test_connection_errors_say_what_to_fix(
     problem = connection_problem(kafka, [librdkafka_says])
     assert type(problem) is kind
     assert names in str(problem) and "the-password" not in str(problem)
+
+
+def test_a_refused_registry_login_is_retried_never_a_dead_letter() -> None:
+    class RegistryError(Exception):
+        def __init__(self, status: int) -> None:
+            super().__init__(f"HTTP {status}")
+            self.http_status_code = status
+
+    # 401/403 are the operator's setting to fix: events wait for it instead of being
+    # dead-lettered as if they were bad; a 404 (an unknown schema id) is the record's.
+    assert is_transient(RegistryError(401)) and is_transient(RegistryError(403))
+    assert not is_transient(RegistryError(404))
