@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import Any
 
 from orchestrator.config import KafkaSettings
@@ -166,11 +167,16 @@ def cluster_metadata(settings: KafkaSettings, timeout: float = 10.0) -> Any:
         "error_cb": lambda err: errors.append(err.str()),
     }
     admin = AdminClient(conf)
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        admin.poll(0.5)  # serves the error callback
-        raise connection_problem(settings, [*errors, str(exc)]) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        # Short tries: a refused login is known within a second, not at the timeout.
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            admin.poll(0.1)  # serves the error callback
+            problem = connection_problem(settings, [*errors, str(exc)])
+            if isinstance(problem, ConfigError) or time.monotonic() >= deadline:
+                raise problem from None
 
 
 def connection_problem(settings: KafkaSettings, errors: list[str]) -> TuttiError:

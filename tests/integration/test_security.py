@@ -103,17 +103,21 @@ def test_a_broker_certificate_from_an_unknown_ca_is_refused(
         cluster_metadata(untrusting, timeout=10)
 
 
-def test_the_cli_says_which_setting_to_fix_in_one_line(secure_kafka: KafkaSettings) -> None:
+@pytest.mark.parametrize("command", [["topics", "create"], ["worker"]])
+def test_the_cli_and_the_worker_say_which_setting_to_fix_in_one_line(
+    secure_kafka: KafkaSettings, command: list[str], tmp_path: Path
+) -> None:
     settings = Settings(kafka=secure_kafka)
     env = {
         **os.environ,
         **section_env(settings, "kafka"),
         "TUTTI_KAFKA_SASL_PASSWORD": "not-the-password",
         "TUTTI_TOPICS_PREFIX": f"t{uuid.uuid4().hex[:10]}.",
+        "TUTTI_WORKER_DATA_DIR": str(tmp_path / "worker"),
     }
     env.pop("TUTTI_CONFIG", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "topics", "create"],
+        [sys.executable, "-m", "orchestrator", *command],
         cwd=REPO,
         env=env,
         capture_output=True,
