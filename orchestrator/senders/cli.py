@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 from pathlib import Path
 
 import click
@@ -51,12 +51,11 @@ def sender(
 
     configure_logging(log_level)
     settings = load_settings(config_path)
-    try:
-        # A refused login or an unverifiable certificate ends the start with the setting to
-        # fix (a ConfigError); a broker that is only down is waited for by the loop.
-        cluster_metadata(settings.kafka, timeout=10)
-    except StackError as exc:
-        logging.getLogger(__name__).warning("%s; starting anyway, retrying", exc)
+    # A refused login or an unverifiable certificate ends the start with the setting to fix
+    # (a ConfigError). A broker that is only down is waited for by the loop, and said once
+    # by the outage log (orchestrator.logs), not here a second time.
+    with contextlib.suppress(StackError):
+        cluster_metadata(settings.kafka, timeout=5)
     port = settings.sender.metrics_port if metrics_port is None else metrics_port
     built = build_sender(settings, channel, provider)
     if port:
