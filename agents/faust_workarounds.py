@@ -14,19 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import faust.stores
-import rocksdict
 from faust import Worker
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
 
 __all__ = [
-    "STORE_URL",
     "SpinnerlessWorker",
-    "WallessRocksDBStore",
     "actively_owned_partitions",
     "as_current_event",
     "committed_offset",
@@ -71,36 +66,6 @@ def _check_delivery(app: Any, topic: str, fut: asyncio.Future[Any]) -> None:
     if exc is not None:
         log.critical("a record to %s was refused by Kafka (%s): stopping", topic, exc)
         app.loop.create_task(app.crash(exc))
-
-
-class WallessRocksDBStore(RocksDBStore):
-    """Faust's RocksDB store, writing without RocksDB's write-ahead log.
-
-    Each table write was a ``write()`` to the WAL: 12 us a put for a 7.5 KB state against 3.5 us
-    without (measured on the dev VM), and 12 % of the worker's samples in a py-spy profile of
-    ``tutti bench`` while the broker shared the disk. The WAL guards nothing Faust needs: the
-    changelog topic is the table's durable copy, and Faust stores the changelog offset it has
-    applied in the same database (``set_persisted_offset``), written after the data it covers.
-    A crash loses the writes since the last memtable flush - data and offset together, as a
-    prefix - and Faust's recovery replays the changelog from the older offset (restarts and
-    the crash tests: tests/integration/worker/test_restart_restore.py, test_outbox_live.py).
-    Not a Faust bug: Faust has no setting for RocksDB write options, so the private
-    ``_open_for_partition`` is wrapped.
-    """
-
-    def _open_for_partition(self, partition: int) -> Any:
-        db = super()._open_for_partition(partition)
-        options = rocksdict.WriteOptions()
-        # A property in rocksdict 0.3 (its type stubs call it a method; calling it fails).
-        options.disable_wal = True  # type: ignore[method-assign,assignment]
-        db.set_write_options(options)
-        return db
-
-
-#: The worker's ``store`` setting: :class:`WallessRocksDBStore` under its own URL scheme
-#: (Faust resolves a store by the scheme, through its public registry of store classes).
-STORE_URL = "tutti-rocksdb://"
-faust.stores.STORES.aliases["tutti-rocksdb"] = f"{__name__}:WallessRocksDBStore"
 
 
 class SpinnerlessWorker(Worker):
