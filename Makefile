@@ -6,7 +6,7 @@ PYTHON ?= python3
 TUTTI  := $(VENV)/bin/tutti
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint types unit stack-up stack-down stack-status bench bench-micro clean
+.PHONY: install run test lint types unit stack-up stack-down stack-status bench bench-micro reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ stack-down:
 
 stack-status: install
 	$(TUTTI) stack status
+
+# The fault suite at full size (issue 13, docs/reliability.md): >= 100,000 events over
+# >= 20,000 customers with three worker SIGKILLs, a wiped data dir, 10,000 malformed records.
+# `make test` runs the same scenarios small.
+reliability: install
+	TUTTI_RELIABILITY_CUSTOMERS=23000 TUTTI_RELIABILITY_SPREAD_S=150 TUTTI_RELIABILITY_KILLS=3 \
+	TUTTI_RELIABILITY_BAD_RECORDS=10000 TUTTI_RELIABILITY_FUZZ_EXAMPLES=5000 \
+	bash scripts/test.sh -s tests/integration/worker/test_faults_live.py \
+		tests/integration/worker/test_bad_input_live.py tests/unit/test_fuzz.py
 
 bench: install
 	bash scripts/bench.sh $(ARGS)

@@ -10,6 +10,7 @@ reason, and in `tutti journeys validate` a crash instead of the file, line and f
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from tests.unit.engine.factories import contactable
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per property: 300 in `make test`, more with `make reliability`.
+EXAMPLES = int(os.environ.get("TUTTI_RELIABILITY_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CODEC = AvroCodec(registry=SchemaRegistryClient.new_client({"url": "mock://fuzz"}))
 
