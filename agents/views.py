@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.faust_workarounds import ensure_router_metadata
+from agents.faust_workarounds import actively_owned_partitions, ensure_router_metadata
 from agents.journey import journey_summary
 from agents.worker import TuttiWorker
 from orchestrator.engine.placements import answer, shown
@@ -52,7 +52,20 @@ def register_views(worker: TuttiWorker) -> None:
     app = worker.app
     token = worker.settings.worker.api_token
 
+    def restoring(view: Any) -> Any:
+        """503 while this worker's tables are being restored or its partitions move: an empty
+        local table then says nothing about whether a customer exists."""
+        if actively_owned_partitions(app, worker.customers_table) is not None:
+            return None
+        return view.json(
+            {"error": "the worker is restoring its tables or rebalancing; retry shortly"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+
     async def local_customer(view: Any, request: Any, customer_id: str) -> Any:
+        if (busy := restoring(view)) is not None:
+            return busy
         state = worker.customers.load(customer_id)
         if state is None:
             survivor = worker.aliases.survivor(customer_id)
@@ -68,6 +81,8 @@ def register_views(worker: TuttiWorker) -> None:
         )
 
     async def local_placement(view: Any, request: Any, customer_id: str, placement: str) -> Any:
+        if (busy := restoring(view)) is not None:
+            return busy
         placed = shown(worker.customers.load(customer_id), placement, datetime.now(UTC))
         if placed is None:  # nothing in place (or no such customer): the page shows its default
             return view.bytes(b"", status=204)

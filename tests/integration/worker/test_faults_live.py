@@ -73,19 +73,22 @@ def _library(tmp_path: Path) -> Path:
     return library
 
 
-def _stream(rng: random.Random) -> tuple[Script, dict[str, int]]:
-    """CUSTOMERS stories over SPREAD_S seconds, and each customer's number of events."""
+def _stream(rng: random.Random) -> tuple[Script, dict[str, int], dict[str, tuple[float, float]]]:
+    """CUSTOMERS stories over SPREAD_S seconds; each customer's number of events, and when
+    their story starts and ends (seconds into the script)."""
     run = uuid.uuid4().hex[:6]
     script = Script()
     stories: dict[str, int] = {}
+    spans: dict[str, tuple[float, float]] = {}
     for n in range(CUSTOMERS):
         cid = f"f{run}-{n:05d}"
         events = story(rng, cid)
         stories[cid] = len(events)
         start = rng.uniform(0, SPREAD_S - 0.05 * len(events))
+        spans[cid] = (start, start + 0.05 * (len(events) - 1))
         for k, e in enumerate(events):
             script.at(start + 0.05 * k, e)
-    return script, stories
+    return script, stories, spans
 
 
 def _misapplied(worker: WorkerProcess, stories: dict[str, int], wait: float) -> dict[str, int]:
@@ -139,21 +142,22 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     app_id, data_dir = worker.app_id, worker.data_dir
     actions = Collector.actions(settings)
     rng = random.Random(SEED)
-    script, stories = _stream(rng)
+    script, stories, spans = _stream(rng)
 
     played: dict[str, Any] = {}
     player = threading.Thread(target=lambda: played.update(result=play(settings, script)))
     player.start()
     kill_at = sorted(rng.uniform(1.0, SPREAD_S) for _ in range(KILLS))
     began = time.monotonic()
-    downtime = 0.0
+    outages: list[tuple[float, float]] = []  # seconds into the script: killed, back
     for moment in kill_at:
         time.sleep(max(0.0, moment - (time.monotonic() - began)))
         worker.process.kill()  # SIGKILL: no shutdown, no commit, no flush
         worker.process.wait()
-        down = time.monotonic()
+        down = time.monotonic() - began
         worker = worker_factory(settings, app_id=app_id, data_dir=data_dir, extra_env=FAST_RESTART)
-        downtime += time.monotonic() - down
+        outages.append((down, time.monotonic() - began))
+    downtime = sum(back - down for down, back in outages)
     player.join()
     started, inputs = played["result"]
     until = started + timedelta(seconds=SPREAD_S + TAIL_S)
@@ -165,15 +169,27 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     live = live_sends(records)
     copies = Counter(r["action_id"] for r in records)
     resent = sum(n - 1 for n in copies.values())
-    lost = expected - live
-    extra = live - expected
+    # Arbitration windows close on the worker's clock: a customer whose story (and its 1 s
+    # window) straddles an outage may be arbitrated differently from the simulator, which
+    # reads each event at its production time. Those differences are reported, not failed
+    # (docs/reliability.md); any other difference is a bug.
+    straddling = {
+        cid
+        for cid, (start, end) in spans.items()
+        if any(start < back + 2.0 and end + 2.0 > down for down, back in outages)
+    }
+    shifted = {a[0] for a in expected ^ live if a[0] in straddling}
+    lost = {a for a in expected - live if a[0] not in straddling}
+    extra = {a for a in live - expected if a[0] not in straddling}
     wrong = _misapplied(worker, stories, wait=120)
     lag = _lag(settings, app_id)
     print(
         f"\nworker SIGKILL x{KILLS}: {sum(stories.values())} events, {CUSTOMERS} customers, "
         f"{len(expected)} actions expected; lost {len(lost)}, not decided by the oracle "
         f"{len(extra)}, events applied wrongly {len(wrong)}, re-sent copies {resent}, "
-        f"lag {lag}, worker down {downtime:.1f} s in all (seed {SEED})"
+        f"lag {lag}, worker down {downtime:.1f} s in all; {len(straddling)} customers' "
+        f"stories straddled an outage, {len(shifted)} of them arbitrated differently "
+        f"(seed {SEED})"
     )
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
@@ -191,7 +207,7 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
     publish_journeys(settings, [_library(tmp_path)])
     worker = worker_factory(settings, extra_env=FAST_RESTART)
     actions = Collector.actions(settings)
-    script, stories = _stream(random.Random(SEED + 5))
+    script, stories, _ = _stream(random.Random(SEED + 5))
     play(settings, script)
     assert not _misapplied(worker, stories, wait=60)
     actions.poll(TAIL_S)  # the arbitration windows close, their sends go
@@ -219,5 +235,10 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
     )
     actions.close()
     assert pending > 0 and sent > 0
+    if differ:  # what differs, for the first one
+        b, a = before[differ[0]] or {}, after[differ[0]] or {}
+        for key in sorted(set(b) | set(a) - {"state_digest"}):
+            if b.get(key) != a.get(key):
+                print(f"{differ[0]} {key}: {b.get(key)!r:.300} before, {a.get(key)!r:.300} after")
     assert not differ, differ[:10]
     assert not again, again[:5]
