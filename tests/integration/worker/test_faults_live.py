@@ -83,6 +83,9 @@ def _stream(rng: random.Random) -> tuple[Script, dict[str, int], dict[str, tuple
     for n in range(CUSTOMERS):
         cid = f"f{run}-{n:05d}"
         events = story(rng, cid)
+        for e in events:  # a phone of its own: two customers sharing one are merged into one
+            if e["identities"].get("phone"):
+                e["identities"]["phone"] = f"+3361{n:07d}"
         stories[cid] = len(events)
         start = rng.uniform(0, SPREAD_S - 0.05 * len(events))
         spans[cid] = (start, start + 0.05 * (len(events) - 1))
