@@ -47,6 +47,7 @@ from orchestrator.vocabulary import INBOUND_CHANNELS
 from .conftest import WorkerProcess
 from .fast_journeys import fast_text
 from .journey_helpers import Collector, Script, live_sends, play, simulated_sends
+from .test_ingest_profile import read_dead_letters
 from .test_oracle_live import story
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(1800)]
@@ -186,16 +187,21 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     extra = {a for a in live - expected if a[0] not in straddling}
     wrong = _misapplied(worker, stories, wait=120)
     lag = _lag(settings, app_id)
+    letters = Counter(
+        f"{d['error_class']}: {d['reason'][:120]}"
+        for d in read_dead_letters(settings, set(), expected=10**9, timeout=5)
+    )
     print(
         f"\nworker SIGKILL x{KILLS}: {sum(stories.values())} events, {CUSTOMERS} customers, "
         f"{len(expected)} actions expected; lost {len(lost)}, not decided by the oracle "
         f"{len(extra)}, events applied wrongly {len(wrong)}, re-sent copies {resent}, "
         f"lag {lag}, worker down {downtime:.1f} s in all; {len(straddling)} customers' "
         f"stories straddled an outage, {len(shifted)} of them arbitrated differently "
-        f"(seed {SEED})"
+        f"(seed {SEED}); dead letters {sum(letters.values())} {dict(letters.most_common(5))}"
     )
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
+    assert not letters, letters  # the stream is valid: nothing is dead-lettered
     assert not wrong, f"events lost (<0) or applied twice (>0) per customer: {wrong}"
     assert not lost and not extra, (
         f"lost: {sorted(lost)[:10]}\nnot decided by the oracle: {sorted(extra)[:10]}"
