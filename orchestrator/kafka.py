@@ -140,13 +140,14 @@ def consumer(settings: KafkaSettings, group_id: str, **extra: Any) -> Any:
     return Consumer(consumer_config(settings, group_id, **extra))
 
 
-def admin_client(settings: KafkaSettings) -> Any:
+def admin_client(settings: KafkaSettings, **extra: Any) -> Any:
     from confluent_kafka.admin import AdminClient
 
     conf: dict[str, Any] = {
         **security_config(settings),
         "bootstrap.servers": settings.bootstrap_servers,
         "logger": logging.getLogger("librdkafka"),
+        **extra,
     }
     return AdminClient(conf)
 
@@ -157,16 +158,9 @@ def cluster_metadata(settings: KafkaSettings, timeout: float = 10.0) -> Any:
     librdkafka reports why a connection failed (refused credentials, an unverifiable
     certificate) only to an error callback; the metadata call itself just times out."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
     errors: list[str] = []
-    conf: dict[str, Any] = {
-        **security_config(settings),
-        "bootstrap.servers": settings.bootstrap_servers,
-        "logger": logging.getLogger("librdkafka"),
-        "error_cb": lambda err: errors.append(err.str()),
-    }
-    admin = AdminClient(conf)
+    admin = admin_client(settings, error_cb=lambda err: errors.append(err.str()))
     deadline = time.monotonic() + timeout
     while True:
         # Short tries: a refused login is known within a second, not at the timeout.

@@ -27,6 +27,7 @@ from orchestrator.ingest import normalise
 from orchestrator.vocabulary import INBOUND_CHANNELS
 from tables.codec import decode_record, encode_record
 from tests.unit.engine.factories import contactable
+from tests.unit.test_codec import event  # a valid CustomerEvent record
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -37,20 +38,8 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 CODEC = AvroCodec(registry=SchemaRegistryClient.new_client({"url": "mock://fuzz"}))
 
 
-def _valid_event() -> dict[str, Any]:
-    return {
-        "event_id": "e-1",
-        "event_time": NOW,
-        "channel": "web",
-        "event_type": "add_to_cart",
-        "identities": {"customer_id": "c-1", "email": "ada@example.com"},
-        "product": {"product_id": "p-9", "price": {"amount_minor": 1999, "currency": "EUR"}},
-        "attributes": {"utm_source": "newsletter"},
-    }
-
-
 VALID_BYTES = {
-    framing: CODEC.encode("CustomerEvent", _valid_event(), "events.web", framing=framing)
+    framing: CODEC.encode("CustomerEvent", event(event_time=NOW), "events.web", framing=framing)
     for framing in ("single_object", "confluent")
 }
 
