@@ -141,6 +141,38 @@ class StepStats:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+class ConditionErrorLog:
+    """Logs condition errors (explanation ``condition_error``: a journey condition that could
+    not be evaluated on a profile) at most once per journey every ``every`` seconds: a journey
+    that does not fit thousands of profiles would otherwise flood the log. The metric
+    (``tutti_worker_journey_errors_total``) counts every one."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.unlogged: dict[str, int] = {}
+
+    def note(self, decision: Decision) -> None:
+        for e in decision.explanations:
+            if e.code != "condition_error":
+                continue
+            journey = e.journey_id or ""
+            at = time.monotonic()
+            if at - self.last.get(journey, -self.every) < self.every:
+                self.unlogged[journey] = self.unlogged.get(journey, 0) + 1
+                continue
+            self.last[journey] = at
+            more = self.unlogged.pop(journey, 0)
+            log.warning(
+                "journey %s v%s, customer %s: %s%s",
+                journey,
+                e.journey_version,
+                e.customer_id,
+                e.message,
+                f" ({more} more for this journey since the last report)" if more else "",
+            )
+
+
 class JourneyStep:
     """Everything the customer agent needs to run `decide` on one signal."""
 
@@ -149,6 +181,7 @@ class JourneyStep:
         self.control = control
         self.index = index
         self.stats = StepStats()
+        self.condition_errors = ConditionErrorLog()
         #: Set by the fault hook (CRASH_AFTER_STATE_WRITE): the batch dies once its writes are made.
         self.crash_after_writes = False
 
@@ -221,6 +254,7 @@ class JourneyStep:
             decision = decide(state, signal, now, self.control.rules)
             decided_in = time.perf_counter() - started
             self.stats.decide_seconds += decided_in
+            self.condition_errors.note(decision)
         except Exception as exc:
             await self._dead_letter(msg, exc, now)
             return

@@ -247,6 +247,13 @@ class WorkerMetrics:
             ["journey", "reason"],
             registry=r,
         )
+        self.journey_errors = Counter(
+            "tutti_worker_journey_errors",
+            "Journey steps skipped for a customer because a condition could not be evaluated "
+            "on their profile (explanation condition_error), by journey and where.",
+            ["journey", "where"],
+            registry=r,
+        )
         self.outcomes = Counter(
             "tutti_worker_outcomes",
             "Journey outcomes emitted (entered, step, sent, suppressed, converted, exited).",
@@ -351,6 +358,10 @@ class WorkerMetrics:
         for explanation in decision.suppressions:
             reason = explanation.code if explanation.code in REASON_CODES else "other"
             self.suppressions.labels(explanation.journey_id or "", reason).inc()
+        for explanation in decision.explanations:
+            if explanation.code == "condition_error":
+                where = explanation.details.get("where", "")
+                self.journey_errors.labels(explanation.journey_id or "", where).inc()
         for outcome in decision.outcomes:
             self.outcomes.labels(outcome.journey_id, outcome.kind).inc()
         if isinstance(signal, CustomerEvent) and signal.event_type in CATALOG_EVENT_TYPES:

@@ -3,7 +3,10 @@
 A condition compiles into a closure over a field resolver and an operator; evaluation never
 uses `eval`. Fields live in three namespaces: `event.*` (the event being processed; absent on
 wake-ups), `profile.*` (the unified profile at decision time) and `journey.*` (the enrolment:
-variant, engagement, the trigger event's key facts). A missing value makes comparisons false.
+variant, engagement, the trigger event's key facts). A missing value makes comparisons false; a
+value of another type than the condition compares with (``"thirty" gt 30``) raises
+`ConditionError`, which the engine turns into a skipped journey step for that customer
+(`Run.holds`), never into a silent false or a dead-lettered event.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from orchestrator.engine.errors import ConditionError
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState, Enrollment
 from orchestrator.engine.yamlnodes import Problem, YNode
@@ -224,6 +228,36 @@ def _num(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+def _kind(x: Any) -> str:
+    """The type of a value as a journey author names it."""
+    if isinstance(x, bool):
+        return "true/false"
+    if _num(x):
+        return "a number"
+    if isinstance(x, str):
+        return "text"
+    if isinstance(x, list | tuple | set | frozenset):
+        return "a list"
+    return type(x).__name__
+
+
+def _comparable(op_name: str, actual: Any, expected: Any) -> bool:
+    """Whether ``actual`` (not None) is of a type ``op_name`` can compare with ``expected``."""
+    if op_name == "exists":
+        return True
+    if op_name in ("in", "not_in"):
+        return any(_kind(actual) == _kind(x) for x in expected) or not expected
+    if op_name == "contains":
+        return isinstance(actual, list | tuple | set | frozenset) or (
+            isinstance(actual, str) and isinstance(expected, str)
+        )
+    if op_name == "starts_with":
+        return isinstance(actual, str)
+    if op_name in ("gt", "gte", "lt", "lte"):
+        return _kind(actual) == _kind(expected) and _kind(actual) in ("a number", "text")
+    return _kind(actual) == _kind(expected)  # eq, ne
+
+
 def _cmp(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def op(actual: Any, expected: Any) -> bool:
         if actual is None:
@@ -358,8 +392,13 @@ def _leaf(node: YNode, keys: set[str], problems: list[Problem]) -> Condition:
         problems.append(where.problem("a string for op starts_with"))
         return ALWAYS
     expected = value
+    text = f"{name} {op_name} {expected!r}"
 
     def test(ctx: EvalContext) -> bool:
-        return op(resolve(ctx), expected)
+        actual = resolve(ctx)
+        if actual is not None and not _comparable(op_name, actual, expected):
+            # The customer's value only: its type, never the value (it may be personal data).
+            raise ConditionError(f"{text}: the customer's {name} is {_kind(actual)}")
+        return op(actual, expected)
 
-    return Condition(test, f"{name} {op_name} {expected!r}")
+    return Condition(test, text)

@@ -48,6 +48,7 @@ REASON_CODES = (
     "awaiting_approval",
     "rejected",
     "erased",
+    "condition_error",
 )
 
 

@@ -51,7 +51,9 @@ def try_enter(run: Run, journey: Journey, ev: CustomerEvent | None, trigger_key:
     s = run.state
     if ev is not None and _overtaken(run, journey, ev):
         return
-    if not journey.entry.condition(EvalContext(s, ev, None, run.now)):
+    if not run.holds(
+        journey.entry.condition, EvalContext(s, ev, None, run.now), journey, None, "entry"
+    ):
         return
     active = s.enrollment(journey.id)
     hist = s.journeys.get(journey.id)
@@ -227,7 +229,7 @@ def apply_exit_rules(run: Run, ev: CustomerEvent) -> None:
         ctx = EvalContext(run.state, ev, enr, run.now)
         for rule in journey.exits:
             hit = rule.event == ev.event_type or (rule.event == ACTIVITY and activity)
-            if hit and rule.condition(ctx):
+            if hit and run.holds(rule.condition, ctx, journey, enr, f"exit on {rule.event}"):
                 run.exit(enr, journey, f"exit_on:{ev.event_type}")
                 break
 
@@ -241,8 +243,8 @@ def resume_waits_for(run: Run, ev: CustomerEvent) -> None:
         step = journey.steps.get(enr.step_id or "") if journey else None
         if journey is None or not isinstance(step, WaitForStep):
             continue
-        if ev.event_type in step.events and step.condition(
-            EvalContext(run.state, ev, enr, run.now)
+        if ev.event_type in step.events and run.holds(
+            step.condition, EvalContext(run.state, ev, enr, run.now), journey, enr, "wait_for"
         ):
             wake(enr)
             walk(run, enr, journey, step.on_event, run.now)
@@ -285,7 +287,8 @@ def record_goals(run: Run, ev: CustomerEvent) -> None:
         journey = run.rules.version(a.journey_id, a.version)
         if journey is None or journey.goal is None or ev.event_type not in journey.goal.events:
             continue
-        if not journey.goal.condition(EvalContext(run.state, ev, None, run.now)):
+        ctx = EvalContext(run.state, ev, None, run.now)
+        if not run.holds(journey.goal.condition, ctx, journey, None, "goal"):
             continue
         a.converted = True
         revenue = ev.order.total if ev.order is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrator.errors import JourneyError, TuttiError
 
-__all__ = ["IllegalTransition", "JourneyError", "PolicyError", "SignalError"]
+__all__ = ["ConditionError", "IllegalTransition", "JourneyError", "PolicyError", "SignalError"]
 
 
 class PolicyError(TuttiError):
@@ -22,3 +22,10 @@ class IllegalTransition(TuttiError):
     """The engine tried to move an enrolment where its transition table does not allow: a bug in
     the engine, not in the input. The worker dead-letters the signal; report it with the
     customer's recent decisions (`tutti customer show`) so the move can be fixed or allowed."""
+
+
+class ConditionError(TuttiError):
+    """A journey condition cannot be evaluated for this customer: the value it reads is of
+    another type than the one it compares with (a custom attribute sent as text where the
+    journey compares numbers, say). The engine skips that journey step for that customer
+    (explanation ``condition_error``, counted by the worker); the other journeys still run."""

@@ -75,7 +75,16 @@ def walk(
                 return
             case BranchStep():
                 ctx = EvalContext(run.state, ev, enr, now)
-                sid = next((c.next for c in step.cases if c.condition(ctx)), step.otherwise)
+                chosen = step.otherwise
+                for case in step.cases:
+                    verdict = run.holds(case.condition, ctx, journey, enr, f"branch {sid}")
+                    if verdict is None:  # no path can be chosen for this customer
+                        run.exit(enr, journey, "condition_error")
+                        return
+                    if verdict:
+                        chosen = case.next
+                        break
+                sid = chosen
             case ExitStep():
                 run.exit(enr, journey, step.reason)
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from orchestrator.engine.conditions import Condition, EvalContext
 from orchestrator.engine.decision import (
     Action,
     Explanation,
@@ -23,6 +24,7 @@ from orchestrator.engine.journey import Journey
 from orchestrator.engine.rules import Rules
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState, Enrollment, JourneyHistory, pending_wakeups
+from orchestrator.errors import TuttiError
 
 __all__ = ["PendingSend", "Run"]
 
@@ -141,6 +143,33 @@ class Run:
                 details=details or {},
             )
         )
+
+    def holds(
+        self,
+        condition: Condition,
+        ctx: EvalContext,
+        journey: Journey,
+        enr: Enrollment | None,
+        where: str,
+    ) -> bool | None:
+        """The condition's verdict for this customer, or None when it cannot be evaluated
+        (``ConditionError``: a value of another type; or a fault in evaluating it). Then that
+        one journey step is skipped for this customer, explained as ``condition_error`` (the
+        worker counts and logs it) and the other journeys run on: one journey that does not
+        fit some profiles never stops a customer's signal (issue 13, scenario 9)."""
+        try:
+            return condition(ctx)
+        except Exception as exc:  # evaluating a condition changes nothing: safe to skip
+            reason = str(exc) if isinstance(exc, TuttiError) else type(exc).__name__
+            self.explain(
+                "info",
+                "condition_error",
+                f"{where}: {reason}; skipped for this customer",
+                enr,
+                journey,
+                details={"where": where},
+            )
+            return None
 
     def note(self, code: str, message: str) -> None:
         """An explanation about the customer rather than a journey (erased, nothing to approve)."""

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator.engine import CustomerState
 from orchestrator.engine.conditions import EvalContext, compile_condition
+from orchestrator.engine.errors import ConditionError
 from orchestrator.engine.yamlnodes import YNode, compose
 
 from .factories import T0, event, product
@@ -66,11 +67,33 @@ def ctx(**state_fields: Any) -> EvalContext:
             "[{field: profile.orders, op: eq, value: 2}, {field: profile.app_installed, op: eq, value: true}]",
             False,
         ),
-        ("{field: profile.orders, op: eq, value: '2'}", False),  # no silent type coercion
     ],
 )
 def test_condition(text: str, expected: bool) -> None:
     assert cond(text)(ctx()) is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{field: profile.orders, op: eq, value: '2'}",  # no silent type coercion
+        "{field: profile.orders, op: ne, value: '2'}",
+        "{field: event.attributes.utm, op: gt, value: 30}",  # attributes are text
+        "{field: profile.orders, op: in, value: ['1', '2']}",
+        "{field: profile.orders, op: starts_with, value: '2'}",
+        "{not: {field: profile.loyalty.tier, op: lt, value: 3}}",  # not of an error: an error
+    ],
+)
+def test_a_value_of_another_type_is_an_error_not_a_quiet_false(text: str) -> None:
+    with pytest.raises(ConditionError) as err:
+        cond(text)(ctx())
+    assert "the customer's" in str(err.value)
+    assert "spring" not in str(err.value) and "gold" not in str(err.value)  # never the value
+
+
+def test_a_missing_value_is_no_error() -> None:
+    assert cond("{field: event.attributes.age, op: gt, value: 30}")(ctx()) is False
+    assert cond("{field: event.order.total, op: ne, value: '1'}")(ctx()) is True
 
 
 def test_views_in_the_last_day_ignore_old_views() -> None:
