@@ -29,6 +29,7 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
 fi
 
 bash scripts/promtool.sh
+bash scripts/chromium.sh
 
 echo "== pytest"
 "$VENV/bin/pytest" "$@"
