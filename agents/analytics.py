@@ -394,13 +394,19 @@ def register_analytics(worker: TuttiWorker) -> Any:
         feed = worker.topics.analytics_feed
         agent.revoke(tp.partition for tp in revoked if tp.topic == feed)
 
-    async def journey_stats(view: Any, request: Any) -> Any:
+    def local_stats() -> dict[str, JourneyStats]:
         """Counters of the journeys whose outcome partitions this worker owns: as stored, or as
         counted here since (not yet written)."""
         stats = {journey_id: decode_stats(value)[0] for journey_id, value in table.items()}
         stats.update(agent.tallies.stats())
+        return stats
+
+    worker.journey_stats = local_stats  # the dashboard's counts (agents.ui)
+
+    async def journey_stats(view: Any, request: Any) -> Any:
+        """Counters of the journeys whose outcome partitions this worker owns."""
         body = {}
-        for journey_id, s in stats.items():
+        for journey_id, s in local_stats().items():
             d = s.to_dict()
             d.pop("recent_ids", None)
             d["active"] = s.active

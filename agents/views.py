@@ -158,3 +158,7 @@ def register_views(worker: TuttiWorker) -> None:
         return view.bytes(body, headers={"Content-Type": content_type})
 
     app.page("/metrics", name="metrics")(metrics)
+
+    from agents.ui import register_ui
+
+    register_ui(worker)  # the dashboard at /ui, behind the same token

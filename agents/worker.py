@@ -7,7 +7,7 @@ it without an import circle.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.faust_workarounds import send_now
 from agents.metrics import WorkerMetrics, dead_letter_stage
+from orchestrator.analytics import JourneyStats
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.ingest import dead_letter
@@ -57,6 +58,8 @@ class TuttiWorker:
     state_cache: StateCache = field(default_factory=StateCache)
     #: The customer agent's batch in progress: its state writes, held (tables.customers).
     pending_writes: PendingWrites | None = None
+    #: The journey counters this worker holds (agents.analytics), for its views and dashboard.
+    journey_stats: Callable[[], dict[str, JourneyStats]] | None = None
 
     @property
     def customers(self) -> CustomerTable:

@@ -20,17 +20,19 @@ from itertools import pairwise
 from typing import Any
 
 from orchestrator.analytics import ArmStats, JourneyStats
+from orchestrator.engine.journey import Journey
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
+from orchestrator.flow_svg import flow_svg
 
-__all__ = ["ContactHealth", "render_report"]
+__all__ = ["CSS", "ContactHealth", "bars", "journey_section", "render_report"]
 
-_CSS = """
+CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 10px;border-bottom:1px solid #eee;
 text-align:right}th:first-child,td:first-child{text-align:left}.verdict{font-size:15px;margin:8px 0}
 .good{color:#17803d}.bad{color:#b42318}.muted{color:#777}.charts{display:flex;gap:32px;flex-wrap:wrap}
-figure{margin:0}figcaption{font-size:12px;color:#555}
+figure{margin:0}figcaption{font-size:12px;color:#555}.flow{max-width:100%;height:auto}
 """
 
 
@@ -44,7 +46,7 @@ def _interval(successes: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _bars(
+def bars(
     title: str,
     values: Mapping[str, float],
     fmt: str = "{:.0f}",
@@ -122,7 +124,9 @@ def _funnel(stats: JourneyStats, reached: dict[str, float]) -> dict[str, float]:
     return {"entered": entered, **dict(ordered)} if entered or reached else {}
 
 
-def _journey(stats: JourneyStats) -> str:
+def journey_section(stats: JourneyStats, journey: Journey | None = None) -> str:
+    """One journey: verdict, arms table, its flow diagram (when its definition is given) and
+    charts. Shared by this report and the worker's dashboard (agents.ui)."""
     rows = []
     rates: dict[str, float] = {}
     errors: dict[str, tuple[float, float]] = {}
@@ -149,15 +153,25 @@ def _journey(stats: JourneyStats) -> str:
         f"<section><h2>{escape(stats.journey_id)}</h2>"
         f'<p class="muted">Enrolments by version {escape(versions or "-")}; in the journey now {stats.active:,}.</p>'
         f"{_verdict(stats)}"
+        f"{_flow(stats, journey, reached)}"
         "<table><tr><th>arm</th><th>entered</th><th>sent</th><th>converted</th><th>rate</th>"
         f"<th>revenue</th></tr>{''.join(rows)}</table>"
         '<div class="charts">'
-        f"{_bars('Funnel: enrolments that reached each step', _funnel(stats, reached))}"
-        f"{_bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
-        f"{_bars('Suppressed, by reason', dict(sorted(suppressed.items(), key=lambda kv: -kv[1])))}"
-        f"{_bars('Sent, by channel', dict(sorted(channels.items(), key=lambda kv: -kv[1])))}"
+        f"{bars('Funnel: enrolments that reached each step', _funnel(stats, reached))}"
+        f"{bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
+        f"{bars('Suppressed, by reason', dict(sorted(suppressed.items(), key=lambda kv: -kv[1])))}"
+        f"{bars('Sent, by channel', dict(sorted(channels.items(), key=lambda kv: -kv[1])))}"
         "</div></section>"
     )
+
+
+def _flow(stats: JourneyStats, journey: Journey | None, reached: Mapping[str, float]) -> str:
+    if journey is None:
+        return ""
+    entered = sum(a.entered for a in stats.arms.values())
+    counts = {step: int(n) for step, n in reached.items()}
+    caption = f"The journey (v{journey.version}): enrolments that reached each step"
+    return f"<figure>{flow_svg(journey, counts, entered)}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 @dataclass
@@ -205,7 +219,7 @@ def _health(health: ContactHealth | None) -> str:
         f"<p>{total:,} messages to {len(health.sends):,} customers; "
         f"{health.close_pairs():,} times a customer got two messages less than "
         f"{health.close_minutes} minutes apart.</p>"
-        f'<div class="charts">{_bars("Customer-days by messages received that day", health.per_day())}'
+        f'<div class="charts">{bars("Customer-days by messages received that day", health.per_day())}'
         "</div></section>"
     )
 
@@ -214,14 +228,19 @@ def render_report(
     stats: Mapping[str, JourneyStats],
     generated_at: datetime | None = None,
     health: ContactHealth | None = None,
+    journeys: Mapping[str, Journey] | None = None,
 ) -> str:
+    """The whole page; ``journeys`` (id -> its latest definition) adds each flow diagram."""
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
-    body = "".join(_journey(stats[j]) for j in sorted(stats)) or "<p>No journey outcomes yet.</p>"
+    body = (
+        "".join(journey_section(stats[j], (journeys or {}).get(j)) for j in sorted(stats))
+        or "<p>No journey outcomes yet.</p>"
+    )
     body = _health(health) + body
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width"><title>Tutti journey report</title>'
-        f"<style>{_CSS}</style></head><body><h1>Journey report</h1>"
+        f"<style>{CSS}</style></head><body><h1>Journey report</h1>"
         f"<p class=\"muted\">Generated {when} from the journeys' outcomes. Conversion: the journey's "
         "goal reached within its window; lift: treated minus holdout conversion rate.</p>"
         f"{body}</body></html>"

@@ -277,7 +277,13 @@ def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
         stats.setdefault(journey, JourneyStats(journey)).apply(record)
         health.add(record)
     if html_out is not None:
-        html_out.write_text(render_report(stats, health=health), encoding="utf-8")
+        from orchestrator.control import read_control_plane
+
+        # The flow diagrams: each journey's latest published version.
+        plane = read_control_plane(settings)
+        latest = {j: versions[max(versions)] for j, versions in plane.journeys.items()}
+        page = render_report(stats, health=health, journeys=latest)
+        html_out.write_text(page, encoding="utf-8")
         click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "json":
         for s in stats.values():

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from orchestrator.admin import create_topics
 from orchestrator.config import KafkaSettings, Settings, TopicSettings, load_settings
 from orchestrator.topics import Topics
+from tests.browser import Browser, start_browser
 
 APICURIO_IMAGE = "quay.io/apicurio/apicurio-registry:3.0.9"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
@@ -112,3 +114,11 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def topics(settings: Settings) -> Topics:
     return Topics(settings.topics)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Headless Chromium (tests/browser.py); skipped when it is not installed."""
+    started = start_browser(tmp_path)
+    yield started
+    started.quit()

@@ -1,0 +1,417 @@
+"""The live dashboard on the worker's web port: ``/ui`` (pages rendered by
+orchestrator.dashboard_html; docs/dashboard.md).
+
+Sign-in: ``/ui/login`` takes the API token (``worker.api_token``; an empty token disables the
+dashboard, as it does the customer view) and sets an HttpOnly, SameSite=Strict session cookie,
+signed with the token (so any worker of the deployment accepts it, and changing the token signs
+everyone out). ``Authorization: Bearer <token>`` is accepted on the pages too. The levers (pause,
+resume, kill and revive a channel) are POST forms carrying a per-session CSRF token; they send the
+real ControlCommand records (orchestrator.control.send_command) and write the audit trail, as
+`tutti control` does.
+
+What the pages show: the control plane this worker folds (journeys, versions, status, killed
+channels); the journey counters of the outcome partitions this worker owns (agents.analytics);
+the latest decisions, from a tail of the action and outcome topics that starts with the first
+dashboard visit; a customer through the worker's own ``/customers/{id}`` view (any worker answers
+for any customer; contact points arrive masked). Nothing here logs a customer id or profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from agents.worker import TuttiWorker
+from orchestrator.analytics import JourneyStats
+from orchestrator.dashboard_html import (
+    JourneyRow,
+    customer_page,
+    dashboard_page,
+    live_section,
+    login_page,
+)
+from orchestrator.engine.journey import Journey
+from orchestrator.vocabulary import ACTION_CHANNELS
+from orchestrator.watch_cli import Filters, WatchLine, line_of_action, line_of_outcome
+
+__all__ = ["COOKIE", "DecisionTail", "SessionSigner", "register_ui"]
+
+log = logging.getLogger(__name__)
+
+COOKIE: Final = "tutti_ui"
+#: A session lasts a working day; then the token is asked again.
+SESSION_SECONDS: Final = 12 * 3600
+#: The levers the dashboard offers, and what each one targets.
+LEVERS: Final = {
+    "pause_journey": "journey",
+    "resume_journey": "journey",
+    "kill_channel": "channel",
+    "revive_channel": "channel",
+}
+
+
+@dataclass(frozen=True)
+class SessionSigner:
+    """Session cookies and CSRF tokens derived from the API token (HMAC-SHA256): no session
+    store, valid on every worker that has the same token."""
+
+    token: str
+    lifetime: float = SESSION_SECONDS
+
+    def _mac(self, purpose: str, body: str) -> str:
+        return hmac.new(
+            self.token.encode(), f"{purpose}|{body}".encode(), hashlib.sha256
+        ).hexdigest()
+
+    def new_session(self, now: float) -> str:
+        body = f"{int(now)}.{secrets.token_hex(16)}"
+        return f"{body}.{self._mac('session', body)}"
+
+    def valid(self, cookie: str | None, now: float) -> str | None:
+        """The session's body (issued.nonce) if ``cookie`` is one of ours and not expired."""
+        if not cookie or cookie.count(".") != 2:
+            return None
+        issued, nonce, mac = cookie.split(".")
+        body = f"{issued}.{nonce}"
+        if not hmac.compare_digest(mac.encode(), self._mac("session", body).encode()):
+            return None
+        if not issued.isdigit() or not 0 <= now - int(issued) < self.lifetime:
+            return None
+        return body
+
+    def csrf(self, session: str) -> str:
+        return self._mac("csrf", session)[:32]
+
+    def token_matches(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+class DecisionTail:
+    """The latest decisions (sends, suppressions, exits, conversions) as `tutti watch` shows them,
+    from the action topics and the outcomes topic, read without a consumer group from a little
+    before the end. Started by the first dashboard visit, not before: a worker nobody looks at
+    runs no extra consumer."""
+
+    def __init__(self, worker: TuttiWorker, keep: int = 50, back: int = 20) -> None:
+        self.worker = worker
+        self.lines: deque[WatchLine] = deque(maxlen=keep)
+        self.back = back
+        self.wanted = asyncio.Event()
+        self.filters = Filters()
+
+    def latest(self) -> list[WatchLine]:
+        far = datetime.min.replace(tzinfo=UTC)
+        return sorted(self.lines, key=lambda line: line.at or far, reverse=True)
+
+    def add(self, topic: str, value: bytes | None) -> None:
+        codec, topics = self.worker.codec, self.worker.topics
+        try:
+            if topic == topics.outcomes:
+                outcome = codec.decode(value, "JourneyOutcome", topic)
+                if outcome["kind"] not in self.filters.kinds:
+                    return
+                line = line_of_outcome(outcome)
+            else:
+                line = line_of_action(codec.decode(value, "Action", topic))
+        except Exception as exc:  # a foreign record must not end the tail
+            log.warning("ui: undecodable record on %s ignored (%s)", topic, type(exc).__name__)
+            return
+        self.lines.append(line)
+
+    def _partitions(self, names: list[str]) -> dict[str, list[int]]:
+        from orchestrator.kafka import admin_client
+
+        md = admin_client(self.worker.settings.kafka).list_topics(timeout=10)
+        return {n: sorted(md.topics[n].partitions) for n in names if n in md.topics}
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from orchestrator.kafka import aiokafka_security
+
+        topics = self.worker.topics
+        names = [*(topics.actions(c) for c in ACTION_CHANNELS), topics.outcomes]
+        found = await asyncio.to_thread(self._partitions, names)
+        tps = [TopicPartition(n, p) for n, ps in found.items() for p in ps]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.worker.settings.kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{self.worker.settings.worker.app_id}-ui",
+            **aiokafka_security(self.worker.settings.kafka),
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(starts[tp], ends[tp] - self.back))
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, records in batches.items():
+                    for r in records:
+                        self.add(tp.topic, r.value)
+        finally:
+            await consumer.stop()
+
+    async def follow(self) -> None:
+        await self.wanted.wait()
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ui: decision tail failed (%s); again in 2 s", type(exc).__name__)
+                await asyncio.sleep(2.0)
+
+
+def _security_headers(nonce: str = "") -> dict[str, str]:
+    """Nothing but this worker may be fetched, framed or posted to."""
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+
+
+def _status(rules: Any, journey_id: str) -> str:
+    killed = rules.kill_switch(journey_id)
+    if killed:
+        return f"killed ({killed})"
+    return "paused" if rules.is_paused(journey_id) else "live"
+
+
+def register_ui(worker: TuttiWorker) -> None:
+    """The dashboard's routes on the worker's web server, and its decision tail."""
+    from faust.web import View
+
+    app = worker.app
+    settings = worker.settings
+    token = settings.worker.api_token
+    signer = SessionSigner(token)
+    tail = DecisionTail(worker)
+
+    async def follow_decisions() -> None:
+        await tail.follow()
+
+    app.task(follow_decisions)
+
+    def session_of(request: Any) -> str | None:
+        return signer.valid(request.cookies.get(COOKIE), time.time())
+
+    def bearer(request: Any) -> bool:
+        header = request.headers.get("Authorization") or ""
+        return header.startswith("Bearer ") and signer.token_matches(header[7:])
+
+    def refused(view: Any, request: Any) -> Any:
+        """None when the request may see the dashboard; else the refusal."""
+        if not token:
+            return view.html(
+                login_page("The dashboard is disabled: set worker.api_token."),
+                status=404,
+                headers=_security_headers(),
+            )
+        if session_of(request) is not None or bearer(request):
+            return None
+        if "application/json" in (request.headers.get("Accept") or ""):
+            return view.json({"error": "sign in at /ui/login"}, status=401)
+        return view.html(
+            "", status=303, headers={"Location": "/ui/login", "Cache-Control": "no-store"}
+        )
+
+    def control_rules() -> tuple[Any, dict[str, dict[int, Journey]]]:
+        plane = worker.journeys.control.plane
+        return plane.rules, plane.journeys
+
+    def journey_stats() -> dict[str, JourneyStats]:
+        return worker.journey_stats() if worker.journey_stats is not None else {}
+
+    def live_html(csrf: str) -> str:
+        tail.wanted.set()
+        rules, journeys = control_rules()
+        rows = []
+        definitions: dict[str, Journey] = {}
+        for journey_id in sorted(journeys):
+            versions = sorted(journeys[journey_id])
+            latest = journeys[journey_id][versions[-1]]
+            definitions[journey_id] = latest
+            rows.append(
+                JourneyRow(
+                    journey_id,
+                    latest.name,
+                    latest.version,
+                    tuple(versions),
+                    _status(rules, journey_id),
+                    latest.category,
+                )
+            )
+        killed = frozenset(rules.policy.killed_channels)
+        return live_section(
+            rows, journey_stats(), definitions, tail.latest(), ACTION_CHANNELS, killed, csrf
+        )
+
+    def now_text() -> str:
+        return datetime.now(UTC).strftime("%H:%M:%S UTC")
+
+    class Login(View):
+        async def get(self, request: Any) -> Any:
+            return self.html(login_page(), headers=_security_headers())
+
+        async def post(self, request: Any) -> Any:
+            if not token:
+                return self.html(
+                    login_page("The dashboard is disabled: set worker.api_token."),
+                    status=404,
+                    headers=_security_headers(),
+                )
+            form = await request.post()
+            if not signer.token_matches(str(form.get("token", ""))):
+                log.warning("ui: sign-in refused (wrong token)")
+                return self.html(
+                    login_page("That is not this worker's API token."),
+                    status=401,
+                    headers=_security_headers(),
+                )
+            response: Any = self.html("", status=303, headers={"Location": "/ui"})
+            response.set_cookie(
+                COOKIE,
+                signer.new_session(time.time()),
+                max_age=int(signer.lifetime),
+                path="/ui",
+                httponly=True,
+                samesite="Strict",
+            )
+            return response
+
+    class Logout(View):
+        async def post(self, request: Any) -> Any:
+            response: Any = self.html("", status=303, headers={"Location": "/ui/login"})
+            response.del_cookie(COOKIE, path="/ui")
+            return response
+
+    class Dashboard(View):
+        async def get(self, request: Any) -> Any:
+            if (no := refused(self, request)) is not None:
+                return no
+            session = session_of(request)
+            csrf = signer.csrf(session) if session else ""
+            done = request.query.get("done")
+            notice = (
+                f"{done}: sent to every worker; they apply it within seconds." if done else None
+            )
+            nonce = secrets.token_urlsafe(16)
+            page = dashboard_page(live_html(csrf), csrf, nonce, now_text(), notice)
+            return self.html(page, headers=_security_headers(nonce))
+
+    class Live(View):
+        async def get(self, request: Any) -> Any:
+            if (no := refused(self, request)) is not None:
+                return no
+            session = session_of(request)
+            csrf = signer.csrf(session) if session else ""
+            return self.json(
+                {"html": live_html(csrf), "updated": now_text()},
+                headers={"Cache-Control": "no-store"},
+            )
+
+    class Customer(View):
+        async def get(self, request: Any) -> Any:
+            if (no := refused(self, request)) is not None:
+                return no
+            customer_id = str(request.query.get("id", "")).strip()
+            view, problem = await lookup(customer_id) if customer_id else (None, "no id given")
+            return self.html(customer_page(view, customer_id, problem), headers=_security_headers())
+
+    class Control(View):
+        async def post(self, request: Any) -> Any:
+            session = session_of(request)
+            if not token or session is None:
+                return self.html("", status=303, headers={"Location": "/ui/login"})
+            origin = request.headers.get("Origin")
+            if origin and origin != f"{request.scheme}://{request.host}":
+                return self.json({"error": "cross-site request refused"}, status=403)
+            form = await request.post()
+            if not hmac.compare_digest(
+                str(form.get("csrf", "")).encode(), signer.csrf(session).encode()
+            ):
+                return self.json({"error": "stale or missing form token: reload /ui"}, status=403)
+            command, target = str(form.get("command", "")), str(form.get("target", ""))
+            _, journeys = control_rules()
+            if LEVERS.get(command) == "journey" and target not in journeys:
+                return self.json({"error": f"no published journey {target!r}"}, status=400)
+            if LEVERS.get(command) == "channel" and target not in ACTION_CHANNELS:
+                return self.json({"error": f"no channel {target!r}"}, status=400)
+            if command not in LEVERS:
+                return self.json({"error": f"unknown command {command!r}"}, status=400)
+            await asyncio.to_thread(send, command, target)
+            query = urlencode({"done": f"{command} {target}"})
+            return self.html("", status=303, headers={"Location": f"/ui?{query}"})
+
+    def send(kind: str, target: str) -> None:
+        """The real command, and its line on the audit trail (as `tutti control` writes)."""
+        from orchestrator.audit import audit_record, write_audit
+        from orchestrator.control import send_command
+
+        who = f"dashboard@{worker.name}"
+        command_id = send_command(settings, kind, target, who, "from the dashboard")
+        write_audit(
+            settings,
+            audit_record(
+                "issued",
+                kind,
+                target,
+                "sent to the workers",
+                who=who,
+                command_id=command_id,
+                reason="from the dashboard",
+            ),
+        )
+        log.info("ui: %s %s sent (command %s)", kind, target, command_id)
+
+    async def lookup(customer_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The customer view of whichever worker owns the customer, through this worker's own
+        ``/customers/{id}`` (its table routing); a merged id is followed once."""
+        import aiohttp
+
+        host = settings.worker.web_host
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for _ in range(2):
+                url = f"http://{host}:{settings.worker.web_port}/customers/{quote(customer_id, safe='')}"
+                async with http.get(url, headers=headers) as response:
+                    body = await response.json(content_type=None)
+                if response.status == 200:
+                    return body, None
+                survivor = body.get("merged_into") if isinstance(body, dict) else None
+                if response.status == 404 and isinstance(survivor, str):
+                    customer_id = survivor
+                    continue
+                error = body.get("error") if isinstance(body, dict) else None
+                return None, str(error or f"the worker answered {response.status}")
+        return None, "merged more than once: look up the id it was merged into"
+
+    app.page("/ui/login", name="ui_login")(Login)
+    app.page("/ui/logout", name="ui_logout")(Logout)
+    app.page("/ui", name="ui")(Dashboard)
+    app.page("/ui/live", name="ui_live")(Live)
+    app.page("/ui/customer", name="ui_customer")(Customer)
+    app.page("/ui/control", name="ui_control")(Control)
