@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from agents.faust_workarounds import complete_buffer_flush
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -101,6 +102,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
         state_cache=StateCache(settings.worker.state_cache_size),
     )
+    complete_buffer_flush(app)  # a commit never outruns its changelog writes
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)
     register_journeys(worker)

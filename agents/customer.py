@@ -18,7 +18,12 @@ partition *p* of each is owned by the worker that owns partition *p* of the ``cu
 - Merges take two hops on the customer topic: ``merge`` (keyed by the absorbed id: a provisional
   profile, or the greater id of two known customers) sends the absorbed profile as ``absorb`` to
   the survivor's partition, deletes it and leaves an alias; ``absorb`` folds it in
-  (``merge_states``), once (``merged_from``).
+  (``merge_states``), once (``merged_from``). The deletion and the alias are written only once
+  the ``absorb`` record is acknowledged by Kafka (end of the batch, one producer flush for a
+  batch with merges): a worker killed in between finds the profile still there when the
+  ``merge`` is redelivered and sends it again (the survivor takes it once), where deleting
+  first lost the profile for good. Until then the batch routes the absorbed id's records as if
+  the alias were written (``CustomerAgent.moving``).
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from faust import current_event
+
 from agents.bundles import bundle_sends
 from agents.faust_workarounds import as_current_event
 from agents.ingest import DeadLettered, route_with_retry
-from agents.journey import JOURNEY_SIGNALS
+from agents.journey import CRASH_AFTER_STATE_WRITE, JOURNEY_SIGNALS
 from agents.signals import (
     ABSORB_HEADERS,
     EVENT_HEADERS,
@@ -75,6 +82,10 @@ class CustomerAgent:
         self.partitions = worker.settings.topics.partitions
         self.channel_of = {worker.topics.events(c): c for c in INGEST_CHANNELS}
         self.encodings_ready = False
+        #: This batch's merges: absorbed id -> survivor, and the record each came from; their
+        #: deletions and aliases are written after the batch's sends are acknowledged.
+        self.moving: dict[str, str] = {}
+        self.moves: list[tuple[Any, str, str]] = []
         #: The topics whose records a batch sends bundled (agents.bundles).
         self.bundled = frozenset(
             {worker.topics.identity, worker.topics.product_interest, worker.topics.analytics_feed}
@@ -111,6 +122,19 @@ class CustomerAgent:
         ]
         for topic, key, value, headers in bundle_sends(held, self.bundled, self.partitions):
             await worker.send(topic, key, value, headers)
+        if self.moves:
+            await self.finish_moves()
+
+    async def finish_moves(self) -> None:
+        """The batch's merged-away profiles: deleted, their ids made aliases - once the
+        ``absorb`` records carrying them are acknowledged, so no crash can lose one."""
+        moves, self.moves, self.moving = self.moves, [], {}
+        await self.worker.app.producer.flush()
+        customers, aliases = self.worker.customers, self.worker.aliases
+        for source, absorbed, survivor in moves:
+            with as_current_event(source):
+                customers.delete(absorbed)
+                aliases.record(absorbed, survivor)
 
     async def prepare_encodings(self) -> None:
         """Register the schemas of what decisions send (Confluent framing) before the first
@@ -175,7 +199,7 @@ class CustomerAgent:
             for identifier, customer in outcome.links:
                 await worker.send(self.topics.identity, identifier, customer, list(LINK_HEADERS))
             return
-        survivor = worker.aliases.survivor(customer_id)
+        survivor = self.survivor(customer_id)
         if survivor is not None:
             await self.forward(msg, SIGNAL_EVENT, customer_id, survivor, outcome.record)
             return
@@ -191,7 +215,7 @@ class CustomerAgent:
             # The customer an absorbed id points to was erased: the alias goes too.
             worker.aliases.forget(bytes(msg.key).decode(), bytes(msg.value or b"").decode())
             return
-        survivor = worker.aliases.survivor(msg.key) if msg.key else None
+        survivor = self.survivor(bytes(msg.key).decode()) if msg.key else None
         if survivor is not None:
             try:
                 await self.forward(msg, kind, bytes(msg.key).decode(), survivor)
@@ -216,12 +240,16 @@ class CustomerAgent:
         except (TuttiError, ValueError) as exc:  # ValueError: UnicodeDecodeError too
             await self.to_dead_letters(msg, exc)
 
+    def survivor(self, customer_id: str) -> str | None:
+        """Where a merged-away id's records go: this batch's merges, then the aliases table."""
+        return self.moving.get(customer_id) or self.worker.aliases.survivor(customer_id)
+
     async def merge_away(self, msg: Any, customer_id: str, survivor: str) -> None:
-        """The profile moves to the survivor, then disappears; its id stays an alias."""
+        """The profile moves to the survivor, then disappears (:meth:`finish_moves`); its id
+        stays an alias."""
         if survivor == customer_id:
             return
-        customers = self.worker.customers
-        absorbed = customers.load(customer_id)
+        absorbed = self.worker.customers.load(customer_id)
         if absorbed is not None:
             await self.worker.send(
                 self.topics.customer_events,
@@ -229,15 +257,20 @@ class CustomerAgent:
                 encode_state(absorbed),
                 list(ABSORB_HEADERS),
             )
-            customers.delete(customer_id)
             self.worker.journeys.note_write(msg.partition, None, customer_id)
-        self.worker.aliases.record(customer_id, survivor)
+        self.moving[customer_id] = survivor
+        self.moves.append((current_event(), customer_id, survivor))
+        if customer_id == CRASH_AFTER_STATE_WRITE:  # the merge crash test, never in production
+            self.worker.journeys.crash_after_writes = True
 
     async def absorb(self, msg: Any, customer_id: str, absorbed: CustomerState) -> None:
         customers = self.worker.customers
         found, outbox = customers.load_record(customer_id)
         state = found or CustomerState(customer_id=customer_id)
         if absorbed.customer_id in state.merged_from:
+            # Redelivered: the merged state may be written here but not on the changelog yet
+            # (killed before the commit's flush); writing it again puts it there.
+            customers.save(state, outbox)
             return
         merged = merge_states(state, absorbed)
         customers.save(merged, outbox)  # keep the decide step's outbox

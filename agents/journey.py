@@ -71,8 +71,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A customer id whose decisions with actions kill the worker right after the state write
-#: (see JourneyStep._crash_for_test). Only the outbox test sets it; never set in production.
+#: A customer id whose decisions with actions (or whose merge into another profile) kill the
+#: worker right after the batch's state writes (see JourneyStep.crash_for_test). Only the
+#: outbox and merge crash tests set it; never set in production.
 CRASH_AFTER_STATE_WRITE: Final = os.environ.get("TUTTI_TEST_CRASH_AFTER_STATE_WRITE") or None
 
 #: The signal kinds the decide step owns; the profile agent hands these to it.
@@ -233,7 +234,11 @@ class JourneyStep:
             replay = replay_for(outbox, msg.partition, msg.offset, msg.topic)
             if replay is not None:
                 # Redelivered after a crash between the state write and the sends: send what
-                # was decided then, decide nothing (tables.outbox).
+                # was decided then, decide nothing (tables.outbox). The state is written again:
+                # the crash may have come before its changelog record left (local RocksDB is
+                # ahead of the changelog then), and another worker restores from the changelog.
+                if state is not None:
+                    customers.save(state, outbox)
                 await self._resend(replay.records)
                 return
             notes = self._profile_notes(customer_id, state, signal, links)
