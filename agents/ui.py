@@ -186,7 +186,7 @@ def _security_headers(nonce: str = "") -> dict[str, str]:
             "frame-ancestors 'none'; base-uri 'none'"
         ),
         "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # no-referrer would make form posts say Origin: null
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
     }

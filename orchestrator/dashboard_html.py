@@ -33,7 +33,8 @@ nav{display:flex;gap:16px;align-items:center;margin-bottom:8px}nav form{margin:0
 .status-live{color:#17803d}.status-paused{color:#b54708}.status-killed{color:#b42318}
 .notice{background:#eef6ee;border:1px solid #9c9;padding:6px 10px}
 .error{background:#fdeceb;border:1px solid #d99;padding:6px 10px}
-td.reason{text-align:left;max-width:640px}
+td.reason{text-align:left;max-width:640px}#decisions td,#decisions th{text-align:left}
+#channels ul{display:flex;flex-wrap:wrap;gap:6px 18px;list-style:none;padding:0;margin:4px 0}
 """
 
 #: Polls the worker's own /ui/live and swaps the live part in; back to the login page when the
@@ -144,7 +145,8 @@ def _channels(channels: Iterable[str], killed: frozenset[str], csrf: str) -> str
             cells.append(
                 f"{escape(channel)} " + _button(csrf, "kill_channel", channel, f"Kill {channel}")
             )
-    return f'<p class="buttons" id="channels">Channels: {" · ".join(cells)}</p>'
+    items = "".join(f"<li>{c}</li>" for c in cells)
+    return f'<div class="buttons" id="channels">Channels (kill switches): <ul>{items}</ul></div>'
 
 
 def _decisions(lines: Sequence[WatchLine]) -> str:

@@ -19,8 +19,8 @@ import pytest
 __all__ = ["CHROMEDRIVER", "RAW_CONTACT", "Browser", "start_browser"]
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: A raw e-mail address (not masked as ``a***@...``) or a raw phone number (8+ digits in a row).
-RAW_CONTACT = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[a-z]{2,}|\+?\d{8,}")
+#: A raw e-mail address (not masked as ``a***@...``) or a raw phone number (+ and 8 digits or more).
+RAW_CONTACT = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[a-z]{2,}|\+\d{8,}")
 
 
 @dataclass
