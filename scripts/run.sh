@@ -48,7 +48,8 @@ pids+=($!)
 cat <<INFO
 
 == Tutti is running: worker (web view on http://127.0.0.1:6066), console senders ($SENDER_CHANNELS),
-   demo traffic. Logs in $LOGS/. Metrics: http://127.0.0.1:6066/metrics (worker),
+   demo traffic. Dashboard: http://127.0.0.1:6066/ui (sign in with the token $TUTTI_WORKER_API_TOKEN).
+   Logs in $LOGS/. Metrics: http://127.0.0.1:6066/metrics (worker),
    :${SENDER_METRICS_PORT_BASE:-9108} and up (senders, in the order above). Try in another shell:
      $TUTTI customer show r7-cust-00014     (a demo customer: the first to sign in)
      curl -H "Authorization: Bearer $TUTTI_WORKER_API_TOKEN" http://127.0.0.1:6066/customers/r7-cust-00014
