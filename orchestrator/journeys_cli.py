@@ -103,8 +103,20 @@ def validate(paths: tuple[str, ...]) -> None:
     default="table",
     show_default=True,
 )
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the HTML report (as `tutti report --html`) of the simulated outcomes.",
+)
 def simulate(
-    journeys_dir: str, events: str, until: str | None, config_path: Path | None, fmt: str
+    journeys_dir: str,
+    events: str,
+    until: str | None,
+    config_path: Path | None,
+    fmt: str,
+    html_out: Path | None,
 ) -> None:
     """Run journeys over an event file with a virtual clock and print the timeline.
 
@@ -119,6 +131,14 @@ def simulate(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from exc
     result = run_simulation(rules, load_inputs(events), stop, merge_kinds=merge_kinds)
+    if html_out is not None:
+        from orchestrator.report_html import fold_outcomes, render_report
+
+        outcomes = (o.to_record() for _, d in result.decisions for o in d.outcomes)
+        stats, health = fold_outcomes(outcomes)
+        latest = {j: versions[max(versions)] for j, versions in rules.journeys.items()}
+        html_out.write_text(render_report(stats, health=health, journeys=latest), encoding="utf-8")
+        click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "jsonl":
         for entry in result.timeline:
             click.echo(json.dumps(entry.to_dict(), sort_keys=True))

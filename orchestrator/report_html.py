@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -24,7 +24,7 @@ from orchestrator.engine.journey import Journey
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
 from orchestrator.flow_svg import flow_svg
 
-__all__ = ["CSS", "ContactHealth", "bars", "journey_section", "render_report"]
+__all__ = ["CSS", "ContactHealth", "bars", "fold_outcomes", "journey_section", "render_report"]
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -208,6 +208,21 @@ class ContactHealth:
             ordered = sorted(times)
             pairs += sum(1 for a, b in pairwise(ordered) if b - a < gap)
         return pairs
+
+
+def fold_outcomes(
+    records: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, JourneyStats], ContactHealth]:
+    """Per-journey counters and the cross-channel pressure from JourneyOutcome records: one
+    fold for the outcomes topic (`tutti report`) and a simulated stream (`tutti simulate
+    --html`), so both pages say the same for the same outcomes."""
+    stats: dict[str, JourneyStats] = {}
+    health = ContactHealth()
+    for record in records:
+        journey = str(record["journey_id"])
+        stats.setdefault(journey, JourneyStats(journey)).apply(record)
+        health.add(record)
+    return stats, health
 
 
 def _health(health: ContactHealth | None) -> str:

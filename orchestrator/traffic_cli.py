@@ -262,20 +262,12 @@ def dlq_replay(
 def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
     """Per-journey results from the outcomes topic: entries, sends, suppressions by reason,
     conversions and revenue per arm, and lift over the holdout with a 95% interval."""
-    from orchestrator.analytics import JourneyStats
+    from orchestrator.report_html import fold_outcomes, render_report
 
     settings = settings_from(config_path)
-    from orchestrator.report_html import ContactHealth, render_report
-
-    stats: dict[str, JourneyStats] = {}
-    health = ContactHealth()
     topic = Topics(settings.topics).outcomes
-    for record in read_topics(settings, [topic], "JourneyOutcome"):
-        if "undecodable" in record:
-            continue
-        journey = str(record["journey_id"])
-        stats.setdefault(journey, JourneyStats(journey)).apply(record)
-        health.add(record)
+    records = read_topics(settings, [topic], "JourneyOutcome")
+    stats, health = fold_outcomes(r for r in records if "undecodable" not in r)
     if html_out is not None:
         from orchestrator.control import read_control_plane
 
