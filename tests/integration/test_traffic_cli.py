@@ -153,11 +153,16 @@ def test_report_shows_arms_and_lift_from_the_outcomes_topic(
     table = _tutti(settings, "report")
     assert "win_back" in table.stdout and "lift" in table.stdout and "95% CI" in table.stdout
 
-    # The same numbers in a self-contained page (a marketer's report).
+    # The same numbers in a self-contained page (a marketer's report), with the flow diagram of
+    # the published journey.
+    from orchestrator.control import publish_journeys
+
+    publish_journeys(settings, [root / "journeys" / "win_back.yaml"])
     page = tmp_path / "report.html"
     assert _tutti(settings, "report", "--html", str(page)).returncode == 0
     html = page.read_text()
     assert "<h2>win_back</h2>" in html and f"<td>{holdout_entries:,}</td>" in html
+    assert 'class="flow"' in html and f"{len(entries):,} entered</text>" in html
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org', "")
 
 
