@@ -33,7 +33,7 @@ nav{display:flex;gap:16px;align-items:center;margin-bottom:8px}nav form{margin:0
 .status-live{color:#17803d}.status-paused{color:#b54708}.status-killed{color:#b42318}
 .notice{background:#eef6ee;border:1px solid #9c9;padding:6px 10px}
 .error{background:#fdeceb;border:1px solid #d99;padding:6px 10px}
-td.reason{text-align:left;max-width:640px}#decisions td,#decisions th{text-align:left}
+td.reason{text-align:left;max-width:640px}#decisions td,#decisions th,#identities td,#why td,#why th{text-align:left}
 #channels ul{display:flex;flex-wrap:wrap;gap:6px 18px;list-style:none;padding:0;margin:4px 0}
 """
 
