@@ -232,9 +232,11 @@ def register_ui(worker: TuttiWorker) -> None:
                 return no
             session = session_of(request)
             csrf = signer.csrf(session) if session else ""
-            done = request.query.get("done")
+            done = str(request.query.get("done", ""))
+            # Only a lever's own words are echoed back, not any text a link might carry.
+            known = done.partition(" ")[0] in LEVERS and len(done) <= 80
             notice = (
-                f"{done}: sent to every worker; they apply it within seconds." if done else None
+                f"{done}: sent to every worker; they apply it within seconds." if known else None
             )
             nonce = secrets.token_urlsafe(16)
             page = dashboard_page(live_html(csrf), csrf, nonce, now_text(), notice)
