@@ -25,7 +25,7 @@ __all__ = [
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -46,11 +46,11 @@ def format_duration(delta: timedelta) -> str:
 
 
 def parse_local_time(text: str) -> time:
-    """'21:00' -> time(21, 0). Raises ValueError otherwise."""
+    """'21:00' -> time(21, 0); '21:00:30' -> time(21, 0, 30). Raises ValueError otherwise."""
     m = _HHMM.match(text.strip())
     if not m:
-        raise ValueError(f"expected a local time HH:MM, got {text!r}")
-    return time(int(m.group(1)), int(m.group(2)))
+        raise ValueError(f"expected a local time HH:MM (or HH:MM:SS), got {text!r}")
+    return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
 @lru_cache(maxsize=512)

@@ -3,7 +3,7 @@ open, no answer - the nastier kind of outage) while the worker runs. Events whos
 worker knows go on being applied, wake-ups fire on time and their messages go out, nothing is
 dead-lettered for the outage, and nothing is lost or sent twice once it ends.
 
-Short here (OUTAGE_S = 12 s); `make reliability` runs 30 s (TUTTI_RELIABILITY_REGISTRY_OUTAGE_S).
+Short here (OUTAGE_S = 9 s); `make reliability` runs 30 s (TUTTI_RELIABILITY_REGISTRY_OUTAGE_S).
 Needs the project's local stack (`tutti stack up`): the test stops its registry process.
 """
 
@@ -33,7 +33,7 @@ from .test_metrics_live import sample, scrape
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
-OUTAGE_S = float(os.environ.get("TUTTI_RELIABILITY_REGISTRY_OUTAGE_S", "12"))
+OUTAGE_S = float(os.environ.get("TUTTI_RELIABILITY_REGISTRY_OUTAGE_S", "9"))
 CUSTOMERS = 10
 REMINDER_AFTER_S = 4.0  # the fast library's cart wait
 

@@ -386,14 +386,12 @@ def test_s8_anonymous_browsing_then_login_merges_and_journeys_continue_once(live
 def test_s6_quiet_hours_defer_the_send_to_their_end_in_the_customers_time_zone(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
-    """Quiet hours from an hour ago to the next whole minute (local): sent at that minute."""
+    """Quiet hours from an hour ago to 10 s from now (local, to the second): sent then."""
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("Asia/Tokyo")
     local = datetime.now(tz)
-    end = (local + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    if (end - local).total_seconds() < 8:
-        end += timedelta(minutes=1)
+    end = (local + timedelta(seconds=10)).replace(microsecond=0)
     start = local - timedelta(hours=1)
     settings = Settings(
         kafka=kafka_settings,
@@ -405,7 +403,7 @@ def test_s6_quiet_hours_defer_the_send_to_their_end_in_the_customers_time_zone(
     policy.write_text(
         policy.read_text().replace(
             "quiet_hours: off",
-            f'quiet_hours: {{start: "{start:%H:%M}", end: "{end:%H:%M}", '
+            f'quiet_hours: {{start: "{start:%H:%M}", end: "{end:%H:%M:%S}", '
             "categories: [marketing, service]}",
         )
     )
