@@ -8,9 +8,13 @@ per outcome. Reading the outcomes topic itself cost 0.58 deliveries per inbound 
 benchmark stream; with the feed the worker drained it about 1.5 times faster (`tutti bench`).
 The copies are made from what the batch sends, so an outbox resend after a crash re-sends them too.
 
-Table `journey_stats`: journey id -> :class:`orchestrator.analytics.JourneyStats` counters and the
-offset (in the feed partition) of the last feed record counted into them (format 3; format 2
-values, counted from the outcomes topic, keep their counters and drop their offset). `tutti report`
+Table `journey_stats`: journey id -> :class:`orchestrator.analytics.JourneyStats` counters, where
+each enrolment in the journey is now (customer id -> arm and step, for "waiting now") and the
+offset (in the feed partition) of the last feed record counted into them, compressed (format 4;
+format 3 values, written before the positions were kept, load with none: enrolments count as
+waiting from their next step outcome on; format 2 values, counted from the outcomes topic, keep
+their counters and drop their offset). The positions are in the same value as the counters so
+one write keeps both, and a replay or a crash never leaves them apart. `tutti report`
 reads the outcomes topic with the same fold; `GET /journeys/stats` shows the journeys this worker
 owns.
 
@@ -85,11 +89,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOURNEY_STATS_TABLE: Final = "journey_stats"
-#: The first byte of a stored value: orjson of the counters and the last offset. Values written
-#: before it (zlib JSON with up to 1,000 recent outcome ids, no format byte: their first byte is
-#: zlib's 0x78) are still read.
-STATS_FORMAT: Final = 3
+#: The first byte of a stored value: zlib-compressed orjson of the counters, the positions and
+#: the last offset. The positions hold a customer id per enrolment in the journey; compressed
+#: they take a few bytes each. Values written before it (zlib JSON with up to 1,000 recent
+#: outcome ids, no format byte: their first byte is zlib's 0x78) are still read.
+STATS_FORMAT: Final = 4
 _FORMAT_BYTE: Final = bytes([STATS_FORMAT])
+#: Format 3: orjson of the counters and the last offset, uncompressed, no positions.
+_FORMAT_3_BYTE: Final = bytes([3])
 #: Format 2: as 3, with the offset of the last outcome counted in the outcomes topic (read before
 #: the analytics feed: the counters are kept, the offset is not).
 _FORMAT_2_BYTE: Final = bytes([2])
@@ -114,16 +121,21 @@ def encode_stats(stats: JourneyStats, offset: int) -> bytes:
         "journey_id": stats.journey_id,
         "arms": stats.arms,  # dataclasses: orjson writes their fields
         "versions": stats.versions,
+        "positions": stats.grouped_positions(),
         "last_offset": offset,
     }
-    return _FORMAT_BYTE + orjson.dumps(doc)
+    # Level 1: the customer ids of the positions compress well even at the fastest level.
+    return _FORMAT_BYTE + zlib.compress(orjson.dumps(doc), 1)
 
 
 def decode_stats(data: bytes) -> tuple[JourneyStats, int]:
     """A stored value (either format) as stats and the last offset counted (-1: none). Values of
     the old format bring their recent outcome ids in ``stats.recent_ids``."""
     if data[:1] == _FORMAT_BYTE:
-        doc: Mapping[str, Any] = orjson.loads(data[1:])
+        doc: Mapping[str, Any] = orjson.loads(zlib.decompress(data[1:]))
+        offset = int(doc.get("last_offset", -1))
+    elif data[:1] == _FORMAT_3_BYTE:
+        doc = orjson.loads(data[1:])
         offset = int(doc.get("last_offset", -1))
     elif data[:1] == _FORMAT_2_BYTE:
         # Counted from the outcomes topic itself: its offset means nothing in the feed.
@@ -196,7 +208,9 @@ class PartitionTally(Generic[E]):
                 loaded, offset = decode_stats(value)
                 for outcome_id in loaded.recent_ids:  # an old-format value: its ids still count
                     self.recent.add(outcome_id)
-                stats = JourneyStats(loaded.journey_id, loaded.arms, loaded.versions)
+                stats = JourneyStats(
+                    loaded.journey_id, loaded.arms, loaded.versions, positions=loaded.positions
+                )
                 tally = JourneyTally(stats, offset)
             else:
                 tally = JourneyTally(JourneyStats(journey_id))
@@ -409,7 +423,9 @@ def register_analytics(worker: TuttiWorker) -> Any:
         for journey_id, s in local_stats().items():
             d = s.to_dict()
             d.pop("recent_ids", None)
+            d.pop("positions", None)  # customer ids: the counts below say enough
             d["active"] = s.active
+            d["waiting"] = s.waiting()
             body[journey_id] = d
         return view.json(body)
 

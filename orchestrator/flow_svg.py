@@ -1,6 +1,6 @@
 """A journey as a flow diagram: its steps as boxes with arrows between them, drawn as inline SVG
 on the server (no script, no font, nothing fetched), each box annotated with how many
-enrolments reached the step. Used by the worker's dashboard (`/ui`) and `tutti report --html`.
+enrolments reached the step and, when known, how many wait at it now. Used by the worker's dashboard (`/ui`) and `tutti report --html`.
 
 Layout: the entry on top, then one row per distance from the first step (breadth first); a
 step reached again later (a loop) keeps its first row, and its arrow goes back up. Only counts
@@ -26,7 +26,7 @@ from orchestrator.engine.journey import (
 
 __all__ = ["flow_edges", "flow_svg", "step_caption"]
 
-_BOX_W, _BOX_H, _GAP_X, _GAP_Y = 170, 54, 24, 46
+_BOX_W, _BOX_H, _GAP_X, _GAP_Y = 170, 62, 24, 46
 _EXIT = "(exit)"
 
 
@@ -102,8 +102,14 @@ def _rows(journey: Journey) -> list[list[str]]:
     return rows
 
 
-def flow_svg(journey: Journey, reached: Mapping[str, int], entered: int | None = None) -> str:
-    """The journey's steps as boxes and arrows, each box with ``reached[step]`` enrolments."""
+def flow_svg(
+    journey: Journey,
+    reached: Mapping[str, int],
+    entered: int | None = None,
+    waiting: Mapping[str, int] | None = None,
+) -> str:
+    """The journey's steps as boxes and arrows, each box with ``reached[step]`` enrolments and
+    (``waiting`` given) ``waiting[step]`` of them at that step now."""
     first = journey.first_step
     rows = [["(entry)"], *_rows(journey)]
     widest = max(len(r) for r in rows)
@@ -150,6 +156,7 @@ def flow_svg(journey: Journey, reached: Mapping[str, int], entered: int | None =
                 f'<text x="{lx:.0f}" y="{ly:.0f}" font-size="10" fill="#555">{escape(label)}</text>'
             )
     for node, (x, y) in where.items():
+        now = ""
         if node == "(entry)":
             title = "entry: " + (", ".join(sorted(journey.entry.events)) or "inactivity")
             count = "" if entered is None else f"{entered:,} entered"
@@ -161,14 +168,22 @@ def flow_svg(journey: Journey, reached: Mapping[str, int], entered: int | None =
             title = f"{node}: {step_caption(step)}"
             count = f"{reached.get(node, 0):,} reached"
             fill = "#fff"
+            if waiting is not None:
+                now = f"· {waiting.get(node, 0):,} waiting now"
         if len(title) > 30:
             title = title[:29] + "…"
+        line3 = (
+            f'<text x="{x + 8:.0f}" y="{y + 56:.0f}" font-size="11" fill="#8a4b08" '
+            f'class="waiting">{escape(now)}</text>'
+            if now
+            else ""
+        )
         parts.append(
             f'<g class="step" data-step="{escape(node)}"><rect x="{x:.0f}" y="{y:.0f}" '
             f'width="{_BOX_W}" height="{_BOX_H}" rx="6" fill="{fill}" stroke="#4c78a8"/>'
             f'<text x="{x + 8:.0f}" y="{y + 21:.0f}" font-size="11">{escape(title)}</text>'
             f'<text x="{x + 8:.0f}" y="{y + 41:.0f}" font-size="13" font-weight="bold" '
-            f'class="count">{escape(count)}</text></g>'
+            f'class="count">{escape(count)}</text>{line3}</g>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -2,10 +2,13 @@
 
 No network: inline CSS, charts drawn here as inline SVG (no script, no font, no image fetched).
 Per journey: the arms (holdout, variants) with entered, sent, converted, conversion rate and
-revenue; conversion by arm as bars with 95 % intervals; lift over the holdout with its interval
-and a p-value, or "too few customers to say" below the sample rule
-(orchestrator.engine.measurement.MIN_GROUP / MIN_CONVERSIONS); suppressions by reason; sends by
-channel. Customer ids and contact points never appear: only counts.
+revenue; the flow diagram with enrolments that reached each step and wait at it now; conversion
+by arm as bars with 95 % intervals; lift over the holdout with its interval and a p-value, or
+"too few customers to say" below the sample rule (orchestrator.engine.measurement.MIN_GROUP /
+MIN_CONVERSIONS), and over time (orchestrator.lift_chart); suppressions by reason; exits by
+reason and arm; sends by channel. Across journeys: messages per customer-day, two messages close
+together, caps hit and contradictory offers prevented. Customer ids and contact points never
+appear: only counts.
 """
 
 from __future__ import annotations
@@ -23,8 +26,22 @@ from orchestrator.analytics import ArmStats, JourneyStats
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
 from orchestrator.flow_svg import flow_svg
+from orchestrator.lift_chart import lift_over_time_section
 
-__all__ = ["CSS", "ContactHealth", "bars", "fold_outcomes", "journey_section", "render_report"]
+__all__ = [
+    "CONTRADICTION_REASONS",
+    "CSS",
+    "ContactHealth",
+    "bars",
+    "fold_outcomes",
+    "journey_section",
+    "render_report",
+]
+
+#: Suppression reasons that kept a customer from two offers that contradict each other: an
+#: offer still running, a higher-priority message that won the moment, or a purchase already
+#: made (docs/journeys.md, "Reason codes").
+CONTRADICTION_REASONS = ("offer_in_flight", "lost_arbitration", "suppressed_after_purchase")
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -154,15 +171,46 @@ def journey_section(stats: JourneyStats, journey: Journey | None = None) -> str:
         f'<p class="muted">Enrolments by version {escape(versions or "-")}; in the journey now {stats.active:,}.</p>'
         f"{_verdict(stats)}"
         f"{_flow(stats, journey, reached)}"
-        "<table><tr><th>arm</th><th>entered</th><th>sent</th><th>converted</th><th>rate</th>"
+        '<table class="arms"><tr><th>arm</th><th>entered</th><th>sent</th><th>converted</th><th>rate</th>'
         f"<th>revenue</th></tr>{''.join(rows)}</table>"
         '<div class="charts">'
         f"{bars('Funnel: enrolments that reached each step', _funnel(stats, reached))}"
         f"{bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
-        f"{bars('Suppressed, by reason', dict(sorted(suppressed.items(), key=lambda kv: -kv[1])))}"
-        f"{bars('Sent, by channel', dict(sorted(channels.items(), key=lambda kv: -kv[1])))}"
-        "</div></section>"
+        f"{bars('Suppressed, by reason', _by_count(suppressed))}"
+        f"{bars('Exited, by reason', _by_count(_exits(stats)))}"
+        f"{bars('Sent, by channel', _by_count(channels))}"
+        "</div>"
+        f"{_exit_table(stats)}"
+        f"{lift_over_time_section(stats)}"
+        "</section>"
     )
+
+
+def _by_count(counts: Mapping[str, float]) -> dict[str, float]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _exits(stats: JourneyStats) -> dict[str, float]:
+    """Exit reason -> exits, all arms."""
+    total: Counter[str] = Counter()
+    for a in stats.arms.values():
+        total.update(a.exit_reasons)
+    return {reason: float(n) for reason, n in total.items()}
+
+
+def _exit_table(stats: JourneyStats) -> str:
+    """Exits by reason and arm: why enrolments ended (``completed``: the last step was done)."""
+    arms = sorted(name for name, a in stats.arms.items() if a.exit_reasons)
+    if not arms:
+        return ""
+    head = "".join(f"<th>{escape(a)}</th>" for a in arms)
+    rows = "".join(
+        f"<tr><td>{escape(reason)}</td>"
+        + "".join(f"<td>{stats.arms[a].exit_reasons.get(reason, 0):,}</td>" for a in arms)
+        + "</tr>"
+        for reason in _by_count(_exits(stats))
+    )
+    return f'<table class="exits"><tr><th>exit reason</th>{head}</tr>{rows}</table>'
 
 
 def _flow(stats: JourneyStats, journey: Journey | None, reached: Mapping[str, float]) -> str:
@@ -170,8 +218,12 @@ def _flow(stats: JourneyStats, journey: Journey | None, reached: Mapping[str, fl
         return ""
     entered = sum(a.entered for a in stats.arms.values())
     counts = {step: int(n) for step, n in reached.items()}
-    caption = f"The journey (v{journey.version}): enrolments that reached each step"
-    return f"<figure>{flow_svg(journey, counts, entered)}<figcaption>{escape(caption)}</figcaption></figure>"
+    caption = (
+        f"The journey (v{journey.version}): enrolments that reached each step, and how many of "
+        "them are at it now (entered it, not yet moved on, exited or completed)"
+    )
+    svg = flow_svg(journey, counts, entered, stats.waiting())
+    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 @dataclass
@@ -225,17 +277,47 @@ def fold_outcomes(
     return stats, health
 
 
-def _health(health: ContactHealth | None) -> str:
-    if health is None or not health.sends:
+def _health(health: ContactHealth | None, stats: Mapping[str, JourneyStats]) -> str:
+    guards = _guards(stats)
+    if (health is None or not health.sends) and not guards:
         return ""
-    total = sum(len(t) for t in health.sends.values())
+    pressure = ""
+    if health is not None and health.sends:
+        total = sum(len(t) for t in health.sends.values())
+        pressure = (
+            f"<p>{total:,} messages to {len(health.sends):,} customers; "
+            f"{health.close_pairs():,} times a customer got two messages less than "
+            f"{health.close_minutes} minutes apart.</p>"
+            f'<div class="charts">{bars("Customer-days by messages received that day", health.per_day())}'
+            "</div>"
+        )
+    return f"<section><h2>Across journeys and channels</h2>{pressure}{guards}</section>"
+
+
+def _guards(stats: Mapping[str, JourneyStats]) -> str:
+    """Caps hit and contradictory offers prevented, per journey: the suppressions with reason
+    ``frequency_cap`` and those with a :data:`CONTRADICTION_REASONS` reason."""
+    columns = ("frequency_cap", *CONTRADICTION_REASONS)
+    rows = []
+    totals: Counter[str] = Counter()
+    for journey_id in sorted(stats):
+        counts: Counter[str] = Counter()
+        for arm in stats[journey_id].arms.values():
+            counts.update({r: n for r, n in arm.suppressed.items() if r in columns})
+        if counts:
+            totals.update(counts)
+            cells = "".join(f"<td>{counts[c]:,}</td>" for c in columns)
+            rows.append(f"<tr><td>{escape(journey_id)}</td>{cells}</tr>")
+    if not rows:
+        return ""
+    prevented = sum(totals[r] for r in CONTRADICTION_REASONS)
+    head = "".join(f"<th>{c}</th>" for c in columns)
     return (
-        "<section><h2>Across journeys and channels</h2>"
-        f"<p>{total:,} messages to {len(health.sends):,} customers; "
-        f"{health.close_pairs():,} times a customer got two messages less than "
-        f"{health.close_minutes} minutes apart.</p>"
-        f'<div class="charts">{bars("Customer-days by messages received that day", health.per_day())}'
-        "</div></section>"
+        f'<p class="guards">Caps hit: {totals["frequency_cap"]:,} messages not sent because the '
+        f"customer had had enough (frequency_cap). Contradictory offers prevented: {prevented:,} "
+        "(an offer of theirs still running, a message that won the moment, or a purchase already "
+        "made).</p>"
+        f'<table class="guards"><tr><th>journey</th>{head}</tr>{"".join(rows)}</table>'
     )
 
 
@@ -251,7 +333,7 @@ def render_report(
         "".join(journey_section(stats[j], (journeys or {}).get(j)) for j in sorted(stats))
         or "<p>No journey outcomes yet.</p>"
     )
-    body = _health(health) + body
+    body = _health(health, stats) + body
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width"><title>Tutti journey report</title>'

@@ -36,7 +36,7 @@ def test_the_report_renders_offline_with_numbers_flow_and_charts(
     assert d.find_element(By.TAG_NAME, "h1").text == "Journey report"
     verdict = d.find_element(By.CSS_SELECTOR, ".verdict").text
     assert verdict.startswith("The journey works: lift +")
-    table = d.find_element(By.TAG_NAME, "table").text
+    table = d.find_element(By.CSS_SELECTOR, "table.arms").text
     arms = stats.arms
     assert f"{arms['holdout'].entered:,}" in table and f"{arms['treated'].converted:,}" in table
     # The flow diagram: a box per step, and charts (bars) for funnel, arms, suppressions, channels.
