@@ -210,6 +210,15 @@ class JourneyStats:
             "positions": self.grouped_positions(),
         }
 
+    def summary(self) -> dict[str, Any]:
+        """The counters as `tutti report --format json` and ``GET /journeys/stats`` show them:
+        no outcome ids, no customer ids; enrolments in the journey and waiting per step."""
+        d = self.to_dict()
+        del d["recent_ids"], d["positions"]
+        d["active"] = self.active
+        d["waiting"] = self.waiting()
+        return d
+
     def grouped_positions(self) -> dict[str, dict[str, list[str]]]:
         """``positions`` as arm -> step -> customer ids: each arm and step written once."""
         grouped: dict[str, dict[str, list[str]]] = {}

@@ -279,9 +279,7 @@ def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
         click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "json":
         for s in stats.values():
-            d = s.to_dict()
-            d.pop("recent_ids")
-            click.echo(json.dumps(d))
+            click.echo(json.dumps(s.summary()))
         return
     if not stats:
         click.echo("no journey outcomes yet")

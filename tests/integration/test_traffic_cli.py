@@ -156,6 +156,7 @@ def test_report_shows_arms_and_lift_from_the_outcomes_topic(
     # The same numbers in a self-contained page (a marketer's report), with the flow diagram of
     # the published journey.
     from orchestrator.control import publish_journeys
+    from orchestrator.engine.dsl import parse_journey_file
 
     publish_journeys(settings, [root / "journeys" / "win_back.yaml"])
     page = tmp_path / "report.html"
@@ -163,6 +164,12 @@ def test_report_shows_arms_and_lift_from_the_outcomes_topic(
     html = page.read_text()
     assert "<h2>win_back</h2>" in html and f"<td>{holdout_entries:,}</td>" in html
     assert 'class="flow"' in html and f"{len(entries):,} entered</text>" in html
+    # Waiting now on each step, exits by reason, lift over time, from the same fold.
+    assert html.count(" waiting now</text>") == len(
+        parse_journey_file(root / "journeys" / "win_back.yaml").steps
+    )
+    assert "Exited, by reason" in html and 'class="lift-over-time"' in html
+    assert "waiting" in stats["win_back"] and "positions" not in stats["win_back"]
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org', "")
 
 

@@ -166,6 +166,8 @@ def test_the_worker_fold_keeps_waiting_now_across_flushes_and_restarts(
     stats, _ = decode_stats(store["cart_test"])
     assert stats.waiting() == dict(_truth(result))
     assert b"example.test" not in store["cart_test"]
+    shown = json.dumps(stats.summary())  # GET /journeys/stats, tutti report --format json
+    assert stats.summary()["waiting"] == dict(_truth(result)) and '"p0' not in shown
 
 
 def test_exits_by_reason_add_up_to_the_exited_outcomes(result: SimulationResult) -> None:
