@@ -7,6 +7,7 @@ and e-mail leave the next reminder without a channel, with nothing fetched from 
 from __future__ import annotations
 
 import http.client
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,13 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
         timeout=20,
         what="the reminder step counted in the diagram",
     )
+    # Each step also says how many wait at it now: the one customer at one step at most.
+    waiting = [
+        e.text for e in d.find_elements(By.CSS_SELECTOR, f"#j-{JOURNEY} svg.flow g.step .waiting")
+    ]
+    assert len(waiting) == len(steps - {"(entry)", "(exit)"})
+    assert all(re.fullmatch(r"· \d+ waiting now", w) for w in waiting), waiting
+    assert sum(int(w.split()[1]) for w in waiting) <= 1
     assert len(d.find_elements(By.CSS_SELECTOR, f"#j-{JOURNEY} figure svg rect")) >= 3
     browser.screenshot("dashboard")
     pages = [d.page_source]
