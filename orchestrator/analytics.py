@@ -186,8 +186,9 @@ class JourneyStats:
 
     @property
     def active(self) -> int:
-        """Enrolments entered and not yet exited (all arms)."""
-        return sum(a.entered - a.exited for a in self.arms.values())
+        """Enrolments entered and not yet exited. Not the holdout's: it is sent nothing and has
+        no step to wait at, and its enrolments end at once without an exit outcome."""
+        return sum(a.entered - a.exited for name, a in self.arms.items() if name != "holdout")
 
     def lift(self) -> LiftReport:
         """All treated arms together against the holdout."""

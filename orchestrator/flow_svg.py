@@ -169,7 +169,7 @@ def flow_svg(
             count = f"{reached.get(node, 0):,} reached"
             fill = "#fff"
             if waiting is not None:
-                now = f"· {waiting.get(node, 0):,} waiting now"
+                now = f"{waiting.get(node, 0):,} waiting now"
         if len(title) > 30:
             title = title[:29] + "…"
         line3 = (

@@ -64,10 +64,11 @@ def _svg(periods: list[LiftPeriod]) -> str:
             f'<circle class="period" data-start="{p.start}" cx="{x(i):.1f}" '
             f'cy="{y(p.cumulative.lift * 100):.1f}" r="3.5" fill="{fill}" stroke="#4c78a8"/>'
         )
-    for i in sorted({0, len(periods) - 1}):
+    ends = [(0, "start")] if len(periods) == 1 else [(0, "start"), (len(periods) - 1, "end")]
+    for i, anchor in ends:
         parts.append(
             f'<text x="{x(i):.1f}" y="{_H - 12}" font-size="11" '
-            f'text-anchor="middle">{periods[i].start}</text>'
+            f'text-anchor="{anchor}">{periods[i].start}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)

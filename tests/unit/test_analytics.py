@@ -35,7 +35,7 @@ def test_counts_per_arm_with_reasons_revenue_and_versions() -> None:
     assert treated.revenue_minor == {"EUR": 4999}
     assert (holdout.entered, holdout.converted, holdout.sent) == (1, 1, 0)
     assert s.versions == {"1": 1, "2": 1}
-    assert s.active == 1
+    assert s.active == 0  # the treated one exited; the holdout's never stays in the journey
 
 
 def test_a_redelivered_outcome_counts_once_and_state_round_trips() -> None:

@@ -142,6 +142,8 @@ def test_waiting_now_is_where_the_simulated_enrolments_are_at_the_end(
     assert truth["wait_1h"] > 0 and truth["wait_2d"] > 10
     assert stats["cart_test"].waiting() == dict(truth)
     assert stats["cart_test"].waiting("holdout") == {}  # nothing is sent to them: no step
+    # "In the journey now": the treated enrolments not yet exited, each waiting at one step.
+    assert stats["cart_test"].active == sum(truth.values())
     kinds = Counter(r["kind"] for r in _records(result))
     assert kinds["exited"] and any(
         r["reason"] == "reentered" for r in _records(result) if r["kind"] == "exited"
@@ -269,7 +271,7 @@ def test_simulate_html_shows_waiting_now_exits_and_lift_over_time(
     for step in ("wait_1h", "reminder", "wait_2d", "last_call"):
         box = re.search(rf'data-step="{step}">.*?</g>', section)
         assert box is not None, step
-        assert f"· {truth[step]:,} waiting now</text>" in box.group(0), step
+        assert f">{truth[step]:,} waiting now</text>" in box.group(0), step
     assert "Exited, by reason" in section and '<table class="exits">' in section
     assert "reentered" in section.split('<table class="exits">', 1)[1]
     assert 'class="lift-over-time"' in section and "Lift over time, by day" in section
