@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_workarounds import complete_buffer_flush
+from agents.faust_workarounds import STORE_URL, complete_buffer_flush
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> Any:
         # RocksDB with its write-ahead log: without it (3.5 instead of 12 us a put) a worker
         # restarted after SIGKILLs left partitions unconsumed (tests/integration/worker/
         # test_faults_live.py, docs/reliability.md).
-        store="rocksdb://",
+        store=STORE_URL,  # RocksDB that stops the worker when it cannot write (a full disk)
         datadir=str(w.data_dir),
         web_host=w.web_host,
         web_port=w.web_port,

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import faust.stores
 from faust import Worker
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
 
 __all__ = [
+    "EXIT_STORAGE_FAILED",
+    "STORE_URL",
+    "FailStopRocksDBStore",
     "SpinnerlessWorker",
     "actively_owned_partitions",
     "as_current_event",
@@ -117,6 +123,63 @@ def complete_buffer_flush(app: Any) -> None:
     buffer._send_pending = counted_send
     buffer.flush = flush
     buffer._tutti_complete_flush = True
+
+
+#: The worker's exit status when its local store cannot be written (sysexits EX_IOERR).
+EXIT_STORAGE_FAILED = 74
+
+
+class FailStopRocksDBStore(RocksDBStore):
+    """Faust's RocksDB store that stops the worker at once when a write fails (a full disk, a
+    read-only or broken volume) instead of letting the record it was processing be committed.
+
+    faust-streaming 0.15.3: an exception in an agent crashes only that agent; its supervisor
+    (mode's OneForOneSupervisor) restarts it, and the events of the batch it was processing are
+    acknowledged on the way out (``Stream.take_events`` acks its buffer in a ``finally``), so
+    the next commit goes past records whose state was never written: lost (issue 13, scenario
+    11: a worker on a full tmpfs went on consuming after "IO error: No space left on device").
+    Here the process exits before anything else runs - no ack, no commit, no flush - so the
+    records are read again once the store can be written. The message says what to do.
+    """
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        try:
+            super()._set(key, value)
+        except Exception as exc:
+            _storage_failed(self, "write", exc)
+
+    def _del(self, key: bytes) -> None:
+        try:
+            super()._del(key)
+        except Exception as exc:
+            _storage_failed(self, "delete", exc)
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        try:
+            super().set_persisted_offset(tp, offset)
+        except Exception as exc:
+            _storage_failed(self, "record the changelog offset in", exc)
+
+
+def _storage_failed(store: RocksDBStore, what: str, exc: Exception) -> None:
+    log.critical(
+        "cannot %s the worker's local store of table %s (%s: %s); stopping now, before "
+        "anything is acknowledged, so no offset is committed past state that was not written. "
+        "Free space on (or repair) the volume of worker.data_dir and start the worker again: "
+        "it reads those records again.",
+        what,
+        getattr(store.table, "name", "?"),
+        type(exc).__name__,
+        exc,
+    )
+    logging.shutdown()  # the message must reach the log before the process is gone
+    os._exit(EXIT_STORAGE_FAILED)
+
+
+#: The worker's ``store`` setting: :class:`FailStopRocksDBStore` under its own URL scheme
+#: (Faust resolves a store by the scheme, through its public registry of store classes).
+STORE_URL = "tutti-rocksdb://"
+faust.stores.STORES.aliases["tutti-rocksdb"] = f"{__name__}:FailStopRocksDBStore"
 
 
 class SpinnerlessWorker(Worker):

@@ -78,3 +78,17 @@ def test_faust_flushes_the_producer_buffer_only_until_it_is_quiet_for_a_tenth_of
 
 def test_the_complete_flush_returns_when_every_record_was_handed_over() -> None:
     assert asyncio.run(_buffer_after_flush(workaround=True)) == (0, 5)
+
+
+def test_the_worker_store_is_the_fail_stop_rocksdb_store() -> None:
+    # Faust resolves the store by its URL scheme; a plain "rocksdb://" would be Faust's own,
+    # which lets a crashed agent's batch be acknowledged (tests/integration/worker/
+    # test_disk_full_live.py shows the difference with a real full disk).
+    import faust.stores
+
+    from agents.faust_workarounds import STORE_URL, FailStopRocksDBStore
+
+    assert faust.stores.by_url(STORE_URL) is FailStopRocksDBStore
+    from faust.stores.rocksdb import Store
+
+    assert issubclass(FailStopRocksDBStore, Store)
