@@ -8,7 +8,11 @@ receipt leaves. The Kafka loop writes the receipt and only then commits the offs
 
 A provider outage is not the message's fault: it waits (uncounted attempts) until the provider
 is back, the action expires, or the outage outlasts ``provider_down_max_ms`` - then the sender
-stops with the batch uncommitted rather than failing every action it holds.
+stops with the batch uncommitted rather than failing every action it holds. An outage is an
+unreachable provider (connection refused, HTTP 502/503/504, SMTP 421), or one that fails as a
+whole: ``FAILING_AS_A_WHOLE`` transient failures in a row across all actions with no success
+in between (a gateway answering 500, or timing out, to everything). A 500 for one message
+while others go through stays that message's, counted against ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from orchestrator.senders.errors import (
     TransientDeliveryError,
 )
 from orchestrator.senders.metrics import SenderMetrics
-from orchestrator.senders.model import DeliveryReceipt, DeliveryStatus, to_ms
+from orchestrator.senders.model import DeliveryReceipt, DeliveryStatus, SendResult, to_ms
 from orchestrator.senders.privacy import redact
 from orchestrator.senders.providers.base import Provider
 from orchestrator.senders.ratelimit import TokenBucket
@@ -42,6 +46,39 @@ log = logging.getLogger("orchestrator.senders")
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+#: Transient failures in a row, across every action and with no success in between, after
+#: which the provider is taken as down as a whole (its further failures are an outage).
+FAILING_AS_A_WHOLE = 20
+
+
+class OutageDetector:
+    """The provider as ``send_with_retry`` sees it: a transient failure while the provider has
+    failed ``threshold`` times in a row (every action, no success since) is an outage - the
+    action's attempts are not used up by the provider's trouble."""
+
+    def __init__(self, provider: Provider, threshold: int = FAILING_AS_A_WHOLE) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.threshold = threshold
+        self.failures_in_a_row = 0
+
+    async def send(self, action: Action) -> SendResult:
+        try:
+            result = await self.provider.send(action)
+        except TransientDeliveryError as exc:
+            self.failures_in_a_row += 1
+            if exc.provider_down or self.failures_in_a_row < self.threshold:
+                raise
+            raise TransientDeliveryError(
+                exc.code, exc.detail, retry_after_s=exc.retry_after_s, provider_down=True
+            ) from exc
+        self.failures_in_a_row = 0
+        return result
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +108,7 @@ class ActionProcessor:
     ) -> None:
         self.channel = channel
         self.provider = provider
+        self._calls = OutageDetector(provider)
         self.dedupe = dedupe
         self.metrics = metrics
         self.rate_limit = rate_limit
@@ -83,6 +121,13 @@ class ActionProcessor:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._labels = (channel, provider.name)
+
+    @property
+    def calls(self) -> OutageDetector:
+        """The provider's calls, watched for an outage of the whole provider."""
+        if self._calls.provider is not self.provider:  # the provider was swapped (tests)
+            self._calls = OutageDetector(self.provider)
+        return self._calls
 
     # -- receipts ----------------------------------------------------------------------------
     def _finish(
@@ -208,7 +253,7 @@ class ActionProcessor:
             self.dedupe.put(action.action_id, pending)
 
         outcome = await send_with_retry(
-            self.provider,
+            self.calls,
             action,
             self.retry,
             before_attempt=before_attempt,

@@ -145,6 +145,11 @@ class WebhookState:
     #: requests answered 200, per Idempotency-Key (a gateway honouring the key delivers once)
     accepted: Counter[str] = field(default_factory=Counter)
     delay_s: float = 0.0
+    #: Until this time.monotonic(), every request is answered 500 (a gateway outage).
+    fail_until: float = 0.0
+    #: Requests being handled now, and the most ever at once (the client's back-pressure).
+    in_flight: int = 0
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -176,11 +181,25 @@ class WebhookServer:
                 key = self.headers.get("Idempotency-Key", "")
                 with state.lock:
                     state.requests.append(WebhookRequest(dict(self.headers.items()), body))
+                    state.in_flight += 1
+                    state.max_in_flight = max(state.max_in_flight, state.in_flight)
                     script = state.script.get(key)
-                    status = script.pop(0) if script else 200
+                    if time.monotonic() < state.fail_until:
+                        status = 500
+                    else:
+                        status = script.pop(0) if script else 200
                     first = status == 200 and key not in state.accepted
                     if status == 200:
                         state.accepted[key] += 1
+                try:
+                    self._answer(state, key, body, status, first)
+                finally:
+                    with state.lock:
+                        state.in_flight -= 1
+
+            def _answer(
+                self, state: WebhookState, key: str, body: bytes, status: int, first: bool
+            ) -> None:
                 if state.delay_s:
                     time.sleep(state.delay_s)
                 payload = json.dumps(

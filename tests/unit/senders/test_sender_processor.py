@@ -303,3 +303,30 @@ def test_a_long_outage_stops_the_sender_and_leaves_the_action_in_kafka(
     assert clock.ms - NOW_MS >= 120_000
     entry = harness.dedupe.get("act-1", clock.ms)
     assert entry is not None and entry.state == "pending"  # no outcome recorded: re-read later
+
+
+def test_a_provider_failing_as_a_whole_is_an_outage_not_the_messages_fault(
+    harness: Harness, action_factory: Callable[..., Action]
+) -> None:
+    # A gateway answering 500 to everything: after FAILING_AS_A_WHOLE failures in a row the
+    # attempts stop counting, so the message waits for the gateway instead of failing.
+    from orchestrator.senders.processor import FAILING_AS_A_WHOLE
+
+    error = TransientDeliveryError("http_5xx", "HTTP 500")
+    harness.processor.calls.failures_in_a_row = FAILING_AS_A_WHOLE - 1  # every other action too
+    harness.provider.fail("act-1", [error] * 25)  # max_attempts is 3
+    receipt = harness.handle(action_factory())
+    assert (receipt.status, receipt.attempts) == ("sent", 26)
+
+
+def test_a_500_for_one_message_while_others_go_through_fails_that_message(
+    harness: Harness, action_factory: Callable[..., Action]
+) -> None:
+    from orchestrator.senders.processor import FAILING_AS_A_WHOLE
+
+    error = TransientDeliveryError("http_5xx", "HTTP 500")
+    harness.processor.calls.failures_in_a_row = FAILING_AS_A_WHOLE - 2  # others failed before
+    assert harness.handle(action_factory(2)).status == "sent"  # a success resets the run
+    harness.provider.fail("act-1", [error] * 10)
+    receipt = harness.handle(action_factory())
+    assert (receipt.status, receipt.attempts) == ("failed", 3)
