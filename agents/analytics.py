@@ -9,7 +9,7 @@ benchmark stream; with the feed the worker drained it about 1.5 times faster (`t
 The copies are made from what the batch sends, so an outbox resend after a crash re-sends them too.
 
 Table `journey_stats`: journey id -> :class:`orchestrator.analytics.JourneyStats` counters, where
-each enrolment in the journey is now (customer id -> arm and step, for "waiting now") and the
+each enrolment in the journey is now (hashed customer id -> arm and step, for "waiting now") and the
 offset (in the feed partition) of the last feed record counted into them, compressed (format 4;
 format 3 values, written before the positions were kept, load with none: enrolments count as
 waiting from their next step outcome on; format 2 values, counted from the outcomes topic, keep
@@ -90,8 +90,8 @@ log = logging.getLogger(__name__)
 
 JOURNEY_STATS_TABLE: Final = "journey_stats"
 #: The first byte of a stored value: zlib-compressed orjson of the counters, the positions and
-#: the last offset. The positions hold a customer id per enrolment in the journey; compressed
-#: they take a few bytes each. Values written before it (zlib JSON with up to 1,000 recent
+#: the last offset. The positions hold a 64-bit customer key per enrolment in the journey
+#: (about 11 bytes each compressed, at most orchestrator.analytics.MAX_POSITIONS of them). Values written before it (zlib JSON with up to 1,000 recent
 #: outcome ids, no format byte: their first byte is zlib's 0x78) are still read.
 STATS_FORMAT: Final = 4
 _FORMAT_BYTE: Final = bytes([STATS_FORMAT])
@@ -122,6 +122,7 @@ def encode_stats(stats: JourneyStats, offset: int) -> bytes:
         "arms": stats.arms,  # dataclasses: orjson writes their fields
         "versions": stats.versions,
         "positions": stats.grouped_positions(),
+        "positions_overflow": stats.positions_overflow,
         "last_offset": offset,
     }
     # Level 1: the customer ids of the positions compress well even at the fastest level.
@@ -209,7 +210,11 @@ class PartitionTally(Generic[E]):
                 for outcome_id in loaded.recent_ids:  # an old-format value: its ids still count
                     self.recent.add(outcome_id)
                 stats = JourneyStats(
-                    loaded.journey_id, loaded.arms, loaded.versions, positions=loaded.positions
+                    loaded.journey_id,
+                    loaded.arms,
+                    loaded.versions,
+                    positions=loaded.positions,
+                    positions_overflow=loaded.positions_overflow,
                 )
                 tally = JourneyTally(stats, offset)
             else:

@@ -7,15 +7,21 @@ off them; enrolments and conversions also per day of their outcome, for lift ove
 Where each enrolment is now: an outcome does not carry its enrolment id (its ``outcome_id`` is a
 hash of it), but a customer has at most one enrolment in a journey at a time (the engine exits
 the old one, ``reentered``, before a new one enters), so ``(journey, customer)`` names the
-enrolment. :attr:`JourneyStats.positions` keeps, per customer, the arm and the step of their
-last ``step`` outcome; an ``exited`` outcome (completion included) or a new ``entered`` removes
-it. Steps a journey's enrolments wait at now are counted from it (:meth:`JourneyStats.waiting`). Outcome ids are deterministic, so a redelivered outcome is recognised (a bounded window
+enrolment. :attr:`JourneyStats.positions` keeps, per customer (a 64-bit hash of the id: no
+customer id is stored), the arm and the step of their last ``step`` outcome; an ``exited``
+outcome (completion included) or a new ``entered`` removes it. Steps a journey's enrolments wait
+at now are counted from it (:meth:`JourneyStats.waiting`). Past :data:`MAX_POSITIONS` enrolments
+in a journey at once it stops (the stored value must stay under Kafka's 1 MB record limit) and
+says so rather than count part of them.
+
+Outcome ids are deterministic, so a redelivered outcome is recognised (a bounded window
 of recent ids) and counted once by :meth:`JourneyStats.apply`; the analytics agent deduplicates
 on its own (agents.analytics) and calls :meth:`JourneyStats.count`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,15 +32,20 @@ from orchestrator.engine.measurement import LiftReport
 
 __all__ = [
     "DAYS_BEFORE_WEEKS",
+    "MAX_POSITIONS",
     "ArmStats",
     "JourneyStats",
     "LiftPeriod",
     "arm_of",
+    "customer_key",
     "day_of",
     "lift_over_time",
 ]
 
 MAX_RECENT_IDS = 5000
+#: Enrolments in one journey at once whose step is kept ("waiting now"). Each takes about
+#: 11 bytes of the journey's stored value (compressed): 60,000 stay well under 1 MB.
+MAX_POSITIONS = 60_000
 #: The window is trimmed in steps of this many ids (one slice per step, not one per outcome).
 _TRIM_STEP = 500
 
@@ -55,6 +66,13 @@ def day_of(outcome: Mapping[str, Any]) -> str | None:
 
 def _bump(counts: dict[str, int], key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
+
+
+def customer_key(customer_id: str) -> str:
+    """The key of a customer's position: 64 bits of BLAKE2b of the id (16 hex digits), shorter
+    than most ids and not one of them; two customers of one journey share one by chance about
+    once in 10^10 journeys of 60,000."""
+    return hashlib.blake2b(customer_id.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def arm_of(outcome: Mapping[str, Any]) -> str:
@@ -91,8 +109,12 @@ class JourneyStats:
     arms: dict[str, ArmStats] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)  # version -> enrolments
     recent_ids: list[str] = field(default_factory=list)
-    #: customer id -> (arm, step) of their enrolment in this journey, while it is in it
+    #: customer key (:func:`customer_key`) -> (arm, step) of their enrolment in this journey,
+    #: while it is in it
     positions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: True once more than MAX_POSITIONS enrolments were in the journey at once: positions are
+    #: no longer kept, and "waiting now" is not known.
+    positions_overflow: bool = False
 
     #: ``recent_ids`` as a set, for O(1) lookups (the list keeps the order to trim by).
     _seen: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
@@ -167,17 +189,27 @@ class JourneyStats:
 
     def _move(self, outcome: Mapping[str, Any], to: tuple[str, str] | None) -> None:
         """The customer's enrolment is now at ``to`` (None: no longer in the journey)."""
-        customer = str(outcome.get("customer_id") or "")
+        if self.positions_overflow:
+            return
+        customer = customer_key(str(outcome.get("customer_id") or ""))
         before = self.positions.pop(customer, None)
         if before is not None:
             self._waiting[before[0]][before[1]] -= 1
-        if to is not None:
-            self.positions[customer] = to
-            self._waiting.setdefault(to[0], Counter())[to[1]] += 1
+        if to is None:
+            return
+        if len(self.positions) >= MAX_POSITIONS:
+            self.positions_overflow = True
+            self.positions.clear()
+            self._waiting.clear()
+            return
+        self.positions[customer] = to
+        self._waiting.setdefault(to[0], Counter())[to[1]] += 1
 
-    def waiting(self, arm: str | None = None) -> dict[str, int]:
+    def waiting(self, arm: str | None = None) -> dict[str, int] | None:
         """Step id -> enrolments at that step now (entered it, not yet moved on or out), in
-        ``arm`` or in all arms."""
+        ``arm`` or in all arms; None when not known (more than MAX_POSITIONS at once)."""
+        if self.positions_overflow:
+            return None
         counts: Counter[str] = Counter()
         for name, steps in self._waiting.items():
             if arm is None or name == arm:
@@ -209,19 +241,20 @@ class JourneyStats:
             "versions": self.versions,
             "recent_ids": self.recent_ids,
             "positions": self.grouped_positions(),
+            "positions_overflow": self.positions_overflow,
         }
 
     def summary(self) -> dict[str, Any]:
         """The counters as `tutti report --format json` and ``GET /journeys/stats`` show them:
         no outcome ids, no customer ids; enrolments in the journey and waiting per step."""
         d = self.to_dict()
-        del d["recent_ids"], d["positions"]
+        del d["recent_ids"], d["positions"], d["positions_overflow"]
         d["active"] = self.active
         d["waiting"] = self.waiting()
         return d
 
     def grouped_positions(self) -> dict[str, dict[str, list[str]]]:
-        """``positions`` as arm -> step -> customer ids: each arm and step written once."""
+        """``positions`` as arm -> step -> customer keys: each arm and step written once."""
         grouped: dict[str, dict[str, list[str]]] = {}
         for customer, (arm, step) in self.positions.items():
             grouped.setdefault(arm, {}).setdefault(step, []).append(customer)
@@ -246,6 +279,7 @@ class JourneyStats:
             dict(d.get("versions", {})),
             list(d.get("recent_ids", [])),
             positions,
+            bool(d.get("positions_overflow", False)),
         )
 
 

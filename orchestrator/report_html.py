@@ -22,7 +22,7 @@ from html import escape
 from itertools import pairwise
 from typing import Any
 
-from orchestrator.analytics import ArmStats, JourneyStats
+from orchestrator.analytics import MAX_POSITIONS, ArmStats, JourneyStats
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
 from orchestrator.flow_svg import flow_svg
@@ -222,7 +222,13 @@ def _flow(stats: JourneyStats, journey: Journey | None, reached: Mapping[str, fl
         f"The journey (v{journey.version}): enrolments that reached each step, and how many of "
         "them are at it now (entered it, not yet moved on, exited or completed)"
     )
-    svg = flow_svg(journey, counts, entered, stats.waiting())
+    waiting = stats.waiting()
+    if waiting is None:
+        caption += (
+            f"; waiting now is not shown: more than {MAX_POSITIONS:,} enrolments were in the "
+            "journey at once, more than are tracked"
+        )
+    svg = flow_svg(journey, counts, entered, waiting)
     return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
 
 

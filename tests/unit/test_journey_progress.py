@@ -17,7 +17,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from agents.analytics import PartitionTally, decode_stats
+from agents.analytics import PartitionTally, decode_stats, encode_stats
 from orchestrator.analytics import JourneyStats, lift_over_time
 from orchestrator.cli import cli
 from orchestrator.engine import load_rules
@@ -276,3 +276,33 @@ def test_simulate_html_shows_waiting_now_exits_and_lift_over_time(
     assert "reentered" in section.split('<table class="exits">', 1)[1]
     assert 'class="lift-over-time"' in section and "Lift over time, by day" in section
     assert not RAW_CONTACT.search(page)
+
+
+def test_past_the_tracked_enrolments_waiting_now_says_unknown_rather_than_count_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orchestrator.analytics as analytics
+    from orchestrator.engine.dsl import parse_journey_file
+
+    monkeypatch.setattr(analytics, "MAX_POSITIONS", 3)
+    stats = JourneyStats("cart_abandonment")
+    for cid in "abc":
+        stats.apply(_outcome(cid, "step", step_id="wait_1h"))
+    stats.apply(_outcome("a", "exited", reason="completed"))
+    stats.apply(_outcome("d", "step", step_id="wait_1h"))  # a left: still 3
+    assert stats.waiting() == {"wait_1h": 3}
+    stats.apply(_outcome("e", "step", step_id="wait_1h"))  # a fourth at once
+    assert stats.waiting() is None and stats.positions == {}
+    back, _ = decode_stats(encode_stats(stats, 1))
+    assert back.waiting() is None  # stored so: a restart does not count part of them
+    journey = parse_journey_file(ROOT / "journeys" / "cart_abandonment.yaml")
+    page = render_report({"cart_abandonment": stats}, journeys={"cart_abandonment": journey})
+    assert "waiting now</text>" not in page and "waiting now is not shown" in page
+
+
+def test_positions_keep_no_customer_id() -> None:
+    stats = JourneyStats("j")
+    stats.apply(_outcome("ada-123", "step", step_id="wait"))
+    assert stats.waiting() == {"wait": 1}
+    assert b"ada-123" not in encode_stats(stats, 1)
+    assert "ada-123" not in json.dumps(stats.to_dict())
