@@ -251,3 +251,89 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
                 print(f"{differ[0]} {key}: {b.get(key)!r:.300} before, {a.get(key)!r:.300} after")
     assert not differ, differ[:10]
     assert not again, again[:5]
+
+
+def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothing_twice(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    """Scenario 6: a second and a third worker join the group while the stream plays, then the
+    second leaves by SIGKILL. The same verdict as scenario 1, read through the survivors (any
+    worker answers for any customer). Customers whose stories straddle a membership change
+    (the rebalance, or the dead member's session timeout) are reported, not failed, when
+    arbitrated differently (arbitration windows run on the worker's clock)."""
+    library = _library(tmp_path)
+    publish_journeys(settings, [library])
+    first = worker_factory(settings, extra_env=FAST_RESTART)
+    app_id = first.app_id
+    actions = Collector.actions(settings)
+    rng = random.Random(SEED + 6)
+    script, stories, spans = _stream(rng)
+
+    played: dict[str, Any] = {}
+    player = threading.Thread(target=lambda: played.update(result=play(settings, script)))
+    player.start()
+    began = time.monotonic()
+    changes: list[tuple[float, float]] = []  # seconds into the script: change began, settled
+
+    def at(fraction: float) -> None:
+        time.sleep(max(0.0, SPREAD_S * fraction - (time.monotonic() - began)))
+
+    joined: list[WorkerProcess] = []
+    for fraction in (0.2, 0.45):
+        at(fraction)
+        start = time.monotonic() - began
+        joined.append(
+            worker_factory(
+                settings,
+                app_id=app_id,
+                data_dir=tmp_path / f"joined-{len(joined)}",
+                extra_env=FAST_RESTART,
+            )
+        )
+        changes.append((start, time.monotonic() - began + 4.0))  # + the rebalance's pause
+    at(0.7)
+    leaving = joined[0]
+    killed_at = time.monotonic() - began
+    leaving.process.kill()  # SIGKILL: its partitions wait for its session to time out
+    leaving.process.wait()
+    changes.append((killed_at, killed_at + 6.0 + 6.0))  # session timeout, then the rebalance
+    player.join()
+    started, inputs = played["result"]
+    until = started + timedelta(seconds=SPREAD_S + TAIL_S)
+    survivor = joined[1]
+
+    expected = simulated_sends(library, inputs, until)
+    remaining = (until - started).total_seconds() - (time.monotonic() - began)
+    actions.poll(max(0.0, remaining + 12.0))  # the last change settles, its windows close
+    records = actions.quiet_for(5.0)
+    live = live_sends(records)
+    copies = Counter(r["action_id"] for r in records)
+    resent = sum(n - 1 for n in copies.values())
+    straddling = {
+        cid
+        for cid, (start, end) in spans.items()
+        if any(start < settled + 2.0 and end + 2.0 > began_at for began_at, settled in changes)
+    }
+    shifted = {a[0] for a in expected ^ live if a[0] in straddling}
+    lost = {a for a in expected - live if a[0] not in straddling}
+    extra = {a for a in live - expected if a[0] not in straddling}
+    wrong = _misapplied(survivor, stories, wait=120)
+    lag = _lag(settings, app_id)
+    letters = read_dead_letters(settings, set(), expected=10**9, timeout=5)
+    print(
+        f"\nworkers joining x2, one SIGKILLed: {sum(stories.values())} events, {CUSTOMERS} "
+        f"customers, {len(expected)} actions expected; lost {len(lost)}, not decided by the "
+        f"oracle {len(extra)}, events applied wrongly {len(wrong)}, re-sent copies {resent}, "
+        f"lag {lag}; {len(straddling)} customers' stories straddled a membership change, "
+        f"{len(shifted)} of them arbitrated differently (seed {SEED + 6}); dead letters "
+        f"{len(letters)}"
+    )
+    actions.close()
+    assert len(expected) > CUSTOMERS // 2
+    assert not letters
+    assert not wrong, f"events lost (<0) or applied twice (>0) per customer: {wrong}"
+    assert not lost and not extra, (
+        f"lost: {sorted(lost)[:10]}\nnot decided by the oracle: {sorted(extra)[:10]}"
+    )
+    assert lag == 0
+    assert first.process.poll() is None and survivor.process.poll() is None
