@@ -119,10 +119,12 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
         timeout=20,
         what="the reminder step counted in the diagram",
     )
-    # Each step also says how many wait at it now: the one customer at one step at most.
-    waiting = [
-        e.text for e in d.find_elements(By.CSS_SELECTOR, f"#j-{JOURNEY} svg.flow g.step .waiting")
-    ]
+    # Each step also says how many wait at it now: the one customer at one step at most. Read
+    # in one script call: the page's refresh replaces the diagram between two reads.
+    waiting = d.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent)",
+        f"#j-{JOURNEY} svg.flow g.step .waiting",
+    )
     assert len(waiting) == len(steps - {"(entry)", "(exit)"})
     assert all(re.fullmatch(r"\d+ waiting now", w) for w in waiting), waiting
     assert sum(int(w.split()[0]) for w in waiting) <= 1
