@@ -24,7 +24,7 @@ from orchestrator.engine import load_rules
 from orchestrator.engine.decision import Outcome, stable_id
 from orchestrator.report_html import fold_outcomes, render_report
 from orchestrator.simulator import SimulationResult, load_inputs, simulate
-from tests.browser import RAW_CONTACT
+from tests.browser import RAW_CONTACT, Browser
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 8, tzinfo=UTC)
@@ -306,3 +306,29 @@ def test_positions_keep_no_customer_id() -> None:
     assert stats.waiting() == {"wait": 1}
     assert b"ada-123" not in encode_stats(stats, 1)
     assert "ada-123" not in json.dumps(stats.to_dict())
+
+
+def test_the_simulated_page_in_chromium_shows_waiting_exits_and_lift_over_time(
+    stream: tuple[Path, Path], result: SimulationResult, browser: Browser, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    journeys, events = stream
+    out = tmp_path / "sim.html"
+    args = ["simulate", "--journeys", str(journeys), "--events", str(events)]
+    run = CliRunner().invoke(cli, [*args, "--until", STOP.isoformat(), "--html", str(out)])
+    assert run.exit_code == 0, run.output
+    browser.driver.get(out.as_uri())
+    assert browser.screenshot("simulated-report").exists()
+    d = browser.driver
+    truth = _truth(result)
+    for step in ("wait_1h", "wait_2d"):
+        box = d.find_element(By.CSS_SELECTOR, f'svg.flow g.step[data-step="{step}"] .waiting')
+        assert box.text == f"{truth[step]:,} waiting now"
+    periods = lift_over_time(fold_outcomes(_records(result))[0]["cart_test"])
+    points = d.find_elements(By.CSS_SELECTOR, "svg.lift-over-time circle.period")
+    assert [p.get_attribute("data-start") for p in points] == [p.start for p in periods]
+    exits = d.find_element(By.CSS_SELECTOR, "table.exits").text
+    assert "completed" in exits and "reentered" in exits
+    assert browser.requested() == [out.as_uri()]
+    assert not RAW_CONTACT.search(d.page_source)
