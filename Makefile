@@ -52,13 +52,14 @@ reliability: install
 	TUTTI_RELIABILITY_REGISTRY_OUTAGE_S=30 TUTTI_RELIABILITY_BROKER_DOWN_S=10 \
 	TUTTI_RELIABILITY_PROVIDER_FAIL_S=60 TUTTI_RELIABILITY_PROVIDER_SLOW_S=20 \
 	TUTTI_RELIABILITY_PROVIDER_SLOW_ANSWER_S=5 \
-	bash scripts/test.sh -s tests/integration/worker/test_faults_live.py \
+	bash scripts/test.sh -s -m 'not slow' tests/integration/worker/test_faults_live.py \
 		tests/integration/worker/test_bad_input_live.py tests/unit/test_fuzz.py \
 		tests/integration/worker/test_registry_outage_live.py \
 		tests/integration/worker/test_poison_journey_live.py \
 		tests/integration/worker/test_broker_restart_live.py \
 		tests/integration/senders/test_sender_process.py \
-		tests/integration/senders/test_sender_faults_live.py
+		tests/integration/senders/test_sender_faults_live.py \
+		tests/integration/worker/test_analytics_live.py
 
 bench: install
 	bash scripts/bench.sh $(ARGS)

@@ -112,7 +112,12 @@ def test_stats_equal_the_fold_of_the_topic_and_reach_the_table_within_seconds_of
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
-    "hook", ["TUTTI_TEST_CRASH_BEFORE_STATS_FLUSH", "TUTTI_TEST_CRASH_AFTER_STATS_WRITE"]
+    "hook",
+    [
+        "TUTTI_TEST_CRASH_BEFORE_STATS_FLUSH",
+        # The other crash point runs in `make reliability` (the default run's time budget).
+        pytest.param("TUTTI_TEST_CRASH_AFTER_STATS_WRITE", marks=pytest.mark.reliability),
+    ],
 )
 def test_a_worker_killed_around_a_stats_flush_loses_nothing_and_counts_nothing_twice(
     settings: Settings,

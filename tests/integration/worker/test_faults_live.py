@@ -210,6 +210,7 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     assert worker.process.poll() is None
 
 
+@pytest.mark.reliability  # make reliability; make test has the short version
 def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_again(
     settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
@@ -253,6 +254,7 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
     assert not again, again[:5]
 
 
+@pytest.mark.reliability  # make reliability; make test has the short version
 def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothing_twice(
     settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
