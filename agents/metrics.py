@@ -256,7 +256,7 @@ class WorkerMetrics:
         )
         self.outcomes = Counter(
             "tutti_worker_outcomes",
-            "Journey outcomes emitted (entered, step, sent, suppressed, converted, exited).",
+            "Journey outcomes emitted (entered, step, sent, suppressed, deferred, converted, exited).",
             ["journey", "kind"],
             registry=r,
         )

@@ -89,6 +89,9 @@ class ArmStats:
     exited: int = 0
     revenue_minor: dict[str, int] = field(default_factory=dict)  # currency -> minor units
     suppressed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    #: reason -> sends moved on or held (quiet_hours, lost_arbitration, send_time, ticket_open,
+    #: journey_paused, awaiting_approval); a send deferred twice counts twice
+    deferred: dict[str, int] = field(default_factory=dict)
     exit_reasons: dict[str, int] = field(default_factory=dict)
     sent_by_channel: dict[str, int] = field(default_factory=dict)
     #: step id -> enrolments that reached it (the funnel)
@@ -165,6 +168,8 @@ class JourneyStats:
                 arm.sent_by_channel[channel] = arm.sent_by_channel.get(channel, 0) + 1
             case "suppressed":
                 arm.suppressed[reason] = arm.suppressed.get(reason, 0) + 1
+            case "deferred":
+                arm.deferred[reason] = arm.deferred.get(reason, 0) + 1
             case "converted":
                 arm.converted += 1
                 if day is not None:

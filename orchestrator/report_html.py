@@ -148,6 +148,7 @@ def journey_section(stats: JourneyStats, journey: Journey | None = None) -> str:
     rates: dict[str, float] = {}
     errors: dict[str, tuple[float, float]] = {}
     suppressed: dict[str, float] = {}
+    deferred: dict[str, float] = {}
     channels: dict[str, float] = {}
     reached: dict[str, float] = {}
     for name in sorted(stats.arms):
@@ -161,6 +162,8 @@ def journey_section(stats: JourneyStats, journey: Journey | None = None) -> str:
         errors[name] = (lo * 100, hi * 100)
         for reason, n in a.suppressed.items():
             suppressed[reason] = suppressed.get(reason, 0) + n
+        for reason, n in a.deferred.items():
+            deferred[reason] = deferred.get(reason, 0) + n
         for channel, n in a.sent_by_channel.items():
             channels[channel] = channels.get(channel, 0) + n
         for step, n in a.steps.items():
@@ -177,6 +180,7 @@ def journey_section(stats: JourneyStats, journey: Journey | None = None) -> str:
         f"{bars('Funnel: enrolments that reached each step', _funnel(stats, reached))}"
         f"{bars('Conversion rate by arm, % (95 % interval)', rates, '{:.1f}%', errors)}"
         f"{bars('Suppressed, by reason', _by_count(suppressed))}"
+        f"{bars('Deferred or held, by reason', _by_count(deferred))}"
         f"{bars('Exited, by reason', _by_count(_exits(stats)))}"
         f"{bars('Sent, by channel', _by_count(channels))}"
         "</div>"

@@ -152,7 +152,9 @@ class Action:
         }
 
 
-OutcomeKind = Literal["entered", "step", "sent", "suppressed", "converted", "exited"]
+#: ``deferred``: a due send was moved on (quiet hours, lost arbitration, send-time choice) or
+#: held (an open ticket, a paused journey, an operator's approval), with the reason code.
+OutcomeKind = Literal["entered", "step", "sent", "suppressed", "deferred", "converted", "exited"]
 
 
 @dataclass(frozen=True, slots=True)

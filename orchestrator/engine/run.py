@@ -97,10 +97,13 @@ class Run:
         action_id: str | None = None,
         reason: str | None = None,
         holdout: bool = False,
+        occasion: str = "",
     ) -> None:
+        """``occasion`` tells apart outcomes of one kind at one step (a send deferred twice)."""
+        parts = (occasion,) if occasion else ()
         self.outcomes.append(
             Outcome(
-                outcome_id=stable_id(enr.enrollment_id, kind, step_id or ""),
+                outcome_id=stable_id(enr.enrollment_id, kind, step_id or "", *parts),
                 journey_id=journey.id,
                 journey_version=journey.version,
                 customer_id=self.cid,

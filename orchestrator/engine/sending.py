@@ -212,9 +212,12 @@ def _send(run: Run, p: PendingSend) -> None:
                 until=verdict.until,
                 details=details,
             )
+            _deferred(run, enr, journey, verdict.code, action_id, to_iso(verdict.until))
         case "hold":
             assert verdict.until is not None
             schedule(enr, EnrollmentStatus.HELD, verdict.until)
+            if enr.hold_reason != verdict.code:  # counted once per hold, not at every re-check
+                _deferred(run, enr, journey, verdict.code, action_id, "held")
             enr.hold_reason = verdict.code
             run.explain(
                 "held",
@@ -229,6 +232,7 @@ def _send(run: Run, p: PendingSend) -> None:
             assert verdict.until is not None
             schedule(enr, EnrollmentStatus.AWAITING_APPROVAL, verdict.until)
             enr.pending_action_id = action_id
+            _deferred(run, enr, journey, verdict.code, action_id, "approval")
             run.explain(
                 "held",
                 verdict.code,
@@ -240,6 +244,21 @@ def _send(run: Run, p: PendingSend) -> None:
             )
         case _:
             assert_never(verdict.kind)
+
+
+def _deferred(
+    run: Run, enr: Enrollment, journey: Journey, code: str, action_id: str, occasion: str
+) -> None:
+    """The outcome of a due send moved on or held, with its reason (analytics count them)."""
+    run.outcome(
+        enr,
+        journey,
+        "deferred",
+        step_id=enr.step_id,
+        action_id=action_id,
+        reason=code,
+        occasion=occasion,
+    )
 
 
 def _emit(

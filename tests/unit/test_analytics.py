@@ -67,3 +67,25 @@ def test_the_window_of_recent_ids_is_bounded_and_forgets_the_oldest() -> None:
     assert s.apply(outcome("0", "entered"))  # forgotten: counted again
     assert not s.apply(outcome(str(MAX_RECENT_IDS + 599), "entered"))
     assert s.arms["treated"].entered == MAX_RECENT_IDS + 601
+
+
+def test_sends_deferred_by_quiet_hours_are_counted_by_reason_from_the_engines_outcomes() -> None:
+    # The engine's own outcomes (not hand-made ones): a marketing send due at 23:00 in Paris,
+    # inside the policy's quiet hours (21:00-08:00), is deferred to their end, then sent.
+    from orchestrator.engine import decide
+    from tests.unit.engine.factories import T0, contactable, event, journey_rules, send_journey
+
+    rules = journey_rules(
+        send_journey("promo"), policy="quiet_hours: {start: '21:00', end: '08:00'}"
+    )
+    late = T0.replace(hour=22)  # 23:00 in Paris
+    d = decide(contactable(), event("custom.go", late), late, rules)
+    assert [(o.kind, o.reason) for o in d.outcomes if o.kind == "deferred"] == [
+        ("deferred", "quiet_hours")
+    ]
+    s = JourneyStats("promo")
+    for o in d.outcomes:
+        s.apply({**o.to_record(), "occurred_at": o.occurred_at})
+    assert s.arms["treated"].deferred == {"quiet_hours": 1}
+    assert s.arms["treated"].sent == 0
+    assert JourneyStats.from_dict(s.to_dict()).arms["treated"].deferred == {"quiet_hours": 1}
