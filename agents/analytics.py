@@ -430,4 +430,16 @@ def register_analytics(worker: TuttiWorker) -> Any:
         return view.json(body)
 
     app.page("/journeys/stats", name="journey_stats")(journey_stats)
+
+    async def journey_stats_full(view: Any, request: Any) -> Any:
+        """The same journeys' whole counters (positions as hashed customer keys included), for
+        the other workers' dashboards (agents.ui): behind the API token."""
+        from agents.views import bearer_authorised
+
+        token = worker.settings.worker.api_token
+        if not token or not bearer_authorised(token, request.headers.get("Authorization")):
+            return view.json({"error": "missing or wrong bearer token"}, status=401)
+        return view.json({j: s.to_dict() for j, s in local_stats().items()})
+
+    app.page("/journeys/stats/full", name="journey_stats_full")(journey_stats_full)
     return table

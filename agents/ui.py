@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from agents.analytics import JOURNEY_STATS_TABLE
 from agents.decision_tail import DecisionTail
 from agents.worker import TuttiWorker
 from orchestrator.analytics import JourneyStats
@@ -162,7 +163,41 @@ def register_ui(worker: TuttiWorker) -> None:
     def journey_stats() -> dict[str, JourneyStats]:
         return worker.journey_stats() if worker.journey_stats is not None else {}
 
-    def live_html(csrf: str) -> str:
+    async def group_stats() -> tuple[dict[str, JourneyStats], list[str]]:
+        """Every journey's counters in the group: a journey's live on the one worker owning its
+        outcome partition, so the others' are asked for theirs (``/journeys/stats/full``, with
+        the token; 2 s each). Returns the workers that did not answer too."""
+        import aiohttp
+
+        stats = dict(journey_stats())
+        own = str(app.conf.canonical_url).rstrip("/")
+        try:
+            hosts = app.router.table_metadata(JOURNEY_STATS_TABLE)
+        except Exception:  # no assignment yet (a rebalance): this worker's alone
+            hosts = {}
+        peers = sorted({str(url).rstrip("/") for url in hosts} - {own})
+        silent: list[str] = []
+        if not peers:
+            return stats, silent
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            for url in peers:
+                try:
+                    async with http.get(f"{url}/journeys/stats/full", headers=headers) as response:
+                        if response.status != 200:
+                            silent.append(url)
+                            continue
+                        body = await response.json(content_type=None)
+                except Exception:
+                    silent.append(url)
+                    continue
+                for journey_id, value in body.items():
+                    stats.setdefault(journey_id, JourneyStats.from_dict(value))
+        if silent:
+            log.warning("ui: %d other worker(s) did not send their journey counts", len(silent))
+        return stats, silent
+
+    async def live_html(csrf: str) -> str:
         tail.wanted.set()
         rules, journeys = control_rules()
         rows = []
@@ -182,9 +217,14 @@ def register_ui(worker: TuttiWorker) -> None:
                 )
             )
         killed = frozenset(rules.policy.killed_channels)
-        return live_section(
-            rows, journey_stats(), definitions, tail.latest(), ACTION_CHANNELS, killed, csrf
-        )
+        stats, silent = await group_stats()
+        html = live_section(rows, stats, definitions, tail.latest(), ACTION_CHANNELS, killed, csrf)
+        if silent:
+            html = (
+                f'<p class="muted">{len(silent)} other worker(s) did not answer: the journeys '
+                "they count are missing until they do.</p>" + html
+            )
+        return html
 
     def now_text() -> str:
         return datetime.now(UTC).strftime("%H:%M:%S UTC")
@@ -239,7 +279,7 @@ def register_ui(worker: TuttiWorker) -> None:
                 f"{done}: sent to every worker; they apply it within seconds." if known else None
             )
             nonce = secrets.token_urlsafe(16)
-            page = dashboard_page(live_html(csrf), csrf, nonce, now_text(), notice)
+            page = dashboard_page(await live_html(csrf), csrf, nonce, now_text(), notice)
             return self.html(page, headers=_security_headers(nonce))
 
     class Live(View):
@@ -249,7 +289,7 @@ def register_ui(worker: TuttiWorker) -> None:
             session = session_of(request)
             csrf = signer.csrf(session) if session else ""
             return self.json(
-                {"html": live_html(csrf), "updated": now_text()},
+                {"html": await live_html(csrf), "updated": now_text()},
                 headers={"Cache-Control": "no-store"},
             )
 

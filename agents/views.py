@@ -43,9 +43,13 @@ def public_profile(state: CustomerState) -> dict[str, Any]:
     return body
 
 
-def _authorised(token: str, header: str | None) -> bool:
+def bearer_authorised(token: str, header: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant time)."""
     expected = f"Bearer {token}"
     return hmac.compare_digest((header or "").encode(), expected.encode())
+
+
+_authorised = bearer_authorised
 
 
 def register_views(worker: TuttiWorker) -> None:

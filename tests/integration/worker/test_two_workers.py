@@ -99,3 +99,56 @@ def test_two_workers_split_partitions_and_either_answers_for_every_customer(
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith(f"Customer {cid}\n")
         assert "Cart (1)" in shown.stdout
+
+
+def test_either_workers_dashboard_shows_every_journeys_counts(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Any
+) -> None:
+    """A journey's counters live on the one worker owning its outcome partition; the dashboard
+    (/ui) of the other asks it for them, so both show the same numbers."""
+    import re
+
+    from .journey_helpers import publish_fast
+
+    publish_fast(settings, tmp_path / "lib", {"welcome", "cart_abandonment"})
+    first = worker_factory(settings)
+    second = worker_factory(settings, app_id=first.app_id)
+    first.wait_for(
+        lambda: split_between(first, second, settings.topics.partitions),
+        timeout=45,
+        what="the partitions to be split between the two workers",
+    )
+    events = []
+    for n, cid in enumerate(CUSTOMERS):
+        signup = event(cid, 1, "signup")
+        signup["identities"] = {"customer_id": cid, "email": f"{cid}@example.test"}
+        events += [signup, event(cid, 2, "add_to_cart", product=product(f"p-{n}"))]
+    produce_events(settings, events)
+
+    def local(worker: WorkerProcess) -> set[str]:
+        status, body = worker.get("/journeys/stats")
+        return set(body) if status == 200 else set()
+
+    def arms(worker: WorkerProcess, journey: str) -> list[str] | None:
+        status, body = worker.get("/ui/live")
+        if status != 200:
+            return None
+        html = body["html"]
+        section = html.partition(f'id="j-{journey}"')[2].partition('id="j-')[0]
+        return re.findall(r"<tr><td>(?:treated|holdout)</td><td>[\d,]+</td>", section)
+
+    def settled() -> bool:
+        for journey in ("welcome", "cart_abandonment"):
+            a, b = arms(first, journey), arms(second, journey)
+            entered = sum(int(r.rpartition("<td>")[2][:-5]) for r in a or [])
+            if not a or a != b or entered != len(CUSTOMERS):
+                return False
+        return True
+
+    first.wait_for(settled, timeout=45, what="both dashboards with every journey's counts")
+    owners = [local(first), local(second)]
+    # Each journey is counted on one worker only: the other's dashboard asked it.
+    for journey in ("welcome", "cart_abandonment"):
+        assert sum(journey in owned for owned in owners) == 1, owners
+    status, _ = first.get("/journeys/stats/full", token=None)
+    assert status == 401  # the whole counters only with the token
