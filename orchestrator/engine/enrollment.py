@@ -78,6 +78,18 @@ def try_enter(run: Run, journey: Journey, ev: CustomerEvent | None, trigger_key:
         run.exit(other, run.journey_of(other), f"preempted_by:{journey.id}")
     if verdict.kind == "suppress":
         run.explain("suppressed", verdict.code, verdict.message, None, journey)
+        # Counted too (analytics: suppressed by reason), though no enrolment was made.
+        run.outcomes.append(
+            Outcome(
+                outcome_id=stable_id(run.cid, journey.id, journey.version, trigger_key, "kept_out"),
+                journey_id=journey.id,
+                journey_version=journey.version,
+                customer_id=run.cid,
+                kind="suppressed",
+                occurred_at=run.now,
+                reason=verdict.code,
+            )
+        )
         return
     if active is not None:
         run.exit(active, run.journey_of(active), "reentered")

@@ -89,3 +89,21 @@ def test_sends_deferred_by_quiet_hours_are_counted_by_reason_from_the_engines_ou
     assert s.arms["treated"].deferred == {"quiet_hours": 1}
     assert s.arms["treated"].sent == 0
     assert JourneyStats.from_dict(s.to_dict()).arms["treated"].deferred == {"quiet_hours": 1}
+
+
+def test_customers_kept_out_at_entry_are_counted_as_suppressed_by_reason() -> None:
+    # A paused journey: a customer who would enter does not, and the report says why.
+    from orchestrator.engine import decide
+    from tests.unit.engine.factories import T0, contactable, event, journey_rules, send_journey
+
+    rules = journey_rules(send_journey("promo")).with_control("pause_journey", "promo")
+    d = decide(contactable(), event("custom.go", T0, event_id="go-1"), T0, rules)
+    kept_out = [(o.kind, o.reason, o.step_id) for o in d.outcomes]
+    assert kept_out == [("suppressed", "journey_paused", None)]
+    again = decide(contactable(), event("custom.go", T0, event_id="go-1"), T0, rules)
+    assert again.outcomes[0].outcome_id == d.outcomes[0].outcome_id  # a replay counts once
+    s = JourneyStats("promo")
+    for o in d.outcomes + again.outcomes:
+        s.apply({**o.to_record(), "occurred_at": o.occurred_at})
+    assert s.arms["treated"].suppressed == {"journey_paused": 1}
+    assert s.arms["treated"].entered == 0
