@@ -32,7 +32,7 @@ from tests.unit.test_codec import event  # a valid CustomerEvent record
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 #: Examples per property: 300 in `make test`, more with `make reliability`.
-EXAMPLES = int(os.environ.get("TUTTI_RELIABILITY_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("TUTTI_RELIABILITY_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CODEC = AvroCodec(registry=SchemaRegistryClient.new_client({"url": "mock://fuzz"}))
