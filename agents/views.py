@@ -49,9 +49,6 @@ def bearer_authorised(token: str, header: str | None) -> bool:
     return hmac.compare_digest((header or "").encode(), expected.encode())
 
 
-_authorised = bearer_authorised
-
-
 def register_views(worker: TuttiWorker) -> None:
     app = worker.app
     token = worker.settings.worker.api_token
@@ -105,7 +102,7 @@ def register_views(worker: TuttiWorker) -> None:
             return view.json(
                 {"error": "the customer view is disabled: set worker.api_token"}, status=404
             )
-        if not _authorised(token, request.headers.get("Authorization")):
+        if not bearer_authorised(token, request.headers.get("Authorization")):
             return view.json(
                 {"error": "missing or wrong bearer token"},
                 status=401,
@@ -143,7 +140,7 @@ def register_views(worker: TuttiWorker) -> None:
     async def router(view: Any, request: Any) -> Any:
         """Which worker (URL) owns which partitions of each table: for operators and tests,
         behind the token (Faust's own unguarded /router/ pages are off)."""
-        if not token or not _authorised(token, request.headers.get("Authorization")):
+        if not token or not bearer_authorised(token, request.headers.get("Authorization")):
             return view.json(
                 {"error": "missing or wrong bearer token"},
                 status=401,
