@@ -328,22 +328,10 @@ def register_ui(worker: TuttiWorker) -> None:
 
     def send(kind: str, target: str) -> None:
         """The real command, and its line on the audit trail (as `tutti control` writes)."""
-        from orchestrator.audit import audit_record, write_audit
-        from orchestrator.control import send_command
+        from orchestrator.control import issue_command
 
-        who = f"dashboard@{worker.name}"
-        command_id = send_command(settings, kind, target, who, "from the dashboard")
-        write_audit(
-            settings,
-            audit_record(
-                "issued",
-                kind,
-                target,
-                "sent to the workers",
-                who=who,
-                command_id=command_id,
-                reason="from the dashboard",
-            ),
+        command_id = issue_command(
+            settings, kind, target, f"dashboard@{worker.name}", "from the dashboard"
         )
         log.info("ui: %s %s sent (command %s)", kind, target, command_id)
 

@@ -295,6 +295,34 @@ def send_command(
     return command_id
 
 
+def issue_command(
+    settings: Settings,
+    kind: str,
+    target: str | None,
+    issued_by: str,
+    reason: str | None = None,
+    customer_id: str | None = None,
+) -> str:
+    """:func:`send_command`, and its ``issued`` line on the audit trail (what `tutti control`
+    and the dashboard's buttons do); returns the command id."""
+    from orchestrator.audit import audit_record, write_audit
+
+    command_id = send_command(settings, kind, target, issued_by, reason, customer_id=customer_id)
+    write_audit(
+        settings,
+        audit_record(
+            "issued",
+            kind,
+            target,
+            "sent to the workers",
+            who=issued_by,
+            command_id=command_id,
+            reason=reason,
+        ),
+    )
+    return command_id
+
+
 def read_control_plane(settings: Settings, codec: AvroCodec | None = None) -> ControlPlane:
     """Fold both control topics as they are now."""
     topics = Topics(settings.topics)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from orchestrator.audit import audit_record, operator, read_audit, write_audit
-from orchestrator.control import publish_journeys, read_control_plane, send_command
+from orchestrator.control import issue_command, publish_journeys, read_control_plane
 from orchestrator.engine.errors import JourneyError
 from orchestrator.ops_cli import config_option, settings_from
 from orchestrator.vocabulary import ACTION_CHANNELS
@@ -100,19 +100,7 @@ def _send(
 ) -> None:
     settings = settings_from(config_path)
     who = operator(settings)
-    command_id = send_command(settings, kind, target, who, reason, customer_id=customer_id)
-    write_audit(
-        settings,
-        audit_record(
-            "issued",
-            kind,
-            target,
-            "sent to the workers",
-            who=who,
-            command_id=command_id,
-            reason=reason,
-        ),
-    )
+    command_id = issue_command(settings, kind, target, who, reason, customer_id=customer_id)
     click.echo(f"{kind} {target or ''} sent (command {command_id})")
 
 

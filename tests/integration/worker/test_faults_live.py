@@ -113,6 +113,34 @@ def _misapplied(worker: WorkerProcess, stories: dict[str, int], wait: float) -> 
     return found
 
 
+def _against_the_oracle(
+    expected: set[Any],
+    records: list[dict[str, Any]],
+    spans: dict[str, tuple[float, float]],
+    disturbances: list[tuple[float, float]],
+) -> tuple[set[str], set[str], set[Any], set[Any], int]:
+    """Live actions against the simulator's: (customers whose story straddles a disturbance,
+    those of them arbitrated differently, actions lost and not decided by the oracle for the
+    others, copies re-sent with the same action id).
+
+    Arbitration windows close on the worker's clock: a customer whose story (and its 1 s
+    window) straddles an outage or a membership change may be arbitrated differently from the
+    simulator, which reads each event at its production time. Those differences are reported,
+    not failed (docs/reliability.md); any other difference is a bug."""
+    live = live_sends(records)
+    copies = Counter(r["action_id"] for r in records)
+    resent = sum(n - 1 for n in copies.values())
+    straddling = {
+        cid
+        for cid, (start, end) in spans.items()
+        if any(start < settled + 2.0 and end + 2.0 > began for began, settled in disturbances)
+    }
+    shifted = {a[0] for a in expected ^ live if a[0] in straddling}
+    lost = {a for a in expected - live if a[0] not in straddling}
+    extra = {a for a in live - expected if a[0] not in straddling}
+    return straddling, shifted, lost, extra, resent
+
+
 def _lag(settings: Settings, group: str) -> int:
     """Records on the channel topics the worker's group has not committed yet."""
     from confluent_kafka import TopicPartition
@@ -170,21 +198,9 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     remaining = (until - started).total_seconds() - (time.monotonic() - began)
     actions.poll(max(0.0, remaining))
     records = actions.quiet_for(5.0)
-    live = live_sends(records)
-    copies = Counter(r["action_id"] for r in records)
-    resent = sum(n - 1 for n in copies.values())
-    # Arbitration windows close on the worker's clock: a customer whose story (and its 1 s
-    # window) straddles an outage may be arbitrated differently from the simulator, which
-    # reads each event at its production time. Those differences are reported, not failed
-    # (docs/reliability.md); any other difference is a bug.
-    straddling = {
-        cid
-        for cid, (start, end) in spans.items()
-        if any(start < back + 2.0 and end + 2.0 > down for down, back in outages)
-    }
-    shifted = {a[0] for a in expected ^ live if a[0] in straddling}
-    lost = {a for a in expected - live if a[0] not in straddling}
-    extra = {a for a in live - expected if a[0] not in straddling}
+    straddling, shifted, lost, extra, resent = _against_the_oracle(
+        expected, records, spans, outages
+    )
     wrong = _misapplied(worker, stories, wait=120)
     lag = _lag(settings, app_id)
     letters = Counter(
@@ -308,17 +324,9 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
     remaining = (until - started).total_seconds() - (time.monotonic() - began)
     actions.poll(max(0.0, remaining + 12.0))  # the last change settles, its windows close
     records = actions.quiet_for(5.0)
-    live = live_sends(records)
-    copies = Counter(r["action_id"] for r in records)
-    resent = sum(n - 1 for n in copies.values())
-    straddling = {
-        cid
-        for cid, (start, end) in spans.items()
-        if any(start < settled + 2.0 and end + 2.0 > began_at for began_at, settled in changes)
-    }
-    shifted = {a[0] for a in expected ^ live if a[0] in straddling}
-    lost = {a for a in expected - live if a[0] not in straddling}
-    extra = {a for a in live - expected if a[0] not in straddling}
+    straddling, shifted, lost, extra, resent = _against_the_oracle(
+        expected, records, spans, changes
+    )
     wrong = _misapplied(survivor, stories, wait=120)
     lag = _lag(settings, app_id)
     letters = read_dead_letters(settings, set(), expected=10**9, timeout=5)
