@@ -173,6 +173,11 @@ class InterestIndex:
 
     def __init__(self, entries: Mapping[str, int] | None = None) -> None:
         self.entries: dict[str, int] = dict(entries or {})
+        #: A lower bound of the entries' times (their minimum when computed, never above it:
+        #: entries only move to later times or go). While it is inside the window nothing can
+        #: have expired, so a record costs no scan of a popular product's whole index (the
+        #: ``min()`` over every entry on each record was 3.7 % of the worker's CPU, py-spy).
+        self._floor: int | None = min(self.entries.values()) if self.entries else None
 
     @classmethod
     def decode(cls, data: bytes | None) -> InterestIndex:
@@ -213,16 +218,17 @@ class InterestIndex:
         current = entries.get(customer)
         if current is not None and at - current < limits.refresh.total_seconds():
             return False
-        # min() over the values runs in C: the Python scans below run only when they find
-        # something (a popular product's index holds up to max_customers entries).
-        expired = (
-            [c for c, t in entries.items() if t < horizon]
-            if entries and min(entries.values()) < horizon
-            else []
-        )
-        for c in expired:
-            del entries[c]
+        expired: list[str] = []
+        if entries and self._floor is not None and self._floor < horizon:
+            # The bound fell out of the window: the real minimum says whether anything did.
+            if min(entries.values()) < horizon:
+                expired = [c for c, t in entries.items() if t < horizon]
+                for c in expired:
+                    del entries[c]
+            self._floor = min(entries.values()) if entries else None
         entries[customer] = at
+        if self._floor is None or at < self._floor:
+            self._floor = at
         dropped_self = False
         while len(entries) > limits.max_customers:
             # The oldest goes; of equally old ones, the greatest id (the order customers() uses).
@@ -230,6 +236,7 @@ class InterestIndex:
             worst = max(c for c, t in entries.items() if t == oldest)
             del entries[worst]
             dropped_self = dropped_self or worst == customer
+            self._floor = oldest
         if dropped_self and current is None:
             return bool(expired)  # too old to be kept: only the expired entries changed
         return True

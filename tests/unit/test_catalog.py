@@ -219,3 +219,62 @@ def test_a_full_index_drops_the_oldest_and_of_equally_old_the_greatest_id() -> N
     index = InterestIndex({"c-x": expired, "c-y": old})
     assert index.record(Interest("p", "c-z", now), now, LIMITS)
     assert sorted(index.entries) == ["c-y", "c-z"]  # the expired entry went with the change
+
+
+def _reference_record(
+    entries: dict[str, int], customer: str, at: int, horizon: int, limits: Any, refresh: float
+) -> bool:
+    """InterestIndex.record as first written: a full scan for expired entries on every record."""
+    if at < horizon:
+        return False
+    current = entries.get(customer)
+    if current is not None and at - current < refresh:
+        return False
+    expired = [c for c, t in entries.items() if t < horizon]
+    for c in expired:
+        del entries[c]
+    entries[customer] = at
+    dropped_self = False
+    while len(entries) > limits.max_customers:
+        oldest = min(entries.values())
+        worst = max(c for c, t in entries.items() if t == oldest)
+        del entries[worst]
+        dropped_self = dropped_self or worst == customer
+    if dropped_self and current is None:
+        return bool(expired)
+    return True
+
+
+def test_interest_index_skips_the_scan_but_keeps_and_drops_exactly_what_a_full_scan_would() -> None:
+    """The index keeps a lower bound of its times instead of scanning on every record; over a
+    long random run (time moving on, repeats, a full index, erasures) it must keep exactly the
+    entries - and answer exactly the changes - of the scan-every-time version."""
+    import random
+
+    limits = InterestLimits(max_customers=40, window=timedelta(hours=6))
+    rng = random.Random(7)
+    index = InterestIndex()
+    reference: dict[str, int] = {}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for step in range(6000):
+        now += timedelta(minutes=rng.choice([0, 1, 5, 30]))
+        if step % 500 == 499:
+            index = InterestIndex.decode(index.encode())  # a reload starts from a fresh bound
+        if rng.random() < 0.05 and reference:
+            victim = rng.choice(sorted(reference))
+            assert index.forget(victim) == (reference.pop(victim, None) is not None)
+            continue
+        customer = f"c{rng.randrange(120)}"
+        at = now - timedelta(minutes=rng.choice([0, 0, 10, 400]))
+        interest = Interest("p1", customer, at)
+        horizon = int((now - limits.window).timestamp())
+        expected = _reference_record(
+            reference,
+            customer,
+            int(at.timestamp()),
+            horizon,
+            limits,
+            limits.refresh.total_seconds(),
+        )
+        assert index.record(interest, now, limits) == expected, step
+        assert index.entries == reference, step
