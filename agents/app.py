@@ -111,6 +111,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_health(worker, worker.journeys.control)
     register_logging(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
+    app.task(worker.metrics.probe_event_loop)  # tutti_worker_event_loop_stall_seconds
 
     @app.on_partitions_revoked.connect
     async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:

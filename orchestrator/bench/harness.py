@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,6 +201,44 @@ def scrape(port: int) -> dict[str, float]:
         except ValueError:
             continue
     return out
+
+
+def scrape_histogram(port: int, name: str) -> dict[float, float]:
+    """One histogram of the worker's metrics, summed over its other labels: {upper bound:
+    cumulative count} (``+Inf`` as ``math.inf``). Empty when the web server does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    try:
+        text = urllib.request.urlopen(request, timeout=2).read().decode()
+    except (OSError, urllib.error.HTTPError):
+        return {}
+    out: dict[float, float] = {}
+    for match in re.finditer(rf'^{name}_bucket{{[^}}]*le="([^"]+)"[^}}]*}} (\S+)$', text, re.M):
+        bound = math.inf if match.group(1) == "+Inf" else float(match.group(1))
+        out[bound] = out.get(bound, 0.0) + float(match.group(2))
+    return out
+
+
+def stalls_between(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """The event-loop stalls observed between two scrapes of
+    ``tutti_worker_event_loop_stall_seconds``: how many probes, how many stalled longer than
+    100 ms / 250 ms / 1 s, and the bucket bound that holds their 99th percentile."""
+    delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
+    total = delta.get(math.inf, 0.0)
+    if not total:
+        return {"probes": 0}
+
+    def over(bound: float) -> int:
+        return int(total - delta.get(bound, total))
+
+    p99 = next((b for b in sorted(delta) if delta[b] >= 0.99 * total), math.inf)
+    return {
+        "probes": int(total),
+        "over_100ms": over(0.1),
+        "over_250ms": over(0.25),
+        "over_1s": over(1.0),
+        "p99_at_most_s": None if p99 == math.inf else p99,
+    }
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:

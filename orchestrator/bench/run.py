@@ -56,6 +56,8 @@ from orchestrator.bench.harness import (
     latest_values,
     remove_tree,
     scrape,
+    scrape_histogram,
+    stalls_between,
     start_floor,
     start_worker,
     stop_children_on_exit,
@@ -467,7 +469,14 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
                 topics = Topics(one.topics)
                 wait_drained(one, app_id, worker_inputs(topics), [restarted], options.drain_timeout)
                 measure_latency(one, worker_rate / 2, 10.0, codec, log)
+                stall_name = "tutti_worker_event_loop_stall_seconds"
+                stalls_before = scrape_histogram(restarted.port, stall_name)
                 latency = measure_latency(one, worker_rate / 2, options.latency_seconds, codec, log)
+                # What held the worker's loop meanwhile: the floor under the p99 (agents.metrics).
+                latency["event_loop_stalls"] = stalls_between(
+                    stalls_before, scrape_histogram(restarted.port, stall_name)
+                )
+                log(f"event loop stalls during it: {latency['event_loop_stalls']}")
                 more_latency = [
                     measure_latency(one, rate, options.latency_seconds, codec, log)
                     for rate in options.latency_rates
@@ -644,6 +653,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{lat['samples']} probes: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
         + (f", {lat['missing']} missing" if lat["missing"] else ""),
     ]
+    stalls = lat.get("event_loop_stalls") or {}
+    if stalls.get("probes"):
+        lines.append(
+            f"    the worker's event loop meanwhile ({stalls['probes']} probes of 50 ms): "
+            f"{stalls['over_100ms']} stalls over 100 ms, {stalls['over_250ms']} over 250 ms, "
+            f"{stalls['over_1s']} over 1 s; p99 at most {stalls['p99_at_most_s']} s"
+        )
     for more in result.get("latency_ms_at_rates") or ():
         lines.append(
             f"(d) latency at {more['offered_events_per_s']:.0f} events/s offered, "

@@ -98,3 +98,20 @@ def test_markdown_states_ratios_and_the_machine() -> None:
     text = markdown(result)
     assert "| 500 | 5.0% | 25% |" in text
     assert "1.6x" in text and "p99 150 ms" in text and "dead letters: 0" in text
+
+
+def test_loop_stalls_between_two_scrapes_count_only_what_happened_in_between() -> None:
+    import math
+
+    from orchestrator.bench.harness import stalls_between
+
+    before = {0.05: 100.0, 0.1: 100.0, 0.25: 100.0, 1.0: 100.0, math.inf: 100.0}
+    after = {0.05: 290.0, 0.1: 296.0, 0.25: 298.0, 1.0: 299.0, math.inf: 300.0}
+    assert stalls_between(before, after) == {
+        "probes": 200,
+        "over_100ms": 4,
+        "over_250ms": 2,
+        "over_1s": 1,
+        "p99_at_most_s": 0.25,
+    }
+    assert stalls_between(after, after) == {"probes": 0}
