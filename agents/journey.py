@@ -41,6 +41,7 @@ from agents.signals import (
 from agents.worker import TuttiWorker
 from orchestrator.audit import audit_record, encode_audit
 from orchestrator.catalog import encode_interest, interests_to_note, products_of
+from orchestrator.consent import consent_note
 from orchestrator.emit import Outbound, decision_records
 from orchestrator.engine import (
     CustomerCommand,
@@ -266,6 +267,10 @@ class JourneyStep:
         if isinstance(signal, CustomerCommand):
             # The audit trail's acknowledgement, sent with the decision's records.
             notes = [*notes, self._acknowledgement(signal, customer_id, decision)]
+        # A consent change goes to the senders too (rare: a record only when it changed), in
+        # the outbox with the state, so it is never lost to a crash (orchestrator.consent).
+        if change := consent_note(state, decision.state, now, self.worker.topics.consent):
+            notes = [*notes, change]
         # Counted with the state write (commit's first await comes after it): the timer may
         # recount the partition from the table while the records are being sent.
         self.worker.metrics.enrolments.change(msg.partition, state, decision.state)
@@ -355,6 +360,8 @@ class JourneyStep:
                 customers.delete(customer_id)  # the changelog gets a tombstone
                 self.stats.erased += 1
                 records += self._erasure_records(customer_id, previous)
+                if previous.consent:  # the consent topic keeps no id of an erased customer
+                    await self.worker.send(self.worker.topics.consent, customer_id.encode(), None)
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous or records:
             kept = with_entry(

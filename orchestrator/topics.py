@@ -90,6 +90,11 @@ class Topics:
         return self._n("tutti.analytics-feed")
 
     @property
+    def consent(self) -> str:
+        """Each customer's consent map when it changes, for the senders (orchestrator.consent)."""
+        return self._n("tutti.consent")
+
+    @property
     def delivery_feedback(self) -> str:
         return self._n("feedback.delivery")
 
@@ -198,6 +203,14 @@ class Topics:
                 None,
                 "the outcomes bundled per batch for the analytics agent (internal)",
                 dict(delete_7d),
+            ),
+            TopicSpec(
+                self.consent,
+                p,
+                "customer",
+                None,
+                "each customer's consent map when it changes, read by every sender (internal)",
+                dict(compact),
             ),
             TopicSpec(
                 self.delivery_feedback,

@@ -182,8 +182,9 @@ def _on_feedback(run: Run, fb: DeliveryFeedback, receipt_key: str) -> None:
             eng.bounces += 1
             if fb.channel not in s.undeliverable:
                 s.undeliverable.append(fb.channel)
-        case "failed" | "expired" | "rejected":
+        case "failed" | "expired" | "rejected" | "suppressed":
             # Never reached the customer: it must not count against caps or block offers.
+            # (suppressed: held back by the sender, consent withdrawn after the decision.)
             before = len(s.send_log)
             s.send_log = [r for r in s.send_log if r.action_id != fb.action_id]
             if len(s.send_log) < before and eng.sends > 0:

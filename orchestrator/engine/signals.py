@@ -380,7 +380,14 @@ class WakeUp:
 
 
 DeliveryStatus = Literal[
-    "sent", "delivered", "failed", "bounced", "expired", "duplicate_skipped", "rejected"
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "expired",
+    "duplicate_skipped",
+    "rejected",
+    "suppressed",
 ]
 
 

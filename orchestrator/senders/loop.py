@@ -26,6 +26,7 @@ from orchestrator.engine.decision import Action
 from orchestrator.errors import SerializationError, is_transient
 from orchestrator.ingest import dead_letter, encode_dead_letter
 from orchestrator.logs import process_trouble
+from orchestrator.senders.consent import ConsentFollower
 from orchestrator.senders.errors import SenderError
 from orchestrator.senders.metrics import SenderMetrics
 from orchestrator.senders.model import DeliveryReceipt
@@ -124,6 +125,7 @@ class SenderLoop:
         poll_timeout_s: float = 0.25,
         purge_every_s: float = 3600.0,
         commit_timeout_s: float = 60.0,
+        consent: ConsentFollower | None = None,
     ) -> None:
         self.channel = channel
         self.consumer = consumer
@@ -139,6 +141,9 @@ class SenderLoop:
         self.poll_timeout_s = poll_timeout_s
         self.purge_every_s = purge_every_s
         self.commit_timeout_s = commit_timeout_s
+        #: Consent withdrawals from tutti.consent (orchestrator.senders.consent); None in tests
+        #: that check no consent.
+        self.consent = consent
         self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self._stopping = asyncio.Event()
         self._delivery_errors: list[str] = []
@@ -158,6 +163,12 @@ class SenderLoop:
 
     async def run(self, max_idle_polls: int | None = None) -> None:
         """Consume until :meth:`stop` (or ``max_idle_polls`` empty polls in a row, for tests)."""
+        if self.consent is not None:
+            # Read the consent topic to its end before the first provider call: a restart after
+            # an outage must not send what was withdrawn meanwhile.
+            self.consent.start()
+            waited = await self.consent.wait_caught_up()
+            log.info("consent topic read before the first send", extra={"s": round(waited, 3)})
         self.consumer.subscribe([self.actions_topic])
         idle = 0
         last_purge: float | None = None  # purge once at start, then every purge_every_s
@@ -170,6 +181,8 @@ class SenderLoop:
                         log.info("purged expired dedupe entries", extra={"count": purged})
                 # Blocking in C for at most poll_timeout_s; signals are handled right after.
                 messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+                if self.consent is not None:
+                    self.consent.check()  # never send while withdrawals go unread
                 process_trouble().tick()  # "Kafka reachable again", once, after an outage
                 if self.health is not None:
                     self.health.assigned = len(self.consumer.assignment())

@@ -115,3 +115,31 @@ class SenderMetrics:
             ["channel", "partition"],
             registry=r,
         )
+        self.consent_suppressed = Counter(
+            "tutti_sender_consent_suppressed",
+            "Actions not sent because consent for their channel and purpose was withdrawn after "
+            "they were decided (receipt 'suppressed', reason consent_withdrawn).",
+            ["channel"],
+            registry=r,
+        )
+        self.sent_after_withdrawal = Counter(
+            "tutti_sender_sent_after_withdrawal",
+            "Actions handed to the provider after a consent withdrawal the sender had not read "
+            "yet (the allowed exception: counted when the withdrawal arrives).",
+            ["channel"],
+            registry=r,
+        )
+        self.consent_lag = Histogram(
+            "tutti_sender_consent_lag_seconds",
+            "From the worker applying a consent change of this channel to the sender reading it "
+            "(the window in which a withdrawn send can still go).",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consent_withdrawals = Gauge(
+            "tutti_sender_consent_withdrawals",
+            "Consent withdrawals of this channel the sender holds in memory.",
+            ["channel"],
+            registry=r,
+        )

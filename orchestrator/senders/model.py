@@ -18,7 +18,14 @@ from orchestrator.engine.decision import Action
 __all__ = ["DeliveryReceipt", "DeliveryStatus", "SendResult", "receipt_id", "to_ms"]
 
 DeliveryStatus = Literal[
-    "sent", "delivered", "failed", "bounced", "expired", "duplicate_skipped", "rejected"
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "expired",
+    "duplicate_skipped",
+    "rejected",
+    "suppressed",
 ]
 
 

@@ -4,7 +4,9 @@ The order of the checks is the contract: wrong channel / approval / no destinati
 already handled → duplicate (or the stored receipt again for the very same record); past
 ``expires_at`` → expired; ``not_before`` in the future → wait (briefly) or reject; then mark the
 action ``pending``, send with rate limit and retries, and record the final outcome before the
-receipt leaves. The Kafka loop writes the receipt and only then commits the offset.
+receipt leaves. Right before each provider call (retries included), consent withdrawn after the
+action was decided → ``suppressed`` (orchestrator.senders.consent). The Kafka loop writes the
+receipt and only then commits the offset.
 
 A provider outage is not the message's fault: it waits (uncounted attempts) until the provider
 is back, the action expires, or the outage outlasts ``provider_down_max_ms`` - then the sender
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.engine.decision import Action
+from orchestrator.senders.consent import ConsentLedger
 from orchestrator.senders.dedupe import DedupeEntry, DedupeStore
 from orchestrator.senders.errors import (
     BounceError,
@@ -81,6 +84,10 @@ class OutageDetector:
         await self.provider.aclose()
 
 
+class _ConsentWithdrawn(Exception):
+    """Raised before a provider call whose action's consent was withdrawn after its decision."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordRef:
     """Where the action was read from: tells a redelivery from a duplicate."""
@@ -105,6 +112,7 @@ class ActionProcessor:
         clock: Callable[[], int] = _wall_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        consent: ConsentLedger | None = None,
     ) -> None:
         self.channel = channel
         self.provider = provider
@@ -121,6 +129,8 @@ class ActionProcessor:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._labels = (channel, provider.name)
+        #: Consent withdrawals read from tutti.consent (None: not checked, unit tests).
+        self.consent = consent
 
     @property
     def calls(self) -> OutageDetector:
@@ -245,27 +255,46 @@ class ActionProcessor:
                 extra={"action_id": action.action_id},
             )
         pending = DedupeEntry("pending", received_ms, ref.topic, ref.partition, ref.offset)
+        handed_ms, calls = received_ms, 0
 
         async def before_attempt() -> None:
+            nonlocal handed_ms, calls
             await self._take_token()
+            # Right before every provider call, retries included: a withdrawal read while the
+            # action waited (back-pressure, an outage, backoff) holds it back.
+            if self.consent is not None and self.consent.withholds(action):
+                raise _ConsentWithdrawn
             # Marked only once a provider call is about to start: an action abandoned while it
             # waited for the rate limiter is known not to have left.
             self.dedupe.put(action.action_id, pending)
+            handed_ms, calls = self.clock(), calls + 1
 
-        outcome = await send_with_retry(
-            self.calls,
-            action,
-            self.retry,
-            before_attempt=before_attempt,
-            on_retry=self._on_retry,
-            sleep=self.sleep,
-            rng=self.rng,
-            still_wanted=lambda: self.clock() < expires_ms and not self._outage_too_long(),
-        )
+        try:
+            outcome = await send_with_retry(
+                self.calls,
+                action,
+                self.retry,
+                before_attempt=before_attempt,
+                on_retry=self._on_retry,
+                sleep=self.sleep,
+                rng=self.rng,
+                still_wanted=lambda: self.clock() < expires_ms and not self._outage_too_long(),
+            )
+        except _ConsentWithdrawn:
+            self.metrics.consent_suppressed.labels(self.channel).inc()
+            reason = "consent_withdrawn"
+            if uncertain:
+                reason += ": an earlier attempt may have been delivered"
+            receipt = self._finish(action, "suppressed", reason, attempts=calls)
+            self._record(action, ref, receipt)
+            return receipt
         latency_ms = max(0, self.clock() - received_ms)
         self.metrics.send_latency.labels(*self._labels).observe(latency_ms / 1000)
         if outcome.result is not None:
             self._down_since = None
+            if self.consent is not None and self.consent.note_sent(action, handed_ms):
+                # The withdrawal arrived while the call was in flight: the allowed exception.
+                self.metrics.sent_after_withdrawal.labels(self.channel).inc()
             self.metrics.sent.labels(*self._labels).inc()
             self.metrics.provider_up.labels(*self._labels).set(1)
             receipt = self._finish(

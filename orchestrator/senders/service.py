@@ -14,6 +14,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.kafka import consumer as make_consumer
 from orchestrator.kafka import producer as make_producer
+from orchestrator.senders.consent import ConsentFollower, ConsentLedger
 from orchestrator.senders.dedupe import DedupeStore, RocksDedupeStore
 from orchestrator.senders.errors import SenderError
 from orchestrator.senders.loop import SenderLoop
@@ -44,6 +45,7 @@ class Sender:
     dedupe: DedupeStore
     consumer: Any
     producer: Any
+    consent: ConsentFollower | None = None
 
     async def close(self) -> None:
         try:
@@ -53,6 +55,9 @@ class Sender:
                 self.consumer.close()
             finally:
                 self.dedupe.close()
+                if self.consent is not None:
+                    self.consent.stop()
+                    self.consent.consumer.close()
 
 
 def build_sender(
@@ -76,6 +81,9 @@ def build_sender(
         s.dedupe_retention_days * _DAY_MS,
     )
     metrics = SenderMetrics(registry)
+    # Withdrawals older than the action topic's retention can hold back nothing still readable.
+    retention = topics.by_name(topics.actions(channel)).config.get("retention.ms")
+    consent = ConsentLedger(channel, int(retention) if retention else 30 * _DAY_MS)
     processor = ActionProcessor(
         channel,
         provider,
@@ -85,6 +93,7 @@ def build_sender(
         retry=RetryPolicy(s.max_attempts, s.backoff_initial_ms, s.backoff_max_ms),
         max_hold_ms=s.max_hold_ms,
         provider_down_max_ms=s.provider_down_max_ms,
+        consent=consent,
     )
     group = group or group_id(settings, channel)
     membership: dict[str, object] = {
@@ -101,6 +110,18 @@ def build_sender(
         membership["group.instance.id"] = f"{group}-{s.instance_id}"
     consumer = make_consumer(settings.kafka, group, **membership)
     producer = make_producer(settings.kafka)
+    # Its own consumer, assigned every partition from the beginning: no group, no commits.
+    follower = ConsentFollower(
+        make_consumer(
+            settings.kafka,
+            f"{group}-consent",
+            **{"client.id": f"{settings.kafka.client_id}-sender-{channel}-consent"},
+            **{"enable.partition.eof": True},
+        ),
+        topics.consent,
+        consent,
+        metrics,
+    )
     loop = SenderLoop(
         channel=channel,
         consumer=consumer,
@@ -116,8 +137,9 @@ def build_sender(
         batch_size=max(1, min(s.batch_size, int(s.rate_per_second * 60))),
         max_in_flight=s.max_in_flight,
         shutdown_grace_s=s.shutdown_grace_ms / 1000,
+        consent=follower,
     )
-    return Sender(loop, provider, dedupe, consumer, producer)
+    return Sender(loop, provider, dedupe, consumer, producer, follower)
 
 
 async def run_sender(sender: Sender, max_idle_polls: int | None = None) -> None:

@@ -13,7 +13,7 @@ def _tree_with_previous(tmp_path: Path, name: str) -> tuple[Path, dict]:
     root = tmp_path / "schemas"
     shutil.copytree(SCHEMAS_DIR, root)
     previous = json.loads((root / f"{name}.avsc").read_text())
-    (root / "versions" / name).mkdir(parents=True)
+    (root / "versions" / name).mkdir(parents=True, exist_ok=True)  # may hold older versions
     (root / "versions" / name / "1.avsc").write_text(json.dumps(previous))
     return root, previous
 

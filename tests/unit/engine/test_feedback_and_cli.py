@@ -35,7 +35,9 @@ def receipt(
     )
 
 
-def test_a_failed_delivery_does_not_count_against_the_cap() -> None:
+@pytest.mark.parametrize("status", ["failed", "expired", "rejected", "suppressed"])
+def test_a_failed_delivery_does_not_count_against_the_cap(status: str) -> None:
+    # suppressed: the sender held it back, consent withdrawn after the decision.
     state = contactable()
     for i in range(3):
         state.send_log.append(
@@ -43,7 +45,7 @@ def test_a_failed_delivery_does_not_count_against_the_cap() -> None:
         )
     rules = journey_rules(send_journey())
     assert decide(state, event("custom.go"), T0, rules).actions == ()
-    after = decide(state, receipt("a0", "failed"), at(minutes=1), rules).state
+    after = decide(state, receipt("a0", status), at(minutes=1), rules).state
     assert after is not None
     assert len(decide(after, event("custom.go", at(minutes=2)), at(minutes=2), rules).actions) == 1
 
