@@ -64,6 +64,9 @@ def _register() -> None:
     from orchestrator.templates_cli import templates
 
     cli.add_command(templates)
+    from orchestrator.model_cli import model
+
+    cli.add_command(model)
 
 
 _register()

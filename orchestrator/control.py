@@ -28,6 +28,7 @@ from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.policy import DEFAULT_POLICY, GovernancePolicy, parse_policy
 from orchestrator.engine.rules import POLICY_FILE, Rules
+from orchestrator.engine.scores import ModelError, ScoreModel, parse_model, parse_model_file
 from orchestrator.kafka import producer
 from orchestrator.records import read_raw
 from orchestrator.topics import Topics
@@ -40,11 +41,14 @@ __all__ = [
     "command_key",
     "definition_key",
     "publish_journeys",
+    "publish_models",
     "read_control_plane",
     "send_command",
 ]
 
 POLICY_KEY = "policy"
+#: control.journeys keys of score models: ``model:<score>@v<version>#<digest>``.
+MODEL_KEY_PREFIX = "model:"
 GLOBAL_COMMANDS = frozenset(
     {"pause_journey", "resume_journey", "kill_channel", "revive_channel", "kill_all", "revive_all"}
 )
@@ -69,6 +73,8 @@ class ControlPlane:
     commands: list[tuple[str, str | None]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     rules: Rules = field(default_factory=Rules)
+    #: Every published version of every score model: score -> version -> model.
+    models: dict[str, dict[int, ScoreModel]] = field(default_factory=dict)
 
     def apply_definition(self, key: str, value: bytes | None) -> bool:
         """Fold one control.journeys record; a bad one is recorded in `problems`, not raised."""
@@ -78,6 +84,24 @@ class ControlPlane:
             doc = json.loads(value)
             if key == POLICY_KEY:
                 self.policy = parse_policy(doc["text"], doc.get("source", POLICY_FILE))
+            elif key.startswith(MODEL_KEY_PREFIX):
+                model = parse_model(doc["text"], doc.get("source", key))
+                held = self.models.get(model.score, {}).get(model.version)
+                if held is not None:
+                    if held.text != model.text:
+                        self.problems.append(
+                            f"control.journeys record {key!r} ignored: model {model.key} is "
+                            "already published with different content; the first is kept"
+                        )
+                    return False
+                self.models.setdefault(model.score, {})[model.version] = model
+                self.published[MODEL_KEY_PREFIX + model.key] = PublishedJourney(
+                    model.score,
+                    model.version,
+                    doc.get("source", ""),
+                    doc.get("published_at", ""),
+                    doc.get("published_by", ""),
+                )
             else:
                 journey = parse_journey(doc["text"], doc.get("source", key))
                 existing = self.journeys.get(journey.id, {}).get(journey.version)
@@ -100,7 +124,7 @@ class ControlPlane:
                     doc.get("published_at", ""),
                     doc.get("published_by", ""),
                 )
-        except (ValueError, KeyError, JourneyError) as exc:
+        except (ValueError, KeyError, JourneyError, ModelError) as exc:
             self.problems.append(f"control.journeys record {key!r} ignored: {exc}")
             return False
         self._rebuild()
@@ -110,7 +134,11 @@ class ControlPlane:
     def seeded(cls, rules: Rules) -> ControlPlane:
         """A plane holding ``rules``' journeys and policy as if they had been published (the
         simulator starts from the folder it is given)."""
-        plane = cls(journeys={k: dict(v) for k, v in rules.journeys.items()}, policy=rules.policy)
+        plane = cls(
+            journeys={k: dict(v) for k, v in rules.journeys.items()},
+            policy=rules.policy,
+            models={m.score: {m.version: m} for m in rules.models.values()},
+        )
         plane._rebuild()
         return plane
 
@@ -122,7 +150,8 @@ class ControlPlane:
         return True
 
     def _rebuild(self) -> None:
-        rules = Rules({k: dict(v) for k, v in self.journeys.items()}, self.policy)
+        newest = {name: versions[max(versions)] for name, versions in self.models.items()}
+        rules = Rules({k: dict(v) for k, v in self.journeys.items()}, self.policy, newest)
         for kind, target in self.commands:
             rules = rules.with_control(kind, target)
         self.rules = rules
@@ -167,17 +196,29 @@ def _distinct_versions(journeys: Iterable[Journey]) -> list[Journey]:
     return list(seen.values())
 
 
-def _journey_files(paths: Iterable[Path]) -> tuple[list[Path], Path | None]:
+def _journey_files(paths: Iterable[Path]) -> tuple[list[Path], Path | None, list[Path]]:
+    """Journey files, the policy file and score model files (``*.json``) among ``paths``."""
     files: list[Path] = []
     policy: Path | None = None
+    models: list[Path] = []
     for p in paths:
-        candidates = sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
+        candidates = (
+            sorted([*p.glob("*.yaml"), *p.glob("*.yml"), *p.glob("*.json")]) if p.is_dir() else [p]
+        )
         for c in candidates:
             if c.name == POLICY_FILE:
                 policy = c
+            elif c.suffix == ".json":
+                models.append(c)
             else:
                 files.append(c)
-    return files, policy
+    return files, policy, models
+
+
+def model_key(model: ScoreModel) -> bytes:
+    """The control.journeys key of a model version (a digest, as :func:`definition_key`)."""
+    digest = hashlib.sha256(model.text.encode()).hexdigest()[:16]
+    return f"{MODEL_KEY_PREFIX}{model.key}#{digest}".encode()
 
 
 @dataclass(frozen=True)
@@ -188,19 +229,36 @@ class Publication:
     journeys: tuple[Journey, ...]
     policy_source: str | None = None
     policy_text: str | None = None
+    models: tuple[ScoreModel, ...] = ()
 
     @classmethod
     def of(cls, paths: Iterable[Path]) -> Publication:
         """Read and validate the files (a JourneyError names the file, line and field)."""
-        files, policy_file = _journey_files(paths)
-        if not files and policy_file is None:
-            raise JourneyError("nothing to publish: no *.yaml journey files in the given paths")
+        files, policy_file, model_files = _journey_files(paths)
+        if not files and policy_file is None and not model_files:
+            raise JourneyError(
+                "nothing to publish: no *.yaml journey files (or *.json models) in the given paths"
+            )
         journeys = _distinct_versions(parse_journey_file(f) for f in files)
+        models = tuple(parse_model_file(f) for f in model_files)
         if policy_file is None:
-            return cls(tuple(journeys))
+            return cls(tuple(journeys), models=models)
         text = policy_file.read_text()
         parse_policy(text, str(policy_file))
-        return cls(tuple(journeys), str(policy_file), text)
+        return cls(tuple(journeys), str(policy_file), text, models)
+
+    def model_statuses(self, plane: ControlPlane) -> list[tuple[ScoreModel, str]]:
+        """(model, 'published' | 'unchanged'); a changed text under a published version is
+        refused as for journeys."""
+        result: list[tuple[ScoreModel, str]] = []
+        for m in self.models:
+            live = plane.models.get(m.score, {}).get(m.version)
+            if live is not None and live.text != m.text:
+                raise ModelError.about(
+                    m.source, f"a new version: {m.key} is already published with other content"
+                )
+            result.append((m, "unchanged" if live is not None else "published"))
+        return result
 
     def statuses(self, plane: ControlPlane) -> list[tuple[Journey, str]]:
         """(journey, 'published' | 'unchanged') against what ``plane`` holds; different text
@@ -233,6 +291,17 @@ class Publication:
                     "published_by": published_by,
                 }
                 out.append((definition_key(j), json.dumps(doc).encode()))
+        for m, status in self.model_statuses(plane):
+            if status == "published":
+                doc = {
+                    "score": m.score,
+                    "version": m.version,
+                    "source": m.source,
+                    "text": m.text,
+                    "published_at": published_at,
+                    "published_by": published_by,
+                }
+                out.append((model_key(m), json.dumps(doc).encode()))
         if self.policy_text is not None:
             doc = {"source": self.policy_source, "text": self.policy_text}
             doc["published_at"] = published_at
@@ -251,6 +320,28 @@ def publish_journeys(
     publication = Publication.of(paths)
     current = read_control_plane(settings)
     result = publication.statuses(current)
+    _write_definitions(settings, publication, current, published_by)
+    return result
+
+
+def publish_models(
+    settings: Settings, paths: Iterable[Path], published_by: str = "tutti"
+) -> list[tuple[ScoreModel, str]]:
+    """Validate score model files (``*.json``) and publish them on control.journeys, as
+    journeys are: every worker folds them into its `Rules`. Returns (model, status)."""
+    files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
+    if not files:
+        raise JourneyError("nothing to publish: no *.json model files in the given paths")
+    publication = Publication((), models=tuple(parse_model_file(f) for f in files))
+    current = read_control_plane(settings)
+    result = publication.model_statuses(current)
+    _write_definitions(settings, publication, current, published_by)
+    return result
+
+
+def _write_definitions(
+    settings: Settings, publication: Publication, current: ControlPlane, published_by: str
+) -> None:
     records = publication.records(current, datetime.now(UTC).isoformat(), published_by)
     topic = Topics(settings.topics).control_journeys
     p = producer(settings.kafka)
@@ -258,7 +349,6 @@ def publish_journeys(
         p.produce(topic, key=key, value=value)
     if p.flush(30):
         raise JourneyError(f"publishing to {topic} timed out: is Kafka up?")
-    return result
 
 
 def send_command(

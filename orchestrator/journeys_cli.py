@@ -89,6 +89,13 @@ def validate(paths: tuple[str, ...]) -> None:
     help="Directory of journey YAML files (and policy.yaml).",
 )
 @click.option(
+    "--models",
+    "models_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of score model files (default: models/ next to the journeys folder).",
+)
+@click.option(
     "--events",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
@@ -112,6 +119,7 @@ def validate(paths: tuple[str, ...]) -> None:
 )
 def simulate(
     journeys_dir: str,
+    models_dir: str | None,
     events: str,
     until: str | None,
     config_path: Path | None,
@@ -122,7 +130,7 @@ def simulate(
 
     Profiles merge as the worker configured by --config merges them (worker.merge_on).
     """
-    rules = load_rules(journeys_dir)
+    rules = load_rules(journeys_dir, models_dir)
     merge_kinds = settings_from(config_path).worker.merge_kinds
     stop = None
     if until is not None:
@@ -137,7 +145,11 @@ def simulate(
         outcomes = (o.to_record() for _, d in result.decisions for o in d.outcomes)
         stats, health = fold_outcomes(outcomes)
         latest = {j: versions[max(versions)] for j, versions in rules.journeys.items()}
-        html_out.write_text(render_report(stats, health=health, journeys=latest), encoding="utf-8")
+        from orchestrator.scoring import score_statuses
+
+        scores = score_statuses(rules.models, {})
+        page = render_report(stats, health=health, journeys=latest, scores=scores)
+        html_out.write_text(page, encoding="utf-8")
         click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "jsonl":
         for entry in result.timeline:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -27,6 +27,7 @@ from orchestrator.engine.journey import Journey
 from orchestrator.engine.measurement import MIN_CONVERSIONS, MIN_GROUP
 from orchestrator.flow_svg import flow_svg
 from orchestrator.lift_chart import lift_over_time_section
+from orchestrator.scoring import ScoreStatus
 
 __all__ = [
     "CONTRADICTION_REASONS",
@@ -36,6 +37,7 @@ __all__ = [
     "fold_outcomes",
     "journey_section",
     "render_report",
+    "scores_section",
 ]
 
 #: Suppression reasons that kept a customer from two offers that contradict each other: an
@@ -331,19 +333,43 @@ def _guards(stats: Mapping[str, JourneyStats]) -> str:
     )
 
 
+def scores_section(statuses: Sequence[ScoreStatus]) -> str:
+    """Each predictive score: its model's AUC and calibration on held-out customers, or
+    "not enough history to train" (docs/scores.md)."""
+    if not statuses:
+        return ""
+    parts = ["<h2>Predictive scores</h2>"]
+    for st in statuses:
+        parts.append(f"<p>{escape(st.headline)}</p>")
+        bins = st.model.evaluation.get("calibration_bins") if st.model is not None else None
+        if bins:
+            rows = "".join(
+                f"<tr><td>{b['from']:.1f}-{b['to']:.1f}</td><td>{b['predicted']:.2f}</td>"
+                f"<td>{b['observed']:.2f}</td><td>{int(b['count']):,}</td></tr>"
+                for b in bins
+            )
+            parts.append(
+                '<table class="calibration"><tr><th>score band</th><th>mean predicted</th>'
+                f"<th>observed</th><th>held-out customers</th></tr>{rows}</table>"
+            )
+    return "".join(parts)
+
+
 def render_report(
     stats: Mapping[str, JourneyStats],
     generated_at: datetime | None = None,
     health: ContactHealth | None = None,
     journeys: Mapping[str, Journey] | None = None,
+    scores: Sequence[ScoreStatus] = (),
 ) -> str:
-    """The whole page; ``journeys`` (id -> its latest definition) adds each flow diagram."""
+    """The whole page; ``journeys`` (id -> its latest definition) adds each flow diagram,
+    ``scores`` the predictive scores' held-out quality."""
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     body = (
         "".join(journey_section(stats[j], (journeys or {}).get(j)) for j in sorted(stats))
         or "<p>No journey outcomes yet.</p>"
     )
-    body = _health(health, stats) + body
+    body = _health(health, stats) + body + scores_section(scores)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width"><title>Tutti journey report</title>'

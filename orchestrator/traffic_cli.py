@@ -268,19 +268,24 @@ def report(config_path: Path | None, fmt: str, html_out: Path | None) -> None:
     topic = Topics(settings.topics).outcomes
     records = read_topics(settings, [topic], "JourneyOutcome")
     stats, health = fold_outcomes(r for r in records if "undecodable" not in r)
-    if html_out is not None:
-        from orchestrator.control import read_control_plane
+    from orchestrator.control import read_control_plane
+    from orchestrator.scoring import last_attempts, score_statuses
 
+    plane = read_control_plane(settings)
+    # The scores: the published models' held-out quality, else why there is none.
+    scores = score_statuses(plane.rules.models, last_attempts(settings.worker.models_dir))
+    if html_out is not None:
         # The flow diagrams: each journey's latest published version.
-        plane = read_control_plane(settings)
         latest = {j: versions[max(versions)] for j, versions in plane.journeys.items()}
-        page = render_report(stats, health=health, journeys=latest)
+        page = render_report(stats, health=health, journeys=latest, scores=scores)
         html_out.write_text(page, encoding="utf-8")
         click.echo(f"HTML report written to {html_out}", err=True)
     if fmt == "json":
         for s in stats.values():
             click.echo(json.dumps(s.summary()))
         return
+    for status in scores:
+        click.echo(f"score {status.headline}")
     if not stats:
         click.echo("no journey outcomes yet")
     for journey in sorted(stats):

@@ -3,7 +3,9 @@
 A condition compiles into a closure over a field resolver and an operator; evaluation never
 uses `eval`. Fields live in three namespaces: `event.*` (the event being processed; absent on
 wake-ups), `profile.*` (the unified profile at decision time) and `journey.*` (the enrolment:
-variant, engagement, the trigger event's key facts). A missing value makes comparisons false; a
+variant, engagement, the trigger event's key facts), plus `score.*` (predictive scores,
+engine/scores.py; missing when no model for that score is published). A missing value makes
+comparisons false; a
 value of another type than the condition compares with (``"thirty" gt 30``) raises
 `ConditionError`, which the engine turns into a skipped journey step for that customer
 (`Run.holds`), never into a silent false or a dead-lettered event.
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.engine.errors import ConditionError
+from orchestrator.engine.scores import SCORES, ScoreBook
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState, Enrollment
 from orchestrator.engine.yamlnodes import Problem, YNode
@@ -38,6 +41,8 @@ class EvalContext:
     event: CustomerEvent | None
     enrollment: Enrollment | None
     now: datetime
+    #: The call's scores, computed on first use (None: scores unavailable, fields missing).
+    scores: ScoreBook | None = None
 
 
 Resolver = Callable[[EvalContext], Any]
@@ -118,6 +123,13 @@ def _cart_value(s: CustomerState) -> int:
     return sum((line.unit_price_minor or 0) * line.quantity for line in s.cart.values())
 
 
+def _score(name: str) -> Resolver:
+    def resolve(ctx: EvalContext) -> Any:
+        return None if ctx.scores is None else ctx.scores.value(name, ctx.state)
+
+    return resolve
+
+
 _FIELDS: dict[str, Resolver] = {
     "event.type": _ev(lambda e: e.event_type),
     "event.channel": _ev(lambda e: e.channel),
@@ -177,6 +189,7 @@ _FIELDS: dict[str, Resolver] = {
     "journey.variant": lambda c: c.enrollment and c.enrollment.variant,
     "journey.engaged": lambda c: bool(c.enrollment and c.enrollment.engaged),
     "journey.messages_sent": lambda c: c.enrollment and len(c.enrollment.action_ids),
+    **{f"score.{name}": _score(name) for name in SCORES},
 }
 
 # Families of fields with a free last part.
@@ -361,7 +374,7 @@ def _leaf(node: YNode, keys: set[str], problems: list[Problem]) -> Condition:
     if resolve is None:
         problems.append(
             field_node.problem(
-                "a known field (event.*, profile.*, journey.*; see docs/journeys.md)"
+                "a known field (event.*, profile.*, journey.*, score.*; see docs/journeys.md)"
             )
         )
         return ALWAYS

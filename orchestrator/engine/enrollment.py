@@ -52,7 +52,11 @@ def try_enter(run: Run, journey: Journey, ev: CustomerEvent | None, trigger_key:
     if ev is not None and _overtaken(run, journey, ev):
         return
     if not run.holds(
-        journey.entry.condition, EvalContext(s, ev, None, run.now), journey, None, "entry"
+        journey.entry.condition,
+        EvalContext(s, ev, None, run.now, run.scores),
+        journey,
+        None,
+        "entry",
     ):
         return
     active = s.enrollment(journey.id)
@@ -122,6 +126,9 @@ def _enter(run: Run, journey: Journey, ev: CustomerEvent | None, trigger_key: st
         entered_at=run.now,
         trigger=_trigger_facts(ev),
     )
+    scored = run.scores_for(journey)
+    if scored:  # the entry rules used a score: the sends' reasons name it (sending._emit)
+        enr.trigger["scores"] = scored
     holdout = (
         journey.holdout_pct > 0 and bucket(run.cid, journey.id, "holdout") < journey.holdout_pct
     )
@@ -238,7 +245,7 @@ def apply_exit_rules(run: Run, ev: CustomerEvent) -> None:
         journey = run.journey_of(enr)
         if journey is None:
             continue
-        ctx = EvalContext(run.state, ev, enr, run.now)
+        ctx = EvalContext(run.state, ev, enr, run.now, run.scores)
         for rule in journey.exits:
             hit = rule.event == ev.event_type or (rule.event == ACTIVITY and activity)
             if hit and run.holds(rule.condition, ctx, journey, enr, f"exit on {rule.event}"):
@@ -256,7 +263,11 @@ def resume_waits_for(run: Run, ev: CustomerEvent) -> None:
         if journey is None or not isinstance(step, WaitForStep):
             continue
         if ev.event_type in step.events and run.holds(
-            step.condition, EvalContext(run.state, ev, enr, run.now), journey, enr, "wait_for"
+            step.condition,
+            EvalContext(run.state, ev, enr, run.now, run.scores),
+            journey,
+            enr,
+            "wait_for",
         ):
             wake(enr)
             walk(run, enr, journey, step.on_event, run.now)
@@ -299,7 +310,7 @@ def record_goals(run: Run, ev: CustomerEvent) -> None:
         journey = run.rules.version(a.journey_id, a.version)
         if journey is None or journey.goal is None or ev.event_type not in journey.goal.events:
             continue
-        ctx = EvalContext(run.state, ev, None, run.now)
+        ctx = EvalContext(run.state, ev, None, run.now, run.scores)
         if not run.holds(journey.goal.condition, ctx, journey, None, "goal"):
             continue
         a.converted = True

@@ -74,7 +74,7 @@ def walk(
                 schedule(enr, EnrollmentStatus.WAITING_FOR, now + step.timeout)
                 return
             case BranchStep():
-                ctx = EvalContext(run.state, ev, enr, now)
+                ctx = EvalContext(run.state, ev, enr, now, run.scores)
                 chosen = step.otherwise
                 for case in step.cases:
                     verdict = run.holds(case.condition, ctx, journey, enr, f"branch {sid}")

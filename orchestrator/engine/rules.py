@@ -1,5 +1,5 @@
 """Rules: everything `decide` needs besides the customer — published journeys (every version),
-the governance policy, paused journeys and kill switches.
+the governance policy, paused journeys and kill switches, and the published score models.
 
 Immutable: the worker builds a new `Rules` when a journey is published or an operator command
 arrives (`with_journey`, `with_control`), so a decision always sees one consistent set.
@@ -15,6 +15,7 @@ from orchestrator.engine.dsl import JourneyParseError, parse_journey_file
 from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.policy import DEFAULT_POLICY, GovernancePolicy, load_policy
+from orchestrator.engine.scores import ModelError, ScoreModel, parse_model_file
 
 __all__ = ["POLICY_FILE", "Rules", "load_rules"]
 
@@ -25,6 +26,8 @@ POLICY_FILE = "policy.yaml"
 class Rules:
     journeys: Mapping[str, Mapping[int, Journey]] = field(default_factory=dict)
     policy: GovernancePolicy = DEFAULT_POLICY
+    #: The newest published model of each score (``score.<name>`` in conditions).
+    models: Mapping[str, ScoreModel] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Indexes computed once per Rules: decide() runs for every event.
@@ -95,10 +98,17 @@ class Rules:
             )
         table = {k: dict(v) for k, v in self.journeys.items()}
         table.setdefault(journey.id, {})[journey.version] = journey
-        return Rules(table, self.policy)
+        return replace(self, journeys=table)
 
     def with_policy(self, policy: GovernancePolicy) -> Rules:
-        return Rules(self.journeys, policy)
+        return replace(self, policy=policy)
+
+    def with_model(self, model: ScoreModel) -> Rules:
+        """Publish a score model: the newest version of each score is the one in use."""
+        current = self.models.get(model.score)
+        if current is not None and current.version > model.version:
+            return self
+        return replace(self, models={**self.models, model.score: model})
 
     def with_control(self, kind: str, target: str | None = None) -> Rules:
         """Apply an operator command (ControlCommand kinds that are not per customer)."""
@@ -119,11 +129,13 @@ class Rules:
                 p = replace(p, kill_all=False)
             case _:
                 return self
-        return Rules(self.journeys, p)
+        return replace(self, policy=p)
 
 
-def load_rules(journeys_dir: Path | str) -> Rules:
-    """Load every `*.yaml`/`*.yml` journey in a directory and its `policy.yaml`, if any.
+def load_rules(journeys_dir: Path | str, models_dir: Path | str | None = None) -> Rules:
+    """Load every `*.yaml`/`*.yml` journey in a directory and its `policy.yaml`, if any, and
+    the score models (`*.json`) in ``models_dir`` (default: `models/` next to the journeys
+    folder; none there is fine: no scores).
 
     All invalid files are reported together in one JourneyError.
     """
@@ -143,6 +155,16 @@ def load_rules(journeys_dir: Path | str) -> Rules:
             errors.extend(str(p) for p in exc.problems)
         except JourneyError as exc:
             errors.append(str(exc))
+    models: dict[str, ScoreModel] = {}
+    mdir = Path(models_dir) if models_dir is not None else root.resolve().parent / "models"
+    for path in sorted(mdir.glob("*.json")) if mdir.is_dir() else []:
+        try:
+            model = parse_model_file(path)
+        except ModelError as exc:
+            errors.extend(str(p) for p in exc.problems)
+            continue
+        if model.score not in models or models[model.score].version < model.version:
+            models[model.score] = model
     if errors:
         raise JourneyError("\n".join(errors))
-    return Rules.from_journeys(journeys, policy)
+    return replace(Rules.from_journeys(journeys, policy), models=models)

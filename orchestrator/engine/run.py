@@ -22,6 +22,7 @@ from orchestrator.engine.decision import (
 from orchestrator.engine.enrollment_status import EnrollmentStatus, move
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.rules import Rules
+from orchestrator.engine.scores import ScoreBook
 from orchestrator.engine.signals import CustomerEvent
 from orchestrator.engine.state import CustomerState, Enrollment, JourneyHistory, pending_wakeups
 from orchestrator.errors import TuttiError
@@ -63,6 +64,8 @@ class Run:
         self.event: CustomerEvent | None = None
         # Wake-ups already known to the worker; only new ones are returned.
         self.known_wakeups = {(w.token, w.due_at) for w in pending_wakeups(state)}
+        # Predictive scores, computed only if a condition asks for one, once per call.
+        self.scores = ScoreBook(rules.models, now)
 
     def journey_of(self, enr: Enrollment) -> Journey | None:
         """The journey version the enrolment runs (None once it is no longer published)."""
@@ -173,6 +176,12 @@ class Run:
                 details={"where": where},
             )
             return None
+
+    def scores_for(self, journey: Journey) -> str:
+        """The scores this call computed that the journey's rules use, with their top reasons
+        ('churn risk 0.72: no order for 54 days, ...'); '' when none."""
+        used = [s for s in self.scores.used if f"score.{s.name}" in journey.text]
+        return "; ".join(s.describe() for s in used)
 
     def note(self, code: str, message: str) -> None:
         """An explanation about the customer rather than a journey (erased, nothing to approve)."""

@@ -164,10 +164,13 @@ def _send(run: Run, p: PendingSend) -> None:
         case "send":
             assert verdict.channel is not None
             _emit(run, enr, journey, step, action_id, verdict.channel, expires_at, verdict.message)
+            scored = run.scores_for(journey) or enr.trigger.get("scores")
+            if scored:  # the customer view's "why": the score and what drove it
+                details = {**details, "scores": scored}
             run.explain(
                 "sent",
                 "sent",
-                verdict.message,
+                f"{verdict.message}; {scored}" if scored else verdict.message,
                 enr,
                 journey,
                 verdict.channel,
@@ -283,8 +286,12 @@ def _emit(
     )
     if enr.approved_by:
         reason += f"; approved by {enr.approved_by}"
+    scored = run.scores_for(journey) or enr.trigger.get("scores")
+    if scored:
+        reason += f"; {scored}"
     payload = {**enr.trigger, **step.payload}
     payload.pop("event_type", None)
+    payload.pop("scores", None)  # for the reason, not for the message
     # As of this decision: the action alone renders the message again, whatever changes later.
     payload.update(personal_variables(s, step.variables, run.now))
     run.actions.append(
