@@ -292,12 +292,13 @@ class ConsentFollower:
         if snapshot is None:
             return  # an erased customer: withdrawals already known stay until the horizon
         channel = self.ledger.channel
+        late = self.ledger.apply(snapshot)
+        # Observed once applied: from here on the sender holds those actions back.
         if self.caught_up.is_set() and any(
             k.startswith(self.ledger.prefix) for k in snapshot.changed
         ):
             lag_s = max(0, self.ledger.clock() - snapshot.noted_at_ms) / 1000
             self.metrics.consent_lag.labels(channel).observe(lag_s)
-        late = self.ledger.apply(snapshot)
         if late:
             self.metrics.sent_after_withdrawal.labels(channel).inc(late)
             log.warning(

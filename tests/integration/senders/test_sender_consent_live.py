@@ -114,6 +114,10 @@ def test_queued_sends_stop_when_consent_is_withdrawn_and_a_restart_reads_it_firs
         _wait_for(lambda: _metric(port, lag) >= WITHDRAWING, 60, "the withdrawals at the sender")
         through_s = time.monotonic() - withdrawn_at  # event produced -> read by the sender
         lag_mean_s = _metric(port, "tutti_sender_consent_lag_seconds_sum") / WITHDRAWING
+        # A call checked just before a withdrawal was read may still be on its way (the
+        # client's pool has 4 connections for 32 calls): it must meet the outage, not the
+        # recovered gateway, or it is the allowed exception rather than a suppression.
+        time.sleep(1.0)
         outage_requests = len(state.requests)
         state.fail_until = 0.0  # the gateway recovers
 
@@ -131,6 +135,8 @@ def test_queued_sends_stop_when_consent_is_withdrawn_and_a_restart_reads_it_firs
 
     withheld = _withheld(queued)
     assert len(withheld) == 2 * WITHDRAWING
+    # Anything withheld that went anyway must be the counted exception (and there is none).
+    assert len(withheld & set(state.accepted)) == sent_after == 0
     assert set(state.accepted) == {a.action_id for a in queued} - withheld
     assert set(state.accepted.values()) == {1}  # each once by key: no re-send
     receipts = read_receipts(settings, expected=len(queued))
@@ -142,7 +148,6 @@ def test_queued_sends_stop_when_consent_is_withdrawn_and_a_restart_reads_it_firs
     assert {a for a, r in final.items() if r.status == "suppressed"} == withheld
     assert {r.reason for r in final.values() if r.status == "suppressed"} == {"consent_withdrawn"}
     assert suppressed == len(withheld)
-    assert sent_after == 0
 
     # Restarted later, with actions decided before the withdrawals still unread: the sender
     # reads the consent topic to its end before its first provider call.
