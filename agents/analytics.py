@@ -70,6 +70,7 @@ from agents.bundles import messages_of
 from agents.faust_workarounds import as_current_event
 from agents.worker import TuttiWorker
 from orchestrator.analytics import JourneyStats
+from orchestrator.engine.membership import SEGMENT_JOURNEY_PREFIX
 from orchestrator.errors import SerializationError
 
 __all__ = [
@@ -416,11 +417,29 @@ def register_analytics(worker: TuttiWorker) -> Any:
     def local_stats() -> dict[str, JourneyStats]:
         """Counters of the journeys whose outcome partitions this worker owns: as stored, or as
         counted here since (not yet written)."""
-        stats = {journey_id: decode_stats(value)[0] for journey_id, value in table.items()}
-        stats.update(agent.tallies.stats())
+        prefix = SEGMENT_JOURNEY_PREFIX  # segments' counters: segment_sizes below
+        stats = {j: decode_stats(v)[0] for j, v in table.items() if not j.startswith(prefix)}
+        stats.update((j, s) for j, s in agent.tallies.stats().items() if not j.startswith(prefix))
         return stats
 
     worker.journey_stats = local_stats  # the dashboard's counts (agents.ui)
+
+    def segment_sizes() -> dict[str, int]:
+        """Members of the segments whose outcome partition this worker owns: each segment's
+        ``segment:<id>`` counters (entered minus exited), as stored or counted here since."""
+        prefix = SEGMENT_JOURNEY_PREFIX
+        stats = {k: decode_stats(v)[0] for k, v in table.items() if k.startswith(prefix)}
+        stats.update((k, s) for k, s in agent.tallies.stats().items() if k.startswith(prefix))
+        return {k[len(prefix) :]: s.active for k, s in stats.items()}
+
+    worker.metrics.segments.source = segment_sizes  # tutti_segment_members{segment}
+
+    async def segment_sizes_view(view: Any, request: Any) -> Any:
+        """``GET /segments/sizes``: members per segment counted on this worker (no customer
+        ids); `tutti segments size` adds up every worker's."""
+        return view.json(segment_sizes())
+
+    app.page("/segments/sizes", name="segment_sizes")(segment_sizes_view)
 
     async def journey_stats(view: Any, request: Any) -> Any:
         """Counters of the journeys whose outcome partitions this worker owns."""

@@ -110,6 +110,8 @@ def journey_summary(state: CustomerState) -> dict[str, Any]:
             for e in state.enrollments
         ],
         "holdouts": sorted(a.journey_id for a in state.attributions if a.holdout),
+        # Segment id -> when the customer entered it (engine/membership.py).
+        "segments": {sid: to_iso(at) for sid, at in sorted(state.segments.items())},
         "next_wakeup_at": to_iso(due) if due else None,
         "last_decisions": [
             {

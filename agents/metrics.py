@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from orchestrator.wakeups import WakeUpIndex
 __all__ = [
     "ActiveEnrolments",
     "ConsumerLag",
+    "SegmentMembers",
     "WorkerMetrics",
     "consumer_lag",
     "dead_letter_stage",
@@ -137,6 +138,28 @@ class ActiveEnrolments(Collector):
         family = GaugeMetricFamily(self.NAME, self.HELP, labels=["journey"])
         for journey, n in self.totals().items():
             family.add_metric([journey], n)
+        yield family
+
+
+class SegmentMembers(Collector):
+    """Customers in each segment, for the segments whose outcome partition this worker owns:
+    read on each scrape from the analytics counters (segment_entered minus segment_exited
+    outcomes, agents.analytics), never from a scan of the customers."""
+
+    NAME: Final = "tutti_segment_members"
+    HELP: Final = "Customers in each segment now (segments counted on this worker)."
+
+    def __init__(self) -> None:
+        #: segment id -> members; set by agents.analytics when the worker counts outcomes.
+        self.source: Callable[[], dict[str, int]] | None = None
+
+    def describe(self) -> Iterable[Any]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["segment"])]
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["segment"])
+        for segment, n in sorted((self.source() if self.source else {}).items()):
+            family.add_metric([segment], n)
         yield family
 
 
@@ -310,6 +333,8 @@ class WorkerMetrics:
         r.register(self.enrolments)
         self.lag = ConsumerLag()
         r.register(self.lag)
+        self.segments = SegmentMembers()
+        r.register(self.segments)
 
     # -- wiring -------------------------------------------------------------------------------
 

@@ -188,6 +188,16 @@ class JourneyStats:
                 arm.exited += 1
                 arm.exit_reasons[reason] = arm.exit_reasons.get(reason, 0) + 1
                 self._move(outcome, None)
+            # A segment's changes (journey id ``segment:<id>``, engine/membership.py): its
+            # size is ``active``, members entered and not exited; no positions.
+            case "segment_entered":
+                arm.entered += 1
+                version = str(outcome.get("journey_version"))
+                self.versions[version] = self.versions.get(version, 0) + 1
+                if day is not None:
+                    _bump(arm.entered_by_day, day)
+            case "segment_exited":
+                arm.exited += 1
             case _:
                 return False
         return True

@@ -43,6 +43,9 @@ def _register() -> None:
     journeys.add_command(journeys_list)
     cli.add_command(control)
     cli.add_command(audit)
+    from orchestrator.segments_cli import segments
+
+    cli.add_command(segments)
     from agents.cli import worker
 
     cli.add_command(worker)

@@ -114,6 +114,8 @@ class WorkerSettings:
     #: Bearer token for the customer view API; empty disables the API.
     api_token: str = ""
     journeys_dir: Path = Path("journeys")
+    #: Segment files (`tutti segments validate|publish`, `tutti simulate --segments`).
+    segments_dir: Path = Path("segments")
     #: Score model files (`tutti model train` writes them, `tutti simulate` loads them).
     models_dir: Path = Path("models")
     #: Identifier kinds that, shared by two known customers, make them one person (their

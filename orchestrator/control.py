@@ -27,8 +27,9 @@ from orchestrator.engine.dsl import parse_journey, parse_journey_file
 from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.policy import DEFAULT_POLICY, GovernancePolicy, parse_policy
-from orchestrator.engine.rules import POLICY_FILE, Rules
+from orchestrator.engine.rules import POLICY_FILE, Rules, segment_files
 from orchestrator.engine.scores import ModelError, ScoreModel, parse_model, parse_model_file
+from orchestrator.engine.segments import Segment, parse_segment, parse_segment_file
 from orchestrator.kafka import producer
 from orchestrator.records import read_raw
 from orchestrator.topics import Topics
@@ -42,13 +43,18 @@ __all__ = [
     "definition_key",
     "publish_journeys",
     "publish_models",
+    "publish_segments",
     "read_control_plane",
+    "segment_key",
+    "segment_publication",
     "send_command",
 ]
 
 POLICY_KEY = "policy"
 #: control.journeys keys of score models: ``model:<score>@v<version>#<digest>``.
 MODEL_KEY_PREFIX = "model:"
+#: control.journeys keys of segments: ``segment:<id>@v<version>#<digest>``.
+SEGMENT_KEY_PREFIX = "segment:"
 GLOBAL_COMMANDS = frozenset(
     {"pause_journey", "resume_journey", "kill_channel", "revive_channel", "kill_all", "revive_all"}
 )
@@ -75,6 +81,8 @@ class ControlPlane:
     rules: Rules = field(default_factory=Rules)
     #: Every published version of every score model: score -> version -> model.
     models: dict[str, dict[int, ScoreModel]] = field(default_factory=dict)
+    #: Every published version of every segment: id -> version -> segment.
+    segments: dict[str, dict[int, Segment]] = field(default_factory=dict)
 
     def apply_definition(self, key: str, value: bytes | None) -> bool:
         """Fold one control.journeys record; a bad one is recorded in `problems`, not raised."""
@@ -84,6 +92,24 @@ class ControlPlane:
             doc = json.loads(value)
             if key == POLICY_KEY:
                 self.policy = parse_policy(doc["text"], doc.get("source", POLICY_FILE))
+            elif key.startswith(SEGMENT_KEY_PREFIX):
+                seg = parse_segment(doc["text"], doc.get("source", key))
+                held_seg = self.segments.get(seg.id, {}).get(seg.version)
+                if held_seg is not None:
+                    if held_seg.text != seg.text:
+                        self.problems.append(
+                            f"control.journeys record {key!r} ignored: segment {seg.key} is "
+                            "already published with different content; the first is kept"
+                        )
+                    return False
+                self.segments.setdefault(seg.id, {})[seg.version] = seg
+                self.published[SEGMENT_KEY_PREFIX + seg.key] = PublishedJourney(
+                    seg.id,
+                    seg.version,
+                    doc.get("source", ""),
+                    doc.get("published_at", ""),
+                    doc.get("published_by", ""),
+                )
             elif key.startswith(MODEL_KEY_PREFIX):
                 model = parse_model(doc["text"], doc.get("source", key))
                 held = self.models.get(model.score, {}).get(model.version)
@@ -138,6 +164,7 @@ class ControlPlane:
             journeys={k: dict(v) for k, v in rules.journeys.items()},
             policy=rules.policy,
             models={m.score: {m.version: m} for m in rules.models.values()},
+            segments={k: dict(v) for k, v in rules.segments.items()},
         )
         plane._rebuild()
         return plane
@@ -151,7 +178,12 @@ class ControlPlane:
 
     def _rebuild(self) -> None:
         newest = {name: versions[max(versions)] for name, versions in self.models.items()}
-        rules = Rules({k: dict(v) for k, v in self.journeys.items()}, self.policy, newest)
+        rules = Rules(
+            {k: dict(v) for k, v in self.journeys.items()},
+            self.policy,
+            newest,
+            {k: dict(v) for k, v in self.segments.items()},
+        )
         for kind, target in self.commands:
             rules = rules.with_control(kind, target)
         self.rules = rules
@@ -230,6 +262,7 @@ class Publication:
     policy_source: str | None = None
     policy_text: str | None = None
     models: tuple[ScoreModel, ...] = ()
+    segments: tuple[Segment, ...] = ()
 
     @classmethod
     def of(cls, paths: Iterable[Path]) -> Publication:
@@ -258,6 +291,20 @@ class Publication:
                     m.source, f"a new version: {m.key} is already published with other content"
                 )
             result.append((m, "unchanged" if live is not None else "published"))
+        return result
+
+    def segment_statuses(self, plane: ControlPlane) -> list[tuple[Segment, str]]:
+        """(segment, 'published' | 'unchanged'); a changed text under a published version is
+        refused as for journeys."""
+        result: list[tuple[Segment, str]] = []
+        for seg in self.segments:
+            live = plane.segments.get(seg.id, {}).get(seg.version)
+            if live is not None and live.text != seg.text:
+                raise JourneyError(
+                    f"{seg.source}: segment {seg.id!r} version {seg.version} is already "
+                    "published with different content; give it a new version number"
+                )
+            result.append((seg, "unchanged" if live is not None else "published"))
         return result
 
     def statuses(self, plane: ControlPlane) -> list[tuple[Journey, str]]:
@@ -302,6 +349,17 @@ class Publication:
                     "published_by": published_by,
                 }
                 out.append((model_key(m), json.dumps(doc).encode()))
+        for seg, status in self.segment_statuses(plane):
+            if status == "published":
+                doc = {
+                    "segment_id": seg.id,
+                    "version": seg.version,
+                    "source": seg.source,
+                    "text": seg.text,
+                    "published_at": published_at,
+                    "published_by": published_by,
+                }
+                out.append((segment_key(seg), json.dumps(doc).encode()))
         if self.policy_text is not None:
             doc = {"source": self.policy_source, "text": self.policy_text}
             doc["published_at"] = published_at
@@ -337,6 +395,50 @@ def publish_models(
     result = publication.model_statuses(current)
     _write_definitions(settings, publication, current, published_by)
     return result
+
+
+def segment_publication(paths: Iterable[Path]) -> Publication:
+    """The segment files (``*.yaml``) among ``paths``, validated: every problem of every file
+    is reported together (file, line, field); two files giving one version are refused."""
+    files = [f for p in paths for f in (segment_files(p) if p.is_dir() else [p])]
+    if not files:
+        raise JourneyError("nothing to publish: no *.yaml segment files in the given paths")
+    segments: dict[str, Segment] = {}
+    problems: list[str] = []
+    for f in files:
+        try:
+            seg = parse_segment_file(f)
+        except JourneyError as exc:
+            problems.append(str(exc))
+            continue
+        first = segments.get(seg.key)
+        if first is not None and first.text != seg.text:
+            problems.append(
+                f"{seg.source}: segment {seg.id!r} version {seg.version} is also in "
+                f"{first.source} with different content; give one of them a new version"
+            )
+        segments.setdefault(seg.key, seg)
+    if problems:
+        raise JourneyError("\n".join(problems))
+    return Publication((), segments=tuple(segments.values()))
+
+
+def publish_segments(
+    settings: Settings, paths: Iterable[Path], published_by: str = "tutti"
+) -> list[tuple[Segment, str]]:
+    """Validate segment files and publish them on control.journeys, as journeys are: every
+    worker folds them into its `Rules`. Returns (segment, 'published' | 'unchanged')."""
+    publication = segment_publication(paths)
+    current = read_control_plane(settings)
+    result = publication.segment_statuses(current)
+    _write_definitions(settings, publication, current, published_by)
+    return result
+
+
+def segment_key(segment: Segment) -> bytes:
+    """The control.journeys key of a segment version (a digest, as :func:`definition_key`)."""
+    digest = hashlib.sha256(segment.text.encode()).hexdigest()[:16]
+    return f"{SEGMENT_KEY_PREFIX}{segment.key}#{digest}".encode()
 
 
 def _write_definitions(

@@ -96,6 +96,14 @@ def validate(paths: tuple[str, ...]) -> None:
     help="Directory of score model files (default: models/ next to the journeys folder).",
 )
 @click.option(
+    "--segments",
+    "segments_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of segment files (as published with `tutti segments publish`; none "
+    "by default).",
+)
+@click.option(
     "--events",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
@@ -120,6 +128,7 @@ def validate(paths: tuple[str, ...]) -> None:
 def simulate(
     journeys_dir: str,
     models_dir: str | None,
+    segments_dir: str | None,
     events: str,
     until: str | None,
     config_path: Path | None,
@@ -130,7 +139,7 @@ def simulate(
 
     Profiles merge as the worker configured by --config merges them (worker.merge_on).
     """
-    rules = load_rules(journeys_dir, models_dir)
+    rules = load_rules(journeys_dir, models_dir, segments_dir)
     merge_kinds = settings_from(config_path).worker.merge_kinds
     stop = None
     if until is not None:

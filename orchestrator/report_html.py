@@ -284,6 +284,8 @@ def fold_outcomes(
     health = ContactHealth()
     for record in records:
         journey = str(record["journey_id"])
+        if journey.startswith("segment:"):
+            continue  # a segment's entries and exits (engine/membership.py): not a journey
         stats.setdefault(journey, JourneyStats(journey)).apply(record)
         health.add(record)
     return stats, health

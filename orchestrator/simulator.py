@@ -186,7 +186,8 @@ class TimelineEntry:
 
     at: datetime
     customer_id: str
-    #: send | suppressed | deferred | held | entered | exited | converted | info | dead_letter
+    #: send | suppressed | deferred | held | entered | exited | converted | info | dead_letter |
+    #: segment_entered | segment_exited (journey_id ``segment:<id>``)
     what: str
     journey_id: str | None = None
     step_id: str | None = None
@@ -607,7 +608,7 @@ class Simulator:
                     )
                 )
 
-        outcomes(("entered",))
+        outcomes(("segment_exited", "segment_entered", "entered"))
         by_action = {a.action_id: a for a in decision.actions}
         for e in decision.explanations:
             if e.kind == "sent" and e.action_id in by_action:

@@ -13,7 +13,8 @@ value of another type than the condition compares with (``"thirty" gt 30``) rais
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,14 +47,27 @@ class EvalContext:
 
 
 Resolver = Callable[[EvalContext], Any]
+#: The instants at which a condition's verdict may change with time alone (see Condition.flips).
+Flips = Callable[[EvalContext], Iterable[datetime]]
+
+
+def _no_flips(_ctx: EvalContext) -> Iterable[datetime]:
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A compiled condition: `test(ctx)` and the text it came from (for explanations)."""
+    """A compiled condition: `test(ctx)` and the text it came from (for explanations).
+
+    ``flips(ctx)`` lists the instants (some may be past) at which the verdict may change with
+    no signal arriving: a ``days_since`` threshold passing, an event leaving a ``_last_<N>d``
+    window. Segments (engine/segments.py) schedule a wake-up at the earliest one after now
+    instead of scanning every customer periodically.
+    """
 
     test: Callable[[EvalContext], bool]
     text: str = "always"
+    flips: Flips = _no_flips
 
     def __call__(self, ctx: EvalContext) -> bool:
         return self.test(ctx)
@@ -130,6 +144,46 @@ def _score(name: str) -> Resolver:
     return resolve
 
 
+#: Fields that change with time alone: the instant they are measured from.
+_SINCE: dict[str, Callable[[CustomerState], datetime | None]] = {
+    "profile.days_since_last_order": lambda s: s.commerce.last_order_at,
+    "profile.days_since_last_activity": lambda s: s.last_activity_at,
+}
+
+# Windowed counts: profile.views_last_7d, profile.orders_last_365d, profile.spend_last_30d
+# (N days or hours). Each counts what the bounded history in the state holds (the 30 latest
+# views, the 50 latest orders).
+_WINDOWED = re.compile(r"^profile\.(views|orders|spend)_last_([1-9][0-9]{0,3})([dh])$")
+
+
+def _window_items(kind: str, s: CustomerState) -> Iterable[tuple[datetime, int]]:
+    if kind == "views":
+        return ((v.at, 1) for v in s.recent_views)
+    if kind == "orders":
+        return ((o.at, 1) for o in s.commerce.recent_orders)
+    return ((o.at, o.total_minor) for o in s.commerce.recent_orders)
+
+
+def _windowed(name: str) -> tuple[Resolver, Flips] | None:
+    m = _WINDOWED.match(name)
+    if m is None:
+        return None
+    kind, n, unit = m.group(1), int(m.group(2)), m.group(3)
+    window = timedelta(days=n) if unit == "d" else timedelta(hours=n)
+
+    def resolve(ctx: EvalContext) -> Any:
+        since = ctx.now - window
+        return sum(w for at, w in _window_items(kind, ctx.state) if since < at <= ctx.now)
+
+    def flips(ctx: EvalContext) -> Iterable[datetime]:
+        # Each item leaves the window at at + window (and a future-dated one enters at at).
+        for at, _ in _window_items(kind, ctx.state):
+            yield at + window
+            yield at
+
+    return resolve, flips
+
+
 _FIELDS: dict[str, Resolver] = {
     "event.type": _ev(lambda e: e.event_type),
     "event.channel": _ev(lambda e: e.channel),
@@ -201,6 +255,8 @@ _PREFIXES: dict[str, Callable[[str], Resolver]] = {
     "profile.engagement.": lambda k: _engagement(k),
     "profile.events.": lambda k: lambda c: c.state.event_counts.get(k, 0),
     "journey.trigger.": lambda k: lambda c: c.enrollment and c.enrollment.trigger.get(k),
+    # Membership of a segment (engine/segments.py), as kept in the state: true or false.
+    "segment.": lambda k: lambda c: k in c.state.segments,
 }
 
 
@@ -216,12 +272,15 @@ def _engagement(key: str) -> Resolver:
 
 def field_names() -> list[str]:
     """Documented field names (for error messages and docs)."""
-    return sorted(_FIELDS) + [p + "<name>" for p in sorted(_PREFIXES)]
+    windowed = [f"profile.{k}_last_<N>d" for k in ("orders", "spend", "views")]
+    return sorted(_FIELDS) + windowed + [p + "<name>" for p in sorted(_PREFIXES)]
 
 
 def _resolver(name: str) -> Resolver | None:
     if name in _FIELDS:
         return _FIELDS[name]
+    if (windowed := _windowed(name)) is not None:
+        return windowed[0]
     for prefix, make in _PREFIXES.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             rest = name[len(prefix) :]
@@ -322,6 +381,8 @@ def compile_condition(node: YNode, problems: list[Problem]) -> Condition:
         problems.append(node.problem("a condition: {field, op, value} or all/any/not"))
         return ALWAYS
     keys = set(node.key_names())
+    if keys == {"segment"}:
+        return _membership(node.get("segment"), problems)
     if keys & {"all", "any", "not"}:
         if len(keys) != 1:
             problems.append(node.problem("exactly one of all, any, not", show=False))
@@ -331,7 +392,7 @@ def compile_condition(node: YNode, problems: list[Problem]) -> Condition:
         assert child is not None
         if key == "not":
             inner = compile_condition(child, problems)
-            return Condition(lambda ctx: not inner.test(ctx), f"not ({inner.text})")
+            return Condition(lambda ctx: not inner.test(ctx), f"not ({inner.text})", inner.flips)
         if not child.is_list or not list(child.elements()):
             problems.append(child.problem(f"a non-empty list of conditions under {key}"))
             return ALWAYS
@@ -340,18 +401,59 @@ def compile_condition(node: YNode, problems: list[Problem]) -> Condition:
     return _leaf(node, keys, problems)
 
 
+def _union_flips(parts: list[Condition]) -> Flips:
+    timed = tuple(p.flips for p in parts if p.flips is not _no_flips)
+    if not timed:
+        return _no_flips
+    return lambda ctx: [t for f in timed for t in f(ctx)]
+
+
 def _all(parts: list[Condition]) -> Condition:
     tests = tuple(p.test for p in parts)
     return Condition(
-        lambda ctx: all(t(ctx) for t in tests), " and ".join(f"({p.text})" for p in parts)
+        lambda ctx: all(t(ctx) for t in tests),
+        " and ".join(f"({p.text})" for p in parts),
+        _union_flips(parts),
     )
 
 
 def _any(parts: list[Condition]) -> Condition:
     tests = tuple(p.test for p in parts)
     return Condition(
-        lambda ctx: any(t(ctx) for t in tests), " or ".join(f"({p.text})" for p in parts)
+        lambda ctx: any(t(ctx) for t in tests),
+        " or ".join(f"({p.text})" for p in parts),
+        _union_flips(parts),
     )
+
+
+_SEGMENT_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+def _membership(node: YNode | None, problems: list[Problem]) -> Condition:
+    """``{segment: vip}``: the customer is in the segment now."""
+    sid = node.text.strip() if node is not None and node.is_scalar else ""
+    if node is None or not _SEGMENT_ID.match(sid):
+        if node is not None:
+            problems.append(node.problem("a segment id (lowercase letters, digits, _ or -)"))
+        return ALWAYS
+    return Condition(lambda ctx: sid in ctx.state.segments, f"in segment {sid}")
+
+
+def _since_flips(name: str, op_name: str, expected: Any) -> Flips:
+    """When ``days_since_x <op> N`` may flip: at x + N days (just after it for gt and lte,
+    which are still false/true at the very instant)."""
+    anchor_of = _SINCE.get(name)
+    if anchor_of is None or not _num(expected) or op_name not in ("gt", "gte", "lt", "lte"):
+        return _no_flips
+    offset = timedelta(days=expected)
+    if op_name in ("gt", "lte"):
+        offset += timedelta(microseconds=1)
+
+    def flips(ctx: EvalContext) -> Iterable[datetime]:
+        anchor = anchor_of(ctx.state)
+        return () if anchor is None else (anchor + offset,)
+
+    return flips
 
 
 def _leaf(node: YNode, keys: set[str], problems: list[Problem]) -> Condition:
@@ -374,7 +476,7 @@ def _leaf(node: YNode, keys: set[str], problems: list[Problem]) -> Condition:
     if resolve is None:
         problems.append(
             field_node.problem(
-                "a known field (event.*, profile.*, journey.*, score.*; see docs/journeys.md)"
+                "a known field (event.*, profile.*, journey.*, score.*, segment.*; see docs/journeys.md)"
             )
         )
         return ALWAYS
@@ -414,4 +516,6 @@ def _leaf(node: YNode, keys: set[str], problems: list[Problem]) -> Condition:
             raise ConditionError(f"{text}: the customer's {name} is {_kind(actual)}")
         return op(actual, expected)
 
-    return Condition(test, text)
+    windowed = _windowed(name)
+    flips = windowed[1] if windowed is not None else _since_flips(name, op_name, expected)
+    return Condition(test, text, flips)

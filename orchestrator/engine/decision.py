@@ -154,7 +154,19 @@ class Action:
 
 #: ``deferred``: a due send was moved on (quiet hours, lost arbitration, send-time choice) or
 #: held (an open ticket, a paused journey, an operator's approval), with the reason code.
-OutcomeKind = Literal["entered", "step", "sent", "suppressed", "deferred", "converted", "exited"]
+#: ``segment_entered`` / ``segment_exited``: the customer joined or left a segment (journey id
+#: ``segment:<id>``; engine/membership.py), counted by analytics into the segment's size.
+OutcomeKind = Literal[
+    "entered",
+    "step",
+    "sent",
+    "suppressed",
+    "deferred",
+    "converted",
+    "exited",
+    "segment_entered",
+    "segment_exited",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,11 @@ from orchestrator.engine.governance import destination
 from orchestrator.engine.interpreter import walk
 from orchestrator.engine.journey import SendStep, WaitForStep, WaitStep
 from orchestrator.engine.keywords import HELP_TEMPLATE
+from orchestrator.engine.membership import (
+    catch_up_segments,
+    start_segment_journeys,
+    update_segments,
+)
 from orchestrator.engine.profile import apply_event, engagement_channel, lifecycle_stage
 from orchestrator.engine.rules import Rules
 from orchestrator.engine.run import Run
@@ -76,6 +81,8 @@ def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Ru
             run = Run(state.clone(), now, rules)
             run.state.lifecycle_stage = lifecycle_stage(run.state, now)
             _advance_due(run)
+            catch_up_segments(run)  # a segment rule flipping with time alone: this wake-up
+            start_segment_journeys(run)
         case DeliveryFeedback():
             if state is None:
                 return Decision(signal.customer_id, None)
@@ -100,6 +107,8 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
     s = run.state
     _remember(s, ev.event_id)
     _advance_due(run)  # anything already due goes first, as the simulator's clock would have it
+    catch_up_segments(run)  # a segment rule that flipped before this event goes first too
+    start_segment_journeys(run)
     run.event = ev
     policy = run.policy
     apply_event(
@@ -111,6 +120,7 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
         policy.keywords,
     )
     s.lifecycle_stage = lifecycle_stage(s, run.now)
+    update_segments(run)  # membership as of this event, for every condition in this call
     if ev.event_type == "message_replied":
         _answer_help(run, ev)
     record_goals(run, ev)
@@ -121,6 +131,7 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
         release_holds(run, "ticket_open")
     for journey in run.rules.triggered_by(ev.event_type):
         try_enter(run, journey, ev, ev.event_id)
+    start_segment_journeys(run)
 
 
 def _answer_help(run: Run, ev: CustomerEvent) -> None:
@@ -193,6 +204,9 @@ def _on_feedback(run: Run, fb: DeliveryFeedback, receipt_key: str) -> None:
         case _:
             pass
     _advance_due(run)
+    catch_up_segments(run)
+    update_segments(run)  # engagement counts changed: rules may read them
+    start_segment_journeys(run)
 
 
 def _on_approval(run: Run, cmd: CustomerCommand) -> None:

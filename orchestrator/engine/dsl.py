@@ -62,6 +62,10 @@ _TOP_KEYS = {
 }
 
 
+#: Entry triggers on segment membership (engine/membership.py): ``segment_entered: at_risk``.
+_SEGMENT_KEYS = ("segment_entered", "segment_exited")
+
+
 class JourneyParseError(JourneyError):
     """A journey file has problems; `problems` lists each one."""
 
@@ -206,14 +210,31 @@ class _Parser(FieldReader):
         if not node.is_map:
             self.fail(node, "a mapping with event (or inactivity) and optional conditions")
             return Entry()
-        self.unknown_keys(node, {"event", "events", "inactivity", "conditions"}, "entry")
+        self.unknown_keys(
+            node, {"event", "events", "inactivity", "conditions", *_SEGMENT_KEYS}, "entry"
+        )
         ev_node = node.get("event") or node.get("events")
         inactivity = self.duration(node.get("inactivity"))
-        if ev_node is None and node.get("inactivity") is None:
-            self.missing(node, "event", "an entry event type (or inactivity: <duration>)")
-        if ev_node is not None and node.get("inactivity") is not None:
-            self.fail(node, "either event or inactivity, not both", show=False)
+        triggers = [k for k in ("inactivity", *_SEGMENT_KEYS) if node.get(k)]
+        if ev_node is not None:
+            triggers.append("event")
+        if not triggers:
+            self.missing(
+                node,
+                "event",
+                "an entry event type (or inactivity: <duration>, segment_entered: <segment id>)",
+            )
+        if len(triggers) > 1:
+            self.fail(node, "one of event, inactivity, segment_entered, segment_exited", show=False)
         events = self._events(ev_node) if ev_node is not None else frozenset()
+        for key in _SEGMENT_KEYS:
+            # The internal signal of engine/membership.py, indexed like an event type.
+            seg_node = node.get(key)
+            sid = self.string(seg_node, "a segment id") if seg_node is not None else None
+            if seg_node is not None and sid is not None and not _ID.match(sid):
+                self.fail(seg_node, "a segment id (lowercase letters, digits, _ or -)")
+            elif sid is not None:
+                events = frozenset({f"{key}:{sid}"})
         return Entry(events, inactivity, self._condition(node.get("conditions")))
 
     def _re_entry(self, node: YNode | None) -> ReEntry:

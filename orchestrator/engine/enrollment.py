@@ -205,8 +205,8 @@ def check_inactivity(run: Run) -> None:
     """Fire the inactivity checks that are due: a customer idle long enough enters the journey."""
     s = run.state
     for token, due_at in sorted(s.timers.items(), key=lambda kv: (kv[1], kv[0])):
-        if due_at > run.now:
-            continue
+        if due_at > run.now or not token.startswith(_IDLE_PREFIX):
+            continue  # (segment timers are engine/membership.py's)
         del s.timers[token]
         journey_id = token[len(_IDLE_PREFIX) :].split("|", 1)[0]
         versions = run.rules.journeys.get(journey_id)

@@ -16,12 +16,14 @@ from orchestrator.engine.state import (
     MAX_CATEGORIES,
     MAX_IDENTITIES_PER_KIND,
     MAX_ORDER_IDS,
+    MAX_RECENT_ORDERS,
     MAX_VIEWS,
     MAX_WISHLIST,
     CartLine,
     ChannelEngagement,
     ConsentRecord,
     CustomerState,
+    OrderRecord,
     Person,
     ProductView,
 )
@@ -339,6 +341,9 @@ def _order(state: CustomerState, ev: CustomerEvent) -> None:
         c.currency = order.total.currency
     if order.total.currency == c.currency:  # never add up two currencies
         c.revenue_minor += order.total.amount_minor
+        c.recent_orders.append(OrderRecord(order.order_id, ev.event_time, order.total.amount_minor))
+        c.recent_orders.sort(key=lambda o: o.at)  # a late order report lands in its place
+        del c.recent_orders[:-MAX_RECENT_ORDERS]
     if c.first_order_at is None or ev.event_time < c.first_order_at:
         c.first_order_at = ev.event_time
     if c.last_order_at is None or ev.event_time >= c.last_order_at:

@@ -16,8 +16,9 @@ from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.journey import Journey
 from orchestrator.engine.policy import DEFAULT_POLICY, GovernancePolicy, load_policy
 from orchestrator.engine.scores import ModelError, ScoreModel, parse_model_file
+from orchestrator.engine.segments import Segment, SegmentParseError, parse_segment_file
 
-__all__ = ["POLICY_FILE", "Rules", "load_rules"]
+__all__ = ["POLICY_FILE", "Rules", "load_rules", "segment_files"]
 
 POLICY_FILE = "policy.yaml"
 
@@ -28,6 +29,8 @@ class Rules:
     policy: GovernancePolicy = DEFAULT_POLICY
     #: The newest published model of each score (``score.<name>`` in conditions).
     models: Mapping[str, ScoreModel] = field(default_factory=dict)
+    #: Every published version of every segment (engine/segments.py); the newest is in force.
+    segments: Mapping[str, Mapping[int, Segment]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Indexes computed once per Rules: decide() runs for every event.
@@ -42,6 +45,8 @@ class Rules:
         object.__setattr__(
             self, "_inactivity", tuple(j for j in latest if j.entry.inactivity is not None)
         )
+        segments = [versions[max(versions)] for _, versions in sorted(self.segments.items())]
+        object.__setattr__(self, "_segments", tuple(s for s in segments))
 
     @classmethod
     def from_journeys(
@@ -68,6 +73,14 @@ class Rules:
 
     def inactivity_journeys(self) -> tuple[Journey, ...]:
         return self._inactivity  # type: ignore[attr-defined]
+
+    def latest_segments(self) -> tuple[Segment, ...]:
+        """The newest version of every segment, by id."""
+        return self._segments  # type: ignore[attr-defined]
+
+    def segment(self, segment_id: str) -> Segment | None:
+        versions = self.segments.get(segment_id)
+        return versions[max(versions)] if versions else None
 
     def version(self, journey_id: str, version: int) -> Journey | None:
         return self.journeys.get(journey_id, {}).get(version)
@@ -99,6 +112,19 @@ class Rules:
         table = {k: dict(v) for k, v in self.journeys.items()}
         table.setdefault(journey.id, {})[journey.version] = journey
         return replace(self, journeys=table)
+
+    def with_segment(self, segment: Segment) -> Rules:
+        """Publish a segment version; the newest version of each segment is the one in force
+        (membership is re-evaluated against it on the customer's next signal)."""
+        existing = self.segments.get(segment.id, {}).get(segment.version)
+        if existing is not None and existing.text != segment.text:
+            raise JourneyError(
+                f"{segment.source}: segment {segment.id!r} version {segment.version} is "
+                "already published with different content; publish it as a new version"
+            )
+        table = {k: dict(v) for k, v in self.segments.items()}
+        table.setdefault(segment.id, {})[segment.version] = segment
+        return replace(self, segments=table)
 
     def with_policy(self, policy: GovernancePolicy) -> Rules:
         return replace(self, policy=policy)
@@ -132,10 +158,16 @@ class Rules:
         return replace(self, policy=p)
 
 
-def load_rules(journeys_dir: Path | str, models_dir: Path | str | None = None) -> Rules:
+def load_rules(
+    journeys_dir: Path | str,
+    models_dir: Path | str | None = None,
+    segments_dir: Path | str | None = None,
+) -> Rules:
     """Load every `*.yaml`/`*.yml` journey in a directory and its `policy.yaml`, if any, and
     the score models (`*.json`) in ``models_dir`` (default: `models/` next to the journeys
-    folder; none there is fine: no scores).
+    folder; none there is fine: no scores), and the segments (`*.yaml`) in ``segments_dir``
+    (only when given: settings.segments_dir; segments make wake-ups for every customer whose
+    membership can change with time, so a folder of journeys alone keeps its behaviour).
 
     All invalid files are reported together in one JourneyError.
     """
@@ -165,6 +197,31 @@ def load_rules(journeys_dir: Path | str, models_dir: Path | str | None = None) -
             continue
         if model.score not in models or models[model.score].version < model.version:
             models[model.score] = model
+    segments: dict[str, dict[int, Segment]] = {}
+    for path in segment_files(segments_dir) if segments_dir is not None else []:
+        try:
+            seg = parse_segment_file(path)
+        except SegmentParseError as exc:
+            errors.extend(str(p) for p in exc.problems)
+            continue
+        except JourneyError as exc:
+            errors.append(str(exc))
+            continue
+        same = segments.setdefault(seg.id, {}).get(seg.version)
+        if same is not None:
+            errors.append(
+                f"{seg.source}: segment {seg.id!r} version {seg.version} is also defined in "
+                f"{same.source}; give the new file a higher version"
+            )
+        segments[seg.id][seg.version] = seg
     if errors:
         raise JourneyError("\n".join(errors))
-    return replace(Rules.from_journeys(journeys, policy), models=models)
+    return replace(Rules.from_journeys(journeys, policy), models=models, segments=segments)
+
+
+def segment_files(segments_dir: Path | str) -> list[Path]:
+    """The segment files of a folder (none when it does not exist: segments are optional)."""
+    root = Path(segments_dir)
+    if not root.is_dir():
+        return []
+    return sorted([*root.glob("*.yaml"), *root.glob("*.yml")])

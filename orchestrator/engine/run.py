@@ -66,6 +66,13 @@ class Run:
         self.known_wakeups = {(w.token, w.due_at) for w in pending_wakeups(state)}
         # Predictive scores, computed only if a condition asks for one, once per call.
         self.scores = ScoreBook(rules.models, now)
+        # Segments the customer entered / left in this call (engine/membership.py), in order.
+        # The hook for what follows membership (an ad audience per segment): read them after
+        # membership.update_segments, which runs right after each signal changed the profile.
+        self.segments_entered: list[str] = []
+        self.segments_exited: list[str] = []
+        # Their internal signals (``segment_entered:vip``) not yet handled in this call.
+        self.segment_triggers: list[tuple[str, datetime]] = []
 
     def journey_of(self, enr: Enrollment) -> Journey | None:
         """The journey version the enrolment runs (None once it is no longer published)."""

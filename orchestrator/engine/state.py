@@ -34,6 +34,7 @@ __all__ = [
     "JourneyHistory",
     "Loyalty",
     "OfferInFlight",
+    "OrderRecord",
     "Person",
     "Placement",
     "ProductView",
@@ -56,6 +57,9 @@ MAX_IDENTITIES_PER_KIND = 5
 MAX_HISTORY = 40
 MAX_ORDER_IDS = 50
 MAX_DECISION_NOTES = 30
+# Orders kept with their time and amount, for windowed segment rules ("spent over €500 in the
+# last 365 days", engine/segments.py); older ones only count in the lifetime totals.
+MAX_RECENT_ORDERS = 50
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,15 @@ class ProfilePreferences:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class OrderRecord:
+    """One recent order: enough for windowed counts and spend, nothing personal."""
+
+    order_id: str
+    at: datetime
+    total_minor: int = 0
+
+
 @dataclass
 class Commerce:
     orders_online: int = 0
@@ -98,6 +111,8 @@ class Commerce:
     last_order_total_minor: int = 0
     order_ids: list[str] = field(default_factory=list)
     checkout_started_at: datetime | None = None
+    #: The latest orders by event time (at most MAX_RECENT_ORDERS), for windowed rules.
+    recent_orders: list[OrderRecord] = field(default_factory=list)
 
     @property
     def orders(self) -> int:
@@ -304,6 +319,8 @@ class CustomerState:
     journeys: dict[str, JourneyHistory] = field(default_factory=dict)
     attributions: list[Attribution] = field(default_factory=list)
     timers: dict[str, datetime] = field(default_factory=dict)  # token -> due (inactivity checks)
+    #: Segments the customer is in now: segment id -> when they entered (engine/segments.py).
+    segments: dict[str, datetime] = field(default_factory=dict)
     event_counts: dict[str, int] = field(default_factory=dict)
     recent_event_ids: list[str] = field(default_factory=list)
     recent_decisions: list[DecisionNote] = field(default_factory=list)
@@ -348,6 +365,7 @@ _ATOMIC = frozenset(
         type(None),
         datetime,
         ConsentRecord,
+        OrderRecord,
         ProductView,
         SendRecord,
         OfferInFlight,
@@ -518,6 +536,8 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
         c.revenue_minor += round(d.revenue_minor * share)
         c.currency = c.currency or d.currency
         c.order_ids = (c.order_ids + new_orders)[-MAX_ORDER_IDS:]
+    orders = {o.order_id: o for o in d.recent_orders + c.recent_orders}
+    c.recent_orders = sorted(orders.values(), key=lambda o: o.at)[-MAX_RECENT_ORDERS:]
     c.returns += d.returns
     c.returned_minor += d.returned_minor
     c.first_order_at = _earliest(c.first_order_at, d.first_order_at)
@@ -583,6 +603,10 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState) -> CustomerSt
     merged.attributions += [a for a in other.attributions if a.enrollment_id not in attributed]
     for token, due in other.timers.items():
         merged.timers.setdefault(token, due)
+    # Membership is re-evaluated on the merged profile by the next decide call; until then the
+    # earlier entry time of a segment both were in is kept.
+    for sid, since in other.segments.items():
+        merged.segments[sid] = _earliest(merged.segments.get(sid), since) or since
     for etype, n in other.event_counts.items():
         merged.event_counts[etype] = merged.event_counts.get(etype, 0) + n
     merged.first_seen_at = _earliest(merged.first_seen_at, other.first_seen_at)
