@@ -34,6 +34,7 @@ from orchestrator.engine.journey import SendStep, WaitForStep, WaitStep
 from orchestrator.engine.keywords import HELP_TEMPLATE
 from orchestrator.engine.membership import (
     catch_up_segments,
+    leave_all_segments,
     start_segment_journeys,
     update_segments,
 )
@@ -251,6 +252,7 @@ def _erase(run: Run, cmd: CustomerCommand) -> Decision:
         journey = run.journey_of(enr)
         if journey is not None:
             run.outcome(enr, journey, "exited", reason="erased")
+    leave_all_segments(run, "erased")
     run.note("erased", f"customer erased by {cmd.issued_by}")
     return Decision(run.cid, None, (), (), tuple(run.outcomes), tuple(run.explanations))
 

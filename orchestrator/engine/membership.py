@@ -35,6 +35,7 @@ __all__ = [
     "SEGMENT_JOURNEY_PREFIX",
     "SEGMENT_TIMER_PREFIX",
     "catch_up_segments",
+    "leave_all_segments",
     "segment_trigger",
     "start_segment_journeys",
     "update_segments",
@@ -98,6 +99,15 @@ def update_segments(run: Run, at: datetime | None = None) -> None:
         run.segments_entered.append(sid)
         run.segment_triggers.append((segment_trigger(SEGMENT_ENTERED, sid), at))
         _outcome(run, sid, SEGMENT_ENTERED, at, None)
+
+
+def leave_all_segments(run: Run, reason: str) -> None:
+    """The customer leaves every segment at once (erased): the exits are counted, so the
+    segments' sizes stay right; no journey is started for them."""
+    for sid in sorted(run.state.segments):
+        since = run.state.segments.pop(sid)
+        run.segments_exited.append(sid)
+        _outcome(run, sid, SEGMENT_EXITED, run.now, f"{reason}; in since {to_iso(since)}")
 
 
 def start_segment_journeys(run: Run) -> None:

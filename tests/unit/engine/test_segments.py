@@ -434,3 +434,93 @@ def test_windowed_fields_count_only_inside_the_window() -> None:
         cond = compile_condition(node, problems)  # type: ignore[arg-type]
         assert problems == []
         assert cond(EvalContext(c.state, None, None, at())), field
+
+
+def test_an_erased_customer_leaves_every_segment_so_sizes_stay_right() -> None:
+    from orchestrator.engine import CustomerCommand
+
+    c = Customer(rules_with(AT_RISK, VIP), CustomerState("c1"))
+    c.send(event("order_placed", at(), order=order("o1", 60000)))
+    c.wake(at(days=60))
+    assert c.state is not None and set(c.state.segments) == {"at_risk", "vip"}
+    cmd = CustomerCommand.from_dict(
+        {
+            "command_id": "x",
+            "kind": "erase_customer",
+            "target": "c1",
+            "customer_id": "c1",
+            "issued_by": "dpo",
+            "issued_at": at(days=61),
+        }
+    )
+    d = decide(c.state, cmd, at(days=61), c.rules)
+    assert d.state is None
+    assert sorted((o.journey_id, o.kind) for o in d.outcomes) == [
+        ("segment:at_risk", "segment_exited"),
+        ("segment:vip", "segment_exited"),
+    ]
+
+
+def test_the_documented_rescue_journey_runs_on_the_shipped_at_risk_segment() -> None:
+    from orchestrator.engine import parse_journey_file
+
+    rules = load_rules(REPO / "journeys", segments_dir=REPO / "segments")
+    rules = rules.with_journey(parse_journey_file(REPO / "docs/examples/at_risk_rescue.yaml"))
+    rules = replace(rules, policy=replace(rules.policy, arbitration_window=timedelta(0)))
+    c = Customer(rules, consented())
+    c.send(event("order_placed", at(), order=order("o1")))
+    due = next_wakeup_at(c.state)
+    assert due is not None and due <= at(days=60)
+    while due is not None and due < at(days=60):  # other journeys' wake-ups on the way
+        c.wake(due)
+        due = next_wakeup_at(c.state)
+    drift = c.wake(at(days=60))
+    assert [a.journey_id for a in drift.actions] == ["at_risk_rescue"]
+
+
+def test_the_analytics_fold_counts_a_segments_size() -> None:
+    from orchestrator.analytics import JourneyStats
+    from orchestrator.report_html import fold_outcomes
+
+    c = Customer(rules_with(AT_RISK), CustomerState("c1"))
+    c.send(event("order_placed", at(), order=order("o1")))
+    c.wake(at(days=60))
+    c2 = Customer(rules_with(AT_RISK), CustomerState("c2"))
+    c2.send(event("order_placed", at(), customer_id="c2", order=order("o2")))
+    c2.wake(at(days=60))
+    c2.send(event("order_placed", at(days=61), customer_id="c2", order=order("o3")))
+    records = [o.to_record() for d in c.decisions + c2.decisions for o in d.outcomes]
+    stats = JourneyStats("segment:at_risk")
+    for r in records:
+        stats.apply(r)
+        stats.apply(r)  # a redelivery counts once
+    assert stats.active == 1
+    journeys, _ = fold_outcomes(records)
+    assert "segment:at_risk" not in journeys  # the report lists journeys only
+
+
+def test_publishing_folds_segments_into_every_workers_rules(tmp_path: Path) -> None:
+    """The control topic's records as `tutti segments publish` writes them, folded as a
+    worker's control follower folds them; a changed published version is refused."""
+    from orchestrator.control import ControlPlane, segment_publication
+
+    (tmp_path / "at_risk.yaml").write_text(AT_RISK)
+    (tmp_path / "vip.yaml").write_text(VIP)
+    plane = ControlPlane()
+    records = segment_publication([tmp_path]).records(plane, "2026-12-04T12:00:00Z", "ops")
+    assert sorted(k.decode().split("#")[0] for k, _ in records) == [
+        "segment:at_risk@v1",
+        "segment:vip@v1",
+    ]
+    for key, value in records:
+        assert plane.apply_definition(key.decode(), value)
+    assert [s.id for s in plane.rules.latest_segments()] == ["at_risk", "vip"]
+    assert plane.published["segment:vip@v1"].published_by == "ops"
+    again = segment_publication([tmp_path]).records(plane, "later", "ops")
+    assert again == []  # unchanged
+    (tmp_path / "vip.yaml").write_text(VIP.replace("50000", "40000"))
+    with pytest.raises(JourneyError, match="already published"):
+        segment_publication([tmp_path]).records(plane, "later", "ops")
+    (tmp_path / "vip.yaml").write_text("id: vip\nversion: 2\nname: V\nrule: {field: nope}\n")
+    with pytest.raises(JourneyError, match=r"vip.yaml:4: rule"):
+        segment_publication([tmp_path])
