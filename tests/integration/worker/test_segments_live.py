@@ -21,8 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.config import Settings
-from orchestrator.control import publish_journeys, publish_segments
+from orchestrator.control import publish_journeys
 from orchestrator.engine import load_rules
+from orchestrator.segments_cli import segments as segments_cli
 from orchestrator.simulator import simulate
 
 from .conftest import WorkerProcess
@@ -80,9 +81,17 @@ def test_a_customer_drifts_into_at_risk_with_no_event_and_leaves_on_the_next_ord
     segments.mkdir()
     (segments / "at_risk.yaml").write_text((ROOT / "segments" / "at_risk.yaml").read_text())
     publish_journeys(settings, [library])
-    assert [(s.id, status) for s, status in publish_segments(settings, [segments])] == [
-        ("at_risk", "published")
-    ]
+    env = {
+        "TUTTI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TUTTI_KAFKA_SCHEMA_REGISTRY_URL": settings.kafka.schema_registry_url,
+        "TUTTI_TOPICS_PREFIX": settings.topics.prefix,
+        "TUTTI_TOPICS_PARTITIONS": str(settings.topics.partitions),
+    }
+    cli = CliRunner()
+    published = cli.invoke(segments_cli, ["publish", str(segments)], env=env)
+    assert published.exit_code == 0 and "published  at_risk v1" in published.output
+    listed = cli.invoke(segments_cli, ["list"], env=env)
+    assert listed.exit_code == 0 and "at_risk" in listed.output, listed.output
     worker = worker_factory(settings)
     actions = Collector.actions(settings)
     outcomes = Collector.outcomes(settings)
@@ -152,9 +161,7 @@ def test_a_customer_drifts_into_at_risk_with_no_event_and_leaves_on_the_next_ord
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as r:
         status, metrics = r.status, r.read().decode()
     assert status == 200 and 'tutti_segment_members{segment="at_risk"} 1.0' in metrics
-    from orchestrator.segments_cli import segments as segments_cli
-
-    out = CliRunner().invoke(
+    out = cli.invoke(
         segments_cli, ["size", "--worker", f"http://127.0.0.1:{worker.port}", "--format", "json"]
     )
     assert out.exit_code == 0 and '"at_risk": 1' in out.output, out.output

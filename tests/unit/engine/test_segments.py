@@ -524,3 +524,17 @@ def test_publishing_folds_segments_into_every_workers_rules(tmp_path: Path) -> N
     (tmp_path / "vip.yaml").write_text("id: vip\nversion: 2\nname: V\nrule: {field: nope}\n")
     with pytest.raises(JourneyError, match=r"vip.yaml:4: rule"):
         segment_publication([tmp_path])
+
+
+def test_tutti_segments_validate_names_the_file_line_and_field(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.segments_cli import segments as segments_cli
+
+    good = CliRunner().invoke(segments_cli, ["validate", str(REPO / "segments")])
+    assert good.exit_code == 0 and "segment file(s) valid" in good.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nversion: 1\nname: B\nrule:\n  any:\n    - {field: event.type}\n")
+    out = CliRunner().invoke(segments_cli, ["validate", str(bad)])
+    assert out.exit_code == 1
+    assert f"{bad}:6: rule.any[0].field: expected a profile.* or score.* field" in out.output
