@@ -56,6 +56,7 @@ from agents.signals import (
 )
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.catalog import encode_interest, interests_from_state
+from orchestrator.consent import consent_note
 from orchestrator.engine.state import CustomerState, merge_states
 from orchestrator.errors import TuttiError
 from orchestrator.identity import for_survivor, redirect_merge
@@ -269,12 +270,17 @@ class CustomerAgent:
         state = found or CustomerState(customer_id=customer_id)
         if absorbed.customer_id in state.merged_from:
             # Redelivered: the merged state may be written here but not on the changelog yet
-            # (killed before the commit's flush); writing it again puts it there.
+            # (killed before the commit's flush); writing it again puts it there. Its consent
+            # record may not have left either: sent again, every key as changed now (a later
+            # withdrawal time only holds back actions decided before it: orchestrator.consent).
             customers.save(state, outbox)
+            await self.send_consent(None, state)
             return
         merged = merge_states(state, absorbed)
         customers.save(merged, outbox)  # keep the decide step's outbox
         self.worker.journeys.note_write(msg.partition, merged, customer_id)
+        # Consent merged in (the absorbed profile's newer withdrawal) reaches the senders too.
+        await self.send_consent(state, merged)
         # The absorbed profile's product interest follows it (an anonymous visitor's views).
         for interest in interests_from_state(absorbed, customer_id, datetime.now(UTC)):
             await self.worker.send(
@@ -283,6 +289,11 @@ class CustomerAgent:
                 encode_interest(interest),
                 list(INTEREST_HEADERS),
             )
+
+    async def send_consent(self, before: CustomerState | None, after: CustomerState) -> None:
+        note = consent_note(before, after, datetime.now(UTC), self.topics.consent)
+        if note is not None:
+            await self.worker.send(note.topic, note.key, note.value)
 
     async def forward(
         self,

@@ -363,7 +363,8 @@ class JourneyStep:
                 self.stats.erased += 1
                 records += self._erasure_records(customer_id, previous)
                 if previous.consent:  # the consent topic keeps no id of an erased customer
-                    await self.worker.send(self.worker.topics.consent, customer_id.encode(), None)
+                    for gone in (customer_id, *previous.merged_from):
+                        await self.worker.send(self.worker.topics.consent, gone.encode(), None)
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous or records:
             kept = with_entry(

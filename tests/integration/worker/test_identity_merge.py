@@ -4,6 +4,7 @@ out to be one person (a shared e-mail) become one profile, and the absorbed id k
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,35 @@ def known(cid: str, n: int, event_type: str, **sections: Any) -> dict[str, Any]:
     return {**ev(n, "web", event_type, **sections), "event_id": f"{cid}-{n}"}
 
 
+def wait_for_consent(
+    settings: Settings, done: Callable[[dict[str, Any]], bool], timeout_s: float = 30
+) -> dict[str, Any]:
+    """The latest consent record per customer id on tutti.consent (None: a tombstone), read
+    from the beginning until ``done`` holds."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from orchestrator.kafka import consumer
+    from orchestrator.topics import Topics
+
+    topic = Topics(settings.topics).consent
+    reader = consumer(settings.kafka, f"consent-check-{time.monotonic_ns()}")
+    reader.assign(
+        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)]
+    )
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(seen):
+            assert time.monotonic() < deadline, f"consent records seen: {seen}"
+            for msg in reader.consume(100, 0.2):
+                if msg.error() is None:
+                    value = msg.value()
+                    seen[msg.key().decode()] = json.loads(value) if value is not None else None
+    finally:
+        reader.close()
+    return seen
+
+
 def total(profile: dict[str, Any] | None) -> int:
     return sum(profile["event_counts"].values()) if profile else 0
 
@@ -85,7 +115,13 @@ def test_two_known_customers_sharing_an_email_become_one_and_the_old_id_keeps_wo
             known(
                 alpha, 2, "product_view", identities={"customer_id": alpha}, product=product("p-1")
             ),
-            known(beta, 1, "app_open", identities={"customer_id": beta, "loyalty_card": "L-9"}),
+            known(
+                beta,
+                1,
+                "app_open",
+                identities={"customer_id": beta, "loyalty_card": "L-9"},
+                consent={"channel": "sms", "purpose": "marketing", "status": "opted_out"},
+            ),
             known(beta, 2, "add_to_cart", identities={"customer_id": beta}, product=product("p-2")),
         ],
     )
@@ -109,6 +145,10 @@ def test_two_known_customers_sharing_an_email_become_one_and_the_old_id_keeps_wo
     }
     assert list(merged["cart"]) == ["p-2"]
     assert merged["identities"]["loyalty_card"] == ["L-9"]
+    # The withdrawal merged in reaches the senders under the survivor's id (tutti.consent).
+    consent = wait_for_consent(settings, lambda seen: alpha in seen)
+    assert consent[alpha]["consent"] == {"sms:marketing": "opted_out"}
+    assert "sms:marketing" in consent[alpha]["changed"]
     _, body = worker.wait_for(
         lambda: (r := worker.get(f"/customers/{beta}"))[0] == 404 and r,
         what="the absorbed profile to be deleted",
@@ -139,6 +179,9 @@ def test_two_known_customers_sharing_an_email_become_one_and_the_old_id_keeps_wo
         what="the alias to be forgotten",
     )
     assert worker.get(f"/customers/{alpha}")[0] == 404
+    # ... and the consent topic keeps neither id: tombstones for both.
+    gone = wait_for_consent(settings, lambda seen: seen.get(alpha) is None and beta in seen)
+    assert gone[alpha] is None and gone[beta] is None
 
 
 def test_customers_sharing_a_device_stay_two_profiles(
