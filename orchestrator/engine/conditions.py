@@ -176,10 +176,16 @@ def _windowed(name: str) -> tuple[Resolver, Flips] | None:
         return sum(w for at, w in _window_items(kind, ctx.state) if since < at <= ctx.now)
 
     def flips(ctx: EvalContext) -> Iterable[datetime]:
-        # Each item leaves the window at at + window (and a future-dated one enters at at).
+        # Each item inside the window leaves it at at + window (a future-dated one enters at
+        # at); items already out of it flip nothing.
+        since = ctx.now - window
+        out = []
         for at, _ in _window_items(kind, ctx.state):
-            yield at + window
-            yield at
+            if at > since:
+                out.append(at + window)
+                if at > ctx.now:
+                    out.append(at)
+        return out
 
     return resolve, flips
 
