@@ -121,7 +121,7 @@ def _on_event(run: Run, ev: CustomerEvent) -> None:
         policy.keywords,
     )
     s.lifecycle_stage = lifecycle_stage(s, run.now)
-    update_segments(run)  # membership as of this event, for every condition in this call
+    update_segments(run, cause=ev.event_id)  # membership as of this event, for this call
     if ev.event_type == "message_replied":
         _answer_help(run, ev)
     record_goals(run, ev)
@@ -206,7 +206,7 @@ def _on_feedback(run: Run, fb: DeliveryFeedback, receipt_key: str) -> None:
             pass
     _advance_due(run)
     catch_up_segments(run)
-    update_segments(run)  # engagement counts changed: rules may read them
+    update_segments(run, cause=receipt_key)  # engagement counts changed: rules may read them
     start_segment_journeys(run)
 
 

@@ -75,11 +75,16 @@ def catch_up_segments(run: Run) -> None:
         update_segments(run, at)
 
 
-def update_segments(run: Run, at: datetime | None = None) -> None:
+def update_segments(run: Run, at: datetime | None = None, cause: str | None = None) -> None:
     """Re-evaluate the customer's segments at ``at`` (default: now) and keep the changes
-    (state, run, outcomes); `start_segment_journeys` then enters the journeys they trigger."""
+    (state, run, outcomes); `start_segment_journeys` then enters the journeys they trigger.
+
+    ``cause`` names what changed them - the event or receipt id, or (default) the instant of a
+    time flip - and so the outcomes and the enrolments they start: the same input gives the
+    same ids live, replayed and simulated, whatever the clock said when it was handled."""
     s = run.state
     at = at or run.now
+    cause = cause or to_iso(at)
     segments = run.rules.latest_segments()
     stale = [t for t in s.timers if t.startswith(SEGMENT_TIMER_PREFIX)]
     if not segments and not stale:
@@ -92,13 +97,13 @@ def update_segments(run: Run, at: datetime | None = None) -> None:
     for sid in verdict.exited:
         since = s.segments.pop(sid)
         run.segments_exited.append(sid)
-        run.segment_triggers.append((segment_trigger(SEGMENT_EXITED, sid), at))
-        _outcome(run, sid, SEGMENT_EXITED, at, f"in since {to_iso(since)}")
+        run.segment_triggers.append((segment_trigger(SEGMENT_EXITED, sid), cause))
+        _outcome(run, sid, SEGMENT_EXITED, cause, f"in since {to_iso(since)}")
     for sid in verdict.entered:
         s.segments[sid] = at
         run.segments_entered.append(sid)
-        run.segment_triggers.append((segment_trigger(SEGMENT_ENTERED, sid), at))
-        _outcome(run, sid, SEGMENT_ENTERED, at, None)
+        run.segment_triggers.append((segment_trigger(SEGMENT_ENTERED, sid), cause))
+        _outcome(run, sid, SEGMENT_ENTERED, cause, None)
 
 
 def leave_all_segments(run: Run, reason: str) -> None:
@@ -107,27 +112,25 @@ def leave_all_segments(run: Run, reason: str) -> None:
     for sid in sorted(run.state.segments):
         since = run.state.segments.pop(sid)
         run.segments_exited.append(sid)
-        _outcome(run, sid, SEGMENT_EXITED, run.now, f"{reason}; in since {to_iso(since)}")
+        _outcome(run, sid, SEGMENT_EXITED, reason, f"{reason}; in since {to_iso(since)}")
 
 
 def start_segment_journeys(run: Run) -> None:
     """The internal ``segment_entered`` / ``segment_exited`` signals of this call, handled in
     order: journeys they trigger enter (after the event's own journeys, so the event that made
     the customer a member never counts as a goal of the journey it starts). One enrolment per
-    entry: its id comes from the segment and the instant of the change."""
+    entry: its id comes from the segment and the cause of the change."""
     while run.segment_triggers:
-        trigger, at = run.segment_triggers.pop(0)
+        trigger, cause = run.segment_triggers.pop(0)
         for journey in run.rules.triggered_by(trigger):
-            try_enter(run, journey, None, f"{trigger}@{to_iso(at)}")
+            try_enter(run, journey, None, f"{trigger}@{cause}")
 
 
-def _outcome(
-    run: Run, segment_id: str, kind: OutcomeKind, at: datetime, reason: str | None
-) -> None:
+def _outcome(run: Run, segment_id: str, kind: OutcomeKind, cause: str, reason: str | None) -> None:
     seg = run.rules.segment(segment_id)
     run.outcomes.append(
         Outcome(
-            outcome_id=stable_id(run.cid, SEGMENT_JOURNEY_PREFIX + segment_id, kind, at),
+            outcome_id=stable_id(run.cid, SEGMENT_JOURNEY_PREFIX + segment_id, kind, cause),
             journey_id=SEGMENT_JOURNEY_PREFIX + segment_id,
             journey_version=seg.version if seg is not None else 0,
             customer_id=run.cid,

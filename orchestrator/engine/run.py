@@ -72,7 +72,7 @@ class Run:
         self.segments_entered: list[str] = []
         self.segments_exited: list[str] = []
         # Their internal signals (``segment_entered:vip``) not yet handled in this call.
-        self.segment_triggers: list[tuple[str, datetime]] = []
+        self.segment_triggers: list[tuple[str, str]] = []  # (trigger, cause)
 
     def journey_of(self, enr: Enrollment) -> Journey | None:
         """The journey version the enrolment runs (None once it is no longer published)."""

@@ -538,3 +538,19 @@ def test_tutti_segments_validate_names_the_file_line_and_field(tmp_path: Path) -
     out = CliRunner().invoke(segments_cli, ["validate", str(bad)])
     assert out.exit_code == 1
     assert f"{bad}:6: rule.any[0].field: expected a profile.* or score.* field" in out.output
+
+
+def test_an_entry_caused_by_an_event_is_named_after_the_event_not_the_clock() -> None:
+    """The worker handles an event a little after the simulator's clock would: the enrolment
+    that the entry starts (and its action) must get the same id either way."""
+    thanks = RESCUE.replace("segment_entered: at_risk", "segment_entered: vip")
+    rules = rules_with(VIP, journeys=(thanks,))
+    c = Customer(rules, consented())
+    c.send(event("order_placed", at(), order=order("o1", 30000)))
+    big = event("order_placed", at(days=1), order=order("o2", 30000))
+    on_time = decide(c.state, big, at(days=1), rules)
+    later = decide(c.state, big, at(days=1, seconds=2), rules)
+    assert [a.action_id for a in on_time.actions] == [a.action_id for a in later.actions]
+    assert len(on_time.actions) == 1
+    ids = {o.outcome_id for o in on_time.outcomes if o.kind == "segment_entered"}
+    assert ids == {o.outcome_id for o in later.outcomes if o.kind == "segment_entered"}
