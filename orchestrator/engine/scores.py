@@ -313,18 +313,20 @@ class Score:
 
 
 def score(model: ScoreModel, state: CustomerState, now: datetime) -> Score:
+    """The customer's calibrated score and, in words, the features that raised it most. A
+    feature that raised it by being *lower* than the training customers' average (few orders,
+    a low open rate, under a negative weight) says so: "(below average)"."""
     values = feature_values(state, now)
     parts = model.contributions(values)
-    ranked = sorted(
-        (p, n) for p, n in zip(parts, model.features, strict=True) if p > 0
-    )  # ascending; the biggest last
-    top = [n for _, n in reversed(ranked[-TOP_FEATURES:])]
-    return Score(
-        model.score,
-        round(model.probability(values), 4),
-        model.version,
-        tuple(FEATURES[n].say(state, now) for n in top),
-    )
+    p = model.calibration(model.intercept + sum(parts))
+    ranked = sorted((c, i) for i, c in enumerate(parts) if c > 0)  # ascending; the biggest last
+    reasons = []
+    for _, i in reversed(ranked[-TOP_FEATURES:]):
+        name = model.features[i]
+        said = FEATURES[name].say(state, now)
+        below = values[name] < model.means[i]
+        reasons.append(f"{said} (below average)" if below else said)
+    return Score(model.score, round(min(1.0, max(0.0, p)), 4), model.version, tuple(reasons))
 
 
 class ScoreBook:

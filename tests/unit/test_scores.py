@@ -133,8 +133,12 @@ def test_the_explanation_names_the_features_that_pushed_the_score_up(
     # The strongest pushes of this model and this customer, in words.
     values = feature_values(lapsed, now)
     parts = sorted(zip(model.contributions(values), model.features, strict=True), reverse=True)
-    top = [FEATURES[n].say(lapsed, now) for c, n in parts[:3] if c > 0]
-    assert list(s.reasons) == top
+    top = [n for c, n in parts[:3] if c > 0]
+    means = dict(zip(model.features, model.means, strict=True))
+    assert list(s.reasons) == [
+        FEATURES[n].say(lapsed, now) + (" (below average)" if values[n] < means[n] else "")
+        for n in top
+    ]
     assert "inactive for 54 days" in text and "opens 0% of e-mails" in text
     loyal = replace(
         lapsed, last_activity_at=now - timedelta(days=2), engagement={}, commerce=lapsed.commerce
