@@ -196,6 +196,13 @@ def format_customer(view: Mapping[str, Any]) -> str:
             "  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=_by_count)),
         ]
 
+    segments = view.get("segments") or {}
+    if segments:
+        lines += _section(
+            "Segments",
+            [f"{sid}  since {_when(since)}" for sid, since in sorted(segments.items())],
+        )
+
     enrolments = view.get("active_enrolments") or []
     lines += _section(
         f"Journeys ({len(enrolments)} active)",

@@ -554,3 +554,17 @@ def test_an_entry_caused_by_an_event_is_named_after_the_event_not_the_clock() ->
     assert len(on_time.actions) == 1
     ids = {o.outcome_id for o in on_time.outcomes if o.kind == "segment_entered"}
     assert ids == {o.outcome_id for o in later.outcomes if o.kind == "segment_entered"}
+
+
+def test_the_customer_view_says_which_segments_and_since_when() -> None:
+    from agents.journey import journey_summary
+    from agents.views import public_profile
+    from orchestrator.customer_cli import format_customer
+
+    c = Customer(rules_with(AT_RISK), CustomerState("c1"))
+    c.send(event("order_placed", at(), order=order("o1")))
+    c.wake(at(days=60))
+    assert c.state is not None
+    view = {**public_profile(c.state), **journey_summary(c.state)}
+    assert view["segments"] == {"at_risk": "2026-05-01T09:00:00Z"}
+    assert "Segments\n  at_risk  since 2026-05-01 09:00 UTC" in format_customer(view)
