@@ -228,3 +228,26 @@ def test_a_send_accepted_after_the_withdrawal_was_read_mid_call_is_counted(
     receipt = asyncio.run(processor.handle(action_factory(1), REF))
     assert receipt.status == "sent"  # handed over before the sender knew: the exception
     assert sample(metrics, "tutti_sender_sent_after_withdrawal_total", channel="email") == 1
+
+
+class NoConsentTopic:
+    """A consumer whose cluster has no consent topic (``tutti topics create`` not run)."""
+
+    def list_topics(self, topic: str, timeout: float) -> object:
+        class Meta:
+            topics: dict[str, object] = {}
+
+        return Meta()
+
+
+def test_a_sender_without_the_consent_topic_stops_before_any_send(
+    ledger: ConsentLedger, metrics: SenderMetrics
+) -> None:
+    from orchestrator.senders.consent import ConsentFollower
+    from orchestrator.senders.errors import SenderError
+
+    follower = ConsentFollower(NoConsentTopic(), "p.tutti.consent", ledger, metrics)
+    follower.start()
+    with pytest.raises(SenderError, match=r"p\.tutti\.consent not found.*tutti topics create"):
+        asyncio.run(follower.wait_caught_up())
+    follower.stop()
