@@ -214,9 +214,26 @@ def load_rules(
                 f"{same.source}; give the new file a higher version"
             )
         segments[seg.id][seg.version] = seg
+    if segments_dir is not None:
+        errors.extend(_unknown_segments(journeys, segments, segments_dir))
     if errors:
         raise JourneyError("\n".join(errors))
     return replace(Rules.from_journeys(journeys, policy), models=models, segments=segments)
+
+
+def _unknown_segments(
+    journeys: Iterable[Journey], segments: Mapping[str, object], segments_dir: Path | str
+) -> list[str]:
+    """Journeys that start on a segment the folder does not define (a typo never fires)."""
+    out = []
+    for j in journeys:
+        for trigger in sorted(j.entry.events):
+            kind, _, sid = trigger.partition(":")
+            if kind in ("segment_entered", "segment_exited") and sid not in segments:
+                out.append(
+                    f"{j.source}: entry.{kind}: expected a segment of {segments_dir}, got {sid!r}"
+                )
+    return out
 
 
 def segment_files(segments_dir: Path | str) -> list[Path]:

@@ -130,7 +130,7 @@ def test_the_shipped_segments_load_and_describe_what_their_names_say() -> None:
             "id: x\nversion: 1\nname: X\nrules: {field: profile.orders, op: gt, value: 1}\n",
             4,
             "rules",
-            "one of description, id, name, rule, version",
+            "in a segment",
         ),
         ("id: x\nversion: 1\nname: X\n", 1, "rule", "the required field 'rule'"),
         (
@@ -568,3 +568,16 @@ def test_the_customer_view_says_which_segments_and_since_when() -> None:
     view = {**public_profile(c.state), **journey_summary(c.state)}
     assert view["segments"] == {"at_risk": "2026-05-01T09:00:00Z"}
     assert "Segments\n  at_risk  since 2026-05-01 09:00 UTC" in format_customer(view)
+
+
+def test_a_journey_on_a_segment_the_folder_does_not_define_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "at_risk.yaml").write_text(AT_RISK)
+    typo = RESCUE.replace("segment_entered: at_risk", "segment_entered: at_rsk")
+    (tmp_path / "journeys" / "rescue.yaml").write_text(typo)
+    with pytest.raises(
+        JourneyError, match=r"entry.segment_entered: expected a segment of .*'at_rsk'"
+    ):
+        load_rules(tmp_path / "journeys", segments_dir=tmp_path / "segments")
+    load_rules(tmp_path / "journeys")  # without segments (the worker's folder), not checked
