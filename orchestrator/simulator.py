@@ -469,6 +469,7 @@ class Simulator:
         under a published version), else its records folded as every worker folds them."""
         try:
             statuses = entry.publication.statuses(self.plane)
+            models = entry.publication.model_statuses(self.plane)  # score models (*.json)
         except JourneyError as exc:
             raise ValidationError(f"{entry.where}: {exc}") from exc
         for key, value in entry.publication.records(self.plane, to_iso(now), "tutti simulate"):
@@ -476,7 +477,9 @@ class Simulator:
         if self.plane.problems:
             raise ValidationError(f"{entry.where}: {'; '.join(self.plane.problems)}")
         self.rules = self.plane.rules
-        detail = ", ".join(f"{j.id} v{j.version} {status}" for j, status in statuses)
+        parts = [f"{j.id} v{j.version} {status}" for j, status in statuses]
+        parts += [f"model {m.score} v{m.version} {status}" for m, status in models]
+        detail = ", ".join(parts)
         if entry.publication.policy_text is not None:
             detail = f"{detail}, policy" if detail else "policy"
         self.result.timeline.append(

@@ -345,3 +345,73 @@ def test_the_report_shows_held_out_auc_and_calibration_or_not_enough_history(
     assert escape(f"purchase_propensity: {refusal}") in page
     assert "not enough history to train purchase_propensity: 12 customers, 3 positives" in page
     assert "no model published" in score_statuses({}, {})[0].headline
+
+
+def test_the_simulator_folds_a_model_published_mid_stream_as_the_workers_do(
+    tmp_path: Path,
+) -> None:
+    """No model at first (the field is missing: nobody enters), then a ``publish`` line with the
+    model file: the next decision scores with it, as a worker folding control.journeys would."""
+    from orchestrator.simulator import load_inputs, simulate
+
+    journeys, models = tmp_path / "journeys", tmp_path / "models"
+    journeys.mkdir()
+    (journeys / "save_them.yaml").write_text(RISKY)
+    models.mkdir()
+    model = {
+        "format": "tutti-score-model/1",
+        "score": "churn_risk",
+        "version": 1,
+        "features": ["days_since_last_order"],
+        "means": [30.0],
+        "scales": [30.0],
+        "coefficients": [2.0],
+        "intercept": 0.0,
+        "calibration": {"method": "none"},
+    }
+    (models / "churn_risk.json").write_text(json.dumps(model))
+    rules = load_rules(journeys, tmp_path / "no-models-yet")
+    assert rules.models == {}
+
+    def line(event_type: str, at: Any, **extra: Any) -> str:
+        ids = {"customer_id": "c1", "email": "c1@example.test"}
+        return json.dumps(
+            {
+                "event_id": f"{event_type}-{at.isoformat()}",
+                "event_time": at.isoformat(),
+                "channel": "web",
+                "event_type": event_type,
+                "identities": ids,
+                **extra,
+            }
+        )
+
+    lines = [
+        line(
+            "order_placed",
+            T0,
+            order={"order_id": "o1", "total": {"amount_minor": 10, "currency": "EUR"}},
+        ),
+        line("page_view", T0 + timedelta(days=70)),
+        json.dumps(
+            {
+                "kind": "publish",
+                "path": "models/churn_risk.json",
+                "issued_at": (T0 + timedelta(days=70, hours=1)).isoformat(),
+            }
+        ),
+        line("page_view", T0 + timedelta(days=70, hours=2)),
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(lines) + "\n")
+    result = simulate(rules, load_inputs(events), T0 + timedelta(days=71))
+    sent = result.actions()
+    # One send, decided on the page view after the publication (out after the default
+    # policy's one-minute arbitration window); none on the page view before it.
+    assert len(sent) == 1
+    assert T0 + timedelta(days=70, hours=2) <= sent[0].at <= T0 + timedelta(days=70, hours=3)
+    assert (
+        next(d for _, d in result.decisions if d.actions)
+        .actions[0]
+        .reason.endswith("churn risk 0.94: no order for 70 days")
+    )
