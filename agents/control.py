@@ -163,14 +163,17 @@ class ControlFollower:
                 if fold is self.plane:
                     if changed:
                         live = sorted(fold.published)
-                        log.info("control: rules now have %d journey versions %s", len(live), live)
+                        # Journeys as <id>@v<n>; segments and score models with their prefix.
+                        log.info(
+                            "control: rules now have %d published versions %s", len(live), live
+                        )
                 elif not pending:
                     # Caught up: one assignment, between two batches of the journey agent, so
                     # a decision sees either the old complete plane or the new one.
                     self.plane = fold
                     self.ready.set()
                     log.info(
-                        "control: caught up; %d journey versions, %d commands",
+                        "control: caught up; %d published versions, %d commands",
                         len(fold.published),
                         len(fold.commands),
                     )
