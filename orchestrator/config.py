@@ -188,6 +188,12 @@ class SenderSettings:
     webhook_connections: int = 4
     #: Extra CA bundle (PEM) to trust for the SMTP server's certificate, e.g. a private CA.
     smtp_ca_file: str = ""
+    #: The ads sender (docs/ads.md): members per audience request at most, and how long the
+    #: first member of a request waits for others; phones hashed as E.164 (``+33612345678``,
+    #: Google Customer Match) or as ``digits`` without the ``+`` (Meta custom audiences).
+    ads_max_members: int = 500
+    ads_linger_ms: int = 50
+    ads_phone_format: str = "e164"
 
 
 @dataclass(frozen=True)

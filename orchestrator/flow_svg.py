@@ -15,6 +15,7 @@ from html import escape
 from typing import assert_never
 
 from orchestrator.engine.journey import (
+    AudienceStep,
     BranchStep,
     ExitStep,
     Journey,
@@ -53,6 +54,8 @@ def step_caption(step: Step) -> str:
             return f"branch ({len(step.cases)} cases)"
         case ExitStep():
             return f"exit: {step.reason}"
+        case AudienceStep():
+            return f"audience {step.op} {step.audience}"
         case _:
             assert_never(step)
 
@@ -60,7 +63,7 @@ def step_caption(step: Step) -> str:
 def flow_edges(step: Step) -> list[tuple[str, str]]:
     """(label, target) of every arrow out of ``step``; a missing edge goes to the exit."""
     match step:
-        case SendStep() | WaitStep():
+        case SendStep() | WaitStep() | AudienceStep():
             return [("", step.next or _EXIT)]
         case WaitForStep():
             return [("event", step.on_event or _EXIT), ("timeout", step.on_timeout or _EXIT)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import assert_never
 
+from orchestrator.engine.audiences import sync_segment_audiences
 from orchestrator.engine.decision import Action, Decision, Explanation, stable_id
 from orchestrator.engine.enrollment import (
     apply_exit_rules,
@@ -253,8 +254,11 @@ def _erase(run: Run, cmd: CustomerCommand) -> Decision:
         if journey is not None:
             run.outcome(enr, journey, "exited", reason="erased")
     leave_all_segments(run, "erased")
+    sync_segment_audiences(run, erased=True)  # out of every ad audience, before the state goes
     run.note("erased", f"customer erased by {cmd.issued_by}")
-    return Decision(run.cid, None, (), (), tuple(run.outcomes), tuple(run.explanations))
+    return Decision(
+        run.cid, None, tuple(run.actions), (), tuple(run.outcomes), tuple(run.explanations)
+    )
 
 
 def _remember(s: CustomerState, key: str) -> None:
@@ -291,6 +295,7 @@ def _advance_due(run: Run) -> None:
 def _finish(run: Run) -> Decision:
     """Send what is due, keep the state's bounded lists bounded, and return the decision with
     only the wake-ups the worker does not know yet."""
+    sync_segment_audiences(run)
     send_due(run)
     refresh_idle_timers(run)
     s = run.state

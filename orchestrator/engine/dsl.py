@@ -15,6 +15,7 @@ from orchestrator.engine.conditions import ALWAYS, Condition, compile_condition
 from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.journey import (
     ACTIVITY,
+    AudienceStep,
     BranchCase,
     BranchStep,
     Entry,
@@ -40,7 +41,7 @@ from orchestrator.vocabulary import (
 
 __all__ = ["STEP_KINDS", "journey_problems", "parse_journey", "parse_journey_file"]
 
-STEP_KINDS = ("send", "wait", "wait_for", "branch", "exit")
+STEP_KINDS = ("send", "wait", "wait_for", "branch", "exit", "audience")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _TOP_KEYS = {
     "id",
@@ -420,6 +421,7 @@ class _Parser(FieldReader):
             "wait_for": lambda: self._wait_for(sid, body, nxt, steps, lines, gotos, variants),
             "branch": lambda: self._branch(sid, body, nxt, steps, lines, gotos, variants),
             "exit": lambda: ExitStep(sid, self._exit_reason(body)),
+            "audience": lambda: self._audience(sid, body, nxt),
         }
         step = builders[kind]()
         if step is not None:
@@ -462,6 +464,9 @@ class _Parser(FieldReader):
                     continue
                 if ch not in ACTION_CHANNELS:
                     self.fail(n, "an action channel: " + ", ".join(ACTION_CHANNELS))
+                elif ch == "ads":
+                    # An ad audience is not a message: it has its own step, and governance.
+                    self.fail(n, "a message channel (ads: use an audience step, {add: <name>})")
                 elif ch in channels:
                     self.fail(n, "each channel once")
                 else:
@@ -537,6 +542,26 @@ class _Parser(FieldReader):
             variables=tuple(variables),
             placement=placement,
         )
+
+    def _audience(self, sid: str, body: YNode, nxt: str | None) -> Step | None:
+        """``audience: {add: <audience>}`` or ``{remove: <audience>}`` (engine/audiences.py)."""
+        expected = "{add: <audience name>} or {remove: <audience name>}"
+        if not body.is_map or len(body.key_names()) != 1:
+            self.fail(body, expected)
+            return None
+        [op] = body.key_names()
+        name_node = body.get(op)
+        assert name_node is not None
+        if op not in ("add", "remove"):
+            self.fail(name_node, expected, name_node.path, False)
+            return None
+        name = self.string(name_node, "an audience name")
+        if name is not None and not _ID.match(name):
+            self.fail(name_node, "an audience name: lowercase letters, digits, _ or -")
+            return None
+        if name is None:
+            return None
+        return AudienceStep(sid, name, op, nxt)  # type: ignore[arg-type]
 
     def _wait(self, sid: str, body: YNode, nxt: str | None) -> Step | None:
         if body.is_scalar:
@@ -622,7 +647,7 @@ class _Parser(FieldReader):
     ) -> None:
         def edges(step: Step) -> list[str]:
             match step:
-                case SendStep(next=n) | WaitStep(next=n):
+                case SendStep(next=n) | WaitStep(next=n) | AudienceStep(next=n):
                     out = [n]
                 case WaitForStep(on_event=a, on_timeout=b):
                     out = [a, b]

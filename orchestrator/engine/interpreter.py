@@ -1,7 +1,7 @@
 """The step interpreter: walks an enrolment through its journey's steps until it has to wait.
 
 A walk stops at a `send` (queued for governance), a `wait` or `wait_for` (scheduled), or the end
-of the journey; `branch` steps are decided on the spot. A missing step ends the journey rather
+of the journey; `branch` and `audience` steps are done on the spot. A missing step ends the journey rather
 than crashing it.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import assert_never
 
+from orchestrator.engine.audiences import audience_step
 from orchestrator.engine.conditions import EvalContext
 from orchestrator.engine.enrollment_status import EnrollmentStatus, move, schedule
 from orchestrator.engine.journey import (
+    AudienceStep,
     BranchStep,
     ExitStep,
     Journey,
@@ -88,6 +90,9 @@ def walk(
             case ExitStep():
                 run.exit(enr, journey, step.reason)
                 return
+            case AudienceStep():
+                audience_step(run, enr, journey, step)
+                sid = step.next
             case _:
                 assert_never(step)
     run.exit(enr, journey, "step_limit")

@@ -15,6 +15,7 @@ from orchestrator.engine.conditions import ALWAYS, Condition
 
 __all__ = [
     "ACTIVITY",
+    "AudienceStep",
     "BranchCase",
     "BranchStep",
     "Entry",
@@ -90,12 +91,23 @@ class BranchStep:
 
 
 @dataclass(frozen=True, slots=True)
+class AudienceStep:
+    """Add the customer to, or remove them from, a named ad audience (engine/audiences.py);
+    the walk goes straight on to ``next``."""
+
+    id: str
+    audience: str
+    op: Literal["add", "remove"]
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExitStep:
     id: str
     reason: str = "completed"
 
 
-Step = SendStep | WaitStep | WaitForStep | BranchStep | ExitStep
+Step = SendStep | WaitStep | WaitForStep | BranchStep | ExitStep | AudienceStep
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class Run:
         self.segments_exited: list[str] = []
         # Their internal signals (``segment_entered:vip``) not yet handled in this call.
         self.segment_triggers: list[tuple[str, str]] = []  # (trigger, cause)
+        # Consent as the call found it: a change of the ads consent moves the customer in or
+        # out of their segments' ad audiences (engine/audiences.py).
+        self.consent_at_start = dict(state.consent)
 
     def journey_of(self, enr: Enrollment) -> Journey | None:
         """The journey version the enrolment runs (None once it is no longer published)."""

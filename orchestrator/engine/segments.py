@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-_TOP_KEYS = {"id", "version", "name", "description", "rule"}
+_TOP_KEYS = {"id", "version", "name", "description", "rule", "audiences"}
 # Namespaces a segment rule may not read: they belong to one event or one enrolment, and
 # membership is re-evaluated on wake-ups and receipts too, where there is neither.
 _REFUSED_PREFIXES = ("event.", "journey.", "segment.")
@@ -63,6 +63,8 @@ class Segment:
     description: str = ""
     source: str = ""
     text: str = ""
+    #: Ad audiences its members are in (engine/audiences.py): entering adds, leaving removes.
+    audiences: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -126,9 +128,31 @@ def _segment(reader: FieldReader, root: YNode, text: str) -> Segment | None:
     if rule_node is not None:
         _refuse_foreign_fields(reader, rule_node)
         rule = compile_condition(rule_node, reader.problems)
+    audiences = _audiences(reader, root.get("audiences"))
     if sid is None or version is None or name is None or rule is None:
         return None
-    return Segment(sid, version, name, rule, description, reader.source, text)
+    return Segment(sid, version, name, rule, description, reader.source, text, audiences)
+
+
+def _audiences(reader: FieldReader, node: YNode | None) -> tuple[str, ...]:
+    """``audiences: [acquisition, ...]``: ad audience names, each once."""
+    if node is None:
+        return ()
+    if not node.is_list:
+        reader.fail(node, "a list of ad audience names")
+        return ()
+    names: list[str] = []
+    for item in node.elements():
+        name = reader.string(item, "an ad audience name")
+        if name is None:
+            continue
+        if not _ID.match(name):
+            reader.fail(item, "an ad audience name: lowercase letters, digits, _ or -")
+        elif name in names:
+            reader.fail(item, "each audience once")
+        else:
+            names.append(name)
+    return tuple(names)
 
 
 def _refuse_foreign_fields(reader: FieldReader, node: YNode) -> None:

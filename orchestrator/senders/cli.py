@@ -22,9 +22,10 @@ __all__ = ["sender"]
 )
 @click.option(
     "--provider",
-    type=click.Choice(["smtp", "webhook", "console"]),
+    type=click.Choice(["smtp", "webhook", "console", "audience_webhook"]),
     default=None,
-    help="Provider adapter (default: smtp for email, webhook for the other channels).",
+    help="Provider adapter (default: smtp for email, audience_webhook for ads, webhook for the "
+    "other channels).",
 )
 @click.option(
     "--config",

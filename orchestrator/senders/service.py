@@ -14,6 +14,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
 from orchestrator.kafka import consumer as make_consumer
 from orchestrator.kafka import producer as make_producer
+from orchestrator.senders.audiences import AdsConsentLedger
 from orchestrator.senders.consent import ConsentFollower, ConsentLedger
 from orchestrator.senders.dedupe import DedupeStore, RocksDedupeStore
 from orchestrator.senders.errors import SenderError
@@ -83,13 +84,17 @@ def build_sender(
     metrics = SenderMetrics(registry)
     # Withdrawals older than the action topic's retention can hold back nothing still readable.
     retention = topics.by_name(topics.actions(channel)).config.get("retention.ms")
-    consent = ConsentLedger(channel, int(retention) if retention else 30 * _DAY_MS)
+    horizon_ms = int(retention) if retention else 30 * _DAY_MS
+    # Ad audiences: removals are never held back for consent, and the provider batches, so the
+    # rate is the platform's requests, not members (sender.rate_per_second is per message).
+    ads = channel == "ads"
+    consent = (AdsConsentLedger if ads else ConsentLedger)(channel, horizon_ms)
     processor = ActionProcessor(
         channel,
         provider,
         dedupe,
         metrics,
-        rate_limit=TokenBucket(s.rate_per_second, s.burst),
+        rate_limit=None if ads else TokenBucket(s.rate_per_second, s.burst),
         retry=RetryPolicy(s.max_attempts, s.backoff_initial_ms, s.backoff_max_ms),
         max_hold_ms=s.max_hold_ms,
         provider_down_max_ms=s.provider_down_max_ms,
@@ -135,7 +140,8 @@ def build_sender(
         # At most a minute of sends per batch at the configured rate, so one batch never nears
         # max.poll.interval.ms however low the rate is set.
         batch_size=max(1, min(s.batch_size, int(s.rate_per_second * 60))),
-        max_in_flight=s.max_in_flight,
+        # A full audience request needs that many actions handed to the provider at once.
+        max_in_flight=max(s.max_in_flight, s.ads_max_members) if ads else s.max_in_flight,
         shutdown_grace_s=s.shutdown_grace_ms / 1000,
         consent=follower,
     )

@@ -30,13 +30,16 @@ __all__ = [
     "templates_dir",
 ]
 
-ProviderName = Literal["smtp", "webhook", "console"]
-PROVIDER_NAMES: tuple[ProviderName, ...] = ("smtp", "webhook", "console")
+ProviderName = Literal["smtp", "webhook", "console", "audience_webhook"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = ("smtp", "webhook", "console", "audience_webhook")
 
 
 def default_provider(channel: str) -> ProviderName:
-    """E-mail goes out by SMTP; every other channel through its gateway's webhook."""
-    return "smtp" if channel == "email" else "webhook"
+    """E-mail goes out by SMTP; ad audience changes in batches to the ad platform's webhook
+    (orchestrator/senders/audiences.py); every other channel through its gateway's webhook."""
+    if channel == "email":
+        return "smtp"
+    return "audience_webhook" if channel == "ads" else "webhook"
 
 
 def templates_dir(settings: SenderSettings) -> Path:
@@ -52,6 +55,20 @@ def templates_dir(settings: SenderSettings) -> Path:
 def build_provider(
     name: str, settings: SenderSettings, unsubscribe: UnsubscribeSettings
 ) -> Provider:
+    if name == "audience_webhook":
+        from orchestrator.senders.audiences import AudienceWebhookConfig, AudienceWebhookProvider
+
+        return AudienceWebhookProvider(
+            AudienceWebhookConfig(
+                url=settings.webhook_url,
+                secret=settings.webhook_secret,
+                timeout_s=settings.webhook_timeout_ms / 1000,
+                connections=settings.webhook_connections,
+                max_members=settings.ads_max_members,
+                linger_s=settings.ads_linger_ms / 1000,
+                phone_format=settings.ads_phone_format,  # type: ignore[arg-type]
+            )
+        )
     links = None
     if name == "smtp" or unsubscribe.secret:
         # Bulk mail without a working one-click unsubscribe is refused by the large mailbox

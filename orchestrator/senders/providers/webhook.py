@@ -32,7 +32,7 @@ from orchestrator.senders.privacy import redact
 from orchestrator.senders.signing import SIGNATURE_HEADER, signature_header
 from orchestrator.senders.templates import TemplateRenderer
 
-__all__ = ["WebhookConfig", "WebhookProvider", "webhook_body"]
+__all__ = ["WebhookConfig", "WebhookProvider", "raise_for_status", "webhook_body"]
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 
@@ -141,26 +141,8 @@ class WebhookProvider:
             raise TransientDeliveryError("http_timeout", "no answer in time") from None
         except httpx.TransportError as exc:
             raise TransientDeliveryError("http_connection", type(exc).__name__) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return SendResult(provider_message_id=self._message_id(response))
-        detail = redact(f"HTTP {status}: {response.text[:200]}", action.destination)
-        if status == 401:
-            raise ProviderConfigError(
-                f"webhook endpoint answered 401: check sender.webhook_secret ({detail})"
-            )
-        if status == 410:
-            raise BounceError("http_410", detail)
-        if status in _RETRYABLE_4XX or status >= 500:
-            code = "http_5xx" if status >= 500 else f"http_{status}"
-            raise TransientDeliveryError(
-                code,
-                detail,
-                retry_after_s=_retry_after(response),
-                # 502/503/504: the gateway (or what is behind it) is unavailable as a whole.
-                provider_down=status in (502, 503, 504),
-            )
-        raise PermanentDeliveryError(f"http_{status}" if status < 500 else "http_other", detail)
+        raise_for_status(response, action.destination)
+        return SendResult(provider_message_id=self._message_id(response))
 
     @staticmethod
     def _message_id(response: httpx.Response) -> str | None:
@@ -176,3 +158,28 @@ class WebhookProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def raise_for_status(response: httpx.Response, destination: str | None) -> None:
+    """Nothing for a 2xx; else the delivery error the module's docstring lists for the status
+    (the answer's text, cut short and with ``destination`` redacted, as its detail)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = redact(f"HTTP {status}: {response.text[:200]}", destination)
+    if status == 401:
+        raise ProviderConfigError(
+            f"webhook endpoint answered 401: check sender.webhook_secret ({detail})"
+        )
+    if status == 410:
+        raise BounceError("http_410", detail)
+    if status in _RETRYABLE_4XX or status >= 500:
+        code = "http_5xx" if status >= 500 else f"http_{status}"
+        raise TransientDeliveryError(
+            code,
+            detail,
+            retry_after_s=_retry_after(response),
+            # 502/503/504: the gateway (or what is behind it) is unavailable as a whole.
+            provider_down=status in (502, 503, 504),
+        )
+    raise PermanentDeliveryError(f"http_{status}" if status < 500 else "http_other", detail)
