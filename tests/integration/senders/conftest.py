@@ -27,7 +27,7 @@ def settings(settings_factory: Callable[..., Settings]) -> Iterator[Settings]:
 
     admin = admin_client(made.kafka)
     admin.list_topics(timeout=10)  # connect first: a cold client's group deletion can stall
-    groups = [f"{made.topics.prefix}tutti-sender-{c}" for c in ("email", "sms")]
+    groups = [f"{made.topics.prefix}tutti-sender-{c}" for c in ("email", "sms", "ads")]
     for future in admin.delete_consumer_groups(groups, request_timeout=10).values():
         # A group that never existed is fine; cleanup is best effort, never a test failure.
         with contextlib.suppress(Exception):

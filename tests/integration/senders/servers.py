@@ -131,6 +131,8 @@ class SmtpServer:
 class WebhookRequest:
     headers: dict[str, str]
     body: bytes
+    #: When the request was read (time.time()), for end-to-end latencies.
+    received_at: float = field(default_factory=time.time)
 
     @property
     def json(self) -> Any:
