@@ -167,7 +167,17 @@ class SenderLoop:
             # Read the consent topic to its end before the first provider call: a restart after
             # an outage must not send what was withdrawn meanwhile.
             self.consent.start()
-            waited = await self.consent.wait_caught_up()
+            reading = asyncio.ensure_future(self.consent.wait_caught_up())
+            stop = asyncio.ensure_future(self._stopping.wait())
+            try:  # a SIGTERM meanwhile (the broker unreachable at start) still stops it
+                await asyncio.wait({reading, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not reading.done():
+                    reading.cancel()
+            if self.stopping:
+                return
+            waited = reading.result()  # raises if the consent reader failed
             log.info("consent topic read before the first send", extra={"s": round(waited, 3)})
         self.consumer.subscribe([self.actions_topic])
         idle = 0

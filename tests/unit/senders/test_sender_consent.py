@@ -251,3 +251,52 @@ def test_a_sender_without_the_consent_topic_stops_before_any_send(
     with pytest.raises(SenderError, match=r"p\.tutti\.consent not found.*tutti topics create"):
         asyncio.run(follower.wait_caught_up())
     follower.stop()
+
+
+class NeverCaughtUp:
+    """A consent reader that cannot reach the end of the topic (the broker unreachable)."""
+
+    started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    async def wait_caught_up(self) -> float:
+        await asyncio.Event().wait()
+        return 0.0
+
+    def check(self) -> None:
+        pass
+
+
+def test_a_stop_while_the_consent_topic_is_read_stops_the_sender_before_any_send(
+    metrics: SenderMetrics,
+) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator.senders.loop import SenderLoop
+
+    subscribed: list[object] = []
+    reader = NeverCaughtUp()
+    loop = SenderLoop(
+        channel="email",
+        consumer=SimpleNamespace(subscribe=subscribed.append),
+        producer=None,
+        codec=None,  # type: ignore[arg-type]
+        processor=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        actions_topic="actions.email",
+        feedback_topic="feedback.delivery",
+        dead_letter_topic="dead-letters",
+        consent=reader,  # type: ignore[arg-type]
+    )
+
+    async def run_then_stop() -> None:
+        running = asyncio.ensure_future(loop.run())
+        await asyncio.sleep(0.05)
+        assert not running.done()  # waits for the consent topic ...
+        loop.stop()  # ... until SIGTERM
+        await asyncio.wait_for(running, 2)
+
+    asyncio.run(run_then_stop())
+    assert reader.started and subscribed == []  # the actions topic was never even read
