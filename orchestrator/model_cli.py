@@ -43,9 +43,10 @@ def _since(text: str | None, now: datetime) -> datetime | None:
 @click.option(
     "--events",
     "events_file",
-    required=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="History: a JSON Lines file of customer events (the simulator's input format).",
+    help="History: a JSON Lines file of customer events (the simulator's input format). "
+    "Default: the inbound event topics on Kafka (as far back as their retention goes).",
 )
 @click.option(
     "--since", default=None, help="Use history from here: a date, date-time or duration (180d)."
@@ -72,7 +73,7 @@ def _since(text: str | None, now: datetime) -> datetime | None:
 )
 def train(
     config_path: Path | None,
-    events_file: Path,
+    events_file: Path | None,
     since: str | None,
     scores: tuple[str, ...],
     out_dir: Path | None,
@@ -87,6 +88,7 @@ def train(
         log_attempt,
         next_version,
         read_history,
+        read_kafka_history,
         train_model,
     )
 
@@ -94,10 +96,15 @@ def train(
     out = out_dir or settings.worker.models_dir
     now = datetime.now(UTC)
     start = _since(since, now)
-    events = read_history(events_file, start)
+    if events_file is not None:
+        events, source = read_history(events_file, start), str(events_file)
+    else:
+        events = read_kafka_history(settings, start)
+        source = f"Kafka inbound event topics ({len(events)} events)"
+        click.echo(f"history: {source}", err=True)
     refused = 0
     for score in scores or SCORES:
-        attempt = {"score": score, "at": to_iso(now), "history": str(events_file)}
+        attempt = {"score": score, "at": to_iso(now), "history": source}
         try:
             data = build_training_set(events, score)
             version = next_version(out, score)

@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.engine.errors import SignalError
 from orchestrator.engine.profile import apply_event
 from orchestrator.engine.scores import (
     FEATURES,
@@ -46,6 +47,9 @@ from orchestrator.engine.state import CustomerState
 from orchestrator.engine.timeutil import to_iso
 from orchestrator.errors import TuttiError
 
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+
 __all__ = [
     "HORIZONS",
     "MIN_CUSTOMERS",
@@ -55,6 +59,7 @@ __all__ = [
     "TrainingSet",
     "build_training_set",
     "read_history",
+    "read_kafka_history",
     "score_statuses",
     "train_model",
 ]
@@ -100,6 +105,31 @@ def read_history(path: Path | str, since: datetime | None = None) -> list[Custom
             ev = CustomerEvent.from_dict(d)
             if since is None or ev.event_time >= since:
                 events.append(ev)
+    events.sort(key=lambda e: e.event_time)
+    return events
+
+
+def read_kafka_history(settings: Settings, since: datetime | None = None) -> list[CustomerEvent]:
+    """Customer events of the inbound topics (``events.<channel>``) as they are now, at or
+    after ``since``, in time order. Their retention (7 days by default, `tutti topics list`)
+    bounds the history: train from a file for anything longer. Records that do not decode or
+    are no valid event (the worker dead-letters those) are skipped."""
+    from orchestrator.records import read_topics
+    from orchestrator.topics import Topics
+    from orchestrator.vocabulary import INBOUND_CHANNELS
+
+    topics = Topics(settings.topics)
+    names = [topics.events(c) for c in INBOUND_CHANNELS]
+    events: list[CustomerEvent] = []
+    for record in read_topics(settings, names, "CustomerEvent"):
+        if "undecodable" in record:
+            continue
+        try:
+            ev = CustomerEvent.from_dict(record)
+        except SignalError:
+            continue
+        if since is None or ev.event_time >= since:
+            events.append(ev)
     events.sort(key=lambda e: e.event_time)
     return events
 

@@ -20,6 +20,7 @@ T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
 
 
 def _event(cid: str, n: int, at: datetime, event_type: str, channel: str, **extra: Any) -> dict:
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # Avro keeps milliseconds
     return {
         "event_id": f"{cid}-{n}",
         "event_time": at.isoformat().replace("+00:00", "Z"),
