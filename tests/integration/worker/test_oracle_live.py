@@ -41,6 +41,10 @@ with orchestrator.identity; live, a merge takes a few hops after the event that 
 each person's next event comes MERGE_SETTLE_S later. Invalid lines of every class the ingest
 refuses are mixed in: the worker's dead letters carry the reasons the simulator's
 ``dead_letter`` lines carry, and neither side lets them change anything.
+
+Segments are published too (the shipped ones and two the short stories enter and leave: two
+views in a day with no order, an order this month): the same customers enter and leave the
+same segments for the same causes, live as simulated (about 230 changes).
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ import pytest
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
-from orchestrator.simulator import DeadLetterEntry
+from orchestrator.control import publish_segments
+from orchestrator.engine import load_rules
+from orchestrator.simulator import DeadLetterEntry, simulate
 from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
@@ -70,10 +76,26 @@ from .journey_helpers import (
     play,
     product,
     publish_fast,
-    simulated_sends,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+SEGMENTS = Path(__file__).resolve().parents[3] / "segments"
+VIEWED_TWICE = """\
+id: viewed_twice
+version: 1
+name: Viewed twice today, no order
+rule:
+  all:
+    - {field: profile.views_last_24h, op: gte, value: 2}
+    - {field: profile.orders, op: eq, value: 0}
+"""
+BOUGHT = """\
+id: bought
+version: 1
+name: Ordered this month
+rule: {field: profile.orders_last_30d, op: gte, value: 1}
+"""
 
 CUSTOMERS = 200
 SPREAD_S = 12.0
@@ -266,8 +288,17 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
         .replace("template: welcome\n", "template: welcome_v2\n")
     )
     (welcome_v2 / "welcome.yaml").write_text(bump_version(text, 2))
+    # The shipped segments, and two the stream's short stories do enter and leave.
+    segments = tmp_path / "segments"
+    segments.mkdir()
+    for src in SEGMENTS.glob("*.yaml"):
+        (segments / src.name).write_text(src.read_text())
+    (segments / "viewed_twice.yaml").write_text(VIEWED_TWICE)
+    (segments / "bought.yaml").write_text(BOUGHT)
+    publish_segments(settings, [segments])
     worker_factory(settings)
     actions = Collector.actions(settings)
+    outcomes = Collector.outcomes(settings)
     rng = random.Random(20261125)
     run = uuid.uuid4().hex[:6]
     script = Script()
@@ -320,7 +351,12 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     until = started + timedelta(seconds=SPREAD_S + TAIL_S)
     records = collect_until(actions, until, settle=2.0)
     live = live_sends(records, until)
-    expected = simulated_sends(library, inputs, until)
+    result = simulate(load_rules(library, segments_dir=segments), inputs, until=until)
+    expected = {
+        (t.customer_id, t.journey_id, t.step_id, t.channel, t.template_id, t.action_id)  # type: ignore[misc]
+        for t in result.actions()
+        if t.at <= until
+    }
     journeys = {s[1] for s in expected}
     # The stream exercises every journey of the library.
     assert journeys >= {
@@ -350,6 +386,32 @@ def test_live_actions_equal_the_simulators_for_a_generated_stream(
     )
     assert len(records) == len(live)  # and no action twice
     actions.close()
+
+    # Segments (the shipped ones, published): the same customers entered and left the same
+    # segments, for the same causes (outcome ids name them), live as simulated.
+    def segment_changes(rows: Any) -> set[tuple[str, str, str, str]]:
+        return {
+            (str(o["customer_id"]), str(o["journey_id"]), str(o["kind"]), str(o["outcome_id"]))
+            for o in rows
+            if str(o["journey_id"]).startswith("segment:")
+        }
+
+    simulated_changes = segment_changes(
+        o.to_record() for _, d in result.decisions for o in d.outcomes
+    )
+    kinds = {(j, k) for _, j, k, _ in simulated_changes}
+    assert {
+        ("segment:viewed_twice", "segment_entered"),
+        ("segment:viewed_twice", "segment_exited"),
+        ("segment:bought", "segment_entered"),
+    } <= kinds, kinds
+    assert len(simulated_changes) >= 100  # 230 with this seed
+    live_changes = segment_changes(outcomes.quiet_for(2.0))
+    assert live_changes == simulated_changes, (
+        f"live only: {sorted(live_changes - simulated_changes)[:10]}\n"
+        f"simulator only: {sorted(simulated_changes - live_changes)[:10]}"
+    )
+    outcomes.close()
 
     # The bursts: the loyalty welcome (priority 45) won its arbitration window although its
     # trigger came last; the welcome e-mail (40) went after its deferral (unless the customer
