@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TUTTI="$VENV/bin/tutti"
 LOGS=${TUTTI_RUN_LOGS:-.tutti/logs}
-SENDER_CHANNELS=${SENDER_CHANNELS:-"email sms push in_app whatsapp"}
+SENDER_CHANNELS=${SENDER_CHANNELS:-"email sms push in_app whatsapp ads"}
 
 "$TUTTI" stack up
 eval "$("$TUTTI" stack env)"

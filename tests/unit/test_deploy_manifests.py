@@ -525,10 +525,11 @@ def test_compose_has_the_whole_system_in_order() -> None:
         "worker-2",
         "sender-email",
         "sender-sms",
+        "sender-ads",
         "prometheus",
         "grafana",
     } <= set(services)
-    for name in ("worker-1", "worker-2", "sender-email", "sender-sms"):
+    for name in ("worker-1", "worker-2", "sender-email", "sender-sms", "sender-ads"):
         condition = services[name]["depends_on"]["init"]["condition"]
         assert condition == "service_completed_successfully", name
 
@@ -563,7 +564,7 @@ def test_compose_mounts_prometheus_config_and_rules_side_by_side_and_scrapes_eve
     web, metrics = DEFAULTS.worker.web_port, DEFAULTS.sender.metrics_port
     assert targets == {
         "tutti-worker": {f"worker-1:{web}", f"worker-2:{web}"},
-        "tutti-sender": {f"sender-email:{metrics}", f"sender-sms:{metrics}"},
+        "tutti-sender": {f"sender-{c}:{metrics}" for c in ("email", "sms", "ads")},
     }
 
 

@@ -21,6 +21,18 @@ class ConsoleProvider:
         self.stream = stream or sys.stdout
 
     async def send(self, action: Action) -> SendResult:
+        if action.channel == "ads":  # an audience change, not a message: nothing to render
+            from orchestrator.senders.audiences import hashed_member
+
+            member = hashed_member(action)
+            hashes = [h[:12] for k in ("email_sha256", "phone_sha256") for h in member.get(k, [])]
+            self.stream.write(
+                f"[ads] {action.action_id} {action.template_id} "
+                f"audience={action.payload.get('audience')} journey={action.journey_id} "
+                f"members={','.join(hashes) or '(none)'}\n"
+            )
+            self.stream.flush()
+            return SendResult(provider_message_id=f"console-{action.action_id}")
         message = self.renderer.render(action)
         body = message.subject if action.channel == "email" else message.short
         self.stream.write(

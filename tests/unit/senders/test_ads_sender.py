@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,7 @@ from orchestrator.senders.signing import SIGNATURE_HEADER, verify
 from tests.integration.senders.servers import WebhookServer
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+REPO_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 SECRET = "s3cret-for-tests"
 
 
@@ -213,3 +215,18 @@ def test_refusals_before_any_request() -> None:
         "invalid_action",
     ]
     assert all(isinstance(r, PermanentDeliveryError) for r in results)
+
+
+def test_the_console_provider_prints_an_audience_change_with_hashes_only() -> None:
+    import io
+
+    from orchestrator.senders.providers.console import ConsoleProvider
+    from orchestrator.senders.templates import TemplateRenderer
+
+    out = io.StringIO()
+    console = ConsoleProvider(TemplateRenderer(REPO_TEMPLATES), out)
+    asyncio.run(console.send(ads_action(3)))
+    line = out.getvalue()
+    assert "audience_remove audience=acquisition" in line
+    assert sha("buyer.3@example.com")[:12] in line
+    assert "example" not in line.lower() and "612345678" not in line
