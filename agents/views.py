@@ -20,6 +20,7 @@ from agents.faust_workarounds import actively_owned_partitions, ensure_router_me
 from agents.journey import journey_summary
 from agents.worker import TuttiWorker
 from orchestrator.engine.placements import answer, shown
+from orchestrator.engine.scores import scores_view
 from orchestrator.engine.state import CustomerState
 from orchestrator.senders.privacy import mask
 from tables.codec import state_digest
@@ -77,9 +78,12 @@ def register_views(worker: TuttiWorker) -> None:
                 )
             return view.json({"error": f"no customer {customer_id!r}"}, status=404)
         # The digest covers the whole stored state: compare it across workers and restores.
-        return view.json(
-            {**public_profile(state), **journey_summary(state), "state_digest": state_digest(state)}
-        )
+        body = {**public_profile(state), **journey_summary(state)}
+        # The published scores as of now, with what drove them (docs/scores.md).
+        rules = worker.journeys.control.rules if worker.journeys is not None else None
+        if rules is not None and rules.models:
+            body["scores"] = scores_view(rules.models, state, datetime.now(UTC))
+        return view.json({**body, "state_digest": state_digest(state)})
 
     async def local_placement(view: Any, request: Any, customer_id: str, placement: str) -> Any:
         if (busy := restoring(view)) is not None:

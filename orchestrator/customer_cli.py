@@ -203,6 +203,17 @@ def format_customer(view: Mapping[str, Any]) -> str:
             [f"{sid}  since {_when(since)}" for sid, since in sorted(segments.items())],
         )
 
+    scores = view.get("scores") or {}
+    if scores:
+        lines += _section(
+            "Scores",
+            [
+                f"{name.replace('_', ' ')} {s['value']:.2f} (model v{s['version']})"
+                + (f": {', '.join(s['reasons'])}" if s.get("reasons") else "")
+                for name, s in sorted(scores.items())
+            ],
+        )
+
     enrolments = view.get("active_enrolments") or []
     lines += _section(
         f"Journeys ({len(enrolments)} active)",

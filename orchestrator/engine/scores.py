@@ -43,6 +43,8 @@ __all__ = [
     "model_problems",
     "parse_model",
     "parse_model_file",
+    "score",
+    "scores_view",
 ]
 
 #: The scores a model can be trained for (condition fields ``score.<name>``).
@@ -327,6 +329,18 @@ def score(model: ScoreModel, state: CustomerState, now: datetime) -> Score:
         below = values[name] < model.means[i]
         reasons.append(f"{said} (below average)" if below else said)
     return Score(model.score, round(min(1.0, max(0.0, p)), 4), model.version, tuple(reasons))
+
+
+def scores_view(
+    models: Mapping[str, ScoreModel], state: CustomerState, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Every published score of one customer now, for the single-customer view: value, model
+    version and the reasons (no personal data: features only)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(models):
+        s = score(models[name], state, now)
+        out[name] = {"value": s.value, "version": s.version, "reasons": list(s.reasons)}
+    return out
 
 
 class ScoreBook:

@@ -415,3 +415,21 @@ def test_the_simulator_folds_a_model_published_mid_stream_as_the_workers_do(
         .actions[0]
         .reason.endswith("churn risk 0.94: no order for 70 days")
     )
+
+
+def test_the_customer_view_shows_each_score_and_why(churn_model: tuple[str, Any]) -> None:
+    from orchestrator.customer_cli import format_customer
+    from orchestrator.engine.scores import scores_view
+
+    model = parse_model(churn_model[0], "churn_risk.json")
+    state = contactable()
+    now = T0 + timedelta(days=100)
+    state.commerce.orders_online = 1
+    state.commerce.last_order_at = now - timedelta(days=80)
+    view = scores_view({"churn_risk": model}, state, now)
+    expected = score(model, state, now)
+    assert view == {
+        "churn_risk": {"value": expected.value, "version": 1, "reasons": list(expected.reasons)}
+    }
+    text = format_customer({"customer_id": "c1", "scores": view})
+    assert f"churn risk {expected.value:.2f} (model v1): {expected.reasons[0]}" in text

@@ -1,7 +1,7 @@
 """Predictive scores live (issue 16, part 3): a journey whose entry tests ``score.churn_risk``
 takes the same decisions in the worker (the model published on the control topic) as in the
 simulator (the model loaded from ``models/`` next to the journeys), and the action's reason
-names the score and what drove it.
+names the score and what drove it, as does the worker's single-customer view.
 
 The model is written by hand (one feature, no calibration) so the expected scores are plain
 arithmetic: days since the last order 70 -> logit 2 x (70 - 30) / 30 = 2.67 -> 0.94; 1 day ->
@@ -90,7 +90,7 @@ def test_a_condition_on_churn_risk_decides_live_as_in_the_simulator(
     (models / "churn_risk.json").write_text(json.dumps(MODEL, indent=2))
     publish_journeys(settings, [library])
     publish_models(settings, [models])
-    worker_factory(settings)
+    worker = worker_factory(settings)
     actions = Collector.actions(settings)
     run = uuid.uuid4().hex[:6]
     lapsed, recent = f"sc-lapsed-{run}", f"sc-recent-{run}"
@@ -112,3 +112,9 @@ def test_a_condition_on_churn_risk_decides_live_as_in_the_simulator(
     assert {r["customer_id"] for r in records} == {lapsed}  # the recent buyer is not at risk
     reason = records[0]["reason"]
     assert "churn risk 0.94: no order for 70 days" in reason, reason
+    # The single-customer view shows the score now, with what drove it.
+    view = worker.customer(lapsed)
+    assert view is not None
+    churn = view["scores"]["churn_risk"]
+    assert churn["version"] == 1 and churn["value"] > 0.9
+    assert churn["reasons"][0].startswith("no order for 70 days")
