@@ -90,10 +90,12 @@ def update_segments(run: Run, at: datetime | None = None, cause: str | None = No
     if not segments and not stale:
         return
     verdict = evaluate(s, segments, at, run.scores)
+    flip = verdict.next_flip
     for token in stale:
-        del s.timers[token]
-    if verdict.next_flip is not None:
-        s.timers[f"{SEGMENT_TIMER_PREFIX}{to_iso(verdict.next_flip)}"] = verdict.next_flip
+        if s.timers[token] != flip:
+            del s.timers[token]
+    if flip is not None and flip not in (s.timers.get(t) for t in stale):
+        s.timers[f"{SEGMENT_TIMER_PREFIX}{to_iso(flip)}"] = flip
     for sid in verdict.exited:
         since = s.segments.pop(sid)
         run.segments_exited.append(sid)
