@@ -214,9 +214,11 @@ def sync_segment_audiences(run: Run, erased: bool = False) -> None:
     ends with the customer in it. ``erased``: the customer left every segment because they were
     erased; they leave every audience too (no add)."""
     s = run.state
-    held = _audiences_of(run, s.segments)
     before = run.consent_at_start.get(ADS_CONSENT)
     after = s.consent.get(ADS_CONSENT)
+    if not run.segments_entered and not run.segments_exited and before == after:
+        return  # nearly every call: nothing that moves an audience happened
+    held = _audiences_of(run, s.segments)
     withdrawn = after is not None and after.status != "opted_in" and before != after
     granted = after is not None and after.status == "opted_in" and before != after
     # audience -> (segment it comes from, why)

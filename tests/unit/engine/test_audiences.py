@@ -238,3 +238,28 @@ def test_erased_customer_leaves_every_audience() -> None:
     assert d2.state is None
     assert ads_actions(d2) == [("audience_remove", "acquisition")]
     assert json.loads(d2.actions[0].destination or "{}")["email"] == ["c1@example.test"]
+
+
+def test_the_documented_examples_do_what_docs_ads_md_says() -> None:
+    from pathlib import Path
+
+    from orchestrator.engine import parse_journey_file
+    from orchestrator.engine.segments import parse_segment_file
+
+    examples = Path(__file__).resolve().parents[3] / "docs" / "examples" / "ads"
+    journey = parse_journey_file(examples / "store_purchase_audiences.yaml")
+    rules = Rules.from_journeys([journey], journey_rules().policy).with_segment(
+        parse_segment_file(examples / "prospects.yaml")
+    )
+    view = event("product_view", at(minutes=1), product={"product_id": "p1"})
+    d1 = decide(ads_consented(contactable()), view, at(minutes=1), rules)
+    assert ads_actions(d1) == [("audience_add", "acquisition")]
+    assert d1.state is not None
+    buy = event("order_placed", at(minutes=2), channel="store", order=order(store_id="s1"))
+    d2 = decide(d1.state, buy, at(minutes=2), rules)
+    # The segment's removal, and the journey's own removal and add.
+    assert sorted(ads_actions(d2)) == [
+        ("audience_add", "customers"),
+        ("audience_remove", "acquisition"),
+        ("audience_remove", "acquisition"),
+    ]
