@@ -40,7 +40,6 @@ __all__ = [
     "ScoreBook",
     "ScoreModel",
     "feature_values",
-    "model_problems",
     "parse_model",
     "parse_model_file",
     "score",
@@ -385,7 +384,7 @@ def _number(node: YNode | None, where: YNode, name: str, problems: list[Problem]
         x = float(node.text) if node.is_scalar else math.nan
     except ValueError:
         x = math.nan
-    if not math.isfinite(x) or node.text.lower() in ("true", "false"):
+    if not math.isfinite(x):
         problems.append(node.problem("a finite number"))
         return 0.0
     return x
@@ -398,14 +397,6 @@ def _numbers(node: YNode | None, where: YNode, name: str, problems: list[Problem
         )
         return []
     return [_number(e, where, name, problems) for e in node.elements()]
-
-
-def model_problems(text: str, source: str) -> list[Problem]:
-    try:
-        parse_model(text, source)
-    except ModelError as exc:
-        return exc.problems
-    return []
 
 
 def parse_model(text: str, source: str) -> ScoreModel:

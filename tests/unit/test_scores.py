@@ -433,3 +433,33 @@ def test_the_customer_view_shows_each_score_and_why(churn_model: tuple[str, Any]
     }
     text = format_customer({"customer_id": "c1", "scores": view})
     assert f"churn risk {expected.value:.2f} (model v1): {expected.reasons[0]}" in text
+
+
+def test_a_segment_can_be_defined_on_a_score(churn_model: tuple[str, Any]) -> None:
+    """Usable in segments: the same field, resolved by the call's ScoreBook."""
+    from orchestrator.engine.segments import evaluate, parse_segment
+
+    seg = parse_segment(
+        "id: likely_to_churn\nversion: 1\nname: Likely to churn\n"
+        "rule: {field: score.churn_risk, op: gte, value: 0.5}\n",
+        "likely_to_churn.yaml",
+    )
+    model = parse_model(churn_model[0], "churn_risk.json")
+    now = T0 + timedelta(days=200)
+    lapsed = contactable()
+    lapsed.commerce.orders_online = 1
+    lapsed.commerce.last_order_at = now - timedelta(days=120)
+    lapsed.last_activity_at = now - timedelta(days=120)
+    fresh = contactable()
+    fresh.first_seen_at = now - timedelta(days=180)
+    fresh.commerce.orders_online = 4
+    fresh.commerce.revenue_minor = 24000
+    fresh.commerce.last_order_at = now - timedelta(days=1)
+    fresh.last_activity_at = now - timedelta(hours=2)
+    fresh.engagement["email"] = ChannelEngagement(delivered=10, opens=8)
+    book = ScoreBook({"churn_risk": model}, now)
+    assert evaluate(lapsed, [seg], now, book).entered == ("likely_to_churn",)
+    book = ScoreBook({"churn_risk": model}, now)
+    assert evaluate(fresh, [seg], now, book).entered == ()
+    # No model: the field is missing, nobody is in.
+    assert evaluate(lapsed, [seg], now, ScoreBook({}, now)).entered == ()
