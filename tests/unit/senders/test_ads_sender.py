@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +232,52 @@ def test_the_console_provider_prints_an_audience_change_with_hashes_only() -> No
     assert "audience_remove audience=acquisition" in line
     assert sha("buyer.3@example.com")[:12] in line
     assert "example" not in line.lower() and "612345678" not in line
+
+
+def test_through_the_processor_a_failed_batch_is_retried_and_every_action_gets_a_receipt() -> None:
+    import random
+
+    from prometheus_client import CollectorRegistry
+
+    from orchestrator.senders.dedupe import InMemoryDedupeStore
+    from orchestrator.senders.metrics import SenderMetrics
+    from orchestrator.senders.processor import ActionProcessor, RecordRef
+    from orchestrator.senders.retry import RetryPolicy
+
+    now = datetime.now(UTC)
+    actions = [
+        replace(ads_action(i), created_at=now, not_before=now, expires_at=now + timedelta(days=1))
+        for i in range(4)
+    ]
+    first = batch_body("acquisition", "remove", [hashed_member(a) for a in actions])["batch_id"]
+
+    async def run(url: str) -> list[Any]:
+        p = provider(url, linger_s=0.02)
+        processor = ActionProcessor(
+            "ads",
+            p,
+            InMemoryDedupeStore(retention_ms=3600_000),
+            SenderMetrics(CollectorRegistry()),
+            retry=RetryPolicy(max_attempts=3, initial_ms=50, max_ms=200),
+            rng=random.Random(1),
+        )
+        try:
+            return await asyncio.gather(
+                *(
+                    processor.handle(a, RecordRef("actions.ads", 0, i))
+                    for i, a in enumerate(actions)
+                )
+            )
+        finally:
+            await p.aclose()
+
+    with WebhookServer() as server:
+        server.state.script[first] = [500]  # the first batch fails once, as a whole
+        receipts = asyncio.run(run(server.url))
+        keys = [r.headers["Idempotency-Key"] for r in server.requests]
+        accepted = {m["action_id"] for r in server.requests[1:] for m in r.json["members"]}
+    assert keys[0] == first and len(keys) >= 2
+    assert accepted == {a.action_id for a in actions}  # every member got through on a retry
+    assert [r.status for r in receipts] == ["sent"] * 4
+    assert all(r.attempts == 2 for r in receipts)
+    assert all((r.provider_message_id or "").startswith("batch:") for r in receipts)
