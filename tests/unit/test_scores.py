@@ -309,10 +309,14 @@ def test_tutti_model_train_writes_versioned_files_and_refuses_a_tiny_history(
     big.write_text("\n".join(json.dumps(d) for d in dicts))
     out = tmp_path / "models"
     runner = CliRunner()
-    result = runner.invoke(model, ["train", "--events", str(big), "--out", str(out)])
+    result = runner.invoke(
+        model, ["train", "--events", str(big), "--out", str(out), "--score", "churn_risk"]
+    )
     assert result.exit_code == 0, result.output
     assert "churn_risk v1:" in result.output and "held-out AUC" in result.output
-    again = runner.invoke(model, ["train", "--events", str(big), "--out", str(out)])
+    again = runner.invoke(
+        model, ["train", "--events", str(big), "--out", str(out), "--score", "churn_risk"]
+    )
     assert "churn_risk v2:" in again.output
     assert parse_model_file(out / "churn_risk.json").version == 2
     shown = runner.invoke(model, ["show", str(out / "churn_risk.json")])
