@@ -9,7 +9,8 @@ that records what it receives. The documented example segment ``docs/examples/ad
 Two customers browse: one gave ads consent, one did not. Only the first is added. Then both buy
 in a store: both are removed (removal needs no consent), with their e-mails normalised and
 SHA-256 hashed as ad platforms match them. The time from producing the store order to the
-webhook receiving the removal is printed (docs/ads.md quotes it).
+webhook receiving the removal is printed (docs/ads.md quotes it). The simulator, given the same
+inputs, decides the same three audience changes, with the same action ids.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,10 @@ from click.testing import CliRunner
 
 from orchestrator.config import Settings
 from orchestrator.control import publish_journeys
-from orchestrator.demo import produce_events
+from orchestrator.engine import load_rules
 from orchestrator.segments_cli import segments as segments_cli
 from orchestrator.senders.signing import SIGNATURE_HEADER, verify
+from orchestrator.simulator import simulate
 from orchestrator.topics import Topics
 from tests.integration.worker.conftest import (  # the worker suite's real-process harness
     WorkerProcess,
@@ -38,7 +41,14 @@ from tests.integration.worker.conftest import (  # the worker suite's real-proce
     worker_factory,  # noqa: F401  (fixture)
 )
 from tests.integration.worker.fast_journeys import write_fast_library
-from tests.integration.worker.journey_helpers import Collector, event, product
+from tests.integration.worker.journey_helpers import (
+    Collector,
+    Script,
+    event,
+    live_sends,
+    play,
+    product,
+)
 
 from .servers import WebhookServer
 
@@ -138,6 +148,7 @@ def test_a_store_order_removes_the_buyer_from_the_acquisition_audience(
     assert published.exit_code == 0 and "prospects v1" in published.output, published.output
     worker = worker_factory(settings)
     receipts = Collector(settings, [Topics(settings.topics).delivery_feedback], "DeliveryReceipt")
+    actions = Collector.actions(settings)
 
     with WebhookServer() as server:
         log = tmp_path / "ads-sender.log"
@@ -154,7 +165,8 @@ def test_a_store_order_removes_the_buyer_from_the_acquisition_audience(
             stderr=subprocess.STDOUT,
         )
         try:
-            produce_events(settings, _browser("ads-yes", True) + _browser("ads-no", False))
+            browsing = Script().at(0, *_browser("ads-yes", True), *_browser("ads-no", False))
+            _, inputs = play(settings, browsing)
             yes, no = sha(NORMALISED["ads-yes"]), sha(NORMALISED["ads-no"])
             _wait("the consented browser's audience_add", lambda: yes in _members(server, "add"))
             # The other browser entered the segment at the same moment; give their (refused)
@@ -167,7 +179,9 @@ def test_a_store_order_removes_the_buyer_from_the_acquisition_audience(
             time.sleep(1.0)
 
             ordered_at = time.time()
-            produce_events(settings, [_store_order("ads-yes"), _store_order("ads-no")])
+            _, orders = play(
+                settings, Script().at(0, _store_order("ads-yes"), _store_order("ads-no"))
+            )
             removed = _wait(
                 "both buyers' audience_remove",
                 lambda: (m := _members(server, "remove")).keys() >= {yes, no} and m,
@@ -194,10 +208,22 @@ def test_a_store_order_removes_the_buyer_from_the_acquisition_audience(
             sent = [r for r in ads if r["channel"] == "ads"]
             assert {r["status"] for r in sent} == {"sent"}
             assert {r["customer_id"] for r in sent} == {"ads-yes", "ads-no"}
+
+            # The simulator, given the same inputs, decides the same audience changes (ids too).
+            live = actions.quiet_for(1.0)
+            rules = load_rules(library, segments_dir=segments)
+            result = simulate(rules, inputs + orders, until=datetime.now(UTC))
+            simulated = {
+                (t.customer_id, t.journey_id, t.step_id, t.channel, t.template_id, t.action_id)  # type: ignore[misc]
+                for t in result.actions()
+            }
+            assert live_sends(live) == simulated
+            assert len(simulated) == 3
         finally:
             sender.terminate()
             code = sender.wait(30)
             receipts.close()
+            actions.close()
         output = log.read_text()
         assert code == 0, output[-2000:]
         assert "example.test" not in output.lower()  # the sender never logged an address
