@@ -31,11 +31,32 @@ fi
 bash scripts/promtool.sh
 bash scripts/chromium.sh
 
-echo "== pytest"
-"$VENV/bin/pytest" "$@"
-rc=$?
-if [ "$rc" = 5 ]; then
+no_tests() {
   echo "pytest collected no tests: that is a broken test selection, not a pass" >&2
   exit 1
+}
+
+if [ "$#" -gt 0 ]; then  # a selection of the caller's (make test ARGS=...): as given
+  echo "== pytest $*"
+  "$VENV/bin/pytest" "$@"
+  rc=$?
+  [ "$rc" = 5 ] && no_tests
+  exit "$rc"
 fi
+
+# Every test uses its own topics and processes, and most of a live test's time is waiting on
+# wall-clock windows and timers, so they run in TUTTI_TEST_JOBS processes (a file's tests stay
+# together, sharing its fixtures). The tests that stop or freeze the shared broker or registry
+# (marker `exclusive`) run after, alone.
+JOBS=${TUTTI_TEST_JOBS:-3}
+DEFAULT="not slow and not reliability"
+echo "== pytest, $JOBS processes: every test but the exclusive ones"
+"$VENV/bin/pytest" -n "$JOBS" --dist loadfile -m "$DEFAULT and not exclusive"
+rc=$?
+[ "$rc" = 5 ] && no_tests
+echo "== pytest, alone: the tests that stop or freeze the broker or the registry"
+"$VENV/bin/pytest" -m "$DEFAULT and exclusive"
+rc2=$?
+[ "$rc2" = 5 ] && no_tests
+[ "$rc" = 0 ] && rc=$rc2
 exit "$rc"

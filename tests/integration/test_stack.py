@@ -13,7 +13,9 @@ from orchestrator.errors import StackError
 from orchestrator.kafka import cluster_metadata
 from orchestrator.stack import LocalStack
 
-pytestmark = pytest.mark.kafka
+# exclusive: two JVM starts take both CPUs for seconds; timing-bound tests next to it would
+# measure the machine, not Tutti.
+pytestmark = [pytest.mark.kafka, pytest.mark.exclusive]
 
 
 def _free_port() -> int:

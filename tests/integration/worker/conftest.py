@@ -57,7 +57,7 @@ class WorkerProcess:
         return body if status == 200 else None
 
     def wait_for(
-        self, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition"
+        self, predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition"
     ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

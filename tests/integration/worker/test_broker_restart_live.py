@@ -32,7 +32,8 @@ from tests.integration.senders.test_sender_process import _actions, _env, _start
 from .conftest import WorkerProcess
 from .journey_helpers import Collector, contact, event, product, publish_fast
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+# exclusive: it stops the shared broker, so `make test` runs it alone, after the parallel part.
+pytestmark = [pytest.mark.kafka, pytest.mark.exclusive, pytest.mark.timeout(300)]
 
 DOWN_S = float(os.environ.get("TUTTI_RELIABILITY_BROKER_DOWN_S", "3"))
 CARTS = 10

@@ -31,7 +31,8 @@ from .conftest import WorkerProcess
 from .journey_helpers import Collector, contact, event, product, publish_fast
 from .test_metrics_live import sample, scrape
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+# exclusive: it freezes the shared registry, so `make test` runs it alone, after the parallel part.
+pytestmark = [pytest.mark.kafka, pytest.mark.exclusive, pytest.mark.timeout(240)]
 
 OUTAGE_S = float(os.environ.get("TUTTI_RELIABILITY_REGISTRY_OUTAGE_S", "9"))
 CUSTOMERS = 10
