@@ -236,15 +236,17 @@ class ConsentFollower:
             log.error("consent follower failed", extra={"error": self.error[:300]})
 
     def _assign(self) -> set[int]:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
         meta = self.consumer.list_topics(self.topic, timeout=30)
         info = meta.topics.get(self.topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise SenderError(
-                f"topic {self.topic} not found ({info.error if info else 'no metadata'}): "
-                "run `tutti topics create`"
-            )
+        missing = info is None or not info.partitions
+        if info is not None and info.error is not None:
+            if info.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaException(info.error)  # e.g. no leader yet: tried again
+            missing = True
+        if missing:
+            raise SenderError(f"topic {self.topic} not found: run `tutti topics create`")
         parts = sorted(info.partitions)
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         # The end as it is now: reached once each partition is read up to it.
@@ -258,9 +260,16 @@ class ConsentFollower:
         return set(self._ends)
 
     def _follow(self) -> None:
-        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaError, KafkaException
 
-        pending = self._assign()
+        while True:
+            try:
+                pending = self._assign()
+                break
+            except KafkaException as exc:  # the broker unreachable at start: waited out
+                log.warning("consent topic not readable yet, retrying", extra={"error": str(exc)})
+                if self._stopping.wait(1.0):
+                    return
         if not pending:
             self.caught_up.set()
         last_prune = time.monotonic()

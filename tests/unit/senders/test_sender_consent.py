@@ -300,3 +300,46 @@ def test_a_stop_while_the_consent_topic_is_read_stops_the_sender_before_any_send
 
     asyncio.run(run_then_stop())
     assert reader.started and subscribed == []  # the actions topic was never even read
+
+
+class BrokerAwayAtFirst:
+    """A consumer whose broker answers only from the second metadata request on; the consent
+    topic is empty."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.assigned: list[object] = []
+
+    def list_topics(self, topic: str, timeout: float) -> object:
+        from types import SimpleNamespace
+
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.requests += 1
+        if self.requests == 1:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions={0: None})})
+
+    def assign(self, partitions: list[object]) -> None:
+        self.assigned = partitions
+
+    def get_watermark_offsets(self, partition: object, timeout: float) -> tuple[int, int]:
+        return 0, 0
+
+    def consume(self, n: int, timeout: float) -> list[object]:
+        return []
+
+
+def test_a_broker_away_at_start_is_waited_out(
+    ledger: ConsentLedger, metrics: SenderMetrics
+) -> None:
+    from orchestrator.senders.consent import ConsentFollower
+
+    consumer = BrokerAwayAtFirst()
+    follower = ConsentFollower(consumer, "tutti.consent", ledger, metrics, poll_timeout_s=0.01)
+    follower.start()
+    try:
+        asyncio.run(asyncio.wait_for(follower.wait_caught_up(), 5))
+    finally:
+        follower.stop()
+    assert consumer.requests == 2 and len(consumer.assigned) == 1 and follower.error is None
