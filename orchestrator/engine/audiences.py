@@ -62,6 +62,7 @@ AUDIENCE_OPS: Final = {"add": AUDIENCE_ADD, "remove": AUDIENCE_REMOVE}
 #: Contact points of each kind sent at most (the newest): enough to match, bounded.
 _MAX_PER_KIND = 3
 _KINDS = ("email", "phone")
+_SEGMENT_CHANGES = ("segment_entered", "segment_exited")
 
 
 def contact_points(state: CustomerState) -> str | None:
@@ -197,6 +198,18 @@ def audience_step(run: Run, enr: Enrollment, journey: Journey, step: AudienceSte
         run.outcome(enr, journey, "suppressed", step_id=step.id, action_id=action_id)
 
 
+def _cause(run: Run, segment_id: str) -> str:
+    """What the change is named after, the same live and simulated: the segment change's own
+    outcome id (itself named after the event, receipt or flip instant that caused it, see
+    engine/membership.py), else the event (a consent change), else the instant."""
+    journey_id = f"segment:{segment_id}"
+    for outcome in reversed(run.outcomes):
+        # membership.py's outcome kinds (not imported: membership imports the interpreter)
+        if outcome.journey_id == journey_id and outcome.kind in _SEGMENT_CHANGES:
+            return outcome.outcome_id
+    return run.event.event_id if run.event is not None else to_iso(run.now)
+
+
 def _audiences_of(run: Run, segment_ids: Iterable[str]) -> dict[str, str]:
     """audience -> the first segment (by id) of ``segment_ids`` that lists it."""
     out: dict[str, str] = {}
@@ -237,8 +250,6 @@ def sync_segment_audiences(run: Run, erased: bool = False) -> None:
         if granted:
             for audience, sid in held.items():
                 additions.setdefault(audience, (sid, f"{ADS_CONSENT} consent given"))
-    # Named after the event that caused them (the same ids live and simulated), else the instant.
-    cause = run.event.event_id if run.event is not None else to_iso(run.now)
     for op, changes in ((AUDIENCE_REMOVE, removals), (AUDIENCE_ADD, additions)):
         for audience, (sid, why) in sorted(changes.items()):
             seg = run.rules.segment(sid)
@@ -249,6 +260,6 @@ def sync_segment_audiences(run: Run, erased: bool = False) -> None:
                 journey_id=f"segment:{sid}",
                 journey_version=seg.version if seg is not None else 0,
                 step_id="audiences",
-                action_id=stable_id(run.cid, "audience", audience, op, cause, why),
+                action_id=stable_id(run.cid, "audience", audience, op, _cause(run, sid), why),
                 why=why,
             )

@@ -263,3 +263,17 @@ def test_the_documented_examples_do_what_docs_ads_md_says() -> None:
         ("audience_remove", "acquisition"),
         ("audience_remove", "acquisition"),
     ]
+
+
+def test_a_time_flip_names_its_removal_the_same_however_late_the_wake_up() -> None:
+    recent = PROSPECTS.replace("views_last_7d", "views_last_1d")
+    rules = journey_rules().with_segment(parse_segment(recent, "s.yaml"))
+    view = event("product_view", at(minutes=1), product={"product_id": "p1"})
+    d1 = decide(ads_consented(contactable()), view, at(minutes=1), rules)
+    assert ads_actions(d1) == [("audience_add", "acquisition")] and d1.state is not None
+    [flip] = [w for w in d1.wakeups if w.token.startswith("segment:")]
+    on_time = decide(d1.state, flip, flip.due_at, rules)
+    late = decide(d1.state, flip, flip.due_at + timedelta(seconds=7), rules)
+    assert ads_actions(on_time) == ads_actions(late) == [("audience_remove", "acquisition")]
+    # The worker's late timer and the simulator's exact clock make the same action.
+    assert on_time.actions[0].action_id == late.actions[0].action_id
