@@ -14,7 +14,9 @@ Request (docs/ads.md): a signed JSON ``POST`` (orchestrator.senders.signing)::
 
 with ``Idempotency-Key: <batch_id>``. The batch id is a hash of the op, the audience and the
 members' action ids: the same batch sent again carries the same key. Answers are read as for
-every webhook (orchestrator.senders.providers.webhook.raise_for_status).
+every webhook (orchestrator.senders.providers.webhook.raise_for_status); a 2xx may name members
+the platform refused (``{"rejected": [{"action_id": ..., "reason": ...}]}``): those actions fail
+for good (``member_rejected``), the others are sent.
 
 Identifiers are normalised and hashed here, the way ad platforms match them (Google Ads
 Customer Match, Meta custom audiences): an e-mail is trimmed and lower-cased, a phone is put in
@@ -129,6 +131,21 @@ def batch_body(audience: str, op: str, members: list[dict[str, Any]]) -> dict[st
     return {"audience": audience, "op": op, "batch_id": batch_id, "members": members}
 
 
+def _rejected(response: httpx.Response) -> dict[str, str]:
+    """Members a 2xx answer says were refused: ``{"rejected": [{"action_id": "...", "reason":
+    "..."}]}`` (optional) -> action id -> reason (cut short)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    items = data.get("rejected") if isinstance(data, dict) else None
+    out: dict[str, str] = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("action_id"), str):
+            out[item["action_id"]] = str(item.get("reason") or "rejected")[:100]
+    return out
+
+
 class AdsConsentLedger(ConsentLedger):
     """The consent check before each call, except for removals: taking a customer out of an
     audience is never held back (it is what a withdrawal asks for)."""
@@ -230,7 +247,7 @@ class AudienceWebhookProvider:
     async def _post(self, batch: AudienceBatch) -> None:
         futures = [f for _, f in batch.members]
         try:
-            result = await self._request(batch)
+            result, rejected = await self._request(batch)
         except asyncio.CancelledError:
             for f in futures:
                 f.cancel()
@@ -240,11 +257,16 @@ class AudienceWebhookProvider:
                 if not f.done():
                     f.set_exception(exc)
             return
-        for f in futures:
-            if not f.done():
+        for member, f in batch.members:
+            if f.done():
+                continue
+            reason = rejected.get(member["action_id"])
+            if reason is None:
                 f.set_result(result)
+            else:  # the platform refused this member alone: it fails, the others are sent
+                f.set_exception(PermanentDeliveryError("member_rejected", reason))
 
-    async def _request(self, batch: AudienceBatch) -> SendResult:
+    async def _request(self, batch: AudienceBatch) -> tuple[SendResult, dict[str, str]]:
         body = batch_body(batch.audience, batch.op, [m for m, _ in batch.members])
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         headers = {
@@ -267,7 +289,7 @@ class AudienceWebhookProvider:
         raise_for_status(response, None)
         self.requests += 1
         self.members_sent += len(batch.members)
-        return SendResult(provider_message_id=f"batch:{body['batch_id']}")
+        return SendResult(provider_message_id=f"batch:{body['batch_id']}"), _rejected(response)
 
     async def aclose(self) -> None:
         for key in list(self._open):

@@ -281,3 +281,34 @@ def test_through_the_processor_a_failed_batch_is_retried_and_every_action_gets_a
     assert [r.status for r in receipts] == ["sent"] * 4
     assert all(r.attempts == 2 for r in receipts)
     assert all((r.provider_message_id or "").startswith("batch:") for r in receipts)
+
+
+def test_members_the_platform_refuses_fail_alone() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Bridge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            refused = [{"action_id": body["members"][1]["action_id"], "reason": "bad hash"}]
+            answer = json.dumps({"rejected": refused}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Bridge)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/audiences"
+        results = asyncio.run(_send_all(provider(url), [ads_action(i) for i in range(3)]))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert isinstance(results[1], PermanentDeliveryError) and results[1].code == "member_rejected"
+    assert [getattr(r, "provider_message_id", "")[:6] for r in (results[0], results[2])] == [
+        "batch:"
+    ] * 2
