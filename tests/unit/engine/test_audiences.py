@@ -277,3 +277,35 @@ def test_a_time_flip_names_its_removal_the_same_however_late_the_wake_up() -> No
     assert ads_actions(on_time) == ads_actions(late) == [("audience_remove", "acquisition")]
     # The worker's late timer and the simulator's exact clock make the same action.
     assert on_time.actions[0].action_id == late.actions[0].action_id
+
+
+def test_a_paused_journey_refuses_the_add_of_an_enrolment_already_in_it() -> None:
+    text = """\
+id: retarget
+version: 1
+name: Retarget browsers
+category: marketing
+entry: {event: product_view}
+steps:
+  - id: later
+    wait: 1h
+  - id: in_retargeting
+    audience: {add: retargeting}
+  - id: out_of_acquisition
+    audience: {remove: acquisition}
+"""
+    rules = journey_rules(text)
+    view = event("product_view", T0, product={"product_id": "p1"})
+    d1 = decide(ads_consented(contactable()), view, T0, rules)
+    assert d1.state is not None and ads_actions(d1) == []
+    [wake] = d1.wakeups
+    paused = Rules.from_journeys(
+        rules.latest(), replace(rules.policy, paused_journeys=frozenset({"retarget"}))
+    )
+    d2 = decide(d1.state, wake, wake.due_at, paused)
+    assert ads_actions(d2) == [("audience_remove", "acquisition")]
+    assert [e.code for e in d2.explanations if e.kind == "suppressed"] == ["journey_paused"]
+    assert ads_actions(decide(d1.state, wake, wake.due_at, rules)) == [
+        ("audience_add", "retargeting"),
+        ("audience_remove", "acquisition"),
+    ]
