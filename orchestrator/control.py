@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -94,65 +95,62 @@ class ControlPlane:
                 self.policy = parse_policy(doc["text"], doc.get("source", POLICY_FILE))
             elif key.startswith(SEGMENT_KEY_PREFIX):
                 seg = parse_segment(doc["text"], doc.get("source", key))
-                held_seg = self.segments.get(seg.id, {}).get(seg.version)
-                if held_seg is not None:
-                    if held_seg.text != seg.text:
-                        self.problems.append(
-                            f"control.journeys record {key!r} ignored: segment {seg.key} is "
-                            "already published with different content; the first is kept"
-                        )
-                    return False
-                self.segments.setdefault(seg.id, {})[seg.version] = seg
-                self.published[SEGMENT_KEY_PREFIX + seg.key] = PublishedJourney(
-                    seg.id,
-                    seg.version,
-                    doc.get("source", ""),
-                    doc.get("published_at", ""),
-                    doc.get("published_by", ""),
+                return self._keep_version(
+                    key, doc, self.segments, seg.id, seg.version, seg, SEGMENT_KEY_PREFIX + seg.key
                 )
             elif key.startswith(MODEL_KEY_PREFIX):
                 model = parse_model(doc["text"], doc.get("source", key))
-                held = self.models.get(model.score, {}).get(model.version)
-                if held is not None:
-                    if held.text != model.text:
-                        self.problems.append(
-                            f"control.journeys record {key!r} ignored: model {model.key} is "
-                            "already published with different content; the first is kept"
-                        )
-                    return False
-                self.models.setdefault(model.score, {})[model.version] = model
-                self.published[MODEL_KEY_PREFIX + model.key] = PublishedJourney(
+                return self._keep_version(
+                    key,
+                    doc,
+                    self.models,
                     model.score,
                     model.version,
-                    doc.get("source", ""),
-                    doc.get("published_at", ""),
-                    doc.get("published_by", ""),
+                    model,
+                    MODEL_KEY_PREFIX + model.key,
                 )
             else:
                 journey = parse_journey(doc["text"], doc.get("source", key))
-                existing = self.journeys.get(journey.id, {}).get(journey.version)
-                if existing is not None:
-                    if existing.text != journey.text:
-                        # A published version is immutable: enrolments in flight rely on it,
-                        # and every worker must agree on it, so the first publication wins.
-                        self.problems.append(
-                            f"control.journeys record {key!r} ignored: journey {journey.id!r} "
-                            f"version {journey.version} is already published with different "
-                            "content; the first publication is kept (publish the change as a "
-                            "new version)"
-                        )
-                    return False
-                self.journeys.setdefault(journey.id, {})[journey.version] = journey
-                self.published[journey.key] = PublishedJourney(
-                    journey.id,
-                    journey.version,
-                    doc.get("source", ""),
-                    doc.get("published_at", ""),
-                    doc.get("published_by", ""),
+                return self._keep_version(
+                    key, doc, self.journeys, journey.id, journey.version, journey, journey.key
                 )
         except (ValueError, KeyError, JourneyError, ModelError) as exc:
             self.problems.append(f"control.journeys record {key!r} ignored: {exc}")
             return False
+        self._rebuild()
+        return True
+
+    def _keep_version(
+        self,
+        key: str,
+        doc: dict[str, Any],
+        held: dict[str, dict[int, Any]],
+        item_id: str,
+        version: int,
+        item: Any,
+        published_key: str,
+    ) -> bool:
+        """Keep one published version of a journey, segment or score model (``item``, with the
+        ``text`` it was parsed from) in ``held``. A published version is immutable: enrolments
+        in flight rely on it and every worker must agree on it, so the first publication wins
+        and a different text under the same version is a problem, not an update."""
+        existing = held.get(item_id, {}).get(version)
+        if existing is not None:
+            if existing.text != item.text:
+                self.problems.append(
+                    f"control.journeys record {key!r} ignored: {item_id!r} version {version} is "
+                    "already published with different content; the first publication is kept "
+                    "(publish the change as a new version)"
+                )
+            return False
+        held.setdefault(item_id, {})[version] = item
+        self.published[published_key] = PublishedJourney(
+            item_id,
+            version,
+            doc.get("source", ""),
+            doc.get("published_at", ""),
+            doc.get("published_by", ""),
+        )
         self._rebuild()
         return True
 

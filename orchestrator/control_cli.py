@@ -3,6 +3,7 @@ every worker within seconds and without a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from orchestrator.engine.errors import JourneyError
 from orchestrator.ops_cli import config_option, settings_from
 from orchestrator.vocabulary import ACTION_CHANNELS
 
-__all__ = ["audit", "control", "journeys_list", "journeys_publish"]
+__all__ = ["audit", "control", "journeys_list", "journeys_publish", "publish_and_audit"]
 
 
 @click.command("publish")
@@ -22,19 +23,36 @@ __all__ = ["audit", "control", "journeys_list", "journeys_publish"]
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def journeys_publish(config_path: Path | None, paths: tuple[Path, ...]) -> None:
     """Validate and publish journey files (and policy.yaml) to every worker."""
+    publish_and_audit(config_path, paths, publish_journeys, lambda j: (j.id, j.version, j.source))
+
+
+def publish_and_audit(
+    config_path: Path | None,
+    paths: tuple[Path, ...],
+    publish: Callable[..., list[tuple[Any, str]]],
+    describe: Callable[[Any], tuple[str, int, str]],
+) -> None:
+    """What `tutti journeys|segments|model publish` do: ``publish`` (control.publish_journeys,
+    publish_segments, publish_models) the files, print one line per definition (``describe``:
+    its id, version and source file), and write the audit line: refused with the reason, or
+    what was published."""
     settings = settings_from(config_path)
     who = operator(settings)
     what = " ".join(str(p) for p in paths)
     try:
-        results = publish_journeys(settings, paths, published_by=who)
+        results = publish(settings, paths, published_by=who)
     except JourneyError as exc:
         write_audit(settings, audit_record("refused", "publish", what, str(exc), who=who))
         raise
-    for journey, status in results:
-        click.echo(f"{status:<10} {journey.id} v{journey.version}  ({journey.source})")
-    n = sum(status == "published" for _, status in results)
-    versions = ", ".join(f"{j.id} v{j.version}" for j, status in results if status == "published")
-    outcome = f"{n} published, {len(results) - n} unchanged" + (f": {versions}" if n else "")
+    published = []
+    for item, status in results:
+        item_id, version, source = describe(item)
+        click.echo(f"{status:<10} {item_id} v{version}  ({source})")
+        if status == "published":
+            published.append(f"{item_id} v{version}")
+    outcome = f"{len(published)} published, {len(results) - len(published)} unchanged" + (
+        f": {', '.join(published)}" if published else ""
+    )
     write_audit(settings, audit_record("issued", "publish", what, outcome, who=who))
     click.echo(f"\n{outcome}; workers pick them up within seconds")
 

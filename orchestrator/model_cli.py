@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from orchestrator.engine.errors import JourneyError
 from orchestrator.engine.scores import FEATURES, SCORES, ScoreModel, parse_model_file
 from orchestrator.engine.timeutil import parse_duration, to_datetime, to_iso
 from orchestrator.ops_cli import config_option, settings_from
@@ -141,24 +140,10 @@ def train(
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def publish(config_path: Path | None, paths: tuple[Path, ...]) -> None:
     """Validate model files and publish them to every worker (control.journeys)."""
-    from orchestrator.audit import audit_record, write_audit
     from orchestrator.control import publish_models
-    from orchestrator.control_cli import operator
+    from orchestrator.control_cli import publish_and_audit
 
-    settings = settings_from(config_path)
-    who = operator(settings)
-    what = " ".join(str(p) for p in paths)
-    try:
-        results = publish_models(settings, paths, published_by=who)
-    except JourneyError as exc:
-        write_audit(settings, audit_record("refused", "publish", what, str(exc), who=who))
-        raise
-    for m, status in results:
-        click.echo(f"{status:<10} {m.score} v{m.version}  ({m.source})")
-    n = sum(status == "published" for _, status in results)
-    outcome = f"{n} model(s) published, {len(results) - n} unchanged"
-    write_audit(settings, audit_record("issued", "publish", what, outcome, who=who))
-    click.echo(f"\n{outcome}; workers pick them up within seconds")
+    publish_and_audit(config_path, paths, publish_models, lambda m: (m.score, m.version, m.source))
 
 
 @model.command("list")

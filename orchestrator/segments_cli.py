@@ -13,13 +13,13 @@ from pathlib import Path
 
 import click
 
-from orchestrator.audit import audit_record, operator, write_audit
 from orchestrator.control import (
     SEGMENT_KEY_PREFIX,
     publish_segments,
     read_control_plane,
     segment_publication,
 )
+from orchestrator.control_cli import publish_and_audit
 from orchestrator.engine.errors import JourneyError
 from orchestrator.ops_cli import config_option, settings_from
 
@@ -54,21 +54,7 @@ def validate(paths: tuple[Path, ...], config_path: Path | None) -> None:
 def publish(config_path: Path | None, paths: tuple[Path, ...]) -> None:
     """Validate and publish segment files to every worker (a new version of a segment takes
     over from the older one; a published version cannot change)."""
-    settings = settings_from(config_path)
-    who = operator(settings)
-    what = " ".join(str(p) for p in paths)
-    try:
-        results = publish_segments(settings, paths, published_by=who)
-    except JourneyError as exc:
-        write_audit(settings, audit_record("refused", "publish", what, str(exc), who=who))
-        raise
-    for seg, status in results:
-        click.echo(f"{status:<10} {seg.id} v{seg.version}  ({seg.source})")
-    n = sum(status == "published" for _, status in results)
-    versions = ", ".join(f"{s.id} v{s.version}" for s, status in results if status == "published")
-    outcome = f"{n} published, {len(results) - n} unchanged" + (f": {versions}" if n else "")
-    write_audit(settings, audit_record("issued", "publish", what, outcome, who=who))
-    click.echo(f"\n{outcome}; workers pick them up within seconds")
+    publish_and_audit(config_path, paths, publish_segments, lambda s: (s.id, s.version, s.source))
 
 
 @segments.command("list")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the whole local loop. Brings up Kafka + the registry, creates topics, registers the
-# schemas, publishes the journey library, then runs the worker, console senders and demo traffic
-# in the background and shows actions, suppressions and exits as they happen. Ctrl-C stops
+# schemas, publishes the journey library and the segments, then runs the worker, console senders
+# and demo traffic in the background and shows actions, suppressions and exits as they happen. Ctrl-C stops
 # everything this script started (the stack keeps running: `make stack-down` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ export TUTTI_WORKER_API_TOKEN=${TUTTI_WORKER_API_TOKEN:-demo-token}
 "$TUTTI" topics create
 "$TUTTI" schemas register
 "$TUTTI" journeys publish journeys/
+"$TUTTI" segments publish segments/   # live sizes: tutti segments size (docs/segments.md)
 
 mkdir -p "$LOGS"
 pids=()

@@ -181,15 +181,20 @@ def start_floor(
     return Process(popen, port, here, log), started
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The worker's Prometheus metrics, summed over labels: {name: value}. Empty when the web
-    server does not answer yet."""
+def _metrics_text(port: int) -> str:
+    """The worker's ``/metrics`` page; empty when its web server does not answer (yet)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
     request.add_header("Authorization", f"Bearer {TOKEN}")
     try:
-        text = urllib.request.urlopen(request, timeout=2).read().decode()
+        return str(urllib.request.urlopen(request, timeout=2).read().decode())
     except (OSError, urllib.error.HTTPError):
-        return {}
+        return ""
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's Prometheus metrics, summed over labels: {name: value}. Empty when the web
+    server does not answer yet."""
+    text = _metrics_text(port)
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -206,12 +211,7 @@ def scrape(port: int) -> dict[str, float]:
 def scrape_histogram(port: int, name: str) -> dict[float, float]:
     """One histogram of the worker's metrics, summed over its other labels: {upper bound:
     cumulative count} (``+Inf`` as ``math.inf``). Empty when the web server does not answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-    request.add_header("Authorization", f"Bearer {TOKEN}")
-    try:
-        text = urllib.request.urlopen(request, timeout=2).read().decode()
-    except (OSError, urllib.error.HTTPError):
-        return {}
+    text = _metrics_text(port)
     out: dict[float, float] = {}
     for match in re.finditer(rf'^{name}_bucket{{[^}}]*le="([^"]+)"[^}}]*}} (\S+)$', text, re.M):
         bound = math.inf if match.group(1) == "+Inf" else float(match.group(1))

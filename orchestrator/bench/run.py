@@ -433,8 +433,13 @@ def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str,
     topics = Topics(settings.topics)
     internal = internal_inputs(topics)
     # What the worker writes for others: actions, outcomes (read by `tutti report` and any
-    # consumer of yours; the worker's own analytics read the bundled feed), dead letters.
-    sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [topics.outcomes, topics.dead_letters]
+    # consumer of yours; the worker's own analytics read the bundled feed), dead letters, and
+    # the consent maps the senders read (tutti.consent).
+    sinks = [topics.actions(c) for c in ACTION_CHANNELS] + [
+        topics.outcomes,
+        topics.dead_letters,
+        topics.consent,
+    ]
     changelogs = changelog_topics(settings, app_id)
     channels = channel_topics(settings)
     counts = end_offsets(settings, [*channels, *internal, *sinks, *changelogs])
