@@ -158,7 +158,7 @@ def register_journeys(worker: TuttiWorker) -> None:
 
     control = register_control(worker)
     timer = register_timers(worker)
-    worker.journeys = step = JourneyStep(worker, control, timer.index)
+    worker.journeys = step = JourneyStep(worker, control, timer.index, timer.inputs)
     worker.app.timer(30.0, name="journey_stats")(_log_stats(step))
     register_feedback(worker)
     register_analytics(worker)

@@ -54,6 +54,7 @@ from agents.signals import (
     SIGNAL_WAKEUP,
     signal_kind,
 )
+from agents.watermarks import customer_inputs
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.catalog import encode_interest, interests_from_state
 from orchestrator.consent import consent_note
@@ -125,6 +126,8 @@ class CustomerAgent:
             await worker.send(topic, key, value, headers)
         if self.moves:
             await self.finish_moves()
+        if step.inputs is not None:  # the wake-up timer's watermarks (agents.watermarks)
+            step.inputs.processed(ev.message for ev in events)
 
     async def finish_moves(self) -> None:
         """The batch's merged-away profiles: deleted, their ids made aliases - once the
@@ -347,7 +350,7 @@ def register_customer_agent(worker: TuttiWorker) -> CustomerAgent:
     """The agent on every channel topic and the customer topic (concurrency 1: Faust can
     commit past an in-flight record with more, faust-streaming #606)."""
     handler = CustomerAgent(worker)
-    names = [*handler.channel_of, worker.topics.customer_events]
+    names = customer_inputs(worker.topics)  # the timer's watermarks cover the same topics
     source = worker.app.topic(
         *names,
         key_type=bytes,

@@ -33,6 +33,7 @@ __all__ = [
     "committed_offset",
     "complete_buffer_flush",
     "ensure_router_metadata",
+    "highwater_offset",
     "partition_items",
     "precreate_table_topics",
     "send_now",
@@ -240,6 +241,22 @@ def committed_offset(app: Any, topic: str, partition: int) -> int | None:
     if committed is None:
         return None
     value = committed.get(TP(topic, partition))
+    return None if value is None else int(value)
+
+
+def highwater_offset(app: Any, tp: tuple[str, int]) -> int | None:
+    """The end offset of ``tp`` as the consumer's last fetch saw it; None before any fetch.
+
+    Faust's public ``Consumer.highwater`` is only reached through the app's private consumer
+    (``app._consumer``, as agents.metrics.consumer_lag reads it); never creates a consumer.
+    Read by the wake-up timer four times a second per input partition (agents.watermarks)."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return None
+    try:
+        value = consumer.highwater(TP(*tp))
+    except Exception:  # not started yet, or closed
+        return None
     return None if value is None else int(value)
 
 

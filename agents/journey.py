@@ -38,6 +38,7 @@ from agents.signals import (
     SIGNAL_HEADER,
     SIGNAL_WAKEUP,
 )
+from agents.watermarks import InputWatermarks
 from agents.worker import TuttiWorker
 from orchestrator.audit import audit_record, encode_audit
 from orchestrator.catalog import encode_interest, interests_to_note, products_of
@@ -180,10 +181,18 @@ class ConditionErrorLog:
 class JourneyStep:
     """Everything the customer agent needs to run `decide` on one signal."""
 
-    def __init__(self, worker: TuttiWorker, control: ControlFollower, index: WakeUpIndex) -> None:
+    def __init__(
+        self,
+        worker: TuttiWorker,
+        control: ControlFollower,
+        index: WakeUpIndex,
+        inputs: InputWatermarks | None = None,
+    ) -> None:
         self.worker = worker
         self.control = control
         self.index = index
+        #: Where the customer agent records each batch it processed (the timer's watermarks).
+        self.inputs = inputs
         self.stats = StepStats()
         self.condition_errors = ConditionErrorLog()
         #: Set by the fault hook (CRASH_AFTER_STATE_WRITE): the batch dies once its writes are made.
@@ -258,8 +267,13 @@ class JourneyStep:
                 return
             if isinstance(signal, WakeUp):
                 now = max(now, signal.due_at)  # a worker clock behind the one that fired it
+                arrived = signal.due_at
+            else:
+                arrived = _record_time(msg, now)
             started = time.perf_counter()
-            decision = decide(state, signal, now, self.control.rules)
+            # Arbitration windows close on when the signal reached the pipeline, not on this
+            # clock: a backlog is grouped as the simulator groups it (engine/arbitration.py).
+            decision = decide(state, signal, now, self.control.rules, arrived_at=arrived)
             decided_in = time.perf_counter() - started
             self.stats.decide_seconds += decided_in
             self.condition_errors.note(decision)
@@ -464,6 +478,15 @@ class JourneyStep:
         value = self.worker.dead_letter_value(msg, exc, now, stage="decide")
         await self.worker.send(self.worker.topics.dead_letters, msg.key, value)
         self.stats.dead_letters += 1
+
+
+def _record_time(msg: Any, now: datetime) -> datetime:
+    """When the record reached Kafka (its timestamp, in seconds), at most ``now``."""
+    stamp = getattr(msg, "timestamp", None)
+    if not stamp:
+        return now
+    at = datetime.fromtimestamp(stamp, UTC)
+    return at if at < now else now
 
 
 def register_feedback(worker: TuttiWorker) -> None:

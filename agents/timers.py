@@ -8,6 +8,11 @@ is due and *sends a record* (signal kind ``wakeup``) to the customer-keyed topic
 owns the partition applies it inside the stream, because faust-streaming cannot write a table
 from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-firing is safe.
 
+On event time: a partition's wake-ups fire only up to how far the customer agent has processed
+that partition's inputs (agents.watermarks), so a worker working off a backlog meets an
+arbitration window's close (or a wait's end) after every event before it, as the simulator
+does. Caught up, that is the clock.
+
 Restarts and rebalances lose nothing: a newly owned partition is rebuilt from the table, so a
 wake-up that fell due while nobody owned it fires once, late, on the new owner. Whether a late
 send still goes out is the engine's expiry rule: a send step is dropped (suppressed with reason
@@ -22,9 +27,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agents.faust_workarounds import actively_owned_partitions, partition_items
+from agents.faust_workarounds import (
+    actively_owned_partitions,
+    committed_offset,
+    highwater_offset,
+    partition_items,
+)
 from agents.journey import encode_wakeup
 from agents.signals import SIGNAL_HEADER, SIGNAL_WAKEUP
+from agents.watermarks import InputWatermarks, customer_inputs
 from agents.worker import TuttiWorker
 from orchestrator.engine.state import CustomerState
 from orchestrator.wakeups import WakeUpIndex
@@ -53,9 +64,18 @@ def local_partition_states(table: Any, partition: int) -> Iterator[CustomerState
 class WakeUpTimer:
     """Keeps the index in step with the active assignment and fires due wake-ups."""
 
-    def __init__(self, worker: TuttiWorker, index: WakeUpIndex | None = None) -> None:
+    def __init__(
+        self,
+        worker: TuttiWorker,
+        index: WakeUpIndex | None = None,
+        inputs: InputWatermarks | None = None,
+    ) -> None:
         self.worker = worker
         self.index = index or WakeUpIndex()
+        #: How far the customer agent has processed each input (it records its batches here):
+        #: a partition's wake-ups fire up to its watermark, not the clock (agents.watermarks).
+        #: Without topics (a timer alone, in unit tests) nothing holds them back.
+        self.inputs = inputs or InputWatermarks(())
         self.fired = 0
 
     def active_partitions(self) -> set[int] | None:
@@ -64,7 +84,9 @@ class WakeUpTimer:
 
     def reconcile(self, active: set[int]) -> None:
         enrolments = self.worker.metrics.enrolments
-        for partition in self.index.partitions - active:
+        gone = self.index.partitions - active
+        self.inputs.revoke(gone)
+        for partition in gone:
             self.index.revoke(partition)
             enrolments.revoke(partition)
             log.info("timers: partition %d no longer ours; its wake-ups dropped", partition)
@@ -81,7 +103,14 @@ class WakeUpTimer:
         topic = self.worker.topic(self.worker.topics.customer_events)
         sent = 0
         now = now or datetime.now(UTC)
-        due = self.index.due(now)
+        app = self.worker.app
+        reached = self.inputs.reached(
+            active,
+            now,
+            lambda tp: highwater_offset(app, tp),
+            lambda tp: committed_offset(app, tp[0], tp[1]),
+        )
+        due = self.index.due(now, reached)
         for wakeup in due:
             await topic.send(
                 key=wakeup.customer_id.encode(),
@@ -95,7 +124,7 @@ class WakeUpTimer:
 
 
 def register_timers(worker: TuttiWorker) -> WakeUpTimer:
-    timer = WakeUpTimer(worker)
+    timer = WakeUpTimer(worker, inputs=InputWatermarks(customer_inputs(worker.topics)))
     worker.metrics.watch_wakeups(timer.index)
 
     async def fire_wakeups() -> None:

@@ -10,7 +10,7 @@ stale or duplicate one by its token. So the index may over-fire safely; it must 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from orchestrator.engine.signals import WakeUp
@@ -72,11 +72,23 @@ class WakeUpIndex:
         heads = [h[0][0] for h in self._heaps.values() if h]
         return min(heads) if heads else None
 
-    def due(self, now: datetime) -> list[WakeUp]:
-        """Pop every still-scheduled wake-up due at or before ``now``, soonest first."""
+    def due(
+        self, now: datetime, reached: Mapping[int, datetime | None] | None = None
+    ) -> list[WakeUp]:
+        """Pop every still-scheduled wake-up due at or before ``now``, soonest first.
+
+        ``reached``: how far each partition's inputs have been processed (event time,
+        agents/watermarks.py); a partition's wake-ups fire only up to it (None: none yet). A
+        partition it does not name fires up to ``now``."""
         fired: list[WakeUp] = []
-        for heap in self._heaps.values():
-            while heap and heap[0][0] <= now:
+        for partition, heap in self._heaps.items():
+            limit = now
+            if reached is not None and partition in reached:
+                mark = reached[partition]
+                if mark is None:
+                    continue
+                limit = min(limit, mark)
+            while heap and heap[0][0] <= limit:
                 due_at, customer, token = heapq.heappop(heap)
                 scheduled = self._scheduled.get(customer)
                 if scheduled is None or (due_at, token) not in scheduled:

@@ -14,6 +14,9 @@ offline simulator both drive it through one function::
   are no-ops), ``DeliveryFeedback.from_dict(receipt)`` (schemas/DeliveryReceipt.avsc), or
   ``CustomerCommand`` (erase_customer, approve_action, reject_action).
 - ``now``: processing time, timezone-aware UTC. ``decide`` never reads the clock.
+- ``arrived_at`` (keyword, optional): when the signal reached the pipeline, for a worker
+  working off a backlog (a record's time, a wake-up's due time). Sends reached in the call are
+  due then and arbitration windows close on it (``arbitration``); the simulator leaves it out.
 - ``rules``: `Rules` — every published version of every journey, the governance policy, paused
   journeys and kill switches. ``load_rules(dir)`` reads journeys/*.yaml + journeys/policy.yaml;
   ``parse_journey(text, source_name)`` + ``rules.with_journey(j)`` publish one received from

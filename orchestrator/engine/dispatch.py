@@ -64,10 +64,25 @@ __all__ = ["decide"]
 _SEND_LOG_KEEP = timedelta(days=8)
 
 
-def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Rules) -> Decision:
-    """Decide what happens for one signal. Pure and deterministic; `now` must be tz-aware."""
+def decide(
+    state: CustomerState | None,
+    signal: Signal,
+    now: datetime,
+    rules: Rules,
+    *,
+    arrived_at: datetime | None = None,
+) -> Decision:
+    """Decide what happens for one signal. Pure and deterministic; `now` must be tz-aware.
+
+    ``arrived_at``: when the signal reached the pipeline, if before ``now`` (a live worker
+    working off a backlog: the record's time; a wake-up's due time). Sends reached in the call
+    are due then and arbitration windows close on it (engine/arbitration.py), as on the
+    simulator's clock; everything else runs on ``now``. Default: ``now``.
+    """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("decide(now=...) needs a timezone-aware datetime (UTC)")
+    if arrived_at is not None and (arrived_at.tzinfo is None or arrived_at.utcoffset() is None):
+        raise ValueError("decide(arrived_at=...) needs a timezone-aware datetime (UTC)")
     match signal:
         case CustomerEvent():
             key = state.customer_id if state is not None else signal.customer_key
@@ -75,12 +90,14 @@ def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Ru
                 raise SignalError(f"event {signal.event_id}: no identifier to key the customer by")
             if state is not None and signal.event_id in state.recent_event_ids:
                 return Decision(key, state)  # a redelivered event changes nothing
-            run = Run(state.clone() if state else CustomerState(customer_id=key), now, rules)
+            run = Run(
+                state.clone() if state else CustomerState(customer_id=key), now, rules, arrived_at
+            )
             _on_event(run, signal)
         case WakeUp():
             if state is None:
                 return Decision(signal.customer_id, None)  # erased or never existed
-            run = Run(state.clone(), now, rules)
+            run = Run(state.clone(), now, rules, arrived_at)
             run.state.lifecycle_stage = lifecycle_stage(run.state, now)
             _advance_due(run)
             catch_up_segments(run)  # a segment rule flipping with time alone: this wake-up
@@ -91,12 +108,12 @@ def decide(state: CustomerState | None, signal: Signal, now: datetime, rules: Ru
             receipt_key = f"receipt:{signal.receipt_id}"
             if receipt_key in state.recent_event_ids:
                 return Decision(state.customer_id, state)
-            run = Run(state.clone(), now, rules)
+            run = Run(state.clone(), now, rules, arrived_at)
             _on_feedback(run, signal, receipt_key)
         case CustomerCommand():
             if state is None:
                 return Decision(signal.customer_id, None)
-            run = Run(state.clone(), now, rules)
+            run = Run(state.clone(), now, rules, arrived_at)
             if signal.kind == "erase_customer":
                 return _erase(run, signal)
             _on_approval(run, signal)

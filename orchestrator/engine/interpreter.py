@@ -42,10 +42,12 @@ def walk(
     """Walk the enrolment from `step_id` until it has to wait (or ends).
 
     `logical` is when this move was due (a late wake-up's due time): a send reached now
-    counts its expiry from then, so a reminder three days late is dropped as expired.
+    counts its expiry from then, so a reminder three days late is dropped as expired. Without
+    it, the call's logical time (`Run.at`: when its signal reached the pipeline), so a send a
+    backlogged event triggers joins the arbitration window its event falls in.
     """
     ev = run.event
-    due_since = logical or now
+    due_since = logical or run.at
     sid = step_id
     for _ in range(_MAX_STEPS_PER_WALK):
         if sid is None:

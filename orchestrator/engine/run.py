@@ -44,9 +44,16 @@ class PendingSend:
 class Run:
     """The working memory of one decide call: the state being changed and what it produced."""
 
-    def __init__(self, state: CustomerState, now: datetime, rules: Rules) -> None:
+    def __init__(
+        self, state: CustomerState, now: datetime, rules: Rules, at: datetime | None = None
+    ) -> None:
         self.state = state
         self.now = now
+        # The call's logical time: when its signal reached the pipeline (`decide`'s
+        # ``arrived_at``), never after ``now``. Sends reached in the call are due then, and
+        # arbitration windows close on it (engine/arbitration.py); everything else (expiry,
+        # quiet hours, caps, waits) runs on ``now``. The simulator's clock: equal to ``now``.
+        self.at = now if at is None or at > now else at
         self.rules = rules
         self.policy = rules.policy
         self.cid = state.customer_id

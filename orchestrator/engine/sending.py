@@ -61,12 +61,14 @@ def arbitrate(run: Run, batch: list[PendingSend]) -> list[PendingSend]:
         unique.setdefault(id(p.enrollment), p)  # an enrolment queued twice is sent once
     contenders = list(unique.values())
     marketing = [
-        (i, p.enrollment.step_due_since or run.now)
+        (i, p.enrollment.step_due_since or run.at)
         for i, p in enumerate(contenders)
         if _contends(run, p)
     ]
+    # Closed by the call's logical time, not the clock: a backlog worked off late waits for
+    # each window's close wake-up, as the simulator's clock meets it (engine/arbitration.py).
     plan = plan_windows(
-        run.state.arbitration_closes_at, marketing, run.now, run.policy.arbitration_window
+        run.state.arbitration_closes_at, marketing, run.at, run.policy.arbitration_window
     )
     run.state.arbitration_closes_at = plan.closes_at
     for i, until in plan.wait_until.items():

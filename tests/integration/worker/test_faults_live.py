@@ -10,8 +10,9 @@ SIGKILLed at KILLS random moments and restarted each time on its data dir. Verdi
 
 - every event applied exactly once: each customer's event counters equal their story's length;
 - every action the simulator decides for the same inputs is on the actions topic, and nothing
-  else (by action id); a record sent again with the same action id (the outbox resending after
-  a kill) is counted separately: the sender's dedupe absorbs it;
+  else (by action id), for customers whose stories straddle an outage too (arbitration
+  windows close on event time); a record sent again with the same action id (the outbox
+  resending after a kill) is counted separately: the sender's dedupe absorbs it;
 - never stuck: the worker's group has no lag left and the last worker is still running.
 
 Scenario 5 (lost local state) plays the same kind of stream, then wipes the worker's data dir
@@ -123,10 +124,10 @@ def _against_the_oracle(
     those of them arbitrated differently, actions lost and not decided by the oracle for the
     others, copies re-sent with the same action id).
 
-    Arbitration windows close on the worker's clock: a customer whose story (and its 1 s
-    window) straddles an outage or a membership change may be arbitrated differently from the
-    simulator, which reads each event at its production time. Those differences are reported,
-    not failed (docs/reliability.md); any other difference is a bug."""
+    Arbitration windows close on event time, and the worker fires a wake-up only once it has
+    read its partition's inputs up to it (agents/watermarks.py), so a story straddling a worker
+    outage is arbitrated as the simulator does it (the SIGKILL test fails on any difference).
+    A membership change is still reported, not failed (docs/reliability.md)."""
     live = live_sends(records)
     copies = Counter(r["action_id"] for r in records)
     resent = sum(n - 1 for n in copies.values())
@@ -141,7 +142,16 @@ def _against_the_oracle(
     return straddling, shifted, lost, extra, resent
 
 
-def _lag(settings: Settings, group: str) -> int:
+def _drained(settings: Settings, group: str, wait: float) -> None:
+    """Wait (up to ``wait`` s) until the group has committed every channel record: a worker
+    restarted near the end of the stream may still be working off its backlog, and what it
+    decides then must be read before the actions are compared."""
+    deadline = time.monotonic() + wait
+    while _lag(settings, group, report=False) and time.monotonic() < deadline:
+        time.sleep(1.0)
+
+
+def _lag(settings: Settings, group: str, report: bool = True) -> int:
     """Records on the channel topics the worker's group has not committed yet."""
     from confluent_kafka import TopicPartition
 
@@ -157,7 +167,7 @@ def _lag(settings: Settings, group: str) -> int:
         for tp in c.committed(parts, timeout=10):
             _, high = c.get_watermark_offsets(tp, timeout=10)
             behind = high - max(tp.offset, 0) if high > 0 else 0
-            if behind:
+            if behind and report:
                 print(f"lag {tp.topic}[{tp.partition}]: committed {tp.offset}, end {high}")
             lag += behind
         return lag
@@ -197,6 +207,7 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     expected = simulated_sends(library, inputs, until)
     remaining = (until - started).total_seconds() - (time.monotonic() - began)
     actions.poll(max(0.0, remaining))
+    _drained(settings, app_id, wait=60)
     records = actions.quiet_for(5.0)
     straddling, shifted, lost, extra, resent = _against_the_oracle(
         expected, records, spans, outages
@@ -215,6 +226,12 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         f"stories straddled an outage, {len(shifted)} of them arbitrated differently "
         f"(seed {SEED}); dead letters {sum(letters.values())} {dict(letters.most_common(5))}"
     )
+    live = live_sends(records)
+    for cid in sorted(shifted):  # what differs, to tell a real difference from a bug
+        print(
+            f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
+            f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}"
+        )
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
     assert not letters, letters  # the stream is valid: nothing is dead-lettered
@@ -222,6 +239,9 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     assert not lost and not extra, (
         f"lost: {sorted(lost)[:10]}\nnot decided by the oracle: {sorted(extra)[:10]}"
     )
+    # Arbitration windows close on event time (engine/arbitration.py, agents/watermarks.py):
+    # a story straddling an outage is decided as the simulator decides it too.
+    assert not shifted, f"arbitrated differently after an outage: {sorted(shifted)[:10]}"
     assert lag == 0
     assert worker.process.poll() is None
 
