@@ -325,39 +325,24 @@ class Publication:
     ) -> list[tuple[bytes, bytes]]:
         """The control.journeys records (key, value) that publish this against ``plane``."""
         out: list[tuple[bytes, bytes]] = []
-        for j, status in self.statuses(plane):
-            if status == "published":
+        kinds: list[tuple[str, Any, list[tuple[Any, str]]]] = [
+            ("journey_id", definition_key, self.statuses(plane)),
+            ("score", model_key, self.model_statuses(plane)),
+            ("segment_id", segment_key, self.segment_statuses(plane)),
+        ]
+        for id_field, key_of, statuses in kinds:
+            for item, status in statuses:
+                if status != "published":
+                    continue
                 doc = {
-                    "journey_id": j.id,
-                    "version": j.version,
-                    "source": j.source,
-                    "text": j.text,
+                    id_field: item.score if id_field == "score" else item.id,
+                    "version": item.version,
+                    "source": item.source,
+                    "text": item.text,
                     "published_at": published_at,
                     "published_by": published_by,
                 }
-                out.append((definition_key(j), json.dumps(doc).encode()))
-        for m, status in self.model_statuses(plane):
-            if status == "published":
-                doc = {
-                    "score": m.score,
-                    "version": m.version,
-                    "source": m.source,
-                    "text": m.text,
-                    "published_at": published_at,
-                    "published_by": published_by,
-                }
-                out.append((model_key(m), json.dumps(doc).encode()))
-        for seg, status in self.segment_statuses(plane):
-            if status == "published":
-                doc = {
-                    "segment_id": seg.id,
-                    "version": seg.version,
-                    "source": seg.source,
-                    "text": seg.text,
-                    "published_at": published_at,
-                    "published_by": published_by,
-                }
-                out.append((segment_key(seg), json.dumps(doc).encode()))
+                out.append((key_of(item), json.dumps(doc).encode()))
         if self.policy_text is not None:
             doc = {"source": self.policy_source, "text": self.policy_text}
             doc["published_at"] = published_at

@@ -11,22 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from orchestrator.engine.decision import Action
+from orchestrator.engine.signals import DeliveryStatus  # one list of receipt statuses
 
 __all__ = ["DeliveryReceipt", "DeliveryStatus", "SendResult", "receipt_id", "to_ms"]
-
-DeliveryStatus = Literal[
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "expired",
-    "duplicate_skipped",
-    "rejected",
-    "suppressed",
-]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
