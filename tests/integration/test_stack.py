@@ -12,16 +12,11 @@ from orchestrator.config import KafkaSettings, StackSettings, load_settings
 from orchestrator.errors import StackError
 from orchestrator.kafka import cluster_metadata
 from orchestrator.stack import LocalStack
+from tests.ports import free_port as _free_port
 
 # exclusive: two JVM starts take both CPUs for seconds; timing-bound tests next to it would
 # measure the machine, not Tutti.
 pytestmark = [pytest.mark.kafka, pytest.mark.exclusive]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _private_stack(tmp_path: Path) -> LocalStack:
