@@ -51,11 +51,9 @@ from orchestrator.senders.consent import ConsentLedger
 from orchestrator.senders.errors import (
     PermanentDeliveryError,
     ProviderConfigError,
-    TransientDeliveryError,
 )
 from orchestrator.senders.model import SendResult
-from orchestrator.senders.providers.webhook import raise_for_status
-from orchestrator.senders.signing import SIGNATURE_HEADER, signature_header
+from orchestrator.senders.providers.webhook import raise_for_status, signed_post
 
 __all__ = [
     "AdsConsentLedger",
@@ -269,22 +267,15 @@ class AudienceWebhookProvider:
     async def _request(self, batch: AudienceBatch) -> tuple[SendResult, dict[str, str]]:
         body = batch_body(batch.audience, batch.op, [m for m, _ in batch.members])
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "Idempotency-Key": body["batch_id"],
-            SIGNATURE_HEADER: signature_header(self.config.secret, raw, int(self._clock())),
-        }
-        try:
-            async with self._slots:
-                response = await self._client.post(self.config.url, content=raw, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise TransientDeliveryError(
-                "http_unreachable", type(exc).__name__, provider_down=True
-            ) from None
-        except httpx.TimeoutException:
-            raise TransientDeliveryError("http_timeout", "no answer in time") from None
-        except httpx.TransportError as exc:
-            raise TransientDeliveryError("http_connection", type(exc).__name__) from None
+        response = await signed_post(
+            self._client,
+            self._slots,
+            self.config.url,
+            self.config.secret,
+            raw,
+            body["batch_id"],
+            self._clock,
+        )
         # The body holds hashes only; nothing personal can be echoed into an error here.
         raise_for_status(response, None)
         self.requests += 1

@@ -32,7 +32,7 @@ from orchestrator.senders.privacy import redact
 from orchestrator.senders.signing import SIGNATURE_HEADER, signature_header
 from orchestrator.senders.templates import TemplateRenderer
 
-__all__ = ["WebhookConfig", "WebhookProvider", "raise_for_status", "webhook_body"]
+__all__ = ["WebhookConfig", "WebhookProvider", "raise_for_status", "signed_post", "webhook_body"]
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 
@@ -123,24 +123,15 @@ class WebhookProvider:
             sort_keys=True,
             ensure_ascii=False,
         ).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "Idempotency-Key": action.action_id,
-            # Signed anew on every attempt: the timestamp must be fresh for the receiver.
-            SIGNATURE_HEADER: signature_header(self.config.secret, body, int(self._clock())),
-        }
-        try:
-            async with self._slots:
-                response = await self._client.post(self.config.url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # Nothing reached the endpoint: it is down, not this message's fault.
-            raise TransientDeliveryError(
-                "http_unreachable", type(exc).__name__, provider_down=True
-            ) from None
-        except httpx.TimeoutException:
-            raise TransientDeliveryError("http_timeout", "no answer in time") from None
-        except httpx.TransportError as exc:
-            raise TransientDeliveryError("http_connection", type(exc).__name__) from None
+        response = await signed_post(
+            self._client,
+            self._slots,
+            self.config.url,
+            self.config.secret,
+            body,
+            action.action_id,
+            self._clock,
+        )
         raise_for_status(response, action.destination)
         return SendResult(provider_message_id=self._message_id(response))
 
@@ -158,6 +149,38 @@ class WebhookProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def signed_post(
+    client: httpx.AsyncClient,
+    slots: asyncio.Semaphore,
+    url: str,
+    secret: str,
+    body: bytes,
+    idempotency_key: str,
+    clock: Callable[[], float],
+) -> httpx.Response:
+    """POST a JSON ``body`` signed with ``secret`` (signed anew on every attempt: the timestamp
+    must be fresh for the receiver), at most ``slots`` at once; a failure before any answer is a
+    transient error (the endpoint down when nothing reached it). The webhook and ads senders'
+    one way to call out."""
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "Idempotency-Key": idempotency_key,
+        SIGNATURE_HEADER: signature_header(secret, body, int(clock())),
+    }
+    try:
+        async with slots:
+            return await client.post(url, content=body, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        # Nothing reached the endpoint: it is down, not this message's fault.
+        raise TransientDeliveryError(
+            "http_unreachable", type(exc).__name__, provider_down=True
+        ) from None
+    except httpx.TimeoutException:
+        raise TransientDeliveryError("http_timeout", "no answer in time") from None
+    except httpx.TransportError as exc:
+        raise TransientDeliveryError("http_connection", type(exc).__name__) from None
 
 
 def raise_for_status(response: httpx.Response, destination: str | None) -> None:
