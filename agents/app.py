@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 
-from agents.faust_workarounds import STORE_URL, complete_buffer_flush
+from agents.faust_workarounds import STORE_URL, complete_buffer_flush, fetch_in_batches
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> Any:
     """A Faust app configured from ``settings`` (no agents yet)."""
     w = settings.worker
     brokers = [f"kafka://{hp.strip()}" for hp in settings.kafka.bootstrap_servers.split(",")]
-    return faust.App(
+    app = faust.App(
         w.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(settings.kafka),  # kafka.security_protocol & co
@@ -78,6 +78,8 @@ def create_app(settings: Settings) -> Any:
         web_graph_enabled=False,
         web_stats_enabled=False,
     )
+    fetch_in_batches(app, w.fetch_min_bytes, w.fetch_max_wait_ms)
+    return app
 
 
 def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWorker:
@@ -112,6 +114,12 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_logging(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
     app.task(worker.metrics.probe_event_loop)  # tutti_worker_event_loop_stall_seconds
+    import os  # TEMP-STUCK-PROBE
+    if os.environ.get("TUTTI_STUCK_PROBE"):  # TEMP-STUCK-PROBE
+        from agents.stuck_probe import register_stuck_probe  # TEMP-STUCK-PROBE
+        from agents.watermarks import customer_inputs  # TEMP-STUCK-PROBE
+
+        register_stuck_probe(worker, customer_inputs(worker.topics))  # TEMP-STUCK-PROBE
 
     @app.on_partitions_revoked.connect
     async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "committed_offset",
     "complete_buffer_flush",
     "ensure_router_metadata",
+    "fetch_in_batches",
     "highwater_offset",
     "partition_items",
     "precreate_table_topics",
@@ -74,6 +75,34 @@ def _check_delivery(app: Any, topic: str, fut: asyncio.Future[Any]) -> None:
     if exc is not None:
         log.critical("a record to %s was refused by Kafka (%s): stopping", topic, exc)
         app.loop.create_task(app.crash(exc))
+
+
+def fetch_in_batches(app: Any, min_bytes: int, max_wait_ms: int) -> None:
+    """Give the worker's Kafka consumer ``fetch_min_bytes`` and ``fetch_max_wait_ms``.
+
+    Faust builds aiokafka's consumer with ``fetch_max_wait_ms=1500`` hard-coded and leaves
+    ``fetch_min_bytes`` at aiokafka's 1 byte, with no setting for either
+    (faust/transport/drivers/aiokafka.py, ``AIOKafkaConsumerThread._create_worker_consumer``):
+    the broker answers a fetch as soon as one record is there. Why that costs: see
+    ``WorkerSettings.fetch_min_bytes``. aiokafka makes its fetcher from the consumer's
+    attributes when the consumer starts, so they are set on the consumer Faust has just made.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    app._tutti_fetch = (min_bytes, max_wait_ms)
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_tutti_fetch", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        fetch = getattr(self.app, "_tutti_fetch", None)
+        if fetch is not None:
+            consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch
+        return consumer
+
+    create._tutti_fetch = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
 def complete_buffer_flush(app: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 import pytest
 
-from agents.faust_workarounds import SpinnerlessWorker, complete_buffer_flush
+from agents.faust_workarounds import SpinnerlessWorker, complete_buffer_flush, fetch_in_batches
 
 
 @pytest.fixture
@@ -92,3 +92,24 @@ def test_the_worker_store_is_the_fail_stop_rocksdb_store() -> None:
     from faust.stores.rocksdb import Store
 
     assert issubclass(FailStopRocksDBStore, Store)
+
+
+async def _fetch_settings(min_bytes: int | None) -> tuple[int, int]:
+    """fetch_min_bytes and fetch_max_wait_ms of the Kafka consumer Faust makes for a worker."""
+    app = faust.App(f"t-fetch-{min_bytes}", broker="kafka://127.0.0.1:1", store="memory://")
+    if min_bytes is not None:
+        fetch_in_batches(app, min_bytes, 10)
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+    finally:
+        await consumer.stop()
+
+
+def test_faust_has_the_broker_answer_a_fetch_as_soon_as_one_byte_is_there() -> None:
+    # faust/transport/drivers/aiokafka.py _create_worker_consumer: no setting for either.
+    assert asyncio.run(_fetch_settings(None)) == (1, 1500)
+
+
+def test_the_worker_consumer_fetches_in_batches() -> None:
+    assert asyncio.run(_fetch_settings(256 * 1024)) == (256 * 1024, 10)
