@@ -46,6 +46,7 @@ from orchestrator.topics import Topics
 from orchestrator.vocabulary import INBOUND_CHANNELS
 
 from .conftest import WorkerProcess
+from .endpoints import STORY_PERSONAL_DATA, Endpoints, sender_endpoints  # noqa: F401 (fixture)
 from .fast_journeys import fast_text
 from .journey_helpers import Collector, Script, live_sends, play, simulated_sends
 from .test_ingest_profile import read_dead_letters
@@ -58,6 +59,8 @@ CUSTOMERS = int(os.environ.get("TUTTI_RELIABILITY_CUSTOMERS", "100"))
 SPREAD_S = float(os.environ.get("TUTTI_RELIABILITY_SPREAD_S", "12"))
 KILLS = int(os.environ.get("TUTTI_RELIABILITY_KILLS", "1"))
 SEED = int(os.environ.get("TUTTI_RELIABILITY_SEED", "1"))
+#: Senders (in front of the loopback endpoints) SIGKILLed at random moments too, 0 by default.
+SENDER_KILLS = int(os.environ.get("TUTTI_RELIABILITY_SENDER_KILLS", "0"))
 #: After the last event: the arbitration window (1 s) and a margin.
 TAIL_S = 6.0
 FAST_RESTART = {"TUTTI_WORKER_SESSION_TIMEOUT_MS": "6000"}  # a dead member leaves sooner
@@ -176,10 +179,14 @@ def _lag(settings: Settings, group: str, report: bool = True) -> int:
 
 
 def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
-    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],
+    sender_endpoints: Callable[[Settings], Endpoints],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     library = _library(tmp_path)
     publish_journeys(settings, [library])
+    endpoints = sender_endpoints(settings)  # a real sender per channel, loopback SMTP / HTTP
     worker = worker_factory(settings, extra_env=FAST_RESTART)
     app_id, data_dir = worker.app_id, worker.data_dir
     actions = Collector.actions(settings)
@@ -191,6 +198,13 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     player.start()
     kill_at = sorted(rng.uniform(1.0, SPREAD_S) for _ in range(KILLS))
     began = time.monotonic()
+    sender_rng = random.Random(SEED + 100)  # its own: the stream and worker kills stay the same
+    sender_kills = [
+        threading.Timer(sender_rng.uniform(1.0, SPREAD_S), endpoints.kill_one, (sender_rng,))
+        for _ in range(SENDER_KILLS)
+    ]
+    for timer in sender_kills:
+        timer.start()
     outages: list[tuple[float, float]] = []  # seconds into the script: killed, back
     for moment in kill_at:
         time.sleep(max(0.0, moment - (time.monotonic() - began)))
@@ -201,6 +215,8 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         outages.append((down, time.monotonic() - began))
     downtime = sum(back - down for down, back in outages)
     player.join()
+    for timer in sender_kills:
+        timer.join()
     started, inputs = played["result"]
     until = started + timedelta(seconds=SPREAD_S + TAIL_S)
 
@@ -214,6 +230,12 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     )
     wrong = _misapplied(worker, stories, wait=120)
     lag = _lag(settings, app_id)
+    reading = time.monotonic()
+    endpoints.settle(60)  # every action read, sent, reported and committed by its sender
+    at_endpoints = endpoints.verdict(
+        expected, other_logs=tuple(tmp_path.glob("worker-*.log")), markers=STORY_PERSONAL_DATA
+    )
+    reading = time.monotonic() - reading
     letters = Counter(
         f"{d['error_class']}: {d['reason'][:120]}"
         for d in read_dead_letters(settings, set(), expected=10**9, timeout=5)
@@ -224,7 +246,8 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         f"{len(extra)}, events applied wrongly {len(wrong)}, re-sent copies {resent}, "
         f"lag {lag}, worker down {downtime:.1f} s in all; {len(straddling)} customers' "
         f"stories straddled an outage, {len(shifted)} of them arbitrated differently "
-        f"(seed {SEED}); dead letters {sum(letters.values())} {dict(letters.most_common(5))}"
+        f"(seed {SEED}); dead letters {sum(letters.values())} {dict(letters.most_common(5))}\n"
+        f"{at_endpoints.line()}; senders SIGKILLed: {endpoints.kills}; read in {reading:.1f} s"
     )
     live = live_sends(records)
     for cid in sorted(shifted):  # what differs, to tell a real difference from a bug
@@ -242,15 +265,22 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     # Arbitration windows close on event time (engine/arbitration.py, agents/watermarks.py):
     # a story straddling an outage is decided as the simulator decides it too.
     assert not shifted, f"arbitrated differently after an outage: {sorted(shifted)[:10]}"
+    # At the endpoints: every decided action arrived once by action id (a re-send with the
+    # same key apart), nothing the oracle did not decide, no personal data in the logs.
+    assert at_endpoints.ok, at_endpoints.failures()
     assert lag == 0
     assert worker.process.poll() is None
 
 
 @pytest.mark.reliability  # make reliability; make test has the short version
 def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_again(
-    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],
+    sender_endpoints: Callable[[Settings], Endpoints],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     publish_journeys(settings, [_library(tmp_path)])
+    endpoints = sender_endpoints(settings)  # a real sender per channel, loopback SMTP / HTTP
     worker = worker_factory(settings, extra_env=FAST_RESTART)
     actions = Collector.actions(settings)
     script, stories, _ = _stream(random.Random(SEED + 5))
@@ -258,6 +288,9 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
     assert not _misapplied(worker, stories, wait=60)
     actions.poll(TAIL_S)  # the arbitration windows close, their sends go
     sent = len(actions.quiet_for(3.0))
+    endpoints.settle(60)  # sent, and their receipts (kept in the state) applied before the digest
+    assert endpoints.receipts_applied(worker.app_id, 60)
+    arrived = sum(len(a) for a in endpoints.arrivals().values())
     before = {cid: worker.customer(cid) for cid in stories}
     pending = sum(1 for v in before.values() if v and v.get("next_wakeup_at"))
     worker.stop()
@@ -274,10 +307,19 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
         if (before[cid] or {}).get("state_digest") != (after[cid] or {}).get("state_digest")
     ]
     again = actions.poll(5.0)[sent:]
+    endpoints.settle(60)
+    # At the endpoints: every action on the topic arrived once, nothing arrived again.
+    at_endpoints = endpoints.verdict(
+        live_sends(actions.records),
+        other_logs=tuple(tmp_path.glob("worker-*.log")),
+        markers=STORY_PERSONAL_DATA,
+    )
+    arrived_again = sum(len(a) for a in endpoints.arrivals().values()) - arrived
     print(
         f"\nwiped data dir: {sum(stories.values())} events, {len(stories)} customers, "
         f"{pending} with a wake-up pending; restored and answering in {restored_in:.1f} s; "
-        f"digests differing {len(differ)}, actions sent again {len(again)}"
+        f"digests differing {len(differ)}, actions sent again {len(again)}\n"
+        f"{at_endpoints.line()}; arrived again after the wipe {arrived_again}"
     )
     actions.close()
     assert pending > 0 and sent > 0
@@ -288,11 +330,15 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
                 print(f"{differ[0]} {key}: {b.get(key)!r:.300} before, {a.get(key)!r:.300} after")
     assert not differ, differ[:10]
     assert not again, again[:5]
+    assert at_endpoints.ok and not arrived_again, at_endpoints.failures()
 
 
 @pytest.mark.reliability  # make reliability; make test has the short version
 def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothing_twice(
-    settings: Settings, worker_factory: Callable[..., WorkerProcess], tmp_path: Path
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],
+    sender_endpoints: Callable[[Settings], Endpoints],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """Scenario 6: a second and a third worker join the group while the stream plays, then the
     second leaves by SIGKILL. The same verdict as scenario 1, read through the survivors (any
@@ -301,6 +347,7 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
     arbitrated differently (arbitration windows run on the worker's clock)."""
     library = _library(tmp_path)
     publish_journeys(settings, [library])
+    endpoints = sender_endpoints(settings)  # a real sender per channel, loopback SMTP / HTTP
     first = worker_factory(settings, extra_env=FAST_RESTART)
     app_id = first.app_id
     actions = Collector.actions(settings)
@@ -349,6 +396,16 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
     )
     wrong = _misapplied(survivor, stories, wait=120)
     lag = _lag(settings, app_id)
+    endpoints.settle(60)
+    # At the endpoints: those arbitrated differently are reported above; for everyone else the
+    # topic holds the oracle's actions, so the endpoints must have them too.
+    at_endpoints = endpoints.verdict(
+        expected,
+        excluded=shifted,
+        live=live_sends(records),
+        other_logs=tuple(tmp_path.glob("worker-*.log")),
+        markers=STORY_PERSONAL_DATA,
+    )
     letters = read_dead_letters(settings, set(), expected=10**9, timeout=5)
     print(
         f"\nworkers joining x2, one SIGKILLed: {sum(stories.values())} events, {CUSTOMERS} "
@@ -356,7 +413,7 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
         f"oracle {len(extra)}, events applied wrongly {len(wrong)}, re-sent copies {resent}, "
         f"lag {lag}; {len(straddling)} customers' stories straddled a membership change, "
         f"{len(shifted)} of them arbitrated differently (seed {SEED + 6}); dead letters "
-        f"{len(letters)}"
+        f"{len(letters)}\n{at_endpoints.line()} ({len(shifted)} customers left out)"
     )
     actions.close()
     assert len(expected) > CUSTOMERS // 2
@@ -365,5 +422,6 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
     assert not lost and not extra, (
         f"lost: {sorted(lost)[:10]}\nnot decided by the oracle: {sorted(extra)[:10]}"
     )
+    assert at_endpoints.ok, at_endpoints.failures()
     assert lag == 0
     assert first.process.poll() is None and survivor.process.poll() is None
