@@ -13,7 +13,14 @@ from typing import Any
 
 import faust
 
-from agents.faust_workarounds import STORE_URL, complete_buffer_flush, fetch_in_batches
+from agents.faust_workarounds import (
+    STORE_URL,
+    complete_buffer_flush,
+    fetch_in_batches,
+    resume_stalled_partitions,
+    seek_with_input_paused,
+)
+from agents.watermarks import customer_inputs
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -105,6 +112,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         state_cache=StateCache(settings.worker.state_cache_size),
     )
     complete_buffer_flush(app)  # a commit never outruns its changelog writes
+    resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left unconsumed
+    seek_with_input_paused()  # no gap committed at the end of a restore
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)
     register_journeys(worker)
@@ -114,12 +123,6 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_logging(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
     app.task(worker.metrics.probe_event_loop)  # tutti_worker_event_loop_stall_seconds
-    import os  # TEMP-STUCK-PROBE
-    if os.environ.get("TUTTI_STUCK_PROBE"):  # TEMP-STUCK-PROBE
-        from agents.stuck_probe import register_stuck_probe  # TEMP-STUCK-PROBE
-        from agents.watermarks import customer_inputs  # TEMP-STUCK-PROBE
-
-        register_stuck_probe(worker, customer_inputs(worker.topics))  # TEMP-STUCK-PROBE
 
     @app.on_partitions_revoked.connect
     async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:

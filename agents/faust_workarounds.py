@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "STORE_URL",
     "FailStopRocksDBStore",
     "SpinnerlessWorker",
+    "StalledPartitions",
     "actively_owned_partitions",
     "as_current_event",
     "committed_offset",
@@ -37,6 +38,8 @@ __all__ = [
     "highwater_offset",
     "partition_items",
     "precreate_table_topics",
+    "resume_stalled_partitions",
+    "seek_with_input_paused",
     "send_now",
 ]
 
@@ -369,3 +372,171 @@ def precreate_table_topics(settings: Settings, app: Any, timeout: float = 30.0) 
             raise StackError(f"the worker's topics are not visible after creation: {wanted}")
         time.sleep(0.2)
     return created
+
+
+#: How long an input partition may sit with records to read and its next record neither
+#: processed nor being processed before it is fetched again from its committed offset.
+STALL_AFTER_S = 60.0
+
+
+class StalledPartitions:
+    """Input partitions the worker's consumer has stopped delivering: fetched again from their
+    committed offset (the rest of the pipeline is at-least-once and idempotent, so a record read
+    twice is applied once).
+
+    faust-streaming 0.15.3, faust/transport/consumer.py: which records of a partition reach the
+    agents rests on state kept outside Kafka - ``_active_partitions`` / ``_buffered_partitions``
+    / ``_paused_partitions`` (flow control and recovery), ``_read_offset`` (records below it are
+    dropped as already read: "DROPPED MESSAGE ROFF", robinhood/faust #115), and the acked list a
+    commit needs to be gap-free from the committed offset (``Consumer._new_offset``;
+    faust-streaming #318, robinhood/faust #681). Records fetched while that state is wrong are
+    dropped after aiokafka has moved past them, and nothing fetches them again until a seek: the
+    partition stops for good, with the rest of the worker healthy (issue 13, scenario 1 at full
+    size: ``events.commerce[3]`` 992 records behind after a restart, lag never back to 0,
+    nothing dead-lettered; the same signature with RocksDB without its WAL). The exact path
+    inside Faust was not reproduced (docs/reliability.md); this guard makes the failure
+    visible (a warning with the consumer's state for the partition) and undoes it.
+
+    A partition is stalled when, for ``after_s`` seconds, its end offset is past its committed
+    offset, the committed offset has not moved, and the record at the committed offset is
+    neither acknowledged nor being processed. A partition merely waiting its turn (a long
+    backlog) only meets that for the time its records wait in the stream buffer; the seek then
+    costs a second fetch of what was buffered, nothing else.
+    """
+
+    def __init__(self, app: Any, topics: Iterable[str], after_s: float = STALL_AFTER_S) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+        self.after_s = after_s
+        #: tp -> (committed offset, since when it has looked stalled, monotonic seconds)
+        self.suspects: dict[TP, tuple[int, float]] = {}
+        self.resumed = 0
+
+    def stalled(self, now: float) -> list[TP]:
+        """The input partitions stalled at ``now`` (monotonic seconds); also keeps track of
+        the suspects. Nothing while a rebalance or the tables' recovery is under way."""
+        app = self.app
+        consumer = getattr(app, "_consumer", None)
+        recovery = getattr(app.tables, "recovery", None)
+        if (
+            consumer is None
+            or getattr(app, "rebalancing", False)
+            or (recovery is not None and not recovery.completed.is_set())
+            or not consumer.flow_active
+        ):
+            self.suspects.clear()
+            return []
+        in_flight = {(m.tp, m.offset) for m in list(consumer._unacked_messages)}
+        out = []
+        seen = set()
+        for tp in consumer.assignment():
+            if tp.topic not in self.topics:
+                continue
+            committed = consumer._committed_offset.get(tp)
+            end = highwater_offset(app, tp)
+            acked = consumer._acked_index.get(tp) or ()
+            if (
+                committed is None
+                or end is None
+                or end <= committed
+                or committed in acked
+                or (tp, committed) in in_flight
+            ):
+                continue
+            seen.add(tp)
+            first = self.suspects.get(tp)
+            if first is None or first[0] != committed:
+                self.suspects[tp] = (committed, now)
+            elif now - first[1] >= self.after_s:
+                out.append(tp)
+        for tp in set(self.suspects) - seen:
+            del self.suspects[tp]
+        return out
+
+    async def resume(self, tp: TP) -> None:
+        """Fetch ``tp`` again from its committed offset, taking it out of any pause."""
+        consumer = self.app._consumer
+        committed = consumer._committed_offset.get(tp)
+        if committed is None:
+            return
+        log.warning(
+            "input partition %s[%d] stalled for %.0f s at offset %d (end %s): read offset %s, "
+            "active %s, buffered %s, paused %s, %d acked above it; fetching it again from %d "
+            "(docs/reliability.md)",
+            tp.topic,
+            tp.partition,
+            self.after_s,
+            committed,
+            highwater_offset(self.app, tp),
+            consumer._read_offset.get(tp),
+            tp in (consumer._active_partitions or ()),
+            tp in consumer._buffered_partitions,
+            tp in consumer._paused_partitions,
+            len(consumer._acked_index.get(tp) or ()),
+            committed,
+        )
+        consumer._buffered_partitions.discard(tp)
+        consumer.resume_partitions({tp})
+        await consumer.seek(tp, committed)
+        self.suspects.pop(tp, None)
+        self.resumed += 1
+
+    async def watch(self, every_s: float = 5.0) -> None:
+        """The worker's task: look every ``every_s`` seconds."""
+        while True:
+            await asyncio.sleep(every_s)
+            for tp in self.stalled(time.monotonic()):
+                await self.resume(tp)
+
+
+def resume_stalled_partitions(app: Any, topics: Iterable[str]) -> StalledPartitions:
+    """Watch the agents' input partitions (:class:`StalledPartitions`) from an app task."""
+    guard = StalledPartitions(app, topics)
+
+    async def watch_inputs() -> None:  # no argument: Faust passes the app to a task that has one
+        await guard.watch()
+
+    app.task(watch_inputs)
+    return guard
+
+
+def seek_with_input_paused() -> None:
+    """Keep the fetcher off the agents' input partitions while the consumer seeks them back to
+    their committed offsets at the end of a rebalance.
+
+    faust-streaming 0.15.3, faust/tables/recovery.py ``Recovery.on_recovery_completed`` (and
+    ``_resume_streams``): the stream partitions are resumed *before* ``Consumer.perform_seek``,
+    and when the tables had to be restored the flow is already running (resumed to read the
+    changelogs). The fetcher then delivers input records from the old position while the seek is
+    under way; the seek moves the read offset back to the committed offset, and the rest of the
+    batch already fetched looks to ``Consumer._drain_messages`` like a hole in the partition:
+    ``_add_gap`` marks the records in between as done (a gap is meant for compacted topics and
+    transaction markers), so the next commit goes past records still waiting in the stream
+    buffer - lost if the worker dies before it processes them - and the stale read offset drops
+    the records the seek fetches again. Seen in issue 13's SIGKILL scenario at full size, in a
+    worker restarted with a changelog to restore: three 300-record gaps on ``events.web``
+    between "Seek stream partitions to committed offsets" and "Worker ready" (the ordering half
+    of faust-streaming #216, whose fix #217 is not in ``on_recovery_completed``). Here
+    ``perform_seek`` takes the input partitions out of the fetch while it seeks, and puts back
+    those it took: records fetched before are dropped by Faust's own filter and read again from
+    the committed offset.
+    """
+    from faust.transport.consumer import Consumer
+
+    perform_seek = Consumer.perform_seek
+    if getattr(perform_seek, "_tutti_seek_paused", False):
+        return
+
+    async def paused_perform_seek(self: Any) -> None:
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        fetched = self._get_active_partitions() | self._buffered_partitions
+        inputs = {tp for tp in fetched if acks_enabled_for(tp.topic)}
+        self.pause_partitions(inputs)
+        self._buffered_partitions.difference_update(inputs)  # read even while "buffered"
+        try:
+            await perform_seek(self)
+        finally:
+            self.resume_partitions(inputs)
+
+    paused_perform_seek._tutti_seek_paused = True  # type: ignore[attr-defined]
+    Consumer.perform_seek = paused_perform_seek  # type: ignore[method-assign]

@@ -113,3 +113,115 @@ def test_faust_has_the_broker_answer_a_fetch_as_soon_as_one_byte_is_there() -> N
 
 def test_the_worker_consumer_fetches_in_batches() -> None:
     assert asyncio.run(_fetch_settings(256 * 1024)) == (256 * 1024, 10)
+
+
+def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
+    """Whether an input partition is in the fetched set while Faust's ``perform_seek`` (the
+    end of a rebalance's recovery) seeks it back to its committed offset, and after it."""
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    from agents.faust_workarounds import seek_with_input_paused
+
+    original = Consumer.perform_seek
+    try:
+        if workaround:
+            seek_with_input_paused()
+        app: Any = faust.App("t-seek", broker="kafka://127.0.0.1:1", store="memory://")
+        consumer: Any = app.consumer
+        tp = TP("events.commerce", 3)
+        app.topics._acking_topics.add(tp.topic)
+        consumer._set_active_tps({tp})  # resumed by Recovery.on_recovery_completed
+        during: list[bool] = []
+
+        async def seek_to_committed() -> dict[Any, int]:
+            during.append(tp in consumer._get_active_partitions())
+            return {tp: 40}
+
+        consumer.seek_to_committed = seek_to_committed
+        asyncio.run(consumer.perform_seek())
+        return during[0], tp in consumer._get_active_partitions()
+    finally:
+        Consumer.perform_seek = original  # type: ignore[method-assign]
+
+
+def test_faust_seeks_input_partitions_while_the_fetcher_may_deliver_them() -> None:
+    # faust/tables/recovery.py on_recovery_completed: resume_partitions, then perform_seek.
+    assert _input_fetched_during_seek(workaround=False) == (True, True)
+
+
+def test_with_the_workaround_the_seek_runs_with_the_inputs_out_of_the_fetch() -> None:
+    assert _input_fetched_during_seek(workaround=True) == (False, True)
+
+
+def _consumer_left_stalled() -> tuple[Any, Any, list[tuple[Any, int]]]:
+    """A Faust app whose consumer (Faust's own class, not started) has one input partition in
+    the state issue 13's stalled partition can be left in: records up to offset 100, committed
+    at 40, the record at 40 neither acked nor in flight, the partition out of the fetched set
+    (left "buffered" by flow control) and a read offset of 90 (Faust drops every record below
+    it as already read). Seeks are recorded instead of reaching a broker."""
+    from faust.types import TP
+
+    app: Any = faust.App("t-stall", broker="kafka://127.0.0.1:1", store="memory://")
+    consumer: Any = app.consumer  # Faust's private state is what the guard reads
+    tp = TP("events.commerce", 3)
+    seeks: list[tuple[Any, int]] = []
+
+    async def record_seek(partition: Any, offset: int) -> None:
+        seeks.append((partition, offset))
+
+    consumer.assignment = lambda: {tp}
+    consumer.highwater = lambda partition: 100
+    consumer._seek = record_seek
+    consumer._committed_offset[tp] = 40
+    consumer._read_offset[tp] = 90
+    consumer._active_partitions = set()
+    consumer._buffered_partitions.add(tp)
+    app.tables.recovery.completed.set()
+    return app, tp, seeks
+
+
+def test_a_stalled_input_partition_is_found_after_the_stall_time_only() -> None:
+    from agents.faust_workarounds import StalledPartitions
+
+    app, tp, _ = _consumer_left_stalled()
+    guard = StalledPartitions(app, {"events.commerce"}, after_s=60.0)
+    assert guard.stalled(now=1000.0) == []  # a suspect from now on
+    assert guard.stalled(now=1059.0) == []
+    assert guard.stalled(now=1060.0) == [tp]
+
+
+def test_a_partition_that_moves_or_only_waits_for_its_commit_is_not_stalled() -> None:
+    from agents.faust_workarounds import StalledPartitions
+
+    app, tp, _ = _consumer_left_stalled()
+    consumer = app.consumer
+    guard = StalledPartitions(app, {"events.commerce"}, after_s=60.0)
+    guard.stalled(now=1000.0)
+    consumer._committed_offset[tp] = 41  # committed moved: the clock starts again
+    assert guard.stalled(now=1060.0) == []
+    consumer._acked_index[tp].add(41)  # processed, the commit is late (a busy producer flush)
+    assert guard.stalled(now=1200.0) == []
+    consumer._acked_index[tp].clear()
+    consumer.highwater = lambda partition: 41  # nothing left to read
+    assert guard.stalled(now=1300.0) == []
+    consumer.highwater = lambda partition: 100
+    app.tables.recovery.completed.clear()  # recovery owns the consumer's pauses meanwhile
+    guard.stalled(now=1400.0)
+    assert guard.stalled(now=1500.0) == []
+
+
+def test_a_stalled_partition_is_fetched_again_from_its_committed_offset() -> None:
+    from agents.faust_workarounds import StalledPartitions
+
+    app, tp, seeks = _consumer_left_stalled()
+    consumer = app.consumer
+    # Faust's own state never leaves this: the partition is not fetched (not active), and the
+    # records from 40 to 89 would be dropped as already read if it were.
+    assert tp not in consumer._get_active_partitions() and consumer._read_offset[tp] == 90
+    guard = StalledPartitions(app, {"events.commerce"}, after_s=60.0)
+    asyncio.run(guard.resume(tp))
+    assert seeks == [(tp, 40)]
+    assert consumer._read_offset[tp] == 40  # Faust's seek: records from 40 on are read again
+    assert tp in consumer._get_active_partitions() and tp not in consumer._buffered_partitions
+    assert guard.resumed == 1
