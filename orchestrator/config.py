@@ -135,13 +135,14 @@ class WorkerSettings:
     state_cache_size: int = 4096
     #: Run the worker's event loop on uvloop (faster I/O and scheduling than asyncio's own).
     uvloop: bool = True
-    #: A fetch returns once this many bytes are ready or ``fetch_max_wait_ms`` has passed.
-    #: Every fetch request and response lists each assigned partition (over a hundred: the
-    #: channel topics, the customer topic and the internal hops) and aiokafka encodes and
-    #: decodes them in pure Python, on the thread that shares the GIL with the agents. With
-    #: aiokafka's 1 byte, a trickle of events means hundreds of fetches a second: measured at
-    #: 500 events/s, the consumer thread took 37 % of a core. Waiting a few milliseconds for a
-    #: fuller fetch costs that much latency at most, and nothing under a backlog.
+    #: While records flow, a fetch returns once this many bytes are ready or
+    #: ``fetch_max_wait_ms`` has passed (once nothing comes, fetches long-poll again:
+    #: agents/faust_workarounds.fetch_in_batches). Every fetch request and response lists each
+    #: assigned partition (over a hundred: the channel topics, the customer topic, the internal
+    #: hops) and aiokafka encodes and decodes them in pure Python, on a thread that shares the
+    #: GIL with the agents. Answered at the first byte (Faust's setting), a trickle of events
+    #: meant hundreds of fetches a second: at 500 events/s the consumer thread took 37 % of a
+    #: core. Waiting a few milliseconds for a fuller fetch costs that much latency at most.
     fetch_min_bytes: int = 256 * 1024
     fetch_max_wait_ms: int = 10
 

@@ -11,7 +11,12 @@ from typing import Any
 import faust
 import pytest
 
-from agents.faust_workarounds import SpinnerlessWorker, complete_buffer_flush, fetch_in_batches
+from agents.faust_workarounds import (
+    IDLE_AFTER,
+    SpinnerlessWorker,
+    _adapt_fetches,
+    complete_buffer_flush,
+)
 
 
 @pytest.fixture
@@ -94,11 +99,9 @@ def test_the_worker_store_is_the_fail_stop_rocksdb_store() -> None:
     assert issubclass(FailStopRocksDBStore, Store)
 
 
-async def _fetch_settings(min_bytes: int | None) -> tuple[int, int]:
+async def _faust_fetch_settings() -> tuple[int, int]:
     """fetch_min_bytes and fetch_max_wait_ms of the Kafka consumer Faust makes for a worker."""
-    app = faust.App(f"t-fetch-{min_bytes}", broker="kafka://127.0.0.1:1", store="memory://")
-    if min_bytes is not None:
-        fetch_in_batches(app, min_bytes, 10)
+    app = faust.App("t-fetch", broker="kafka://127.0.0.1:1", store="memory://")
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     try:
         return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
@@ -108,11 +111,36 @@ async def _fetch_settings(min_bytes: int | None) -> tuple[int, int]:
 
 def test_faust_has_the_broker_answer_a_fetch_as_soon_as_one_byte_is_there() -> None:
     # faust/transport/drivers/aiokafka.py _create_worker_consumer: no setting for either.
-    assert asyncio.run(_fetch_settings(None)) == (1, 1500)
+    assert asyncio.run(_faust_fetch_settings()) == (1, 1500)
 
 
-def test_the_worker_consumer_fetches_in_batches() -> None:
-    assert asyncio.run(_fetch_settings(256 * 1024)) == (256 * 1024, 10)
+class _Fetcher:
+    """aiokafka's Fetcher as the adaptation sees it: a buffer of fetched records per partition,
+    the fetch settings of the next request, and the coroutine that handles one fetch."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, object] = {"t-0": object()}  # a partition not read yet
+        self._fetch_min_bytes, self._fetch_max_wait_ms = 1, 1500
+        self.brings: list[str] = []
+
+    async def _proc_fetch_request(self, assignment: Any, node_id: Any, request: Any) -> bool:
+        self._records.pop("t-0", None)  # the reader takes what was buffered meanwhile
+        for tp in self.brings:
+            self._records[tp] = object()
+        return False
+
+
+def test_fetches_wait_for_more_while_records_flow_and_long_poll_once_they_stopped() -> None:
+    fetcher = _Fetcher()
+    _adapt_fetches(fetcher, 256 * 1024, 10)
+    busy, idle = (256 * 1024, 10), (1, 1500)
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == idle  # a quiet start
+    settings = []
+    for brings in [["t-1"], ["t-2", "t-3"], [], ["t-4"]] + [[]] * IDLE_AFTER + [["t-5"]]:
+        fetcher.brings = brings
+        asyncio.run(fetcher._proc_fetch_request(None, 0, None))
+        settings.append((fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms))
+    assert settings == [busy] * (4 + IDLE_AFTER - 1) + [idle, busy]
 
 
 def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
