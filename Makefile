@@ -51,7 +51,7 @@ reliability: install
 	TUTTI_RELIABILITY_BAD_RECORDS=10000 TUTTI_RELIABILITY_FUZZ_EXAMPLES=5000 \
 	TUTTI_RELIABILITY_REGISTRY_OUTAGE_S=30 TUTTI_RELIABILITY_BROKER_DOWN_S=10 \
 	TUTTI_RELIABILITY_PROVIDER_FAIL_S=60 TUTTI_RELIABILITY_PROVIDER_SLOW_S=20 \
-	TUTTI_RELIABILITY_PROVIDER_SLOW_ANSWER_S=5 \
+	TUTTI_RELIABILITY_PROVIDER_SLOW_ANSWER_S=5 TUTTI_RELIABILITY_SENDER_KILLS=1 \
 	bash scripts/test.sh -s -m 'not slow' tests/integration/worker/test_faults_live.py \
 		tests/integration/worker/test_bad_input_live.py tests/unit/test_fuzz.py \
 		tests/integration/worker/test_registry_outage_live.py \

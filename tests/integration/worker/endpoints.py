@@ -88,10 +88,16 @@ class EndpointVerdict:
     unsent_pull: int  # oracle actions on pull channels (placements): no sender, by design
     unserved: set[str]  # oracle actions on a channel that has no sender here
     leaks: list[str]  # log lines with personal data
+    behind: dict[str, int]  # actions a sender had not committed when the endpoints were read
 
     @property
     def ok(self) -> bool:
-        return not self.leaks and not self.unserved and all(f.ok for f in self.channels.values())
+        return (
+            not self.leaks
+            and not self.unserved
+            and not self.behind
+            and all(f.ok for f in self.channels.values())
+        )
 
     def line(self) -> str:
         parts = [
@@ -103,7 +109,7 @@ class EndpointVerdict:
         return (
             f"at the endpoints: {'; '.join(parts)}; on pull channels (no sender) "
             f"{self.unsent_pull}, on channels without a sender {len(self.unserved)}; log lines "
-            f"with personal data {len(self.leaks)}"
+            f"with personal data {len(self.leaks)}; senders behind {self.behind or 0}"
         )
 
     def failures(self) -> str:
@@ -116,6 +122,8 @@ class EndpointVerdict:
         ]
         if self.unserved:
             lines.append(f"no sender for: {sorted(self.unserved)[:5]}")
+        if self.behind:
+            lines.append(f"senders still behind when read (uncommitted actions): {self.behind}")
         return "\n".join(lines + [f"log: {line[:200]}" for line in self.leaks[:5]])
 
 
@@ -143,6 +151,7 @@ class Endpoints:
         self.senders: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {ch: workdir / f"sender-{ch}.log" for ch in channels}
         self.kills: list[str] = []
+        self.behind: dict[str, int] = {}  # per channel, at the last settle()
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Endpoints:
@@ -179,7 +188,8 @@ class Endpoints:
         return channel
 
     def settle(self, timeout: float) -> dict[str, tuple[int, int]]:
-        """Wait (up to ``timeout`` s) until every sender committed every action of its topic
+        """Wait (up to ``timeout`` s; it returns as soon as they are done, seconds after the
+        stream at the sizes measured) until every sender committed every action of its topic
         (receipts are flushed before offsets); returns (committed, end) per channel."""
         deadline = time.monotonic() + timeout
         while True:
@@ -187,7 +197,8 @@ class Endpoints:
                 ch: committed_total(self.settings, ch, group_id(self.settings, ch))
                 for ch in self.channels
             }
-            if all(done >= end for done, end in state.values()) or time.monotonic() > deadline:
+            self.behind = {ch: end - done for ch, (done, end) in state.items() if end > done}
+            if not self.behind or time.monotonic() > deadline:
                 return state
             for ch, process in self.senders.items():
                 assert process.poll() is None, f"the {ch} sender exited: {self.tail(ch)}"
@@ -244,13 +255,14 @@ class Endpoints:
         unserved = {s[5] for s in wanted if s[3] not in self.channels and s[3] not in PULL_CHANNELS}
         logs = [*self.logs.values(), *other_logs]
         leaks = personal_data_in(logs, markers) if markers else []
-        return EndpointVerdict(figures, pull, unserved, leaks)
+        return EndpointVerdict(figures, pull, unserved, leaks, dict(self.behind))
 
     def _receipts(self, expected: int) -> list[DeliveryReceipt]:
         """One receipt per action id: its outcome. An outbox copy's `duplicate_skipped` and a
         receipt re-emitted after a crash repeat it; a `sent` wins over anything else."""
         best: dict[str, DeliveryReceipt] = {}
-        for r in read_receipts(self.settings, expected=expected, timeout_s=15):
+        # Full size: ~23,000 receipts and their outbox copies take seconds to read.
+        for r in read_receipts(self.settings, expected=expected, timeout_s=15 + expected / 1000):
             kept = best.get(r.action_id)
             if kept is None or kept.status == "duplicate_skipped" or r.status == "sent":
                 best[r.action_id] = r

@@ -231,7 +231,7 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
     wrong = _misapplied(worker, stories, wait=120)
     lag = _lag(settings, app_id)
     reading = time.monotonic()
-    endpoints.settle(60)  # every action read, sent, reported and committed by its sender
+    endpoints.settle(180)  # every action read, sent, reported and committed by its sender
     at_endpoints = endpoints.verdict(
         expected, other_logs=tuple(tmp_path.glob("worker-*.log")), markers=STORY_PERSONAL_DATA
     )
@@ -288,7 +288,7 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
     assert not _misapplied(worker, stories, wait=60)
     actions.poll(TAIL_S)  # the arbitration windows close, their sends go
     sent = len(actions.quiet_for(3.0))
-    endpoints.settle(60)  # sent, and their receipts (kept in the state) applied before the digest
+    endpoints.settle(180)  # sent, and their receipts (kept in the state) applied before the digest
     assert endpoints.receipts_applied(worker.app_id, 60)
     arrived = sum(len(a) for a in endpoints.arrivals().values())
     before = {cid: worker.customer(cid) for cid in stories}
@@ -307,7 +307,7 @@ def test_a_wiped_data_dir_is_restored_with_identical_state_and_nothing_sent_agai
         if (before[cid] or {}).get("state_digest") != (after[cid] or {}).get("state_digest")
     ]
     again = actions.poll(5.0)[sent:]
-    endpoints.settle(60)
+    endpoints.settle(180)
     # At the endpoints: every action on the topic arrived once, nothing arrived again.
     at_endpoints = endpoints.verdict(
         live_sends(actions.records),
@@ -396,7 +396,7 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
     )
     wrong = _misapplied(survivor, stories, wait=120)
     lag = _lag(settings, app_id)
-    endpoints.settle(60)
+    endpoints.settle(180)
     # At the endpoints: those arbitrated differently are reported above; for everyone else the
     # topic holds the oracle's actions, so the endpoints must have them too.
     at_endpoints = endpoints.verdict(
