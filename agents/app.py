@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Any:
         stream_buffer_maxsize=16384,
         broker_max_poll_records=2000,
         consumer_max_fetch_size=4 * 1024 * 1024,
-        producer_linger=0.005,
+        producer_linger=w.producer_linger_ms / 1000,
         producer_max_batch_size=256 * 1024,
         stream_wait_empty=False,
         autodiscover=False,
