@@ -69,10 +69,9 @@ __all__ = ["CustomerAgent", "register_customer_agent"]
 
 log = logging.getLogger(__name__)
 
-#: Records decided per batch at most, and how long a batch waits to fill (the latency a quiet
-#: stream pays: a lone event waits this long at most).
+#: Records decided per batch at most; how long a batch waits to fill is ``worker.batch_within_ms``
+#: (the latency a quiet stream pays: a lone event waits this long at most).
 BATCH_MAX: Final = 500
-BATCH_WITHIN: Final = 0.01
 
 
 class CustomerAgent:
@@ -360,8 +359,10 @@ def register_customer_agent(worker: TuttiWorker) -> CustomerAgent:
         partitions=worker.settings.topics.partitions,
     )
 
+    within = worker.settings.worker.batch_within_ms / 1000
+
     async def decide(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+        async for events in stream.take_events(BATCH_MAX, within):
             await handler.on_batch(events)
 
     decide.__name__ = decide.__qualname__ = "decide"
