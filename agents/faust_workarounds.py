@@ -98,6 +98,8 @@ def fetch_in_batches(app: Any, min_bytes: int, max_wait_ms: int) -> None:
     """
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+    if (min_bytes, max_wait_ms) == IDLE_FETCH:
+        return  # Faust's own fetches
     app._tutti_fetch = (min_bytes, max_wait_ms)
     original = AIOKafkaConsumerThread._create_worker_consumer
     if getattr(original, "_tutti_fetch", False):

@@ -253,3 +253,11 @@ def test_a_stalled_partition_is_fetched_again_from_its_committed_offset() -> Non
     assert consumer._read_offset[tp] == 40  # Faust's seek: records from 40 on are read again
     assert tp in consumer._get_active_partitions() and tp not in consumer._buffered_partitions
     assert guard.resumed == 1
+
+
+def test_faust_fetch_settings_leave_faust_fetching_as_it_does() -> None:
+    from agents.faust_workarounds import IDLE_FETCH, fetch_in_batches
+
+    app = faust.App("t-fetch-default", broker="kafka://127.0.0.1:1", store="memory://")
+    fetch_in_batches(app, *IDLE_FETCH)
+    assert not hasattr(app, "_tutti_fetch")
