@@ -2,11 +2,12 @@
 metrics, a private stack).
 
 Asking the kernel for port 0 and handing the number to a child process races: until the child
-binds it, the port is free for anyone - and `make test` runs three test processes whose Kafka
+binds it, the port is free for anyone - and `make test` runs several test processes whose Kafka
 clients open outgoing connections from the same ephemeral range (32768-60999 here). One such
 race stopped a worker with "address already in use". So each test process takes ports from its
 own block below the ephemeral range (pytest-xdist names the process: gw0, gw1, ...), never the
-same one twice, and checks that nothing listens there.
+same one twice, and checks that nothing listens there. Test runs started by hand side by side
+(outside xdist) each set their own block: ``TUTTI_TEST_PORT_BLOCK=5 pytest ...`` (0-30).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ _BLOCK = 1000
 
 def _block() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; unset alone
-    return int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return int(worker[2:]) + 1
+    return int(os.environ.get("TUTTI_TEST_PORT_BLOCK", "0"))
 
 
 _candidates = itertools.cycle(range(_FIRST + _block() * _BLOCK, _FIRST + (_block() + 1) * _BLOCK))
