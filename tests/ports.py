@@ -7,7 +7,8 @@ clients open outgoing connections from the same ephemeral range (32768-60999 her
 race stopped a worker with "address already in use". So each test process takes ports from its
 own block below the ephemeral range (pytest-xdist names the process: gw0, gw1, ...), never the
 same one twice, and checks that nothing listens there. Test runs started by hand side by side
-(outside xdist) each set their own block: ``TUTTI_TEST_PORT_BLOCK=5 pytest ...`` (0-30).
+(outside xdist) each set their own block: ``TUTTI_TEST_PORT_BLOCK=5 pytest ...`` (0-10, below
+the ephemeral range).
 """
 
 from __future__ import annotations
