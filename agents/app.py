@@ -112,7 +112,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         state_cache=StateCache(settings.worker.state_cache_size),
     )
     complete_buffer_flush(app)  # a commit never outruns its changelog writes
-    resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left unconsumed
+    stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
+    worker.metrics.watch_stalls(stalls)
     seek_with_input_paused()  # no gap committed at the end of a restore
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)

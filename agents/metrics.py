@@ -315,6 +315,13 @@ class WorkerMetrics:
             "Wake-ups scheduled in the index of the partitions this worker owns.",
             registry=r,
         )
+        self.partitions_refetched = Gauge(
+            "tutti_worker_stalled_partitions_refetched",
+            "Input partitions this worker found stalled (records to read, none delivered for "
+            "60 s) and fetched again from their committed offset since it started "
+            "(agents/faust_workarounds.StalledPartitions).",
+            registry=r,
+        )
         self.wakeups_overdue = Gauge(
             "tutti_worker_wakeups_overdue_seconds",
             "Seconds the earliest indexed wake-up is past its due time (0 when none is due; "
@@ -367,6 +374,10 @@ class WorkerMetrics:
             return 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
 
         self.wakeups_overdue.set_function(overdue)
+
+    def watch_stalls(self, guard: Any) -> None:
+        """Report how many stalled input partitions ``guard`` fetched again, on each scrape."""
+        self.partitions_refetched.set_function(lambda: guard.resumed)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape's body and content type, in the format the ``Accept`` header asks for
