@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,10 @@ def _against_the_oracle(
     those of them arbitrated differently, actions lost and not decided by the oracle for the
     others, copies re-sent with the same action id).
 
-    Arbitration windows close on event time, and the worker fires a wake-up only once it has
-    read its partition's inputs up to it (agents/watermarks.py), so a story straddling a worker
-    outage is arbitrated as the simulator does it (the SIGKILL test fails on any difference).
+    Arbitration windows close on event time, and the worker fires a wake-up, and decides one
+    fired before a crash, only once it has read its partition's inputs up to it
+    (agents/watermarks.py), so a story straddling a worker outage is arbitrated as the
+    simulator does it (the SIGKILL test fails on any difference).
     A membership change is still reported, not failed (docs/reliability.md)."""
     live = live_sends(records)
     copies = Counter(r["action_id"] for r in records)
@@ -143,6 +144,52 @@ def _against_the_oracle(
     lost = {a for a in expected - live if a[0] not in straddling}
     extra = {a for a in live - expected if a[0] not in straddling}
     return straddling, shifted, lost, extra, resent
+
+
+def _differences(
+    cid: str,
+    library: Path,
+    inputs: list[Any],
+    started: datetime,
+    until: datetime,
+    worker: WorkerProcess,
+    records: list[dict[str, Any]],
+) -> str:
+    """Why one customer's actions differ from the oracle's, to tell a rule that reads the clock
+    differently live from a bug: their story (ms after the script's start), the worker's
+    decisions (its customer view: the engine's last explanations, at the worker's clock) and
+    actions, and the simulator's timeline for their events alone (a customer's decisions depend
+    on their own events only: each story has identifiers of its own). Only for the few
+    customers that differ."""
+    from orchestrator.engine import CustomerEvent, load_rules
+    from orchestrator.simulator import simulate
+
+    def ms(at: Any) -> str:
+        when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+        return f"{(when - started).total_seconds() * 1000:.0f}"
+
+    own = [i for i in inputs if isinstance(i, CustomerEvent) and i.customer_key == cid]
+    lines = ["    story  " + ", ".join(f"{i.event_type}@{ms(i.event_time)}" for i in own)]
+    view = worker.customer(cid) or {}
+    for d in reversed(view.get("last_decisions") or []):
+        lines.append(
+            f"    live   @{ms(d['at'])} {d['kind']} {d['code']} {d['journey_id']}/{d['step_id']}"
+            f" {d['channel'] or '-'}: {d['reason']}"
+        )
+    for r in records:
+        if r["customer_id"] == cid:
+            lines.append(
+                f"    live   action @{ms(r['created_at'])} {r['journey_id']}/{r['step_id']} "
+                f"{r['channel']}"
+            )
+    for t in simulate(load_rules(library), own, until=until).timeline:
+        if t.customer_id == cid and t.what not in ("info", "segment_entered", "segment_exited"):
+            lines.append(
+                f"    oracle @{ms(t.at)} {t.what} {t.reason or ''} {t.journey_id}/{t.step_id} "
+                f"{t.channel or '-'} {t.detail}"
+            )
+    lines.append(f"    (the oracle's horizon: @{ms(until)})")
+    return "\n".join(lines)
 
 
 def _drained(settings: Settings, group: str, wait: float) -> None:
@@ -250,10 +297,12 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         f"{at_endpoints.line()}; senders SIGKILLed: {endpoints.kills}; read in {reading:.1f} s"
     )
     live = live_sends(records)
-    for cid in sorted(shifted):  # what differs, to tell a real difference from a bug
+    for cid in sorted(shifted | {a[0] for a in lost | extra}):  # what differs, and why
         print(
             f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
             f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}"
+            f"{' (story straddles an outage)' if cid in straddling else ''}\n"
+            + _differences(cid, library, inputs, started, until, worker, records)
         )
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
