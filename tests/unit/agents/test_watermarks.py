@@ -3,13 +3,11 @@ wake-ups fire only up to how far the customer agent has processed that partition
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
 
 from agents.watermarks import InputWatermarks
-from orchestrator.engine.state import CustomerState, Enrollment, pending_wakeups
+from orchestrator.engine.state import CustomerState, Enrollment
 from orchestrator.wakeups import WakeUpIndex
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -123,52 +121,3 @@ def test_a_wakeup_record_fired_before_a_crash_waits_for_the_inputs_read_again() 
     quiet = InputWatermarks(TOPICS)
     caught_up = {("events.web", 0): 20, ("customer-events", 0): 40}
     assert quiet.reached_for(fired, close, NOW, highwaters.get, caught_up.get)
-
-
-class _Consumer:
-    """The two things the gate reads of Faust's consumer: highwaters and committed offsets."""
-
-    def __init__(self, ends: dict[tuple[str, int], int], committed: dict[Any, int]) -> None:
-        self.ends = ends
-        self._committed_offset = committed
-
-    def highwater(self, tp: tuple[str, int]) -> int | None:
-        return self.ends.get(tuple(tp))  # type: ignore[arg-type]
-
-
-class _Customers:
-    def __init__(self, state: CustomerState) -> None:
-        self.state = state
-
-    def load_record(self, customer_id: str) -> tuple[CustomerState, tuple[()]]:
-        return self.state, ()
-
-
-class _Control:
-    async def wait_ready(self) -> None:
-        return None
-
-
-def test_the_decide_step_hands_an_early_wakeup_record_back_to_the_timer() -> None:
-    """agents.journey.JourneyStep.handle: a wake-up record due after how far the partition's
-    inputs are read is not decided (the engine would close the window before the order still
-    unread on events.web); the timer gets it back and fires it once they are read."""
-    from faust.types import TP
-
-    from agents.journey import JourneyStep
-    from agents.signals import SIGNAL_WAKEUP
-
-    close = NOW - timedelta(seconds=5)
-    state = waiting("a", close)
-    [wakeup] = pending_wakeups(state)
-    highwaters = ends(events_web=20, events_app=0, customer_events=41)
-    consumer = _Consumer(highwaters, {TP("events.web", 0): 12, TP("customer-events", 0): 40})
-    worker = SimpleNamespace(customers=_Customers(state), app=SimpleNamespace(_consumer=consumer))
-    index, inputs = WakeUpIndex(), InputWatermarks(TOPICS)
-    index.assign(0, [])
-    step = JourneyStep(worker, _Control(), index, inputs)  # type: ignore[arg-type]
-    fired = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
-    fired.topic, fired.partition = fired.tp
-    asyncio.run(step.handle(fired, SIGNAL_WAKEUP, "a", wakeup))
-    assert step.stats.early_wakeups == 1 and step.stats.signals == 0  # not decided
-    assert index.due(NOW, {0: close}) == [wakeup]  # the timer has it again
