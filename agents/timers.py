@@ -11,9 +11,7 @@ from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-fir
 On event time: a partition's wake-ups fire only up to how far the customer agent has processed
 that partition's inputs (agents.watermarks), so a worker working off a backlog meets an
 arbitration window's close (or a wait's end) after every event before it, as the simulator
-does. Caught up, that is the clock. The decide step checks it again for each wake-up record
-(agents.journey): a record fired before a crash is on the topic when the restarted worker reads
-that partition's events again from the committed offsets, and waits for them.
+does. Caught up, that is the clock.
 
 Restarts and rebalances lose nothing: a newly owned partition is rebuilt from the table, so a
 wake-up that fell due while nobody owned it fires once, late, on the new owner. Whether a late

@@ -10,10 +10,7 @@ agent reads for it (the channel topics and the customer topic, all co-partitione
 record time of the last record it finished processing there, or the clock when nothing more is
 there to read (the processed offset is the partition's end: its highwater). The timer fires a
 partition's wake-ups only up to its watermark (`orchestrator.wakeups.WakeUpIndex.due`). When
-the worker is caught up the watermark is the clock, so steady state changes nothing. The decide
-step holds the same gate for each wake-up record it meets (`InputWatermarks.reached_for`): one
-fired before a crash or a rebalance, or whose partition got records since it was fired, goes
-back to the timer until the inputs are read up to it.
+the worker is caught up the watermark is the clock, so steady state changes nothing.
 
 The highwater is what the consumer's last fetch said (read through
 ``agents.faust_workarounds.highwater_offset``): a record produced since is not seen yet, as
@@ -59,30 +56,18 @@ class InputWatermarks:
             self.done[tp] = (m.offset, m.timestamp)
 
     def watermark(
-        self,
-        partition: int,
-        now: datetime,
-        highwater: OffsetOf,
-        committed: OffsetOf,
-        current: Any = None,
+        self, partition: int, now: datetime, highwater: OffsetOf, committed: OffsetOf
     ) -> datetime | None:
         """Event time up to which every input of ``partition`` is processed (at most ``now``);
         None when one of them has records waiting and nothing processed yet.
 
         ``highwater``: the end offset the consumer knows for a topic-partition (None: not
         fetched yet); ``committed``: the group's committed offset (the next to read after a
-        restart). ``current``: the record being processed (a Faust message), counted as
-        processed on its topic-partition: the decide step's gate for a wake-up record."""
+        restart)."""
         mark = now
         for topic in self.topics:
             tp = (topic, partition)
             done = self.done.get(tp)
-            if (
-                current is not None
-                and current.tp == tp
-                and (done is None or current.offset > done[0])
-            ):
-                done = (current.offset, current.timestamp)
             end = highwater(tp)
             # The group's commit may be ahead of what this worker processed (the partition was
             # another worker's for a while): what was committed is processed too.
@@ -95,27 +80,6 @@ class InputWatermarks:
             if at < mark:
                 mark = at
         return mark
-
-    def reached_for(
-        self,
-        message: Any,
-        due_at: datetime,
-        now: datetime,
-        highwater: OffsetOf,
-        committed: OffsetOf,
-    ) -> bool:
-        """Have the inputs of ``message``'s partition been processed up to ``due_at``, counting
-        ``message`` itself (a wake-up record being decided)?
-
-        The timer's gate alone does not hold across a crash: a wake-up record the dead worker
-        fired (its inputs read past the due time) is on the customer topic, and the restarted
-        worker, reading again from the committed offsets, would decide it before the events
-        of that customer it has not read again yet (decided later, they met a closed
-        arbitration window: a welcome e-mail sent that the order right after the sign-up
-        should have ended). Such a record is handed back to the timer instead, which fires it
-        again once the watermark has passed its due time."""
-        mark = self.watermark(message.tp[1], now, highwater, committed, current=message)
-        return mark is not None and mark >= due_at
 
     def reached(
         self, partitions: Iterable[int], now: datetime, highwater: OffsetOf, committed: OffsetOf

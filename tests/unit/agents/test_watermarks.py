@@ -96,28 +96,3 @@ def test_the_index_fires_a_partition_only_up_to_its_watermark() -> None:
     assert [w.customer_id for w in idx.due(NOW, reached)] == ["a"]  # at the close: fires
     assert [w.customer_id for w in idx.due(NOW)] == ["b"]  # unnamed: the clock alone
     assert idx.due(NOW) == []
-
-
-def test_a_wakeup_record_fired_before_a_crash_waits_for_the_inputs_read_again() -> None:
-    """The decide step's gate (agents.journey): a wake-up record on the customer topic, fired
-    by a worker that then died, meets a restarted worker that has not read its partition's
-    events up to the wake-up's time again; the record itself counts as read."""
-    close = NOW - timedelta(seconds=5)
-    fired = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
-    highwaters = ends(events_web=20, events_app=0, customer_events=41)
-    committed = {("events.web", 0): 12, ("customer-events", 0): 40}
-    inputs = InputWatermarks(TOPICS)  # restarted: nothing processed yet
-
-    def reached() -> bool:
-        return inputs.reached_for(fired, close, NOW, highwaters.get, committed.get)
-
-    assert not reached()  # events.web[0] 12-19: times unknown until read
-    inputs.processed([record("events.web", 0, 15, close - timedelta(seconds=1))])
-    assert not reached()  # an order of the customer may still be in 16-19
-    inputs.processed([record("events.web", 0, 17, close + timedelta(seconds=1))])
-    assert reached()  # read past the close (18, 19 came after it)
-    # Caught up everywhere but the record itself, with nothing read on the customer topic
-    # since the restart: the record counts as read, so it is decided at once.
-    quiet = InputWatermarks(TOPICS)
-    caught_up = {("events.web", 0): 20, ("customer-events", 0): 40}
-    assert quiet.reached_for(fired, close, NOW, highwaters.get, caught_up.get)
