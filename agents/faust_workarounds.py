@@ -585,4 +585,5 @@ def seek_with_input_paused() -> None:
             self.resume_partitions(inputs)
 
     paused_perform_seek._tutti_seek_paused = True  # type: ignore[attr-defined]
+    paused_perform_seek.__wrapped__ = perform_seek  # type: ignore[attr-defined]
     Consumer.perform_seek = paused_perform_seek  # type: ignore[method-assign]

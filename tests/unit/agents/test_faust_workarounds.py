@@ -152,6 +152,8 @@ def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
     from agents.faust_workarounds import seek_with_input_paused
 
     original = Consumer.perform_seek
+    # Faust's own, even when a worker built earlier in this process installed the workaround.
+    Consumer.perform_seek = getattr(original, "__wrapped__", original)  # type: ignore[method-assign]
     try:
         if workaround:
             seek_with_input_paused()
