@@ -478,7 +478,7 @@ class StalledPartitions:
         for tp in consumer.assignment():
             if tp.topic not in self.topics:
                 continue
-            committed = consumer._committed_offset.get(tp)
+            committed = committed_offset(self.app, tp.topic, tp.partition)
             end = highwater_offset(app, tp)
             acked = consumer._acked_index.get(tp) or ()
             if (
@@ -502,7 +502,7 @@ class StalledPartitions:
     async def resume(self, tp: TP) -> None:
         """Fetch ``tp`` again from its committed offset, taking it out of any pause."""
         consumer = self.app._consumer
-        committed = consumer._committed_offset.get(tp)
+        committed = committed_offset(self.app, tp.topic, tp.partition)
         if committed is None:
             return
         log.warning(
