@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.control import ControlFollower
-from agents.faust_workarounds import committed_offset
+from agents.faust_workarounds import committed_offset, highwater_offset
 from agents.signals import (
     FORGET_HEADERS,
     INTEREST_HEADERS,
@@ -144,6 +144,9 @@ class StepStats:
     handle_seconds: float = 0.0  # decide + state write + sends
     send_seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
+    #: Wake-up records met before their partition's inputs were read up to them (a crash, a
+    #: rebalance): handed back to the timer.
+    early_wakeups: int = 0
 
 
 class ConditionErrorLog:
@@ -253,6 +256,19 @@ class JourneyStep:
                     customers.save(state, outbox)
                 await self._resend(replay.records)
                 return
+            if isinstance(signal, WakeUp) and state is not None and self._early(msg, signal, now):
+                # Fired before a crash or by a partition's previous owner, and this worker has
+                # not read the partition's inputs up to it yet (agents.watermarks). Back to
+                # the timer, which fires it again once they are read.
+                self.index.update(msg.partition, state)
+                self.stats.early_wakeups += 1
+                if self.stats.early_wakeups & (self.stats.early_wakeups - 1) == 0:  # 1, 2, 4...
+                    log.info(
+                        "wake-up records met before their partition's inputs were read up to "
+                        "them, handed back to the timer: %d so far",
+                        self.stats.early_wakeups,
+                    )
+                return
             notes = self._profile_notes(customer_id, state, signal, links)
             erasing = erasure_time(signal, now)
             erasures = self.worker.erasures
@@ -297,6 +313,21 @@ class JourneyStep:
         label = kind.decode()
         self.stats.by_kind[label] = self.stats.by_kind.get(label, 0) + 1
         self.worker.metrics.decided(label, signal, decision, decided_in, handled_in)
+
+    def _early(self, msg: Any, wakeup: WakeUp, now: datetime) -> bool:
+        """A wake-up record fired under another claim on its partition than this worker's
+        timer holds, due after how far this worker has processed the partition's inputs (the
+        record itself counted). One our timer fired passed that gate when it fired."""
+        if self.inputs is None or self.inputs.fired_here(msg.partition, msg.headers):
+            return False
+        app = self.worker.app
+        return not self.inputs.reached_for(
+            msg,
+            wakeup.due_at,
+            now,
+            lambda tp: highwater_offset(app, tp),
+            lambda tp: committed_offset(app, tp[0], tp[1]),
+        )
 
     def _acknowledgement(
         self, command: CustomerCommand, customer_id: str, decision: Decision

@@ -11,7 +11,9 @@ from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-fir
 On event time: a partition's wake-ups fire only up to how far the customer agent has processed
 that partition's inputs (agents.watermarks), so a worker working off a backlog meets an
 arbitration window's close (or a wait's end) after every event before it, as the simulator
-does. Caught up, that is the clock.
+does. Caught up, that is the clock. Each record carries the timer's claim on its partition;
+the decide step checks the gate again for a record fired under another claim (a worker that
+died or lost the partition: agents.watermarks), which waits for the events read again.
 
 Restarts and rebalances lose nothing: a newly owned partition is rebuilt from the table, so a
 wake-up that fell due while nobody owned it fires once, late, on the new owner. Whether a late
@@ -35,7 +37,7 @@ from agents.faust_workarounds import (
 )
 from agents.journey import encode_wakeup
 from agents.signals import SIGNAL_HEADER, SIGNAL_WAKEUP
-from agents.watermarks import InputWatermarks, customer_inputs
+from agents.watermarks import FIRED_BY_HEADER, InputWatermarks, customer_inputs
 from agents.worker import TuttiWorker
 from orchestrator.engine.state import CustomerState
 from orchestrator.wakeups import WakeUpIndex
@@ -91,6 +93,7 @@ class WakeUpTimer:
             enrolments.revoke(partition)
             log.info("timers: partition %d no longer ours; its wake-ups dropped", partition)
         for partition in sorted(active - self.index.partitions):
+            self.inputs.claim(partition)
             states = local_partition_states(self.worker.customers_table, partition)
             n = self.index.assign(partition, enrolments.counting(partition, states))
             log.info("timers: partition %d indexed, %d wake-ups pending", partition, n)
@@ -111,11 +114,14 @@ class WakeUpTimer:
             lambda tp: committed_offset(app, tp[0], tp[1]),
         )
         due = self.index.due(now, reached)
+        claims = self.inputs.claims
         for wakeup in due:
+            partition = self.index.partition_of(wakeup.customer_id)
+            claim = claims.get(partition, b"") if partition is not None else b""
             await topic.send(
                 key=wakeup.customer_id.encode(),
                 value=encode_wakeup(wakeup),
-                headers=[(SIGNAL_HEADER, SIGNAL_WAKEUP)],
+                headers=[(SIGNAL_HEADER, SIGNAL_WAKEUP), (FIRED_BY_HEADER, claim)],
             )
             sent += 1
         self.fired += sent

@@ -12,6 +12,19 @@ there to read (the processed offset is the partition's end: its highwater). The 
 partition's wake-ups only up to its watermark (`orchestrator.wakeups.WakeUpIndex.due`). When
 the worker is caught up the watermark is the clock, so steady state changes nothing.
 
+The gate must hold across a crash too: a wake-up record the dead worker fired (its inputs read
+past the due time) is on the customer topic, and the restarted worker, reading again from the
+committed offsets, would decide it before the customer's events it has not read again (a
+welcome e-mail sent that the order right after the sign-up should have ended). So the timer
+marks each record with its *claim* on the partition (`InputWatermarks.claim`: this process,
+this ownership of the partition), and the decide step checks the gate again only for a
+wake-up record that carries no claim of ours (`InputWatermarks.fired_here`,
+`InputWatermarks.reached_for`): one fired by a previous owner or incarnation goes back to the
+timer until the inputs are read up to it. A record our own timer fired passed the gate when it
+fired; checking it again would hold it whenever the partition got a record since (the
+watermark then falls back to that partition's last processed record) and reorder decisions
+that the simulator makes in due-time order.
+
 The highwater is what the consumer's last fetch said (read through
 ``agents.faust_workarounds.highwater_offset``): a record produced since is not seen yet, as
 before. A partition not fetched yet, with records to read and none processed, holds its
@@ -20,14 +33,19 @@ wake-ups until its first record is processed: its backlog's times are unknown un
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from agents.worker import INGEST_CHANNELS
 from orchestrator.topics import Topics
 
-__all__ = ["InputWatermarks", "customer_inputs"]
+__all__ = ["FIRED_BY_HEADER", "InputWatermarks", "customer_inputs"]
+
+#: The header of a wake-up record that names the claim it was fired under (InputWatermarks.claim).
+FIRED_BY_HEADER: Final = "tutti-fired-by"
 
 #: (topic, partition) -> an offset, or None when unknown (Faust's TP is such a named tuple).
 OffsetOf = Callable[[tuple[str, int]], int | None]
@@ -46,6 +64,12 @@ class InputWatermarks:
         #: (topic, partition) -> (offset, record time in epoch seconds) of the last record
         #: processed there.
         self.done: dict[tuple[str, int], tuple[int, float]] = {}
+        #: partition -> the claim this worker fires its wake-ups under while it owns it: this
+        #: process (a restart is a new one) and this ownership (a partition lost and won back
+        #: is a new one).
+        self.claims: dict[int, bytes] = {}
+        self._incarnation = uuid.uuid4().hex[:12]
+        self._ownerships = itertools.count(1)
 
     def processed(self, messages: Iterable[Any]) -> None:
         """A batch of records (Faust messages: ``tp``, ``offset``, ``timestamp`` in seconds) is
@@ -56,18 +80,30 @@ class InputWatermarks:
             self.done[tp] = (m.offset, m.timestamp)
 
     def watermark(
-        self, partition: int, now: datetime, highwater: OffsetOf, committed: OffsetOf
+        self,
+        partition: int,
+        now: datetime,
+        highwater: OffsetOf,
+        committed: OffsetOf,
+        current: Any = None,
     ) -> datetime | None:
         """Event time up to which every input of ``partition`` is processed (at most ``now``);
         None when one of them has records waiting and nothing processed yet.
 
         ``highwater``: the end offset the consumer knows for a topic-partition (None: not
         fetched yet); ``committed``: the group's committed offset (the next to read after a
-        restart)."""
+        restart). ``current``: the record being processed (a Faust message), counted as
+        processed on its topic-partition: the decide step's gate for a wake-up record."""
         mark = now
         for topic in self.topics:
             tp = (topic, partition)
             done = self.done.get(tp)
+            if (
+                current is not None
+                and current.tp == tp
+                and (done is None or current.offset > done[0])
+            ):
+                done = (current.offset, current.timestamp)
             end = highwater(tp)
             # The group's commit may be ahead of what this worker processed (the partition was
             # another worker's for a while): what was committed is processed too.
@@ -81,14 +117,49 @@ class InputWatermarks:
                 mark = at
         return mark
 
+    def reached_for(
+        self,
+        message: Any,
+        due_at: datetime,
+        now: datetime,
+        highwater: OffsetOf,
+        committed: OffsetOf,
+    ) -> bool:
+        """Have the inputs of ``message``'s partition been processed up to ``due_at``, counting
+        ``message`` itself (a wake-up record being decided)?
+
+        Asked only for a record fired under another claim (see the module's docstring): such
+        a record is handed back to the timer until then."""
+        mark = self.watermark(message.tp[1], now, highwater, committed, current=message)
+        return mark is not None and mark >= due_at
+
     def reached(
         self, partitions: Iterable[int], now: datetime, highwater: OffsetOf, committed: OffsetOf
     ) -> dict[int, datetime | None]:
         """Each partition's watermark (the timer's argument to ``WakeUpIndex.due``)."""
         return {p: self.watermark(p, now, highwater, committed) for p in partitions}
 
+    def claim(self, partition: int) -> bytes:
+        """The claim wake-ups of ``partition`` are fired under from now on (a new one each
+        time the partition becomes ours)."""
+        claim = f"{self._incarnation}.{next(self._ownerships)}".encode()
+        self.claims[partition] = claim
+        return claim
+
+    def fired_here(self, partition: int, headers: Any) -> bool:
+        """Was a wake-up record of ``partition`` fired by this worker's timer during its
+        current ownership (``headers``: a Faust message's, pairs or a dict)?"""
+        claim = self.claims.get(partition)
+        if claim is None:
+            return False
+        raw = headers or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        return any(key == FIRED_BY_HEADER and bytes(value) == claim for key, value in pairs)
+
     def revoke(self, partitions: Iterable[int]) -> None:
         """Partitions no longer ours: what was processed there says nothing of the next owner."""
         gone = set(partitions)
         for tp in [tp for tp in self.done if tp[1] in gone]:
             del self.done[tp]
+        for partition in gone:
+            self.claims.pop(partition, None)

@@ -68,6 +68,10 @@ class WakeUpIndex:
             heapq.heappush(self._heaps[partition], (due_at, customer, token))
         return len(wanted)
 
+    def partition_of(self, customer_id: str) -> int | None:
+        """The partition a customer's wake-ups are indexed under (None: none indexed)."""
+        return self._partition_of.get(customer_id)
+
     def next_due(self) -> datetime | None:
         heads = [h[0][0] for h in self._heaps.values() if h]
         return min(heads) if heads else None

@@ -3,6 +3,7 @@ customer view's journey summary and the timer's index reconciliation."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -84,3 +85,37 @@ def test_the_timer_indexes_newly_owned_partitions_and_forgets_revoked_ones() -> 
     assert worker.metrics.enrolments.totals() == {"cart_abandonment": 1}
     due = timer.index.due(NOW + timedelta(days=400))
     assert {w.customer_id for w in due} == {"c-b"}
+
+
+def test_the_timer_marks_each_wakeup_with_its_claim_and_a_restart_does_not_own_it() -> None:
+    """A wake-up record carries the claim it was fired under (agents.watermarks): the decide
+    step trusts the gate only for its own timer's records, so one fired by a worker that died
+    (or by the partition's previous owner) is checked against the inputs read again."""
+    state = cart_state("c-a")
+    table = SimpleNamespace(data=FakeStore({0: {b"c-a": encode_state(state)}}))
+    sent: list[dict[str, Any]] = []
+
+    class Topic:
+        async def send(self, **record: Any) -> None:
+            sent.append(record)
+
+    worker = SimpleNamespace(
+        customers_table=table,
+        metrics=WorkerMetrics(),
+        app=None,
+        topics=SimpleNamespace(customer_events="tutti.customer-events"),
+        topic=lambda name: Topic(),
+    )
+    timer = WakeUpTimer(worker)  # type: ignore[arg-type]
+    timer.active_partitions = lambda: {0}  # type: ignore[method-assign]
+    assert asyncio.run(timer.tick(NOW + timedelta(days=400))) == len(pending_wakeups(state))
+    headers = sent[0]["headers"]
+    assert timer.inputs.fired_here(0, headers)
+    assert not timer.inputs.fired_here(1, headers)  # another partition's claim
+    restarted = WakeUpTimer(worker)  # type: ignore[arg-type]
+    restarted.reconcile({0})
+    assert not restarted.inputs.fired_here(0, headers)  # the killed process fired it
+    timer.reconcile(set())  # the partition moves away and comes back: a new ownership
+    timer.reconcile({0})
+    assert not timer.inputs.fired_here(0, headers)
+    assert not timer.inputs.fired_here(0, [("tutti-signal", b"wakeup")])  # no claim at all

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
-from agents.watermarks import InputWatermarks
+from agents.watermarks import FIRED_BY_HEADER, InputWatermarks
+from orchestrator.engine import WakeUp
 from orchestrator.engine.state import CustomerState, Enrollment
 from orchestrator.wakeups import WakeUpIndex
 
@@ -96,3 +98,54 @@ def test_the_index_fires_a_partition_only_up_to_its_watermark() -> None:
     assert [w.customer_id for w in idx.due(NOW, reached)] == ["a"]  # at the close: fires
     assert [w.customer_id for w in idx.due(NOW)] == ["b"]  # unnamed: the clock alone
     assert idx.due(NOW) == []
+
+
+def test_a_wakeup_record_fired_before_a_crash_waits_for_the_inputs_read_again() -> None:
+    """The decide step's gate (agents.journey): a wake-up record on the customer topic, fired
+    by a worker that then died, meets a restarted worker that has not read its partition's
+    events up to the wake-up's time again; the record itself counts as read."""
+    close = NOW - timedelta(seconds=5)
+    fired = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
+    highwaters = ends(events_web=20, events_app=0, customer_events=41)
+    committed = {("events.web", 0): 12, ("customer-events", 0): 40}
+    inputs = InputWatermarks(TOPICS)  # restarted: nothing processed yet
+
+    def reached() -> bool:
+        return inputs.reached_for(fired, close, NOW, highwaters.get, committed.get)
+
+    assert not reached()  # events.web[0] 12-19: times unknown until read
+    inputs.processed([record("events.web", 0, 15, close - timedelta(seconds=1))])
+    assert not reached()  # an order of the customer may still be in 16-19
+    inputs.processed([record("events.web", 0, 17, close + timedelta(seconds=1))])
+    assert reached()  # read past the close (18, 19 came after it)
+    # Caught up everywhere but the record itself, with nothing read on the customer topic
+    # since the restart: the record counts as read, so it is decided at once.
+    quiet = InputWatermarks(TOPICS)
+    caught_up = {("events.web", 0): 20, ("customer-events", 0): 40}
+    assert quiet.reached_for(fired, close, NOW, highwaters.get, caught_up.get)
+
+
+def test_the_decide_step_checks_again_only_wakeups_another_claim_fired(monkeypatch: Any) -> None:
+    """Our own timer's record passed the gate when it fired: a record that reached the
+    partition since (the watermark falls back to it) must not hold it (the fresh-clone CI's
+    oracle test once failed on that). A record fired under another claim is checked."""
+    import agents.journey as journey
+
+    close = NOW - timedelta(seconds=5)
+    highwaters = ends(events_web=21, events_app=0, customer_events=41)
+    committed = {("events.web", 0): 20, ("customer-events", 0): 40}
+    monkeypatch.setattr(journey, "highwater_offset", lambda app, tp: highwaters.get(tp))
+    monkeypatch.setattr(journey, "committed_offset", lambda app, t, p: committed.get((t, p)))
+    inputs = InputWatermarks(TOPICS)
+    claim = inputs.claim(0)
+    inputs.processed([record("events.web", 0, 19, close - timedelta(seconds=30))])
+    step = journey.JourneyStep(SimpleNamespace(app=None), None, WakeUpIndex(), inputs)  # type: ignore[arg-type]
+    wakeup = WakeUp("c-1", close, "enr#1")
+    ours = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
+    ours.partition, ours.headers = 0, [("tutti-signal", b"wakeup"), (FIRED_BY_HEADER, claim)]
+    # events.web[0] got offset 20 since the timer fired: the watermark is 30 s before the close.
+    assert not inputs.reached_for(ours, close, NOW, highwaters.get, committed.get)
+    assert not step._early(ours, wakeup, NOW)  # decided: our timer fired it
+    theirs = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
+    theirs.partition, theirs.headers = 0, [("tutti-signal", b"wakeup"), (FIRED_BY_HEADER, b"x.1")]
+    assert step._early(theirs, wakeup, NOW)  # back to the timer until offset 20 is read
