@@ -19,6 +19,7 @@ from agents.faust_workarounds import (
     fetch_in_batches,
     resume_stalled_partitions,
     seek_with_input_paused,
+    track_fetches,
 )
 from agents.watermarks import customer_inputs
 from agents.worker import INGEST_CHANNELS, TuttiWorker
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> Any:
         web_stats_enabled=False,
     )
     fetch_in_batches(app, w.fetch_min_bytes, w.fetch_max_wait_ms)
+    track_fetches(app)  # how fresh each highwater is, for the wake-ups' watermarks
     return app
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.control import ControlFollower
-from agents.faust_workarounds import committed_offset, highwater_offset
+from agents.faust_workarounds import committed_offset, highwater_as_of, highwater_offset
 from agents.signals import (
     FORGET_HEADERS,
     INTEREST_HEADERS,
@@ -327,6 +327,7 @@ class JourneyStep:
             now,
             lambda tp: highwater_offset(app, tp),
             lambda tp: committed_offset(app, tp[0], tp[1]),
+            lambda tp: highwater_as_of(app, tp),
         )
 
     def _acknowledgement(

@@ -32,6 +32,7 @@ from typing import Any, Final
 from agents.faust_workarounds import (
     actively_owned_partitions,
     committed_offset,
+    highwater_as_of,
     highwater_offset,
     partition_items,
 )
@@ -112,6 +113,7 @@ class WakeUpTimer:
             now,
             lambda tp: highwater_offset(app, tp),
             lambda tp: committed_offset(app, tp[0], tp[1]),
+            lambda tp: highwater_as_of(app, tp),
         )
         due = self.index.due(now, reached)
         claims = self.inputs.claims

@@ -26,8 +26,10 @@ watermark then falls back to that partition's last processed record) and reorder
 that the simulator makes in due-time order.
 
 The highwater is what the consumer's last fetch said (read through
-``agents.faust_workarounds.highwater_offset``): a record produced since is not seen yet, as
-before. A partition not fetched yet, with records to read and none processed, holds its
+``agents.faust_workarounds.highwater_offset``). Caught up to it, a topic-partition holds the
+watermark at that fetch's time unless a fetch including it is in flight
+(``agents.faust_workarounds.highwater_as_of``): a worker behind its input reaches the
+highwater of its last fetch while later records wait on the broker for the next one. A partition not fetched yet, with records to read and none processed, holds its
 wake-ups until its first record is processed: its backlog's times are unknown until then.
 """
 
@@ -42,13 +44,16 @@ from typing import Any, Final
 from agents.worker import INGEST_CHANNELS
 from orchestrator.topics import Topics
 
-__all__ = ["FIRED_BY_HEADER", "InputWatermarks", "customer_inputs"]
+__all__ = ["FIRED_BY_HEADER", "AsOf", "InputWatermarks", "customer_inputs"]
 
 #: The header of a wake-up record that names the claim it was fired under (InputWatermarks.claim).
 FIRED_BY_HEADER: Final = "tutti-fired-by"
 
 #: (topic, partition) -> an offset, or None when unknown (Faust's TP is such a named tuple).
 OffsetOf = Callable[[tuple[str, int]], int | None]
+#: (topic, partition) -> up to when its highwater is known complete, in epoch seconds (None:
+#: now).
+AsOf = Callable[[tuple[str, int]], float | None]
 
 
 def customer_inputs(topics: Topics) -> list[str]:
@@ -86,6 +91,7 @@ class InputWatermarks:
         highwater: OffsetOf,
         committed: OffsetOf,
         current: Any = None,
+        as_of: AsOf | None = None,
     ) -> datetime | None:
         """Event time up to which every input of ``partition`` is processed (at most ``now``);
         None when one of them has records waiting and nothing processed yet.
@@ -93,7 +99,9 @@ class InputWatermarks:
         ``highwater``: the end offset the consumer knows for a topic-partition (None: not
         fetched yet); ``committed``: the group's committed offset (the next to read after a
         restart). ``current``: the record being processed (a Faust message), counted as
-        processed on its topic-partition: the decide step's gate for a wake-up record."""
+        processed on its topic-partition: the decide step's gate for a wake-up record.
+        ``as_of``: up to when a topic-partition's highwater is known complete (epoch seconds;
+        None: now, a fetch is in flight for it); without it, always now."""
         mark = now
         for topic in self.topics:
             tp = (topic, partition)
@@ -109,7 +117,16 @@ class InputWatermarks:
             # another worker's for a while): what was committed is processed too.
             position = max(done[0] + 1 if done is not None else 0, committed(tp) or 0)
             if end is not None and position >= end:
-                continue  # nothing more to read: it holds nothing back
+                # Nothing more to read as far as the consumer knows: up to now while a fetch
+                # is in flight for it, else up to that highwater's fetch (records since then
+                # may be waiting on the broker: a partition out of the fetches, see
+                # agents.faust_workarounds.highwater_as_of).
+                known = as_of(tp) if as_of is not None else None
+                if known is not None:
+                    at = datetime.fromtimestamp(max(known, done[1] if done else 0.0), UTC)
+                    if at < mark:
+                        mark = at
+                continue
             if done is None:
                 return None
             at = datetime.fromtimestamp(done[1], UTC)
@@ -124,20 +141,26 @@ class InputWatermarks:
         now: datetime,
         highwater: OffsetOf,
         committed: OffsetOf,
+        as_of: AsOf | None = None,
     ) -> bool:
         """Have the inputs of ``message``'s partition been processed up to ``due_at``, counting
         ``message`` itself (a wake-up record being decided)?
 
         Asked only for a record fired under another claim (see the module's docstring): such
         a record is handed back to the timer until then."""
-        mark = self.watermark(message.tp[1], now, highwater, committed, current=message)
+        mark = self.watermark(message.tp[1], now, highwater, committed, message, as_of)
         return mark is not None and mark >= due_at
 
     def reached(
-        self, partitions: Iterable[int], now: datetime, highwater: OffsetOf, committed: OffsetOf
+        self,
+        partitions: Iterable[int],
+        now: datetime,
+        highwater: OffsetOf,
+        committed: OffsetOf,
+        as_of: AsOf | None = None,
     ) -> dict[int, datetime | None]:
         """Each partition's watermark (the timer's argument to ``WakeUpIndex.due``)."""
-        return {p: self.watermark(p, now, highwater, committed) for p in partitions}
+        return {p: self.watermark(p, now, highwater, committed, None, as_of) for p in partitions}
 
     def claim(self, partition: int) -> bytes:
         """The claim wake-ups of ``partition`` are fired under from now on (a new one each

@@ -149,3 +149,25 @@ def test_the_decide_step_checks_again_only_wakeups_another_claim_fired(monkeypat
     theirs = record("customer-events", 0, 40, close + timedelta(milliseconds=300))
     theirs.partition, theirs.headers = 0, [("tutti-signal", b"wakeup"), (FIRED_BY_HEADER, b"x.1")]
     assert step._early(theirs, wakeup, NOW)  # back to the timer until offset 20 is read
+
+
+def test_caught_up_to_a_stale_highwater_the_watermark_is_that_fetchs_time() -> None:
+    """A worker behind its input processes all it fetched and reaches the highwater of that
+    fetch while later records wait on the broker (the partition out of the fetches: paused,
+    or its broker's last answer still buffered): the watermark stays at that fetch's time,
+    not the clock (issue 13: a wake-up decided before an order read 3 s late)."""
+    inputs = InputWatermarks(TOPICS)
+    fetched = NOW - timedelta(seconds=3)
+    inputs.processed([record("events.web", 0, 9, fetched - timedelta(seconds=1))])
+    highwaters = ends(events_web=10, events_app=0, customer_events=0)
+    live = {("events.web", 0): None, ("events.app", 0): None, ("customer-events", 0): None}
+    stale = {**live, ("events.web", 0): fetched.timestamp()}
+
+    def mark(as_of: dict[tuple[str, int], float | None]) -> datetime | None:
+        return inputs.watermark(0, NOW, highwaters.get, lambda tp: None, None, as_of.get)
+
+    assert mark(live) == NOW  # fetches in flight for every input: read up to now
+    assert mark(stale) == fetched  # events.web[0] out of the fetches since its last answer
+    idle = {**live, ("events.app", 0): (NOW - timedelta(seconds=7)).timestamp()}
+    assert mark(idle) == NOW - timedelta(seconds=7)  # an empty partition's stale answer too
+    assert inputs.watermark(0, NOW, highwaters.get, lambda tp: None) == NOW  # no as_of: clock
