@@ -120,15 +120,28 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)
     register_journeys(worker)
-    register_customer_agent(worker)
+    customer_agent = register_customer_agent(worker)
     register_views(worker)
     register_health(worker, worker.journeys.control)
     register_logging(worker)
     worker.metrics.watch_app(app, settings.worker.faust_sensor)
     app.task(worker.metrics.probe_event_loop)  # tutti_worker_event_loop_stall_seconds
 
+    # The batches decided before the revocation completes write and send now, not after the
+    # partitions moved (CustomerAgent.settle); a few batch windows of quiet, at most a third
+    # of the session timeout.
+    quiet = max(3 * settings.worker.batch_within_ms / 1000, 0.05)
+    limit = settings.worker.session_timeout_ms / 3000
+
     @app.on_partitions_revoked.connect
-    async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    async def settle_then_forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        if not await customer_agent.settle(quiet, limit):
+            log.warning(
+                "partitions revoked while the customer agent was still deciding after %.1f s; "
+                "going on",
+                limit,
+            )
+        await app.producer.flush()  # their changelog records before the new owner restores
         # Partitions may move to another worker, which writes them meanwhile: the cache
         # (tables.customers.StateCache) must not outlive this assignment.
         worker.state_cache.clear()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -91,6 +92,9 @@ class CustomerAgent:
         self.bundled = frozenset(
             {worker.topics.identity, worker.topics.product_interest, worker.topics.analytics_feed}
         )
+        #: A batch is being decided; when the last one ended (monotonic): see ``settle``.
+        self.busy = False
+        self.idle_since = time.monotonic()
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Decide a batch of records in arrival order (so per customer and partition), each as
@@ -101,6 +105,34 @@ class CustomerAgent:
         nothing is sent before the writes that keep it (tables.outbox) are made. Faust acks the
         batch's records after this returns; its commit flushes the producer first.
         """
+        self.busy = True
+        try:
+            await self._decide_batch(events)
+        finally:
+            self.busy = False
+            self.idle_since = time.monotonic()
+
+    async def settle(self, quiet: float, limit: float) -> bool:
+        """Wait until no batch is being decided and none has begun for ``quiet`` seconds (at
+        most ``limit``); False when the limit ran out.
+
+        Called when partitions are revoked: Faust does not wait for this agent then (the app
+        runs with ``stream_wait_empty=False``, as the analytics agent holds its acks), and
+        ``Stream.take_events`` keeps the events it buffered across the revocation. The batch in
+        progress, and the buffered ones after it, would otherwise write customer states and
+        send after the partitions moved: a changelog record landing after the new owner's
+        (restored later, it loses the events that owner applied) and a state cached past the
+        assignment (issue 13, scenario 6: an event lost when a worker joined and another was
+        SIGKILLed). Faust stops feeding the buffer at the revocation (flow control), so it
+        empties within ``batch_within_ms``."""
+        deadline = time.monotonic() + limit
+        while self.busy or time.monotonic() - self.idle_since < quiet:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(quiet / 4)
+        return True
+
+    async def _decide_batch(self, events: Sequence[Any]) -> None:
         worker = self.worker
         if not self.encodings_ready:
             await self.prepare_encodings()
