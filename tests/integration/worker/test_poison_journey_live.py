@@ -1,7 +1,8 @@
 """A poison journey (issue 13, scenario 9): a published journey whose entry condition cannot be
 evaluated on some profiles (it compares a custom attribute, which is text, with a number). For
 those customers that journey is skipped with a logged, counted error; every other journey runs
-as the simulator says; no event is dead-lettered; the worker keeps going."""
+as the simulator says, to a real e-mail sender and its SMTP endpoint (each welcome once, by
+action id); no event is dead-lettered; the worker keeps going."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from orchestrator.control import publish_journeys
 from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
+from .endpoints import Endpoints, sender_endpoints  # noqa: F401 (fixture)
 from .fast_journeys import LIBRARY, write_fast_library
 from .journey_helpers import Collector, Script, collect_until, event, live_sends, play
 from .journey_helpers import simulated_sends as oracle
@@ -46,6 +48,7 @@ steps:
 def test_a_journey_that_fails_on_some_profiles_is_skipped_for_them_and_the_rest_runs(
     settings: Settings,
     worker_factory: Callable[..., WorkerProcess],
+    sender_endpoints: Callable[[Settings], Endpoints],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     lib = write_fast_library(tmp_path / "lib", {"welcome"})
@@ -53,6 +56,7 @@ def test_a_journey_that_fails_on_some_profiles_is_skipped_for_them_and_the_rest_
     (lib / "poison.yaml").write_text(POISON)
     publish_journeys(settings, [lib])
     worker = worker_factory(settings)
+    endpoints = sender_endpoints(settings)  # a real sender per channel, loopback SMTP / HTTP
     actions = Collector.actions(settings)
     letters = Collector(settings, [Topics(settings.topics).dead_letters], "DeadLetter")
 
@@ -90,6 +94,11 @@ def test_a_journey_that_fails_on_some_profiles_is_skipped_for_them_and_the_rest_
     )
     assert letters.poll(1.0) == []
     assert worker.process.poll() is None
+    # At the endpoints: every welcome the oracle decided, once by action id, nothing else.
+    endpoints.settle(60)
+    at_endpoints = endpoints.verdict(expected, other_logs=(worker.log,), markers=("@example.test",))
+    print(f"\npoison journey: {len(with_plan)} condition errors; {at_endpoints.line()}")
+    assert at_endpoints.ok, at_endpoints.failures()
 
     # Logged once (at most once a minute per journey), naming the journey and the condition,
     # never the customer's value or contact point.

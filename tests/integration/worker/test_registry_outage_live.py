@@ -1,7 +1,9 @@
 """A schema registry outage (issue 13, scenario 4): the registry hangs (SIGSTOP: connections
 open, no answer - the nastier kind of outage) while the worker runs. Events whose schemas the
 worker knows go on being applied, wake-ups fire on time and their messages go out, nothing is
-dead-lettered for the outage, and nothing is lost or sent twice once it ends.
+dead-lettered for the outage, and nothing is lost or sent twice once it ends: every message
+reaches a real sender's endpoint (SMTP on loopback) once, by action id; the senders, which
+need the registry to read the actions they have not seen the schema of, catch up alone.
 
 Short here (OUTAGE_S = 9 s); `make reliability` runs 30 s (TUTTI_RELIABILITY_REGISTRY_OUTAGE_S).
 Needs the project's local stack (`tutti stack up`): the test stops its registry process.
@@ -28,7 +30,8 @@ from orchestrator.stack import LocalStack
 from orchestrator.topics import Topics
 
 from .conftest import WorkerProcess
-from .journey_helpers import Collector, contact, event, product, publish_fast
+from .endpoints import Endpoints, sender_endpoints  # noqa: F401 (fixture)
+from .journey_helpers import Collector, contact, event, live_sends, product, publish_fast
 from .test_metrics_live import sample, scrape
 
 # exclusive: it freezes the shared registry, so `make test` runs it alone, after the parallel part.
@@ -71,11 +74,13 @@ def stories(ids: list[str]) -> list[dict[str, Any]]:
 def test_a_hung_registry_stops_nothing_the_worker_already_knows(
     settings: Settings,
     worker_factory: Callable[..., WorkerProcess],
+    sender_endpoints: Callable[[Settings], Endpoints],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     pid = registry_pid(settings)
     publish_fast(settings, tmp_path / "lib", {"cart_abandonment"})
     worker = worker_factory(settings)
+    endpoints = sender_endpoints(settings)  # a real sender per channel, loopback SMTP / HTTP
     topics = Topics(settings.topics)
     codec = AvroCodec.from_settings(settings.kafka)
     out = producer(settings.kafka)
@@ -143,8 +148,14 @@ def test_a_hung_registry_stops_nothing_the_worker_already_knows(
     letters.close()
     assert sample(samples, "tutti_worker_wakeups_overdue_seconds") == 0
     assert worker.process.poll() is None
+    # At the endpoints: every reminder on the topic arrived once by action id, nothing else.
+    endpoints.settle(60)
+    at_endpoints = endpoints.verdict(
+        live_sends(records), other_logs=(worker.log,), markers=("@example.test", "+33600")
+    )
     print(
         f"\nregistry hung {OUTAGE_S:.0f} s: {CUSTOMERS} carts applied {applied_in:.1f} s into it, "
         f"{2 * CUSTOMERS} reminders out {reminded_in:.1f} s into it, latest "
-        f"{max(late):.2f} s after its due time; 0 dead letters"
+        f"{max(late):.2f} s after its due time; 0 dead letters\n{at_endpoints.line()}"
     )
+    assert at_endpoints.ok, at_endpoints.failures()
