@@ -177,6 +177,12 @@ def _differences(
             f"    live   @{ms(d['at'])} {d['kind']} {d['code']} {d['journey_id']}/{d['step_id']}"
             f" {d['channel'] or '-'}: {d['reason']}"
         )
+    for e in view.get("active_enrolments") or []:
+        due = ms(e["due_at"]) if e["due_at"] else "-"
+        lines.append(
+            f"    live   waiting {e['journey_id']}/{e['step_id']} {e['status']} due @{due} "
+            f"({e['hold_reason'] or 'no hold'})"
+        )
     for r in records:
         if r["customer_id"] == cid:
             lines.append(
@@ -470,6 +476,13 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
         f"{len(shifted)} of them arbitrated differently (seed {SEED + 6}); dead letters "
         f"{len(letters)}\n{at_endpoints.line()} ({len(shifted)} customers left out)"
     )
+    live = live_sends(records)
+    for cid in sorted({a[0] for a in lost | extra}):  # what differs, and why
+        print(
+            f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
+            f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}\n"
+            + _differences(cid, library, inputs, started, until, survivor, records)
+        )
     actions.close()
     assert len(expected) > CUSTOMERS // 2
     assert not letters
