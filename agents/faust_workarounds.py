@@ -379,6 +379,11 @@ def highwater_offset(app: Any, tp: tuple[str, int]) -> int | None:
     return None if value is None else int(value)
 
 
+#: How long a caught-up partition may be out of the fetches before highwater_as_of gives up on
+#: its last answer's time (the clock again): a safety net against holding wake-ups for good.
+FETCH_STALE_AFTER_S = 15.0
+
+
 def highwater_as_of(app: Any, tp: tuple[str, int]) -> float | None:
     """Up to when the highwater of ``tp`` is known complete: None while a fetch including
     ``tp`` is in flight (a record appended since comes with its answer: up to now), else when
@@ -405,7 +410,12 @@ def highwater_as_of(app: Any, tp: tuple[str, int]) -> float | None:
         at = aio.last_poll_timestamp(key)
     except Exception:  # not assigned (any more)
         return None
-    return None if at is None else at / 1000.0
+    if at is None or time.time() - at / 1000.0 > FETCH_STALE_AFTER_S:
+        # Out of the fetches this long while caught up is not a backlog (the case above lasts
+        # while the worker works off what it fetched: seconds) but a pause with nothing to
+        # read: holding the partition's wake-ups for good would be worse than the clock.
+        return None
+    return at / 1000.0
 
 
 def partition_items(table: Any, partition: int) -> Iterator[tuple[Any, Any]] | None:
