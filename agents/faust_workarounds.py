@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "fetch_in_batches",
     "highwater_as_of",
     "highwater_offset",
+    "input_positions",
     "partition_items",
     "precreate_table_topics",
     "resume_stalled_partitions",
@@ -416,6 +417,23 @@ def highwater_as_of(app: Any, tp: tuple[str, int]) -> float | None:
         # read: holding the partition's wake-ups for good would be worse than the clock.
         return None
     return at / 1000.0
+
+
+def input_positions(
+    app: Any,
+) -> tuple[
+    Callable[[tuple[str, int]], int | None],
+    Callable[[tuple[str, int]], int | None],
+    Callable[[tuple[str, int]], float | None],
+]:
+    """What the wake-up watermarks read of the consumer for a topic-partition
+    (agents.watermarks): its highwater, the group's committed offset, and up to when that
+    highwater is known complete."""
+    return (
+        lambda tp: highwater_offset(app, tp),
+        lambda tp: committed_offset(app, tp[0], tp[1]),
+        lambda tp: highwater_as_of(app, tp),
+    )
 
 
 def partition_items(table: Any, partition: int) -> Iterator[tuple[Any, Any]] | None:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from agents.control import ControlFollower
-from agents.faust_workarounds import committed_offset, highwater_as_of, highwater_offset
+from agents.faust_workarounds import committed_offset, input_positions
 from agents.signals import (
     FORGET_HEADERS,
     INTEREST_HEADERS,
@@ -320,15 +320,8 @@ class JourneyStep:
         record itself counted). One our timer fired passed that gate when it fired."""
         if self.inputs is None or self.inputs.fired_here(msg.partition, msg.headers):
             return False
-        app = self.worker.app
-        return not self.inputs.reached_for(
-            msg,
-            wakeup.due_at,
-            now,
-            lambda tp: highwater_offset(app, tp),
-            lambda tp: committed_offset(app, tp[0], tp[1]),
-            lambda tp: highwater_as_of(app, tp),
-        )
+        positions = input_positions(self.worker.app)
+        return not self.inputs.reached_for(msg, wakeup.due_at, now, *positions)
 
     def _acknowledgement(
         self, command: CustomerCommand, customer_id: str, decision: Decision

@@ -50,6 +50,7 @@ __all__ = [
     "SIGNAL_MERGE",
     "SIGNAL_OUTCOME",
     "SIGNAL_WAKEUP",
+    "header_in",
     "kind_in",
     "signal_kind",
 ]
@@ -87,9 +88,14 @@ def signal_kind(message: Any) -> bytes | None:
 
 def kind_in(headers: Any) -> bytes | None:
     """The ``tutti-signal`` header among ``headers`` (pairs or a dict; None when absent)."""
+    return header_in(headers, SIGNAL_HEADER)
+
+
+def header_in(headers: Any, name: str) -> bytes | None:
+    """The header ``name`` among ``headers`` (pairs or a dict; None when absent)."""
     raw = headers or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     for key, value in pairs:
-        if key == SIGNAL_HEADER:
+        if key == name:
             return bytes(value) if value is not None else None
     return None

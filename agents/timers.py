@@ -31,9 +31,7 @@ from typing import Any, Final
 
 from agents.faust_workarounds import (
     actively_owned_partitions,
-    committed_offset,
-    highwater_as_of,
-    highwater_offset,
+    input_positions,
     partition_items,
 )
 from agents.journey import encode_wakeup
@@ -107,14 +105,7 @@ class WakeUpTimer:
         topic = self.worker.topic(self.worker.topics.customer_events)
         sent = 0
         now = now or datetime.now(UTC)
-        app = self.worker.app
-        reached = self.inputs.reached(
-            active,
-            now,
-            lambda tp: highwater_offset(app, tp),
-            lambda tp: committed_offset(app, tp[0], tp[1]),
-            lambda tp: highwater_as_of(app, tp),
-        )
+        reached = self.inputs.reached(active, now, *input_positions(self.worker.app))
         due = self.index.due(now, reached)
         claims = self.inputs.claims
         for wakeup in due:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from agents.signals import header_in
 from agents.worker import INGEST_CHANNELS
 from orchestrator.topics import Topics
 
@@ -173,11 +174,7 @@ class InputWatermarks:
         """Was a wake-up record of ``partition`` fired by this worker's timer during its
         current ownership (``headers``: a Faust message's, pairs or a dict)?"""
         claim = self.claims.get(partition)
-        if claim is None:
-            return False
-        raw = headers or []
-        pairs = raw.items() if isinstance(raw, dict) else raw
-        return any(key == FIRED_BY_HEADER and bytes(value) == claim for key, value in pairs)
+        return claim is not None and header_in(headers, FIRED_BY_HEADER) == claim
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Partitions no longer ours: what was processed there says nothing of the next owner."""

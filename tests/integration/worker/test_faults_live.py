@@ -199,6 +199,29 @@ def _differences(
     return "\n".join(lines)
 
 
+def _explain(
+    differing: set[str],
+    straddling: set[str],
+    expected: set[Any],
+    library: Path,
+    inputs: list[Any],
+    started: datetime,
+    until: datetime,
+    worker: WorkerProcess,
+    records: list[dict[str, Any]],
+) -> None:
+    """Print, for each customer whose actions differ from the oracle's, what differs and why
+    (:func:`_differences`)."""
+    live = live_sends(records)
+    for cid in sorted(differing):
+        print(
+            f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
+            f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}"
+            f"{' (story straddles an outage)' if cid in straddling else ''}\n"
+            + _differences(cid, library, inputs, started, until, worker, records)
+        )
+
+
 def _drained(settings: Settings, group: str, wait: float) -> None:
     """Wait (up to ``wait`` s) until the group has committed every channel record: a worker
     restarted near the end of the stream may still be working off its backlog, and what it
@@ -308,14 +331,8 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         f"(seed {SEED}); dead letters {sum(letters.values())} {dict(letters.most_common(5))}\n"
         f"{at_endpoints.line()}; senders SIGKILLed: {endpoints.kills}; read in {reading:.1f} s"
     )
-    live = live_sends(records)
-    for cid in sorted(shifted | {a[0] for a in lost | extra}):  # what differs, and why
-        print(
-            f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
-            f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}"
-            f"{' (story straddles an outage)' if cid in straddling else ''}\n"
-            + _differences(cid, library, inputs, started, until, worker, records)
-        )
+    differing = shifted | {a[0] for a in lost | extra}
+    _explain(differing, straddling, expected, library, inputs, started, until, worker, records)
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
     assert not letters, letters  # the stream is valid: nothing is dead-lettered
@@ -476,13 +493,8 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
         f"{len(shifted)} of them arbitrated differently (seed {SEED + 6}); dead letters "
         f"{len(letters)}\n{at_endpoints.line()} ({len(shifted)} customers left out)"
     )
-    live = live_sends(records)
-    for cid in sorted({a[0] for a in lost | extra}):  # what differs, and why
-        print(
-            f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
-            f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}\n"
-            + _differences(cid, library, inputs, started, until, survivor, records)
-        )
+    differing = {a[0] for a in lost | extra}
+    _explain(differing, set(), expected, library, inputs, started, until, survivor, records)
     actions.close()
     assert len(expected) > CUSTOMERS // 2
     assert not letters

@@ -129,13 +129,14 @@ def test_the_decide_step_checks_again_only_wakeups_another_claim_fired(monkeypat
     """Our own timer's record passed the gate when it fired: a record that reached the
     partition since (the watermark falls back to it) must not hold it (the fresh-clone CI's
     oracle test once failed on that). A record fired under another claim is checked."""
+    import agents.faust_workarounds as consumer_view
     import agents.journey as journey
 
     close = NOW - timedelta(seconds=5)
     highwaters = ends(events_web=21, events_app=0, customer_events=41)
     committed = {("events.web", 0): 20, ("customer-events", 0): 40}
-    monkeypatch.setattr(journey, "highwater_offset", lambda app, tp: highwaters.get(tp))
-    monkeypatch.setattr(journey, "committed_offset", lambda app, t, p: committed.get((t, p)))
+    monkeypatch.setattr(consumer_view, "highwater_offset", lambda app, tp: highwaters.get(tp))
+    monkeypatch.setattr(consumer_view, "committed_offset", lambda app, t, p: committed.get((t, p)))
     inputs = InputWatermarks(TOPICS)
     claim = inputs.claim(0)
     inputs.processed([record("events.web", 0, 19, close - timedelta(seconds=30))])
