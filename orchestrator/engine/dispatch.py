@@ -62,6 +62,8 @@ from orchestrator.engine.state import (
 __all__ = ["decide"]
 
 _SEND_LOG_KEEP = timedelta(days=8)
+#: Wake-ups decided ahead of one signal at most (`_wake_before`): a guard, never met in practice.
+_MAX_CATCH_UP = 64
 
 
 def decide(
@@ -83,6 +85,86 @@ def decide(
         raise ValueError("decide(now=...) needs a timezone-aware datetime (UTC)")
     if arrived_at is not None and (arrived_at.tzinfo is None or arrived_at.utcoffset() is None):
         raise ValueError("decide(arrived_at=...) needs a timezone-aware datetime (UTC)")
+    if state is None or isinstance(signal, WakeUp) or _already_applied(state, signal):
+        return _decide_one(state, signal, now, rules, arrived_at)
+    at = arrived_at if arrived_at is not None and arrived_at < now else now
+    earlier = _wake_before(state, at, now, rules)
+    if not earlier:
+        return _decide_one(state, signal, now, rules, arrived_at)
+    last = _decide_one(earlier[-1].state, signal, now, rules, arrived_at)
+    return _chained(state, [*earlier, last])
+
+
+def _already_applied(state: CustomerState, signal: Signal) -> bool:
+    """A redelivered event or receipt: `_decide_one` returns the very same state for it."""
+    match signal:
+        case CustomerEvent():
+            return signal.event_id in state.recent_event_ids
+        case DeliveryFeedback():
+            return f"receipt:{signal.receipt_id}" in state.recent_event_ids
+    return False
+
+
+def _wake_before(state: CustomerState, at: datetime, now: datetime, rules: Rules) -> list[Decision]:
+    """The wake-ups due strictly before a signal's logical time ``at``, decided first, each as
+    its own call at its due time - as the simulator's clock meets them (an event at the same
+    instant as a due wake-up goes first there, and so it does here: `_advance_due` in the
+    signal's own call).
+
+    Only a live worker working off a backlog meets this: its timer fires a wake-up once the
+    partition's inputs are read up to it (agents/watermarks.py), but a batch can hold the
+    customer's later events too, decided before that wake-up's record comes round. Folded into
+    the event's call instead, the wait's send was queued, then the event applied (an order
+    exiting the welcome journey) before the send was decided, and the welcome e-mail the
+    simulator sends at the window's close was lost (issue 13, scenario 6). Each step advances
+    at least the earliest enrolment due (a zero wait re-enters at the same time and moves on),
+    so the loop ends; the bound is a guard."""
+    earlier: list[Decision] = []
+    current: CustomerState | None = state
+    for _ in range(_MAX_CATCH_UP):
+        if current is None:
+            break
+        due = min(
+            (e for e in current.enrollments if e.due_at is not None and e.due_at < at),
+            key=lambda e: (e.due_at, e.journey_id),
+            default=None,
+        )
+        if due is None or due.due_at is None:
+            break
+        wakeup = WakeUp(current.customer_id, due.due_at, due.token)
+        step = _decide_one(current, wakeup, max(now, due.due_at), rules, due.due_at)
+        earlier.append(step)
+        current = step.state
+    return earlier
+
+
+def _chained(first: CustomerState, decisions: list[Decision]) -> Decision:
+    """Consecutive decisions for one customer as one: everything they produced, the last
+    state, and the wake-ups the worker did not know before the first."""
+    final = decisions[-1]
+    known = {(w.token, w.due_at) for w in pending_wakeups(first)}
+    wakeups = (
+        tuple(w for w in pending_wakeups(final.state) if (w.token, w.due_at) not in known)
+        if final.state is not None
+        else ()
+    )
+    return Decision(
+        final.customer_id,
+        final.state,
+        tuple(a for d in decisions for a in d.actions),
+        wakeups,
+        tuple(o for d in decisions for o in d.outcomes),
+        tuple(e for d in decisions for e in d.explanations),
+    )
+
+
+def _decide_one(
+    state: CustomerState | None,
+    signal: Signal,
+    now: datetime,
+    rules: Rules,
+    arrived_at: datetime | None,
+) -> Decision:
     match signal:
         case CustomerEvent():
             key = state.customer_id if state is not None else signal.customer_key
@@ -285,9 +367,14 @@ def _remember(s: CustomerState, key: str) -> None:
 
 
 def _advance_due(run: Run) -> None:
-    """Advance every enrolment (and inactivity check) whose due time has come."""
-    due = [e for e in run.state.enrollments if e.due_at is not None and e.due_at <= run.now]
-    due.sort(key=lambda e: (e.due_at or run.now, e.journey_id))
+    """Advance every enrolment whose due time the call's logical time has reached (and the
+    inactivity checks due by now).
+
+    The logical time, not ``now``: a live worker behind the stream decides a signal after
+    later due times have passed on its clock, and the simulator would meet this signal before
+    them; each waits for its own wake-up (on the simulator's clock the two are equal)."""
+    due = [e for e in run.state.enrollments if e.due_at is not None and e.due_at <= run.at]
+    due.sort(key=lambda e: (e.due_at or run.at, e.journey_id))
     for enr in due:
         journey = run.journey_of(enr)
         if journey is None:
