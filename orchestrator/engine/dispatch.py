@@ -91,7 +91,7 @@ def decide(
     earlier = _wake_before(state, at, now, rules)
     if not earlier:
         return _decide_one(state, signal, now, rules, arrived_at)
-    last = _decide_one(earlier[-1].state, signal, now, rules, arrived_at)
+    last = _decide_one(earlier[-1].state, signal, now, rules, arrived_at, owned=True)
     return _chained(state, [*earlier, last])
 
 
@@ -132,7 +132,9 @@ def _wake_before(state: CustomerState, at: datetime, now: datetime, rules: Rules
         if due is None or due.due_at is None:
             break
         wakeup = WakeUp(current.customer_id, due.due_at, due.token)
-        step = _decide_one(current, wakeup, max(now, due.due_at), rules, due.due_at)
+        step = _decide_one(
+            current, wakeup, max(now, due.due_at), rules, due.due_at, owned=current is not state
+        )
         earlier.append(step)
         current = step.state
     return earlier
@@ -164,7 +166,12 @@ def _decide_one(
     now: datetime,
     rules: Rules,
     arrived_at: datetime | None,
+    *,
+    owned: bool = False,
 ) -> Decision:
+    """One signal's call. ``owned``: ``state`` is this decide's own copy (a step of
+    `_wake_before`), changed in place instead of cloned again."""
+    own = (lambda s: s) if owned else CustomerState.clone
     match signal:
         case CustomerEvent():
             key = state.customer_id if state is not None else signal.customer_key
@@ -173,13 +180,13 @@ def _decide_one(
             if state is not None and signal.event_id in state.recent_event_ids:
                 return Decision(key, state)  # a redelivered event changes nothing
             run = Run(
-                state.clone() if state else CustomerState(customer_id=key), now, rules, arrived_at
+                own(state) if state else CustomerState(customer_id=key), now, rules, arrived_at
             )
             _on_event(run, signal)
         case WakeUp():
             if state is None:
                 return Decision(signal.customer_id, None)  # erased or never existed
-            run = Run(state.clone(), now, rules, arrived_at)
+            run = Run(own(state), now, rules, arrived_at)
             run.state.lifecycle_stage = lifecycle_stage(run.state, now)
             _advance_due(run)
             catch_up_segments(run)  # a segment rule flipping with time alone: this wake-up
@@ -190,12 +197,12 @@ def _decide_one(
             receipt_key = f"receipt:{signal.receipt_id}"
             if receipt_key in state.recent_event_ids:
                 return Decision(state.customer_id, state)
-            run = Run(state.clone(), now, rules, arrived_at)
+            run = Run(own(state), now, rules, arrived_at)
             _on_feedback(run, signal, receipt_key)
         case CustomerCommand():
             if state is None:
                 return Decision(signal.customer_id, None)
-            run = Run(state.clone(), now, rules, arrived_at)
+            run = Run(own(state), now, rules, arrived_at)
             if signal.kind == "erase_customer":
                 return _erase(run, signal)
             _on_approval(run, signal)
