@@ -35,7 +35,7 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 EXAMPLES = int(os.environ.get("TUTTI_RELIABILITY_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: The suite's 300 s per test is too short for `make reliability`'s 5,000 examples: the
-#: ill-typed-records property took 311 s there on the 2-vCPU VM (5 December) and was stopped
+#: ill-typed-records property took 311 s there on the 2-vCPU VM (4 December, night) and was stopped
 #: mid-example, which hypothesis reports as a flaky failure. About 60 ms an example, doubled.
 pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 8))
 
