@@ -52,10 +52,11 @@ def rules_for(priorities: list[int], per_day: int, window: str = "1m") -> Rules:
 
 
 def run(
-    rules: Rules, events: list[CustomerEvent], until: datetime
+    rules: Rules, events: list[CustomerEvent], until: datetime, *, inputs_first: bool = False
 ) -> tuple[CustomerState | None, list[Decision]]:
-    """Feed the events and every wake-up they cause through decide in time order (a wake-up
-    due at an event's time first), as the simulator and the worker's timers do."""
+    """Feed the events and every wake-up they cause through decide in time order, each on its
+    own time: a wake-up due at an event's time first, or with ``inputs_first`` the event
+    first (orchestrator.simulator's tie rule)."""
     state: CustomerState | None = contactable()
     decisions: list[Decision] = []
     pending = sorted(events, key=lambda e: e.event_time)
@@ -63,7 +64,11 @@ def run(
         wakeups = pending_wakeups(state) if state is not None else []
         due = wakeups[0] if wakeups and wakeups[0].due_at <= until else None
         signal: CustomerEvent | WakeUp
-        if pending and (due is None or pending[0].event_time < due.due_at):
+        if pending and (
+            due is None
+            or pending[0].event_time < due.due_at
+            or (inputs_first and pending[0].event_time == due.due_at)
+        ):
             signal = pending.pop(0)
             now = signal.event_time
         elif due is not None:

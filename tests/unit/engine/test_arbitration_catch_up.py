@@ -158,6 +158,11 @@ def test_a_backlog_worked_off_late_sends_what_the_simulator_sends(
     _, simulated = in_time_order(rules, burst, until)
     worked_off = catch_up(rules, burst, until, T0 + timedelta(seconds=down))
     assert sends(worked_off) == sends(simulated)
+    # A batch holding the whole backlog decides the events before any wake-up record comes
+    # round: the same sends as the simulator's loop (its tie rule: the event first).
+    _, simulated = in_time_order(rules, burst, until, inputs_first=True)
+    back = T0 + timedelta(seconds=max(down, 151))  # after the last event: all in the backlog
+    assert sends(events_first(rules, burst, until, back)) == sends(simulated)
 
 
 def events_first(
@@ -176,29 +181,6 @@ def events_first(
         state = d.state
         decisions.append(d)
     return decisions + catch_up(rules, [], until, clock + timedelta(microseconds=2), state=state)
-
-
-def simulator_order(rules: Rules, events: list[CustomerEvent], until: datetime) -> list[Decision]:
-    """The simulator's loop (orchestrator.simulator): events and wake-ups in time order, an
-    event at the same instant as a due wake-up first, each decided on its own time."""
-    state: CustomerState | None = contactable()
-    decisions: list[Decision] = []
-    pending = sorted(events, key=lambda e: e.event_time)
-    for _ in range(200):
-        wakeups = pending_wakeups(state) if state is not None else []
-        due = wakeups[0] if wakeups and wakeups[0].due_at <= until else None
-        signal: CustomerEvent | WakeUp
-        if pending and (due is None or pending[0].event_time <= due.due_at):
-            signal = pending.pop(0)
-            now = signal.event_time
-        elif due is not None:
-            signal, now = due, due.due_at
-        else:
-            return decisions
-        d = decide(state, signal, now, rules)
-        state = d.state
-        decisions.append(d)
-    raise AssertionError("a wake-up loop")
 
 
 ONE_WELCOME = """
@@ -223,37 +205,7 @@ def test_an_order_read_in_the_same_batch_as_the_signup_does_not_swallow_the_welc
     rules = journey_rules(ONE_WELCOME, policy=policy(per_day=3, window="1s"))
     story = [event("signup", T0), event("order_placed", T0 + timedelta(seconds=1.6))]
     until = T0 + timedelta(minutes=5)
-    simulated = simulator_order(rules, story, until)
+    _, simulated = in_time_order(rules, story, until, inputs_first=True)
     assert sends(simulated) and sends(simulated)[0][0] == "welcome"
     batch = events_first(rules, story, until, T0 + timedelta(seconds=40))
     assert sends(batch) == sends(simulated)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.integers(min_value=1, max_value=99), min_size=1, max_size=6, unique=True),
-    st.data(),
-)
-def test_a_backlog_decided_events_first_sends_what_the_simulator_sends(
-    priorities: list[int], data: st.DataObject
-) -> None:
-    per_day = data.draw(st.integers(min_value=1, max_value=len(priorities) + 1), label="cap")
-    offsets = data.draw(
-        st.lists(
-            st.integers(min_value=0, max_value=150),
-            min_size=len(priorities),
-            max_size=len(priorities),
-        ),
-        label="seconds after the first trigger",
-    )
-    down = data.draw(st.integers(min_value=151, max_value=6 * 3600), label="seconds down")
-    rules = rules_for(priorities, per_day)
-    burst = [
-        event(f"custom.t{p}", T0 + timedelta(seconds=s), event_id=f"e{p}")
-        for p, s in zip(priorities, offsets, strict=True)
-    ]
-    until = T0 + timedelta(seconds=150) + 2 * WINDOW
-    simulated = simulator_order(rules, burst, until)
-    assert sends(events_first(rules, burst, until, T0 + timedelta(seconds=down))) == sends(
-        simulated
-    )
