@@ -79,7 +79,9 @@ def decide(
     ``arrived_at``: when the signal reached the pipeline, if before ``now`` (a live worker
     working off a backlog: the record's time; a wake-up's due time). Sends reached in the call
     are due then and arbitration windows close on it (engine/arbitration.py), as on the
-    simulator's clock; everything else runs on ``now``. Default: ``now``.
+    simulator's clock; everything else runs on ``now``. Default: ``now``. Wake-ups due
+    strictly before that logical time are decided first, each in its own call at its due time,
+    as the simulator's clock meets them (`_wake_before`); the decision holds all they produced.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("decide(now=...) needs a timezone-aware datetime (UTC)")
