@@ -324,6 +324,7 @@ class JourneyStatsAgent:
                 log.error("analytics: feed record ignored (%s)", exc)
                 messages = []
             for msg in messages:
+                await self.worker.codec.prepare_patiently(msg.value, msg.topic, "analytics")
                 self._count(tally, msg)
             if tally.due(now, self.tallies.interval):
                 await self.flush(tally)

@@ -129,6 +129,7 @@ def _register_ingest_catalog(worker: TuttiWorker) -> None:
     async def ingest_catalog(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
+            await codec.prepare_patiently(msg.value, msg.topic, "ingest catalog")
             delay = 0.5
             while True:
                 try:

@@ -152,6 +152,8 @@ class ControlFollower:
                 changed = False
                 for tp, records in batches.items():
                     for r in records:
+                        if tp.topic == topics.control_commands:
+                            await self.worker.codec.prepare_patiently(r.value, tp.topic, "control")
                         applied = self.apply(fold, tp.topic, r.key, r.value, r.offset)
                         changed |= applied
                         if applied and fold is self.plane:
@@ -208,6 +210,8 @@ def register_control(worker: TuttiWorker) -> ControlFollower:
     async def route_commands(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
+            # Off the event loop, and never dropped for a registry outage.
+            await worker.codec.prepare_patiently(msg.value, msg.topic, "control")
             try:
                 cmd = worker.codec.decode(msg.value, "ControlCommand", msg.topic)
             except Exception as exc:

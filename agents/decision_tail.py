@@ -87,6 +87,7 @@ class DecisionTail:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for r in records:
+                        await self.worker.codec.prepare_patiently(r.value, tp.topic, "ui")
                         self.add(tp.topic, r.value)
         finally:
             await consumer.stop()

@@ -80,6 +80,8 @@ CRASH_AFTER_STATE_WRITE: Final = os.environ.get("TUTTI_TEST_CRASH_AFTER_STATE_WR
 
 #: The signal kinds the decide step owns; the profile agent hands these to it.
 JOURNEY_SIGNALS: Final = frozenset({SIGNAL_EVENT, SIGNAL_WAKEUP, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
+#: Signals whose value is an upstream record, in the registry's framing when so configured.
+_REGISTRY_FRAMED: Final = frozenset({SIGNAL_EVENT, SIGNAL_FEEDBACK, SIGNAL_COMMAND})
 
 
 def encode_wakeup(wakeup: WakeUp) -> bytes:
@@ -236,6 +238,9 @@ class JourneyStep:
         inbound event decided straight from its channel topic), else from ``msg``; ``links``:
         the identity links the event carries (only those new to the profile are sent)."""
         await self.control.wait_ready()
+        if signal is None and kind in _REGISTRY_FRAMED:
+            # A schema id new to this process is fetched off the event loop (never per record).
+            await self.worker.codec.prepare_patiently(msg.value, msg.topic, "decide")
         now = datetime.now(UTC)
         try:
             if customer_id is None:
@@ -522,6 +527,8 @@ def register_feedback(worker: TuttiWorker) -> None:
     async def route_feedback(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
+            # Off the event loop, and never dropped for a registry outage.
+            await worker.codec.prepare_patiently(msg.value, msg.topic, "feedback")
             try:
                 receipt = worker.codec.decode(msg.value, "DeliveryReceipt", msg.topic)
                 customer = str(receipt["customer_id"])

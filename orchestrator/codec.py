@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import struct
 import urllib.error
 import urllib.request
@@ -28,7 +29,10 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from orchestrator.config import KafkaSettings
-from orchestrator.errors import SerializationError
+from orchestrator.errors import SerializationError, is_transient
+
+log = logging.getLogger(__name__)
+_RETRY_MAX_S = 30.0
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -284,6 +288,9 @@ class AvroCodec:
                 f"{registry_problem(self.registry_url, exc)}"
             ) from exc
         self._ids[(schema_name, topic)] = schema_id
+        # The id's schema is ours (register_once matched or registered it): reading back what
+        # this process wrote (the analytics feed, the decision tail) needs no registry call.
+        self._writers.setdefault(schema_id, self.repository.get(schema_name).parsed)
         return schema_id
 
     async def prepare_encoding(self, schema_name: str, topic: str, timeout: float = 10.0) -> None:
@@ -397,3 +404,25 @@ class AvroCodec:
         schema_id = struct.unpack(">I", data[1:5])[0]
         if schema_id not in self._writers:
             await asyncio.wait_for(asyncio.to_thread(self._fetch_writer, schema_id), timeout)
+
+    async def prepare_patiently(self, data: bytes | None, topic: str, what: str) -> None:
+        """:meth:`prepare`, retried with backoff while the registry is unreachable, for a
+        reader that must neither block its event loop nor drop a record for an outage (a
+        delivery receipt, a command, an outcome to count). An id the registry does not have
+        falls through: :meth:`decode` then reports it as the record's fault."""
+        delay = 0.5
+        while True:
+            try:
+                await self.prepare(data, topic)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    return
+                log.warning(
+                    "%s: the schema registry is unreachable (%s), retrying in %.1fs",
+                    what,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)

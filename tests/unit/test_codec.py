@@ -1,6 +1,7 @@
 """Codec tests that need no broker: single-object framing, Confluent framing on the in-process
 mock registry, schema evolution, and precise errors."""
 
+import asyncio
 import json
 import shutil
 from datetime import UTC, datetime
@@ -144,3 +145,57 @@ def test_confluent_framing_needs_a_registry() -> None:
     so = AvroCodec(registry=None, framing="single_object")
     with pytest.raises(SerializationError, match="no schema registry is configured"):
         so.decode(b"\x00\x00\x00\x00\x01\x02", "CustomerEvent", "events.web")
+
+
+class _HungRegistry:
+    """The mock registry, except that reading a schema by id hangs up (no answer: status -1)
+    the first ``outage`` times - a registry SIGSTOPped or unreachable."""
+
+    def __init__(self, outage: int = 0) -> None:
+        self.inner = SchemaRegistryClient.new_client({"url": "mock://codec-hung"})
+        self.outage = outage
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_schema(self, schema_id: int) -> Any:
+        self.reads += 1
+        if self.reads <= self.outage:
+            error = RuntimeError("no response")
+            error.http_status_code = -1  # type: ignore[attr-defined]
+            raise error
+        return self.inner.get_schema(schema_id)
+
+
+def test_a_process_reads_back_what_it_wrote_without_asking_the_registry() -> None:
+    # The worker decodes its own outcomes (analytics feed) and actions (decision tail) on its
+    # event loop: a registry call there hung the whole worker while the registry was stopped.
+    registry = _HungRegistry()
+    codec = AvroCodec(registry=registry)
+    data = codec.encode("CustomerEvent", event(), "events.web")
+    assert codec.decode(data, "CustomerEvent", "events.web")["event_id"] == "e-1"
+    assert registry.reads == 0
+
+
+def test_prepare_patiently_waits_out_an_outage_then_decodes() -> None:
+    writer = AvroCodec(registry=_HungRegistry())
+    data = writer.encode("CustomerEvent", event(), "events.web")
+    registry = _HungRegistry(outage=2)
+    registry.inner = writer.registry.inner  # the same registry, seen by another process
+    reader = AvroCodec(registry=registry)
+    with pytest.raises(SerializationError, match="cannot get schema id"):
+        reader.decode(data, "CustomerEvent", "events.web")  # would have dropped the record
+    asyncio.run(reader.prepare_patiently(data, "events.web", "test"))  # 1 more failure, then it
+    assert registry.reads == 3
+    assert reader.decode(data, "CustomerEvent", "events.web")["event_id"] == "e-1"
+    assert registry.reads == 3  # fetched once, kept
+
+
+def test_prepare_patiently_leaves_an_unknown_id_to_decode_as_the_records_fault(
+    codec: AvroCodec,
+) -> None:
+    data = b"\x00\x00\x00\x03\xe7\x02"  # id 999: the registry answers 404
+    asyncio.run(codec.prepare_patiently(data, "events.web", "test"))
+    with pytest.raises(SerializationError, match="schema id 999"):
+        codec.decode(data, "CustomerEvent", "events.web")
