@@ -292,9 +292,25 @@ class JourneyStep:
             else:
                 arrived = _record_time(msg, now)
             started = time.perf_counter()
-            # Arbitration windows close on when the signal reached the pipeline, not on this
-            # clock: a backlog is grouped as the simulator groups it (engine/arbitration.py).
-            decision = decide(state, signal, now, self.control.rules, arrived_at=arrived)
+            # An event decides on the state itself, not a copy, when nothing else holds it but
+            # the state cache: the customer's first signal in this batch (a later one finds
+            # the batch's pending write, which must stay as it is if the decision fails).
+            owned = (
+                state is not None
+                and isinstance(signal, CustomerEvent)
+                and not customers.pending_for(customer_id)
+            )
+            previous: Any = _Before.of(state) if owned and state is not None else state
+            try:
+                # Arbitration windows close on when the signal reached the pipeline, not on
+                # this clock: a backlog is grouped as the simulator groups it.
+                decision = decide(
+                    state, signal, now, self.control.rules, arrived_at=arrived, owned=owned
+                )
+            except Exception:
+                if owned:  # half changed: the next signal reads the stored state again
+                    customers.forget_cached(customer_id)
+                raise
             decided_in = time.perf_counter() - started
             self.stats.decide_seconds += decided_in
             self.condition_errors.note(decision)
@@ -306,12 +322,12 @@ class JourneyStep:
             notes = [*notes, self._acknowledgement(signal, customer_id, decision)]
         # A consent change goes to the senders too (rare: a record only when it changed), in
         # the outbox with the state, so it is never lost to a crash (orchestrator.consent).
-        if change := consent_note(state, decision.state, now, self.worker.topics.consent):
+        if change := consent_note(previous, decision.state, now, self.worker.topics.consent):
             notes = [*notes, change]
         # Counted with the state write (commit's first await comes after it): the timer may
         # recount the partition from the table while the records are being sent.
-        self.worker.metrics.enrolments.change(msg.partition, state, decision.state)
-        await self.commit(msg, customer_id, state, decision, outbox=outbox, notes=notes)
+        self.worker.metrics.enrolments.change(msg.partition, previous, decision.state)
+        await self.commit(msg, customer_id, previous, decision, outbox=outbox, notes=notes)
         handled_in = time.perf_counter() - started
         self.stats.handle_seconds += handled_in
         self.stats.signals += 1
@@ -383,7 +399,7 @@ class JourneyStep:
         self,
         msg: Any,
         customer_id: str,
-        previous: CustomerState | None,
+        previous: CustomerState | _Before | None,
         decision: Decision,
         *,
         outbox: Outbox = (),
@@ -403,6 +419,7 @@ class JourneyStep:
         partition = msg.partition
         if decision.state is None:
             if previous is not None:
+                assert isinstance(previous, CustomerState)  # only an event's state is owned
                 customers.delete(customer_id)  # the changelog gets a tombstone
                 self.stats.erased += 1
                 records += self._erasure_records(customer_id, previous)
@@ -508,6 +525,20 @@ class JourneyStep:
         value = self.worker.dead_letter_value(msg, exc, now, stage="decide")
         await self.worker.send(self.worker.topics.dead_letters, msg.key, value)
         self.stats.dead_letters += 1
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What the worker reads of a state after deciding on it in place (``decide(owned=True)``):
+    its consent (records are replaced, never changed, so a shallow copy keeps them) for the
+    consent topic, and its enrolments' journeys for the enrolment gauge."""
+
+    consent: dict[str, Any]
+    enrollments: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, state: CustomerState) -> _Before:
+        return cls(dict(state.consent), tuple(state.enrollments))
 
 
 def _record_time(msg: Any, now: datetime) -> datetime:

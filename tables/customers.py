@@ -7,8 +7,10 @@ The Faust table holds plain bytes (raw serializers) so the format is ours, not F
 :class:`StateCache` keeps the most recently used decoded states in memory: a busy customer is
 decoded once, not on every signal. It is safe because the table has one writer per partition
 (this worker's customer agent, through :class:`CustomerTable`, which keeps the cache in step),
-states are never mutated once stored (the engine decides on a clone), and the cache is cleared
-whenever partitions move (another worker may have written them meanwhile).
+a stored state is changed only by a decision on it in place (``decide(owned=True)``), which
+the decide step allows only while no pending write of the batch holds it and undoes by
+:meth:`CustomerTable.forget_cached` if the decision fails, and the cache is cleared whenever
+partitions move (another worker may have written them meanwhile).
 """
 
 from __future__ import annotations
@@ -171,6 +173,15 @@ class CustomerTable:
         if self.cache is not None:
             self.cache.put(customer_id, state, outbox)
         return state, outbox
+
+    def pending_for(self, customer_id: str) -> bool:
+        """True when this batch has written the customer already (the write is held)."""
+        return self.pending is not None and customer_id in self.pending.writes
+
+    def forget_cached(self, customer_id: str) -> None:
+        """Drop the customer's decoded state: the next read decodes the stored one."""
+        if self.cache is not None:
+            self.cache.discard(customer_id)
 
     def save(self, state: CustomerState, outbox: Outbox = (), source: Any = None) -> None:
         """Write the state (and the outbox of the decide step; other writers keep none).
