@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -147,15 +148,20 @@ def _against_the_oracle(
     return straddling, shifted, lost, extra, resent
 
 
-def _differences(
-    cid: str,
-    library: Path,
-    inputs: list[Any],
-    started: datetime,
-    until: datetime,
-    worker: WorkerProcess,
-    records: list[dict[str, Any]],
-) -> str:
+@dataclass(frozen=True)
+class _Played:
+    """What one run played and read back: enough to tell, per customer, why live and the
+    oracle differ (:func:`_differences`)."""
+
+    library: Path
+    inputs: list[Any]
+    started: datetime
+    until: datetime
+    worker: WorkerProcess
+    records: list[dict[str, Any]]
+
+
+def _differences(cid: str, run: _Played) -> str:
     """Why one customer's actions differ from the oracle's, to tell a rule that reads the clock
     differently live from a bug: their story (ms after the script's start), the worker's
     decisions (its customer view: the engine's last explanations, at the worker's clock) and
@@ -167,11 +173,11 @@ def _differences(
 
     def ms(at: Any) -> str:
         when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
-        return f"{(when - started).total_seconds() * 1000:.0f}"
+        return f"{(when - run.started).total_seconds() * 1000:.0f}"
 
-    own = [i for i in inputs if isinstance(i, CustomerEvent) and i.customer_key == cid]
+    own = [i for i in run.inputs if isinstance(i, CustomerEvent) and i.customer_key == cid]
     lines = ["    story  " + ", ".join(f"{i.event_type}@{ms(i.event_time)}" for i in own)]
-    view = worker.customer(cid) or {}
+    view = run.worker.customer(cid) or {}
     for d in reversed(view.get("last_decisions") or []):
         lines.append(
             f"    live   @{ms(d['at'])} {d['kind']} {d['code']} {d['journey_id']}/{d['step_id']}"
@@ -183,42 +189,32 @@ def _differences(
             f"    live   waiting {e['journey_id']}/{e['step_id']} {e['status']} due @{due} "
             f"({e['hold_reason'] or 'no hold'})"
         )
-    for r in records:
+    for r in run.records:
         if r["customer_id"] == cid:
             lines.append(
                 f"    live   action @{ms(r['created_at'])} {r['journey_id']}/{r['step_id']} "
                 f"{r['channel']}"
             )
-    for t in simulate(load_rules(library), own, until=until).timeline:
+    for t in simulate(load_rules(run.library), own, until=run.until).timeline:
         if t.customer_id == cid and t.what not in ("info", "segment_entered", "segment_exited"):
             lines.append(
                 f"    oracle @{ms(t.at)} {t.what} {t.reason or ''} {t.journey_id}/{t.step_id} "
                 f"{t.channel or '-'} {t.detail}"
             )
-    lines.append(f"    (the oracle's horizon: @{ms(until)})")
+    lines.append(f"    (the oracle's horizon: @{ms(run.until)})")
     return "\n".join(lines)
 
 
-def _explain(
-    differing: set[str],
-    straddling: set[str],
-    expected: set[Any],
-    library: Path,
-    inputs: list[Any],
-    started: datetime,
-    until: datetime,
-    worker: WorkerProcess,
-    records: list[dict[str, Any]],
-) -> None:
+def _explain(differing: set[str], straddling: set[str], expected: set[Any], run: _Played) -> None:
     """Print, for each customer whose actions differ from the oracle's, what differs and why
     (:func:`_differences`)."""
-    live = live_sends(records)
+    live = live_sends(run.records)
     for cid in sorted(differing):
         print(
             f"  {cid}: oracle only {sorted(a[1:3] for a in expected - live if a[0] == cid)}, "
             f"live only {sorted(a[1:3] for a in live - expected if a[0] == cid)}"
             f"{' (story straddles an outage)' if cid in straddling else ''}\n"
-            + _differences(cid, library, inputs, started, until, worker, records)
+            + _differences(cid, run)
         )
 
 
@@ -332,7 +328,8 @@ def test_worker_sigkills_while_it_drains_lose_nothing_and_apply_nothing_twice(
         f"{at_endpoints.line()}; senders SIGKILLed: {endpoints.kills}; read in {reading:.1f} s"
     )
     differing = shifted | {a[0] for a in lost | extra}
-    _explain(differing, straddling, expected, library, inputs, started, until, worker, records)
+    played = _Played(library, inputs, started, until, worker, records)
+    _explain(differing, straddling, expected, played)
     actions.close()
     assert len(expected) > CUSTOMERS // 2  # the stream makes the library decide plenty
     assert not letters, letters  # the stream is valid: nothing is dead-lettered
@@ -494,7 +491,9 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
         f"{len(letters)}\n{at_endpoints.line()} ({len(shifted)} customers left out)"
     )
     differing = {a[0] for a in lost | extra}
-    _explain(differing, set(), expected, library, inputs, started, until, survivor, records)
+    _explain(
+        differing, set(), expected, _Played(library, inputs, started, until, survivor, records)
+    )
     actions.close()
     assert len(expected) > CUSTOMERS // 2
     assert not letters

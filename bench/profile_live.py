@@ -1,0 +1,117 @@
+"""Where a worker's time goes on live events (not a backlog): a fresh worker drains a small
+backlog, waits for its arbitration windows to close, then takes the benchmark's latency mix at
+a fixed rate while per-thread CPU is read from /proc (and, with --spy, py-spy records it).
+
+    .venv/bin/python bench/profile_live.py [--rate 900] [--seconds 30] [--spy]
+
+Needs a running stack (`tutti stack up`); py-spy needs ptrace (root, or ptrace_scope 0).
+Prints the latency percentiles, the CPU per event and per thread, and with --spy writes
+live.speedscope.json and live.txt under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from orchestrator.bench.harness import delete_run, stop_children_on_exit
+from orchestrator.bench.run import (
+    BenchOptions,
+    bench_stream,
+    drain_with_workers,
+    measure_latency,
+    prepare_run,
+)
+from orchestrator.codec import AvroCodec
+from orchestrator.config import load_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_drain import ROOT, summarise
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """thread id -> (name, CPU seconds so far), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, tuple[str, float]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=900.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--spy", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
+    args = parser.parse_args()
+    stop_children_on_exit()
+    base = load_settings()
+    codec = AvroCodec.from_settings(base.kafka)
+    options = BenchOptions(customers=2000, events=6000)
+    stream = bench_stream(options.customers, options.events)
+    args.out.mkdir(parents=True, exist_ok=True)
+    speedscope = args.out / "live.speedscope.json"
+    with tempfile.TemporaryDirectory(prefix="tutti-profile-live-") as tmp:
+        settings = prepare_run(base, options, stream, codec, print)
+        app_id = f"profile-live-{uuid.uuid4().hex[:8]}"
+        try:
+            workers, seconds = drain_with_workers(settings, Path(tmp), app_id, 1, options, print)
+            print(f"drained {len(stream)} events in {seconds:.1f} s; waiting for the windows")
+            time.sleep(70)  # the backlog's arbitration windows close, their wake-ups fire
+            pid = workers[0].popen.pid
+            before = thread_cpu(pid)
+            spy = None
+            if args.spy:
+                spy = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(pid),
+                        "-r",
+                        "100",
+                        "-d",
+                        str(int(args.seconds)),
+                        "-f",
+                        "speedscope",
+                        "-o",
+                        str(speedscope),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            latency = measure_latency(settings, args.rate, args.seconds, codec, print)
+            after = thread_cpu(pid)
+            print({k: latency[k] for k in ("offered_events_per_s", "p50", "p95", "p99", "max")})
+            total = 0.0
+            for tid, (name, cpu) in after.items():
+                used = cpu - before.get(tid, (name, 0.0))[1]
+                total += used
+                if used > 0.2:
+                    print(f"  thread {tid} {name}: {used:.1f} CPU-s")
+            events = args.rate * args.seconds
+            print(f"  {total:.1f} CPU-s in all: {1e6 * total / events:.0f} us per live event")
+            if spy is not None:
+                spy.wait(60)
+            for w in workers:
+                w.stop()
+        finally:
+            delete_run(settings, [app_id])
+    if args.spy:
+        text = summarise(speedscope, 45)
+        (args.out / "live.txt").write_text(text + "\n")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
