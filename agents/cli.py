@@ -66,11 +66,12 @@ def worker(
     app.worker_init_post_autodiscover()
     worker = SpinnerlessWorker(app, loglevel=log_level.upper(), redirect_stdouts=False)
     tune_gc()
+    built.metrics.watch_gc()  # tutti_worker_gc_pause_seconds
     worker.execute_from_commandline()
 
 
 #: Python's collector thresholds for the worker (generation 0, 1, 2; CPython's are 700, 10, 10).
-GC_THRESHOLDS = (10_000, 20, 1_000)
+GC_THRESHOLDS = (10_000, 2, 1_000)
 
 
 def tune_gc() -> None:
@@ -84,6 +85,15 @@ def tune_gc() -> None:
     --latency-rate 200 --latency-rate 400`` on the 2-vCPU dev VM: p99 event-to-action 233 ->
     36 ms at 200 events/s, 285 -> 48 ms at 400, 261 -> 147 ms at 50 % of the drain rate; the
     drain rate unchanged (1,430 / 1,445 events/s). Reference cycles are still collected.
+
+    The middle generation is collected after every 2 young collections, not 20: what survives
+    a young collection (new cached states, the batch in flight) piled up for 20 of them and
+    each middle collection then held the worker 100-500 ms (``tutti_worker_gc_pause_seconds``:
+    7 of them, 0.92 s in all, on a worker that drained the bench's 70,000 events then took 950
+    live events/s). At 2 they are 10-50 ms, a few up to 100-250 ms, for the same total (1.0-1.1
+    s); p99 event-to-action at 950 events/s 202 and 156 ms against 230 and 208 ms
+    (`bench/profile_live.py --customers 5000 --events 0 --rate 950 --seconds 40`, two runs
+    each), the drain rate unchanged (33 s for the 70,000 events either way).
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

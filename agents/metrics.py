@@ -14,6 +14,8 @@ structures (the view runs there), so nothing is updated on the hot path that nob
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -336,6 +338,18 @@ class WorkerMetrics:
             buckets=_STALL_BUCKETS,
             registry=r,
         )
+        self.gc_pauses = Histogram(
+            "tutti_worker_gc_pause_seconds",
+            "How long each garbage collection held the worker (all of its threads), by "
+            "generation: a full collection walks every cached customer state.",
+            ["generation"],
+            buckets=_STALL_BUCKETS,
+            registry=r,
+        )
+        #: (generation, seconds) of collections not observed yet: the collector's callback only
+        #: appends here (observing takes the histogram's lock, which the interrupted code may
+        #: hold); the event-loop probe observes them.
+        self._gc_pending: list[tuple[int, float]] = []
         self.enrolments = ActiveEnrolments()
         r.register(self.enrolments)
         self.lag = ConsumerLag()
@@ -360,10 +374,29 @@ class WorkerMetrics:
     async def probe_event_loop(self) -> None:
         """Forever: sleep :data:`STALL_PROBE_SECONDS` and record how late the loop woke up."""
         loop = asyncio.get_running_loop()
+        pending = self._gc_pending
         while True:
             asked = loop.time()
             await asyncio.sleep(STALL_PROBE_SECONDS)
             self.loop_stalls.observe(max(0.0, loop.time() - asked - STALL_PROBE_SECONDS))
+            while pending:
+                generation, seconds = pending.pop()
+                self.gc_pauses.labels(generation=str(generation)).observe(seconds)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every garbage collection (``tutti_worker_gc_pause_seconds``, observed by
+        :meth:`probe_event_loop`); returns the function that stops it."""
+        started = [0.0]
+        pending = self._gc_pending
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            elif len(pending) < 10_000:  # bounded, should the probe not run
+                pending.append((int(info["generation"]), time.perf_counter() - started[0]))
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
 
     def watch_wakeups(self, index: WakeUpIndex) -> None:
         """Report what ``index`` holds on each scrape."""

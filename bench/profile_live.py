@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -46,17 +47,24 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     return out
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=900.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--spy", action="store_true")
+    parser.add_argument("--customers", type=int, default=2000, help="in the backlog drained first")
+    parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = parser.parse_args()
     stop_children_on_exit()
     base = load_settings()
     codec = AvroCodec.from_settings(base.kafka)
-    options = BenchOptions(customers=2000, events=6000)
+    options = BenchOptions(customers=args.customers, events=args.events or None)
     stream = bench_stream(options.customers, options.events)
     args.out.mkdir(parents=True, exist_ok=True)
     speedscope = args.out / "live.speedscope.json"
@@ -101,6 +109,9 @@ def main() -> None:
                     print(f"  thread {tid} {name}: {used:.1f} CPU-s")
             events = args.rate * args.seconds
             print(f"  {total:.1f} CPU-s in all: {1e6 * total / events:.0f} us per live event")
+            for line in scrape(workers[0].port).splitlines():
+                if line.startswith("tutti_worker_gc_pause_seconds_") and "_created" not in line:
+                    print("  " + line)
             if spy is not None:
                 spy.wait(60)
             for w in workers:

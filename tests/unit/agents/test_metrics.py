@@ -320,3 +320,28 @@ def test_the_event_loop_probe_sees_a_blocked_loop() -> None:
     assert buckets["+Inf"] >= 5
     assert buckets["+Inf"] - buckets["0.25"] == 1, buckets
     assert buckets["0.05"] >= buckets["+Inf"] - 1, buckets
+
+
+def test_every_garbage_collection_is_timed_by_generation() -> None:
+    import asyncio
+    import gc
+
+    m = WorkerMetrics(CollectorRegistry())
+    stop = m.watch_gc()
+    try:
+        gc.collect()  # a full one
+        gc.collect(0)
+
+        async def probe_a_while() -> None:
+            task = asyncio.ensure_future(m.probe_event_loop())
+            await asyncio.sleep(0.12)  # two probes: each observes what was collected before
+            task.cancel()
+
+        asyncio.run(probe_a_while())
+    finally:
+        stop()
+    assert value(m, "tutti_worker_gc_pause_seconds_count", generation="2") >= 1
+    assert value(m, "tutti_worker_gc_pause_seconds_count", generation="0") >= 1
+    assert value(m, "tutti_worker_gc_pause_seconds_sum", generation="2") > 0
+    gc.collect()
+    assert not m._gc_pending  # stopped: nothing more recorded
