@@ -14,6 +14,7 @@ same indexes in memory, so the live fan-out and the simulator's cannot drift apa
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,13 @@ class InterestIndex:
         #: have expired, so a record costs no scan of a popular product's whole index (the
         #: ``min()`` over every entry on each record was 3.7 % of the worker's CPU, py-spy).
         self._floor: int | None = min(self.entries.values()) if self.entries else None
+        #: The entries by eviction order - (time, _Greatest(id)): oldest first, of equally old
+        #: the greatest id - built the first time the index is full, then kept by pushing every
+        #: new time; entries changed or gone since stay in it until they surface (checked
+        #: against ``entries``). A full popular index then drops its oldest in O(log n), not by
+        #: two scans of its 1,000 entries on every new customer (34 -> 4 us a record; 1.6 % of
+        #: a drain, py-spy).
+        self._eviction: list[tuple[int, _Greatest]] | None = None
 
     @classmethod
     def decode(cls, data: bytes | None) -> InterestIndex:
@@ -229,17 +237,31 @@ class InterestIndex:
         entries[customer] = at
         if self._floor is None or at < self._floor:
             self._floor = at
+        if self._eviction is not None:
+            heapq.heappush(self._eviction, (at, _Greatest(customer)))
         dropped_self = False
         while len(entries) > limits.max_customers:
             # The oldest goes; of equally old ones, the greatest id (the order customers() uses).
-            oldest = min(entries.values())
-            worst = max(c for c, t in entries.items() if t == oldest)
+            oldest, worst = self._pop_oldest()
             del entries[worst]
             dropped_self = dropped_self or worst == customer
             self._floor = oldest
         if dropped_self and current is None:
             return bool(expired)  # too old to be kept: only the expired entries changed
         return True
+
+    def _pop_oldest(self) -> tuple[int, str]:
+        """The entry to evict: the oldest, of equally old the greatest id (a valid one)."""
+        entries = self.entries
+        heap = self._eviction
+        if heap is None or len(heap) > 2 * len(entries) + 64:  # first use, or mostly stale
+            heap = [(t, _Greatest(c)) for c, t in entries.items()]
+            heapq.heapify(heap)
+            self._eviction = heap
+        while True:
+            t, key = heapq.heappop(heap)
+            if entries.get(key.id) == t:
+                return t, key.id
 
     def forget(self, customer_id: str) -> bool:
         """Drop ``customer_id`` (erased); True when the index changed."""
@@ -255,6 +277,19 @@ class InterestIndex:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+class _Greatest:
+    """A customer id that sorts the other way round: in a min-heap of (time, _Greatest), of
+    equally old entries the greatest id comes first."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def __lt__(self, other: _Greatest) -> bool:
+        return self.id > other.id
 
 
 def normalise_catalog(
