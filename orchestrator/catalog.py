@@ -238,7 +238,10 @@ class InterestIndex:
         if self._floor is None or at < self._floor:
             self._floor = at
         if self._eviction is not None:
-            heapq.heappush(self._eviction, (at, _Greatest(customer)))
+            if len(self._eviction) > 2 * len(entries) + 64:
+                self._eviction = None  # mostly stale: built again when next needed
+            else:
+                heapq.heappush(self._eviction, (at, _Greatest(customer)))
         dropped_self = False
         while len(entries) > limits.max_customers:
             # The oldest goes; of equally old ones, the greatest id (the order customers() uses).
@@ -254,7 +257,7 @@ class InterestIndex:
         """The entry to evict: the oldest, of equally old the greatest id (a valid one)."""
         entries = self.entries
         heap = self._eviction
-        if heap is None or len(heap) > 2 * len(entries) + 64:  # first use, or mostly stale
+        if heap is None:
             heap = [(t, _Greatest(c)) for c, t in entries.items()]
             heapq.heapify(heap)
             self._eviction = heap

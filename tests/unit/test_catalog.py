@@ -278,3 +278,17 @@ def test_interest_index_skips_the_scan_but_keeps_and_drops_exactly_what_a_full_s
         )
         assert index.record(interest, now, limits) == expected, step
         assert index.entries == reference, step
+
+
+def test_the_eviction_order_stays_bounded_when_the_index_no_longer_overflows() -> None:
+    limits = InterestLimits(max_customers=50, window=timedelta(days=30))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    index = InterestIndex()
+    for n in range(60):  # overflows once: the eviction order is built
+        index.record(Interest("p", f"c{n:03d}", now + timedelta(seconds=n)), now, limits)
+    for n in range(5000):  # the same customers again and again, an hour apart: no overflow
+        later = now + timedelta(hours=2 + n)
+        customer = f"c{10 + n % 50:03d}"
+        assert index.record(Interest("p", customer, later), later, limits)
+    assert len(index) == 50
+    assert len(index._eviction or []) <= 2 * len(index) + 65
