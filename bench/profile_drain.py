@@ -16,6 +16,7 @@ import collections
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -65,6 +66,19 @@ def summarise(speedscope: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def record_with_py_spy(
+    pid: int, speedscope: Path, rate: int, seconds: float | None = None
+) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` at ``rate`` Hz into ``speedscope`` (until it exits, or for
+    ``seconds``), without pausing it."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "-p", str(pid), "-r", str(rate), "-f", "speedscope"]
+    command += ["-o", str(speedscope), "--nonblocking"]
+    if seconds is not None:
+        command += ["-d", str(int(seconds))]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=5000)
@@ -72,7 +86,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     parser.add_argument("--top", type=int, default=45)
     args = parser.parse_args()
-    spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
     stop_children_on_exit()
     base = load_settings()
     codec = AvroCodec.from_settings(base.kafka)
@@ -91,23 +104,7 @@ def main() -> None:
             def start_and_record(*a: object, **kw: object):  # type: ignore[no-untyped-def]
                 nonlocal recorder
                 process = original(*a, **kw)  # type: ignore[arg-type]
-                recorder = subprocess.Popen(
-                    [
-                        spy,
-                        "record",
-                        "-p",
-                        str(process.popen.pid),
-                        "-r",
-                        "200",
-                        "-f",
-                        "speedscope",
-                        "-o",
-                        str(speedscope),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                recorder = record_with_py_spy(process.popen.pid, speedscope, 200)
                 return process
 
             import orchestrator.bench.run as run_module

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from orchestrator.codec import AvroCodec
 from orchestrator.config import load_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_drain import ROOT, summarise
+from profile_drain import ROOT, record_with_py_spy, summarise
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
@@ -79,25 +78,7 @@ def main() -> None:
             before = thread_cpu(pid)
             spy = None
             if args.spy:
-                spy = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "-p",
-                        str(pid),
-                        "-r",
-                        "100",
-                        "-d",
-                        str(int(args.seconds)),
-                        "-f",
-                        "speedscope",
-                        "-o",
-                        str(speedscope),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
             latency = measure_latency(settings, args.rate, args.seconds, codec, print)
             after = thread_cpu(pid)
             print({k: latency[k] for k in ("offered_events_per_s", "p50", "p95", "p99", "max")})
