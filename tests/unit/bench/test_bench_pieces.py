@@ -115,3 +115,10 @@ def test_loop_stalls_between_two_scrapes_count_only_what_happened_in_between() -
         "p99_at_most_s": 0.25,
     }
     assert stalls_between(after, after) == {"probes": 0}
+
+
+def test_the_backlog_starts_at_the_same_time_of_day_whenever_it_is_run() -> None:
+    # The stories' first hour (most of the stream) must meet the same quiet hours every run.
+    first = min(e["event_time"] for e in bench_stream(customers=50, events=None))
+    assert first.hour == 10 and first.minute == 0
+    assert datetime.now(UTC) - first > timedelta(days=14)
