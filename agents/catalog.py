@@ -20,10 +20,10 @@ interest and forget records of one customer-agent batch come bundled (agents.bun
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 from agents.bundles import messages_of
@@ -45,7 +45,7 @@ from orchestrator.catalog import (
     fan_out,
     normalise_catalog,
 )
-from orchestrator.errors import SerializationError, TuttiError, is_transient
+from orchestrator.errors import SerializationError, TuttiError, is_transient, retry_while_transient
 from orchestrator.ingest import check_record_size
 
 __all__ = [
@@ -63,7 +63,6 @@ BATCH_MAX: Final = 500
 BATCH_WITHIN: Final = 0.01
 
 PRODUCT_INTEREST_TABLE = "product_interest"
-_RETRY_MAX_S = 30.0
 
 
 class CatalogStats:
@@ -170,19 +169,16 @@ def _register_ingest_catalog(worker: TuttiWorker) -> None:
                 log.exception("catalog: unexpected error on %s[%d]@%d", *_where(msg))
             return msg.key, worker.dead_letter_value(msg, exc, now), False
 
+    async def routed(msg: Any) -> tuple[bytes, bytes, bool]:
+        await codec.prepare_for_decoding(msg.value, msg.topic)  # off the event loop
+        return route(msg, datetime.now(UTC))
+
     async def ingest_catalog(stream: Any) -> None:
         async for ev in stream.events():
             msg = ev.message
-            await codec.prepare_patiently(msg.value, msg.topic, "ingest catalog")
-            delay = 0.5
-            while True:
-                try:
-                    key, value, valid = route(msg, datetime.now(UTC))
-                    break
-                except Exception as exc:  # only transient failures (registry down) get here
-                    log.warning("ingest catalog: transient failure (%s), retrying", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX_S)
+            key, value, valid = await retry_while_transient(
+                partial(routed, msg), "ingest catalog", log
+            )
             if valid:
                 await worker.send(products, key, value, list(CATALOG_HEADERS))
             else:

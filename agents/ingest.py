@@ -18,7 +18,6 @@ trimmed ids) and needs no registry round trip for an internal topic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from agents.signals import SIGNAL_EVENT, SIGNAL_HEADER, SIGNAL_LINK
 from agents.worker import TuttiWorker
 from orchestrator.codec import AvroCodec
 from orchestrator.engine.signals import CustomerEvent
-from orchestrator.errors import TuttiError, is_transient
+from orchestrator.errors import TuttiError, is_transient, retry_while_transient
 from orchestrator.identity import identifier_keys
 from orchestrator.ingest import (
     DEFAULT_LIMITS,
@@ -52,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_RETRY_MAX_S = 30.0
 EVENT_HEADERS = [(SIGNAL_HEADER, SIGNAL_EVENT)]
 LINK_HEADERS = [(SIGNAL_HEADER, SIGNAL_LINK)]
 
@@ -147,36 +145,21 @@ async def route_with_retry(
     """:func:`route_inbound` for one Faust message, retried with backoff while the failure is
     transient (the registry down). The registry is never called on the event loop: an unknown
     schema id is fetched in a thread first (AvroCodec.prepare), so wake-ups keep firing."""
-    delay = 0.5
-    while True:
-        try:
-            try:
-                await worker.codec.prepare(message.value, message.topic)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                # The record's fault (an id the registry does not know): decoding reports it.
-            return route_inbound(
-                codec=worker.codec,
-                channel=channel,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                headers=message_headers(message),
-                now=datetime.now(UTC),
-                worker=worker.name,
-                dead_letter_topic=worker.topics.dead_letters,
-            )
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning(
-                "ingest %s: transient failure (%s), retrying in %.1fs",
-                channel,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def attempt() -> Forwarded | DeadLettered:
+        await worker.codec.prepare_for_decoding(message.value, message.topic)
+        return route_inbound(
+            codec=worker.codec,
+            channel=channel,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=message_headers(message),
+            now=datetime.now(UTC),
+            worker=worker.name,
+            dead_letter_topic=worker.topics.dead_letters,
+        )
+
+    return await retry_while_transient(attempt, f"ingest {channel}", log)

@@ -29,10 +29,9 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from orchestrator.config import KafkaSettings
-from orchestrator.errors import SerializationError, is_transient
+from orchestrator.errors import SerializationError, is_transient, retry_while_transient
 
 log = logging.getLogger(__name__)
-_RETRY_MAX_S = 30.0
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -405,24 +404,17 @@ class AvroCodec:
         if schema_id not in self._writers:
             await asyncio.wait_for(asyncio.to_thread(self._fetch_writer, schema_id), timeout)
 
+    async def prepare_for_decoding(self, data: bytes | None, topic: str) -> None:
+        """:meth:`prepare`, leaving a failure that is the record's own (an id the registry
+        does not have) to :meth:`decode`, which reports it; a transient one is raised."""
+        try:
+            await self.prepare(data, topic)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+
     async def prepare_patiently(self, data: bytes | None, topic: str, what: str) -> None:
-        """:meth:`prepare`, retried with backoff while the registry is unreachable, for a
+        """:meth:`prepare_for_decoding`, retried while the registry is unreachable, for a
         reader that must neither block its event loop nor drop a record for an outage (a
-        delivery receipt, a command, an outcome to count). An id the registry does not have
-        falls through: :meth:`decode` then reports it as the record's fault."""
-        delay = 0.5
-        while True:
-            try:
-                await self.prepare(data, topic)
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    return
-                log.warning(
-                    "%s: the schema registry is unreachable (%s), retrying in %.1fs",
-                    what,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+        delivery receipt, a command, an outcome to count)."""
+        await retry_while_transient(lambda: self.prepare_for_decoding(data, topic), what, log)

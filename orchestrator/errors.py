@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 __all__ = [
     "ConfigError",
     "JourneyError",
@@ -11,7 +16,12 @@ __all__ = [
     "TuttiError",
     "ValidationError",
     "is_transient",
+    "retry_while_transient",
 ]
+
+T = TypeVar("T")
+#: The longest wait between two attempts of :func:`retry_while_transient`.
+_RETRY_MAX_S = 30.0
 
 
 class TuttiError(Exception):
@@ -64,3 +74,23 @@ def is_transient(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+async def retry_while_transient(
+    attempt: Callable[[], Awaitable[T]], what: str, logger: logging.Logger
+) -> T:
+    """``await attempt()`` until it succeeds or fails for a reason that is not transient
+    (:func:`is_transient`: raised), waiting 0.5 s, then twice as long each time up to 30 s,
+    with a warning naming ``what`` - never a reason to drop or dead-letter a record."""
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logger.warning(
+                "%s: transient failure (%s), retrying in %.1fs", what, type(exc).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
