@@ -21,6 +21,8 @@ __all__ = ["CHROMEDRIVER", "RAW_CONTACT", "Browser", "start_browser"]
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: A raw e-mail address (not masked as ``a***@...``) or a raw phone number (+ and 8 digits or more).
 RAW_CONTACT = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[a-z]{2,}|\+\d{8,}")
+#: How often an element replaced by the page's own refresh is looked up again.
+_REREADS = 5
 
 
 @dataclass
@@ -36,6 +38,41 @@ class Browser:
             if message.get("method") == "Network.requestWillBeSent":
                 urls.append(message["params"]["request"]["url"])
         return urls
+
+    def text(self, selector: str) -> str:
+        """The visible text of the element at ``selector`` now, or "" when it is not there.
+
+        A page that refreshes itself replaces its elements between ``find_element`` and
+        ``.text`` (selenium then raises "stale element reference"); this reads again instead,
+        so a test polling the page waits for the refresh rather than failing on it.
+        """
+        from selenium.common.exceptions import (
+            NoSuchElementException,
+            StaleElementReferenceException,
+        )
+        from selenium.webdriver.common.by import By
+
+        for _ in range(_REREADS):
+            try:
+                return str(self.driver.find_element(By.CSS_SELECTOR, selector).text)
+            except NoSuchElementException:
+                return ""
+            except StaleElementReferenceException:
+                continue
+        return ""
+
+    def click(self, selector: str) -> None:
+        """Click the element at ``selector``, found again if the page replaced it meanwhile."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        for attempt in range(_REREADS):
+            try:
+                self.driver.find_element(By.CSS_SELECTOR, selector).click()
+                return
+            except StaleElementReferenceException:
+                if attempt == _REREADS - 1:
+                    raise
 
     def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"

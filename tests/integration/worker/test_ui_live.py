@@ -84,11 +84,13 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
     cookie = d.get_cookie("tutti_ui")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
+    # The page refreshes itself and replaces these elements: read them through the browser's
+    # helpers, which look an element up again instead of failing on a stale reference.
     def row_text() -> str:
-        return str(d.find_element(By.CSS_SELECTOR, f'tr[data-journey="{JOURNEY}"]').text)
+        return browser.text(f'tr[data-journey="{JOURNEY}"]')
 
     def cell(name: str) -> str:
-        return str(d.find_element(By.CSS_SELECTOR, f'tr[data-journey="{JOURNEY}"] td.{name}').text)
+        return browser.text(f'tr[data-journey="{JOURNEY}"] td.{name}')
 
     # The counts arrive by the page's own refresh (the analytics flush), not by a reload.
     worker.wait_for(lambda: cell("entered") == "1", timeout=20, what="1 enrolment on the page")
@@ -103,17 +105,10 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
         for g in d.find_elements(By.CSS_SELECTOR, f"#j-{JOURNEY} svg.flow g.step")
     }
     assert {"(entry)", "wait_1h", "reminder", "wait_24h", "engaged", "last_call"} <= steps
-    assert (
-        d.find_element(
-            By.CSS_SELECTOR, f'#j-{JOURNEY} svg.flow g.step[data-step="(entry)"] .count'
-        ).text
-        == "1 entered"
-    )
+    assert browser.text(f'#j-{JOURNEY} svg.flow g.step[data-step="(entry)"] .count') == "1 entered"
     worker.wait_for(
         lambda: (
-            d.find_element(
-                By.CSS_SELECTOR, f'#j-{JOURNEY} svg.flow g.step[data-step="reminder"] .count'
-            ).text
+            browser.text(f'#j-{JOURNEY} svg.flow g.step[data-step="reminder"] .count')
             == "1 reached"
         ),
         timeout=20,
@@ -134,20 +129,18 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
 
     # A customer: masked contact points, and why they got the reminder.
     d.get(f"{origin}/ui/customer?id=ui-1")
-    identities = d.find_element(By.ID, "identities").text
+    identities = browser.text("#identities")
     assert "u***@example.test" in identities
-    why = d.find_element(By.ID, "why").text
+    why = browser.text("#why")
     assert "reminder" in why and "email" in why
     browser.screenshot("customer")
     pages.append(d.page_source)
 
     # Pause, clicked on the page: the worker keeps new customers out of the journey.
     d.get(f"{origin}/ui")
-    d.find_element(
-        By.CSS_SELECTOR, f'button[data-command="pause_journey"][data-target="{JOURNEY}"]'
-    ).click()
-    notice = worker.wait_for(lambda: d.find_elements(By.ID, "notice"), what="the notice")
-    assert "pause_journey cart_abandonment" in notice[0].text
+    browser.click(f'button[data-command="pause_journey"][data-target="{JOURNEY}"]')
+    notice = worker.wait_for(lambda: browser.text("#notice"), what="the notice")
+    assert "pause_journey cart_abandonment" in notice
     worker.wait_for(lambda: "paused" in row_text(), timeout=15, what="paused on the page")
     cart(settings, "ui-2")
     paused = worker.wait_for(
@@ -159,9 +152,7 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
     pages.append(d.page_source)
 
     # Resume, clicked on the page: new customers enrol again.
-    d.find_element(
-        By.CSS_SELECTOR, f'button[data-command="resume_journey"][data-target="{JOURNEY}"]'
-    ).click()
+    browser.click(f'button[data-command="resume_journey"][data-target="{JOURNEY}"]')
     worker.wait_for(lambda: "live" in row_text(), timeout=15, what="live again on the page")
 
     # Kill push and email, clicked on the page: the next reminder has no channel left.
@@ -171,9 +162,7 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
         )
 
     for channel in ("push", "email"):
-        d.find_element(
-            By.CSS_SELECTOR, f'button[data-command="kill_channel"][data-target="{channel}"]'
-        ).click()
+        browser.click(f'button[data-command="kill_channel"][data-target="{channel}"]')
         worker.wait_for(
             lambda c=channel: killed(c), timeout=15, what=f"{channel} killed on the page"
         )
@@ -188,7 +177,7 @@ def test_the_dashboard_shows_the_journey_and_its_buttons_pause_and_resume_the_wo
     assert not [x for x in decisions_of(worker, "ui-3") if x["code"] == "sent"]
     pages.append(d.page_source)
     for channel in ("push", "email"):
-        killed(channel)[0].click()
+        browser.click(f'button[data-command="revive_channel"][data-target="{channel}"]')
         worker.wait_for(lambda c=channel: not killed(c), timeout=15, what=f"{channel} revived")
 
     # A lever without the session's form token is refused (the cookie alone is not enough).
