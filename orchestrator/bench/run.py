@@ -151,8 +151,9 @@ def channel_topics(settings: Settings) -> list[str]:
 
 def measure_floors(
     settings: Settings, workdir: Path, groups: list[str], options: BenchOptions
-) -> dict[str, float]:
-    """(a) and (b) once each on every record of the channel topics of ``settings``.
+) -> tuple[dict[str, float], int]:
+    """(a) and (b) once each on every record of the channel topics of ``settings``: their
+    rates, and how many records each drained.
 
     Counted from the topics, not the backlog's size: after the worker's runs the topics also
     hold the latency phase's live events, which the floors drain too. (Dividing by the backlog
@@ -174,7 +175,7 @@ def measure_floors(
         finally:
             floor.stop()
             remove_tree(floor.workdir)
-    return out
+    return out, records
 
 
 def first_event(workers: list[Process]) -> float:
@@ -495,8 +496,8 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         try:
             one = prepare_run(base, options, stream, codec, log)
             runs.append(one)
-            before = measure_floors(one, workdir, groups, options)
-            log(f"ceilings (before): {_fmt(before)}")
+            before, before_records = measure_floors(one, workdir, groups, options)
+            log(f"ceilings (before, {before_records} records): {_fmt(before)}")
 
             app_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
             groups.append(app_id)
@@ -547,8 +548,8 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
                 ]
             finally:
                 restarted.stop()
-            after = measure_floors(one, workdir, groups, options)
-            log(f"ceilings (after): {_fmt(after)}")
+            after, after_records = measure_floors(one, workdir, groups, options)
+            log(f"ceilings (after, {after_records} records): {_fmt(after)}")
 
             two: dict[str, Any] = {}
             if not options.skip_two_workers:
@@ -598,6 +599,8 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         "worker_vs_faust_table_floor": round(worker_rate / faust_table, 3),
         "worker_vs_raw_ceiling": round(worker_rate / mid("raw"), 4),
         "ceilings_before_and_after": {"before": _round(before), "after": _round(after)},
+        # The second floors also drain the latency phase's live events (and are rated by all).
+        "ceiling_records_before_and_after": {"before": before_records, "after": after_records},
         "latency_ms": latency,
         "settled_before_latency": settle,
         "latency_ms_at_rates": more_latency,
