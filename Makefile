@@ -59,7 +59,10 @@ reliability: install
 		tests/integration/worker/test_broker_restart_live.py \
 		tests/integration/senders/test_sender_process.py \
 		tests/integration/senders/test_sender_faults_live.py \
-		tests/integration/worker/test_analytics_live.py
+		tests/integration/worker/test_analytics_live.py \
+		tests/integration/worker/test_consent_race_live.py \
+		tests/integration/senders/test_sender_consent_live.py \
+		tests/integration/worker/test_disk_full_live.py
 
 bench: install
 	bash scripts/bench.sh $(ARGS)
