@@ -380,6 +380,22 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def worst_by_second(samples: list[tuple[float, float]]) -> list[float]:
+    """The worst latency (ms) among the probes offered in each second of a phase, from the
+    first probe on: ``samples`` are (offered at, latency in s). Percentiles hide *when* the
+    slow ones came; this shows a start-up burst apart from spikes spread over the phase
+    (docs/worker.md, tenth session). A second without a probe reads 0."""
+    if not samples:
+        return []
+    start = min(at for at, _ in samples)
+    worst: list[float] = []
+    for at, latency in samples:
+        second = int(at - start)
+        worst.extend([0.0] * (second + 1 - len(worst)))
+        worst[second] = max(worst[second], round(latency * 1000, 1))
+    return worst
+
+
 @dataclass
 class Summary:
     values: list[float] = field(default_factory=list)

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.bench.harness import Process
+from orchestrator.bench.harness import Process, worst_by_second
 from orchestrator.bench.run import _relabel, bench_stream, group_ready, markdown
 from orchestrator.demo import demo_events
 
@@ -79,6 +79,7 @@ def test_markdown_states_ratios_and_the_machine() -> None:
             "p95": 90,
             "p99": 150,
             "missing": 0,
+            "worst_ms_by_second": [90.0, 250.4, 180.0, 70.0, 60.0, 50, 50, 50, 50, 50, 40, 120, 60],
         },
         "two_workers": {"events_per_s": 800.0, "scale_factor": 1.6},
         "restore": {
@@ -98,6 +99,14 @@ def test_markdown_states_ratios_and_the_machine() -> None:
     text = markdown(result)
     assert "| 500 | 5.0% | 25% |" in text
     assert "1.6x" in text and "p99 150 ms" in text and "dead letters: 0" in text
+    assert "first 5 s: 90, 250, 180, 70, 60 ms; from second 10 on at most 120 ms" in text
+
+
+def test_worst_by_second_shows_when_the_slow_probes_came() -> None:
+    # (offered at, latency s): a burst in the second second, one spike later, a quiet second.
+    samples = [(100.0, 0.05), (100.9, 0.08), (101.2, 0.25), (101.5, 0.12), (103.7, 0.14)]
+    assert worst_by_second(samples) == [80.0, 250.0, 0.0, 140.0]
+    assert worst_by_second([]) == []
 
 
 def test_loop_stalls_between_two_scrapes_count_only_what_happened_in_between() -> None:
