@@ -365,7 +365,6 @@ def measure_latency(
         _relabel(e) for e in demo_events(customers=max(1, n // 12), seed=23, returning_visits=False)
     ]
     sent_at: dict[str, float] = {}
-    latencies: list[float] = []
     probes: list[tuple[float, float]] = []  # (produced at, latency): when the slow ones came
     stop = threading.Event()
     c = consumer(settings.kafka, f"bench-lat-{uuid.uuid4().hex[:8]}")
@@ -390,8 +389,7 @@ def measure_latency(
                     continue
                 produced = sent_at.pop(action["customer_id"], None)
                 if produced is not None:
-                    latencies.append(msg.timestamp()[1] / 1000 - produced)
-                    probes.append((produced, latencies[-1]))
+                    probes.append((produced, msg.timestamp()[1] / 1000 - produced))
             if stop.is_set() and time.monotonic() > give_up:
                 return
 
@@ -432,7 +430,7 @@ def measure_latency(
     stop.set()
     reader.join(60)
     c.close()
-    ms = Summary([x * 1000 for x in latencies])
+    ms = Summary([latency * 1000 for _, latency in probes])
     worst = worst_by_second(probes)
     log(f"latency: {len(ms.values)} probes at {rate_offered:.0f} events/s offered")
     log(f"latency: worst probe per second (ms): {worst}")
