@@ -15,6 +15,7 @@ import faust
 
 from agents.faust_workarounds import (
     STORE_URL,
+    DirectChangelog,
     complete_buffer_flush,
     fetch_in_batches,
     resume_stalled_partitions,
@@ -114,6 +115,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         state_cache=StateCache(settings.worker.state_cache_size),
     )
     complete_buffer_flush(app)  # a commit never outruns its changelog writes
+    for hot in (worker.customers_table, worker.identities_table, worker.aliases_table):
+        DirectChangelog(app, hot)  # ~1 changelog record per event: not one at a time
     stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
     worker.metrics.watch_stalls(stalls)
     seek_with_input_paused()  # no gap committed at the end of a restore

@@ -38,7 +38,7 @@ from typing import Any, Final
 from faust import current_event
 
 from agents.bundles import bundle_sends
-from agents.faust_workarounds import as_current_event
+from agents.faust_workarounds import as_current_event, send_direct_changelogs
 from agents.ingest import DeadLettered, route_with_retry
 from agents.journey import CRASH_AFTER_STATE_WRITE, JOURNEY_SIGNALS
 from agents.signals import (
@@ -145,6 +145,7 @@ class CustomerAgent:
                         log.exception("customer agent: %s failed", _where(ev.message))
                         await self.to_dead_letters(ev.message, exc)
             worker.customers.flush(as_current_event)
+        await send_direct_changelogs(worker.app)  # the writes before what they keep is sent
         step = worker.journeys
         if step.crash_after_writes:
             await step.crash_for_test()
@@ -170,6 +171,7 @@ class CustomerAgent:
             with as_current_event(source):
                 customers.delete(absorbed)
                 aliases.record(absorbed, survivor)
+        await send_direct_changelogs(self.worker.app)
 
     async def prepare_encodings(self) -> None:
         """Register the schemas of what decisions send (Confluent framing) before the first

@@ -26,6 +26,7 @@ from orchestrator.errors import StackError
 __all__ = [
     "EXIT_STORAGE_FAILED",
     "STORE_URL",
+    "DirectChangelog",
     "FailStopRocksDBStore",
     "SpinnerlessWorker",
     "StalledPartitions",
@@ -42,6 +43,7 @@ __all__ = [
     "precreate_table_topics",
     "resume_stalled_partitions",
     "seek_with_input_paused",
+    "send_direct_changelogs",
     "send_now",
     "track_fetches",
 ]
@@ -229,6 +231,7 @@ def complete_buffer_flush(app: Any) -> None:
             in_flight -= 1
 
     async def flush() -> None:
+        await send_direct_changelogs(app)  # held table writes first (DirectChangelog)
         warn_at = time.monotonic() + 30.0
         while buffer.size or in_flight:
             if buffer.state != "running":
@@ -244,6 +247,105 @@ def complete_buffer_flush(app: Any) -> None:
     buffer._send_pending = counted_send
     buffer.flush = flush
     buffer._tutti_complete_flush = True
+
+
+class _Written:
+    """What ``Table.on_key_set`` reads of ``send_changelog``'s answer: the record's partition."""
+
+    __slots__ = ("message", "partition")
+
+    def __init__(self, partition: int) -> None:
+        self.message = self
+        self.partition = partition
+
+
+class DirectChangelog:
+    """A table whose changelog records go to aiokafka's batches in write order, held until the
+    writing agent (or the next flush before a commit) hands them over, instead of through
+    Faust's producer buffer.
+
+    faust-streaming 0.15.3, faust/tables/base.py ``Collection.send_changelog`` -> ``send_soon``:
+    every table write becomes a FutureMessage queued in ``ProducerBuffer``, which one task
+    hands to aiokafka one record at a time (``_handle_pending`` -> ``publish_message``: its own
+    futures, callbacks and sensor calls per record), and whose fill stops the conductor
+    (``wait_until_ebb``, "producer buffer full": ~94 times in 40 s of the benchmark's latency
+    phase). About one changelog record per inbound event goes that way. Here a write is held
+    in a list (a tuple append) and :meth:`send` appends the held records to aiokafka's batches
+    in order; the persisted offset Faust keeps per table partition in RocksDB (its
+    ``_on_changelog_sent``) is set from each delivery as before.
+
+    Durability is Faust's: the flush before every offset commit (:func:`complete_buffer_flush`)
+    sends what is held first, then waits for aiokafka's deliveries. A refused record stops the
+    worker, as :func:`send_now`'s do. Every write of the table must go this way (a write
+    through Faust's buffer could overtake a held one of the same key); so this replaces the
+    table's ``send_changelog`` for good.
+    """
+
+    def __init__(self, app: Any, table: Any) -> None:
+        self.app = app
+        self.table = table
+        topic = table.changelog_topic
+        self.topic_name: str = topic.get_topic_name()
+        self._prepare_key = topic.prepare_key
+        self._prepare_value = topic.prepare_value
+        self._raw = table.key_serializer == "raw" and table.value_serializer == "raw"
+        self.held: list[tuple[int, Any, Any]] = []
+        self._lock = asyncio.Lock()
+        table.send_changelog = self._hold
+        holders: list[DirectChangelog] = app.__dict__.setdefault("_tutti_direct_changelogs", [])
+        holders.append(self)
+
+    def _hold(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> _Written:
+        if partition is None:  # Faust's table_route partitioner is not used by our tables
+            raise RuntimeError(f"{self.topic_name}: a table write needs its event's partition")
+        if not self._raw or key_serializer is not None or value_serializer is not None:
+            key, _ = self._prepare_key(key, key_serializer or self.table.key_serializer)
+            if value is not None:
+                value, _ = self._prepare_value(
+                    value, value_serializer or self.table.value_serializer
+                )
+        elif isinstance(key, str):
+            key = key.encode()
+        self.held.append((partition, key, value))
+        return _Written(partition)
+
+    async def send(self) -> None:
+        """Hand the held records to the producer, in write order; no delivery is awaited."""
+        if not self.held:
+            return
+        async with self._lock:  # two senders must not interleave (write order per key)
+            held, self.held = self.held, []
+            if not held:
+                return
+            producer = self.app.producer._ensure_producer()
+            topic, data = self.topic_name, self.table.data
+            for partition, key, value in held:
+                delivery = await producer.send(topic, value, key=key, partition=partition)
+                delivery.add_done_callback(
+                    lambda fut, p=partition: self._sent(data, TP(topic, p), fut)
+                )
+
+    def _sent(self, data: Any, tp: Any, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            _check_delivery(self.app, self.topic_name, fut)
+            return
+        data.set_persisted_offset(tp, fut.result().offset)
+
+
+async def send_direct_changelogs(app: Any) -> None:
+    """Hand every :class:`DirectChangelog`'s held records to the producer."""
+    for holder in app.__dict__.get("_tutti_direct_changelogs", ()):
+        await holder.send()
 
 
 #: The worker's exit status when its local store cannot be written (sysexits EX_IOERR).

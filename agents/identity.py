@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from agents.bundles import messages_of
+from agents.faust_workarounds import send_direct_changelogs
 from agents.signals import (
     EVENT_HEADERS,
     MERGE_HEADERS,
@@ -68,6 +69,7 @@ def register_identity(worker: TuttiWorker) -> None:
                 continue
             for msg in messages:
                 await on_record(msg)
+            await send_direct_changelogs(worker.app)  # the bundle's table writes, in one go
 
     async def on_record(msg: Any) -> None:
         """One record (a Faust message, or one of its bundle's: agents.bundles)."""

@@ -45,6 +45,16 @@ refuses are mixed in: the worker's dead letters carry the reasons the simulator'
 Segments are published too (the shipped ones and two the short stories enter and leave: two
 views in a day with no order, an order this month): the same customers enter and leave the
 same segments for the same causes, live as simulated (about 230 changes).
+
+It runs alone (marker ``exclusive``): every gap above assumes the worker keeps up with the
+stream, as it does on a machine to itself. With a second test process (or two busy loops) on
+this 2-vCPU machine it fell 2-8 s behind on some input partitions (measured 5 December), and
+three kinds of difference followed in one run of five to seven, each a real consequence of that
+lag, not of a rule: a merge not done within MERGE_SETTLE_S (the identity hop is outside the
+wake-up watermark), a late order read before the cart reminder's window-close wake-up (due
+2 s before it, fired once the partition's other inputs were read up to it, by then behind the
+order) and a burst's loyalty enrolment read after the sign-up's window had closed. Run alone,
+it passed in every run.
 """
 
 from __future__ import annotations
@@ -78,7 +88,7 @@ from .journey_helpers import (
     publish_fast,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.kafka, pytest.mark.exclusive, pytest.mark.timeout(120)]
 
 SEGMENTS = Path(__file__).resolve().parents[3] / "segments"
 VIEWED_TWICE = """\

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -13,9 +14,12 @@ import pytest
 
 from agents.faust_workarounds import (
     IDLE_AFTER,
+    DirectChangelog,
     SpinnerlessWorker,
     _adapt_fetches,
+    as_current_event,
     complete_buffer_flush,
+    send_direct_changelogs,
 )
 
 
@@ -263,3 +267,100 @@ def test_faust_fetch_settings_leave_faust_fetching_as_it_does() -> None:
     app = faust.App("t-fetch-default", broker="kafka://127.0.0.1:1", store="memory://")
     fetch_in_batches(app, *IDLE_FETCH)
     assert not hasattr(app, "_tutti_fetch")
+
+
+class _Event:
+    """A Faust event as a table write reads it (``current_event().message``)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, topic="t-direct-in")
+
+
+class _Producer:
+    """aiokafka's producer as DirectChangelog uses it: ``send`` appends, returns the delivery."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, Any, int]] = []
+        self.deliveries: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: Any, key: Any = None, partition: Any = None) -> Any:
+        self.sent.append((topic, key, value, partition))
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        return delivery
+
+
+def _table_app(direct: bool) -> tuple[Any, Any, _Producer, list[tuple[Any, int]]]:
+    app = faust.App("t-direct", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("customers", key_type=bytes, value_type=bytes, partitions=4)
+    producer = _Producer()
+    app.producer._ensure_producer = lambda: producer  # type: ignore[method-assign]
+    persisted: list[tuple[Any, int]] = []
+    table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
+    if direct:
+        DirectChangelog(app, table)
+    return app, table, producer, persisted
+
+
+def _write_three(table: Any) -> None:
+    for partition, key, value in ((2, "c-1", b"one"), (1, "c-2", b"two"), (2, "c-1", b"1b")):
+        with as_current_event(_Event(partition)):
+            table[key] = value
+    with as_current_event(_Event(1)):
+        del table["c-2"]
+
+
+def test_faust_queues_every_table_write_in_its_one_at_a_time_producer_buffer() -> None:
+    # faust/tables/base.py Collection.send_changelog -> send_soon: a FutureMessage per write,
+    # handed to aiokafka one at a time by the buffer's task.
+    async def run() -> int:
+        app, table, producer, _ = _table_app(direct=False)
+        _write_three(table)
+        assert not producer.sent
+        return int(app.producer.buffer.size)
+
+    assert asyncio.run(run()) == 4
+
+
+def test_a_direct_changelog_sends_the_held_writes_in_order_and_keeps_their_offsets() -> None:
+    async def run() -> None:
+        app, table, producer, persisted = _table_app(direct=True)
+        _write_three(table)
+        assert app.producer.buffer.size == 0 and not producer.sent
+        assert table["c-1"] == b"1b" and "c-2" not in table  # the local store has the writes
+        await send_direct_changelogs(app)
+        topic = table.changelog_topic.get_topic_name()
+        assert producer.sent == [
+            (topic, b"c-1", b"one", 2),
+            (topic, b"c-2", b"two", 1),
+            (topic, b"c-1", b"1b", 2),
+            (topic, b"c-2", None, 1),  # a deletion is a tombstone
+        ]
+        await send_direct_changelogs(app)  # nothing held twice
+        assert len(producer.sent) == 4
+        for offset, delivery in enumerate(producer.deliveries):
+            delivery.set_result(SimpleNamespace(offset=100 + offset))
+        await asyncio.sleep(0)
+        assert [(tp.partition, offset) for tp, offset in persisted] == [
+            (2, 100),
+            (1, 101),
+            (2, 102),
+            (1, 103),
+        ]
+
+    asyncio.run(run())
+
+
+def test_the_flush_before_a_commit_sends_the_held_changelog_writes() -> None:
+    async def run() -> list[Any]:
+        app, table, producer, _ = _table_app(direct=True)
+        complete_buffer_flush(app)
+        _write_three(table)
+        await app.producer.buffer.start()
+        try:
+            await app.producer.buffer.flush()  # Consumer._commit_offsets' first step
+            return [key for _, key, _, _ in producer.sent]
+        finally:
+            await app.producer.buffer.stop()
+
+    assert asyncio.run(run()) == [b"c-1", b"c-2", b"c-1", b"c-2"]
