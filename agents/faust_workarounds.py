@@ -269,7 +269,8 @@ class DirectChangelog:
     hands to aiokafka one record at a time (``_handle_pending`` -> ``publish_message``: its own
     futures, callbacks and sensor calls per record), and whose fill stops the conductor
     (``wait_until_ebb``, "producer buffer full": ~94 times in 40 s of the benchmark's latency
-    phase). About one changelog record per inbound event goes that way. Here a write is held
+    phase; faust-streaming #173, open). About one changelog record per inbound event goes that
+    way. Here a write is held
     in a list (a tuple append) and :meth:`send` appends the held records to aiokafka's batches
     in order; the persisted offset Faust keeps per table partition in RocksDB (its
     ``_on_changelog_sent``) is set from each delivery as before.
