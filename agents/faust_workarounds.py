@@ -270,10 +270,9 @@ class DirectChangelog:
     futures, callbacks and sensor calls per record), and whose fill stops the conductor
     (``wait_until_ebb``, "producer buffer full": ~94 times in 40 s of the benchmark's latency
     phase; faust-streaming #173, open). About one changelog record per inbound event goes that
-    way. Here a write is held
-    in a list (a tuple append) and :meth:`send` appends the held records to aiokafka's batches
-    in order; the persisted offset Faust keeps per table partition in RocksDB (its
-    ``_on_changelog_sent``) is set from each delivery as before.
+    way. Here a write is held in a list (a tuple append) and :meth:`send` appends the held
+    records to aiokafka's batches in order; the persisted offset Faust keeps per table
+    partition in RocksDB (its ``_on_changelog_sent``) is set from each delivery as before.
 
     Durability is Faust's: the flush before every offset commit (:func:`complete_buffer_flush`)
     sends what is held first, then waits for aiokafka's deliveries. A refused record stops the
@@ -334,11 +333,8 @@ class DirectChangelog:
                 )
 
     def _sent(self, data: Any, tp: Any, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            _check_delivery(self.app, self.topic_name, fut)
+        if fut.cancelled() or fut.exception() is not None:
+            _check_delivery(self.app, self.topic_name, fut)  # a refused record stops the worker
             return
         data.set_persisted_offset(tp, fut.result().offset)
 
