@@ -650,7 +650,10 @@ class StalledPartitions:
     offset, the committed offset has not moved, and the record at the committed offset is
     neither acknowledged nor being processed. A partition merely waiting its turn (a long
     backlog) only meets that for the time its records wait in the stream buffer; the seek then
-    costs a second fetch of what was buffered, nothing else.
+    costs a second fetch of what was buffered, nothing else. A partition the group has never
+    committed counts from its first record (the log start offset, asked of the broker once,
+    off the event loop): issue 10's SIGKILL run left ``events.loyalty[0-2]`` unread by both
+    incarnations of the worker, 47 records and no commit, which the guard did not see.
     """
 
     def __init__(self, app: Any, topics: Iterable[str], after_s: float = STALL_AFTER_S) -> None:
@@ -659,7 +662,41 @@ class StalledPartitions:
         self.after_s = after_s
         #: tp -> (committed offset, since when it has looked stalled, monotonic seconds)
         self.suspects: dict[TP, tuple[int, float]] = {}
+        #: tp -> log start offset, for the partitions the group has never committed
+        self.starts: dict[TP, int] = {}
         self.resumed = 0
+
+    def position(self, tp: TP) -> int | None:
+        """Where the group would read ``tp`` from after a restart: its committed offset, or
+        for a partition never committed its log start offset once known (``learn_starts``)."""
+        committed = committed_offset(self.app, tp.topic, tp.partition)
+        return self.starts.get(tp) if committed is None else committed
+
+    async def learn_starts(self) -> None:
+        """Ask the broker for the log start offset of every input partition assigned here that
+        the group has never committed (once per partition; aiokafka's call runs on the
+        consumer's thread). A failure is retried at the next look."""
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        for tp in set(self.starts) - set(assigned):
+            del self.starts[tp]
+        wanted = [
+            tp
+            for tp in assigned
+            if tp.topic in self.topics
+            and tp not in self.starts
+            and committed_offset(self.app, tp.topic, tp.partition) is None
+        ]
+        if not wanted:
+            return
+        try:
+            starts = await consumer.earliest_offsets(*wanted)
+        except Exception as exc:  # a broker hiccup: the next look asks again
+            log.debug("log start offsets of %d input partitions not read: %r", len(wanted), exc)
+            return
+        self.starts.update({tp: int(offset) for tp, offset in starts.items()})
 
     def stalled(self, now: float) -> list[TP]:
         """The input partitions stalled at ``now`` (monotonic seconds); also keeps track of
@@ -681,7 +718,7 @@ class StalledPartitions:
         for tp in consumer.assignment():
             if tp.topic not in self.topics:
                 continue
-            committed = committed_offset(self.app, tp.topic, tp.partition)
+            committed = self.position(tp)
             end = highwater_offset(app, tp)
             acked = consumer._acked_index.get(tp) or ()
             if (
@@ -705,7 +742,7 @@ class StalledPartitions:
     async def resume(self, tp: TP) -> None:
         """Fetch ``tp`` again from its committed offset, taking it out of any pause."""
         consumer = self.app._consumer
-        committed = committed_offset(self.app, tp.topic, tp.partition)
+        committed = self.position(tp)
         if committed is None:
             return
         log.warning(
@@ -734,6 +771,7 @@ class StalledPartitions:
         """The worker's task: look every ``every_s`` seconds."""
         while True:
             await asyncio.sleep(every_s)
+            await self.learn_starts()
             for tp in self.stalled(time.monotonic()):
                 await self.resume(tp)
 

@@ -261,6 +261,38 @@ def test_a_stalled_partition_is_fetched_again_from_its_committed_offset() -> Non
     assert guard.resumed == 1
 
 
+def test_a_partition_never_committed_is_watched_from_its_first_record() -> None:
+    """Issue 10's SIGKILL run: a partition with records but no commit, never delivered."""
+    from agents.faust_workarounds import StalledPartitions
+
+    app, tp, seeks = _consumer_left_stalled()
+    consumer = app.consumer
+    del consumer._committed_offset[tp]
+    asked: list[tuple[Any, ...]] = []
+
+    async def earliest_offsets(*partitions: Any) -> dict[Any, int]:
+        asked.append(partitions)
+        return {partition: 7 for partition in partitions}
+
+    consumer.earliest_offsets = earliest_offsets
+    guard = StalledPartitions(app, {"events.commerce"}, after_s=60.0)
+    assert guard.stalled(now=1000.0) == []  # where it starts is not known yet
+    assert guard.stalled(now=1100.0) == []
+    asyncio.run(guard.learn_starts())
+    asyncio.run(guard.learn_starts())  # asked once
+    assert asked == [(tp,)] and guard.position(tp) == 7
+    assert guard.stalled(now=1100.0) == []  # a suspect from now on
+    consumer._acked_index[tp].add(7)  # its first record processed, the commit still to come
+    assert guard.stalled(now=1200.0) == []
+    consumer._acked_index[tp].clear()
+    guard.stalled(now=1200.0)
+    assert guard.stalled(now=1260.0) == [tp]
+    asyncio.run(guard.resume(tp))
+    assert seeks == [(tp, 7)]
+    consumer._committed_offset[tp] = 20  # once committed, the commit is what counts
+    assert guard.position(tp) == 20
+
+
 def test_faust_fetch_settings_leave_faust_fetching_as_it_does() -> None:
     from agents.faust_workarounds import IDLE_FETCH, fetch_in_batches
 
