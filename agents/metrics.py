@@ -119,6 +119,12 @@ class ActiveEnrolments(Collector):
         counts = self._by_partition.get(partition)
         if counts is None or before is after:
             return  # not counted yet: the count at assignment will include this state
+        if before is not None and after is not None:
+            old, new = before.enrollments, after.enrollments
+            if len(old) == len(new) and all(
+                a is b or a.journey_id == b.journey_id for a, b in zip(old, new, strict=True)
+            ):
+                return  # the same journeys (most signals): two Counter passes saved
         if before is not None:
             counts.subtract(e.journey_id for e in before.enrollments)
         if after is not None:
@@ -221,6 +227,11 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = CollectorRegistry() if registry is None else registry
         self.registry = r
+        #: (metric, *label values) -> the labelled child: prometheus_client's ``labels()``
+        #: checks and converts its arguments and takes a lock on every call, and a signal
+        #: made five or more such calls (2 % of a drain's main thread, py-spy). No child is
+        #: ever removed, so a kept one stays the registry's.
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.events_ingested = Counter(
             "tutti_worker_events_ingested",
             "Valid events forwarded by the ingest agents, by inbound channel and event type "
@@ -421,14 +432,21 @@ class WorkerMetrics:
 
     # -- what the agents call -----------------------------------------------------------------
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def event_ingested(self, channel: str, event_type: str) -> None:
-        self.events_ingested.labels(channel, event_type_label(event_type)).inc()
+        self._child(self.events_ingested, channel, event_type_label(event_type)).inc()
 
     def event_rerouted(self, channel: str) -> None:
-        self.events_rerouted.labels(channel).inc()
+        self._child(self.events_rerouted, channel).inc()
 
     def dead_lettered(self, stage: str, error_class: str) -> None:
-        self.dead_letters.labels(stage, error_class).inc()
+        self._child(self.dead_letters, stage, error_class).inc()
 
     def decided(
         self,
@@ -439,22 +457,22 @@ class WorkerMetrics:
         signal_seconds: float,
     ) -> None:
         """One signal through the decide step: what it decided and what that took."""
-        self.signals_decided.labels(kind).inc()
-        self.decide_seconds.labels(kind).observe(decide_seconds)
-        self.signal_seconds.labels(kind).observe(signal_seconds)
+        self._child(self.signals_decided, kind).inc()
+        self._child(self.decide_seconds, kind).observe(decide_seconds)
+        self._child(self.signal_seconds, kind).observe(signal_seconds)
         for action in decision.actions:
-            self.actions.labels(action.channel, action.journey_id).inc()
-        for explanation in decision.suppressions:
-            reason = explanation.code if explanation.code in REASON_CODES else "other"
-            self.suppressions.labels(explanation.journey_id or "", reason).inc()
+            self._child(self.actions, action.channel, action.journey_id).inc()
         for explanation in decision.explanations:
+            if explanation.kind == "suppressed":
+                reason = explanation.code if explanation.code in REASON_CODES else "other"
+                self._child(self.suppressions, explanation.journey_id or "", reason).inc()
             if explanation.code == "condition_error":
                 where = explanation.details.get("where", "")
-                self.journey_errors.labels(explanation.journey_id or "", where).inc()
+                self._child(self.journey_errors, explanation.journey_id or "", where).inc()
         for outcome in decision.outcomes:
-            self.outcomes.labels(outcome.journey_id, outcome.kind).inc()
+            self._child(self.outcomes, outcome.journey_id, outcome.kind).inc()
         if isinstance(signal, CustomerEvent) and signal.event_type in CATALOG_EVENT_TYPES:
-            self.catalog_fanouts.labels(signal.event_type).inc()
+            self._child(self.catalog_fanouts, signal.event_type).inc()
 
     def passed_to_profile(self, kind: bytes | None) -> None:
         """A customer-topic signal the decide step leaves to the profile agent."""
