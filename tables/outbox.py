@@ -125,9 +125,19 @@ def with_entry(
     the consumer's committed offset of a source topic and partition (the next offset a
     restarted consumer would read), when known."""
 
+    # A customer's entries mostly come from one or two source partitions: each committed
+    # offset is looked up once per write, not once per entry.
+    offsets: dict[tuple[str, int], int | None] = {}
+
     def needed(e: OutboxEntry) -> bool:
         age = now - e.at
-        done = committed(e.topic, e.partition) if committed is not None and e.topic else None
+        done = None
+        if committed is not None and e.topic:
+            where = (e.topic, e.partition)
+            if where in offsets:
+                done = offsets[where]
+            else:
+                done = offsets[where] = committed(e.topic, e.partition)
         if done is not None and e.offset < done:
             return age < OUTBOX_GRACE
         return age < OUTBOX_TTL

@@ -46,8 +46,8 @@ def _opt_str(d: Mapping[str, Any], key: str) -> str | None:
 
 def _section(d: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = d.get(key)
-    if value is None:
-        return None
+    if value is None or type(value) is dict:  # the usual cases, without an ABC check
+        return value
     # fastavro may decode a named union branch as a (name, value) tuple when asked to.
     if isinstance(value, tuple) and len(value) == 2:
         value = value[1]
