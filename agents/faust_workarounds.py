@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import faust.stores
-from aiokafka.structs import TopicPartition
 from faust import Worker
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event as _faust_current_event
@@ -23,7 +22,6 @@ from faust.types import TP
 
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
-from orchestrator.partitioning import partition_for
 
 __all__ = [
     "EXIT_STORAGE_FAILED",
@@ -33,7 +31,6 @@ __all__ = [
     "SpinnerlessWorker",
     "StalledPartitions",
     "actively_owned_partitions",
-    "append_record",
     "as_current_event",
     "committed_offset",
     "complete_buffer_flush",
@@ -75,44 +72,8 @@ async def send_now(
     stops the worker (as Faust's own sends do): its source is then redelivered.
     """
     producer = app.producer._ensure_producer()  # aiokafka's AIOKafkaProducer
-    delivery = await append_record(producer, topic, key, value, headers)
+    delivery = await producer.send(topic, value, key=key, headers=headers)
     delivery.add_done_callback(lambda fut: _check_delivery(app, topic, fut))
-
-
-async def append_record(
-    producer: Any,
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: list[tuple[str, bytes]] | None = None,
-    partition: int | None = None,
-) -> Any:
-    """aiokafka's ``AIOKafkaProducer.send`` for raw bytes, without what it repeats per record:
-    the topic's metadata wait and two copies of its partition set
-    (``ClusterMetadata.partitions_for_topic`` builds a new set at each call), serializers that
-    are None, a debug log call, and its pure-Python murmur2 (``partition_for`` keeps each
-    key's partition). The record goes to the same partition (murmur2 of the key over the
-    topic's partition count, as aiokafka's ``DefaultPartitioner``) and the same batch
-    (``MessageAccumulator.add_message``, aiokafka 0.14.0 pinned); the returned future is
-    aiokafka's delivery. 1.7 % of a drain's main thread (py-spy, twelfth session) was that
-    overhead around ``add_message``. The partition count is learnt once per topic and
-    producer: partitions added to a topic while the worker runs break the co-partitioning
-    the worker depends on anyway (README, one partition count for customer-keyed topics)."""
-    counts: dict[str, int] = producer.__dict__.setdefault("_tutti_partition_counts", {})
-    n = counts.get(topic)
-    if n is None:
-        n = counts[topic] = len(await producer.client._wait_on_metadata(topic))
-    if partition is None:
-        if key is None:  # a random partition: aiokafka chooses among the available ones
-            return await producer.send(topic, value, key=key, headers=headers)
-        partition = partition_for(key, n)
-    return await producer._message_accumulator.add_message(
-        TopicPartition(topic, partition),
-        key,
-        value,
-        producer._request_timeout_ms / 1000,
-        headers=headers or [],
-    )
 
 
 def _check_delivery(app: Any, topic: str, fut: asyncio.Future[Any]) -> None:
@@ -366,7 +327,7 @@ class DirectChangelog:
             producer = self.app.producer._ensure_producer()
             topic, data = self.topic_name, self.table.data
             for partition, key, value in held:
-                delivery = await append_record(producer, topic, key, value, None, partition)
+                delivery = await producer.send(topic, value, key=key, partition=partition)
                 delivery.add_done_callback(
                     lambda fut, p=partition: self._sent(data, TP(topic, p), fut)
                 )

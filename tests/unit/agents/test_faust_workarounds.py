@@ -309,50 +309,17 @@ class _Event:
 
 
 class _Producer:
-    """aiokafka's producer as ``append_record`` uses it: the topic's partitions from the
-    client's metadata, ``add_message`` appends to the batch and returns the delivery."""
+    """aiokafka's producer as DirectChangelog uses it: ``send`` appends, returns the delivery."""
 
-    def __init__(self, partitions: int = 4) -> None:
+    def __init__(self) -> None:
         self.sent: list[tuple[str, Any, Any, int]] = []
         self.deliveries: list[asyncio.Future[Any]] = []
-        self.metadata_waits: list[str] = []
-        self._request_timeout_ms = 40000
-        self._message_accumulator = self
-        self.client = SimpleNamespace(_wait_on_metadata=self._wait_on_metadata)
-        self.partitions = partitions
 
-    async def _wait_on_metadata(self, topic: str) -> set[int]:
-        self.metadata_waits.append(topic)
-        return set(range(self.partitions))
-
-    async def add_message(
-        self, tp: Any, key: Any, value: Any, timeout: float, headers: Any = ()
-    ) -> Any:
-        self.sent.append((tp.topic, key, value, tp.partition))
+    async def send(self, topic: str, value: Any, key: Any = None, partition: Any = None) -> Any:
+        self.sent.append((topic, key, value, partition))
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.deliveries.append(delivery)
         return delivery
-
-
-def test_append_record_picks_aiokafkas_partition_and_reads_the_metadata_once() -> None:
-    from aiokafka.partitioner import DefaultPartitioner
-
-    from agents.faust_workarounds import append_record
-
-    producer = _Producer(partitions=12)
-
-    async def append() -> None:
-        for i in range(50):
-            await append_record(producer, "t", f"c-{i}".encode(), b"v", [("h", b"1")])
-        await append_record(producer, "t", b"c-0", None, None, partition=7)  # as given
-
-    asyncio.run(append())
-    everything = list(range(12))
-    assert [p for _, _, _, p in producer.sent[:50]] == [
-        DefaultPartitioner()(f"c-{i}".encode(), everything, everything) for i in range(50)
-    ]
-    assert producer.sent[50] == ("t", b"c-0", None, 7)
-    assert producer.metadata_waits == ["t"]
 
 
 def _table_app(direct: bool) -> tuple[Any, Any, _Producer, list[tuple[Any, int]]]:
