@@ -462,10 +462,10 @@ class WorkerMetrics:
         self._child(self.signal_seconds, kind).observe(signal_seconds)
         for action in decision.actions:
             self._child(self.actions, action.channel, action.journey_id).inc()
+        for explanation in decision.suppressions:
+            reason = explanation.code if explanation.code in REASON_CODES else "other"
+            self._child(self.suppressions, explanation.journey_id or "", reason).inc()
         for explanation in decision.explanations:
-            if explanation.kind == "suppressed":
-                reason = explanation.code if explanation.code in REASON_CODES else "other"
-                self._child(self.suppressions, explanation.journey_id or "", reason).inc()
             if explanation.code == "condition_error":
                 where = explanation.details.get("where", "")
                 self._child(self.journey_errors, explanation.journey_id or "", where).inc()
