@@ -59,26 +59,14 @@ class WakeUpIndex:
         )
         if partition not in self._heaps:
             return 0  # not ours (any more): the new owner rebuilds from its table
-        # What is still scheduled for the customer here has its heap entry already (an entry
-        # leaves ``_scheduled`` when it is popped): only new wake-ups are pushed. Pushing all
-        # of them at every write grew the heap by a customer's waiting wake-ups per signal,
-        # kept until they fell due - days for a long timer.
-        same = self._partition_of.get(customer) == partition
-        before = self._scheduled.get(customer, ()) if same else ()
         self._scheduled[customer] = wanted
         self._partition_of[customer] = partition
         if not wanted:
             self._scheduled.pop(customer, None)
             self._partition_of.pop(customer, None)
-        heap = self._heaps[partition]
         for due_at, token in wanted:
-            if (due_at, token) not in before:
-                heapq.heappush(heap, (due_at, customer, token))
+            heapq.heappush(self._heaps[partition], (due_at, customer, token))
         return len(wanted)
-
-    def heap_size(self) -> int:
-        """Entries held in the partitions' heaps (superseded ones included, until popped)."""
-        return sum(len(heap) for heap in self._heaps.values())
 
     def partition_of(self, customer_id: str) -> int | None:
         """The partition a customer's wake-ups are indexed under (None: none indexed)."""
