@@ -3,10 +3,11 @@
 The due times live in every CustomerState (durable, changelog-backed). The in-memory
 :class:`orchestrator.wakeups.WakeUpIndex` is a cache over them: a partition is indexed from the
 local table once the worker actively owns it and recovery is over, and forgotten when it is no
-longer owned; the journey agent updates it after every write. Four times a second the timer pops what
-is due and *sends a record* (signal kind ``wakeup``) to the customer-keyed topic: the agent that
-owns the partition applies it inside the stream, because faust-streaming cannot write a table
-from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-firing is safe.
+longer owned; the journey agent updates it after every write (one made before the timer
+indexed the partition is kept for it: the batch's table writes may not be in the table yet).
+Four times a second the timer pops what is due and *sends a record* (signal kind ``wakeup``) to
+the customer-keyed topic: the agent that owns the partition applies it inside the stream,
+because faust-streaming cannot write a table from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-firing is safe.
 
 On event time: a partition's wake-ups fire only up to how far the customer agent has processed
 that partition's inputs (agents.watermarks), so a worker working off a backlog meets an
@@ -85,6 +86,7 @@ class WakeUpTimer:
 
     def reconcile(self, active: set[int]) -> None:
         enrolments = self.worker.metrics.enrolments
+        self.index.keep_early(active)
         gone = self.index.partitions - active
         self.inputs.revoke(gone)
         for partition in gone:

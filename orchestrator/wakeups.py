@@ -27,6 +27,8 @@ class WakeUpIndex:
         # What is scheduled per customer, so re-indexing a customer replaces its old entries.
         self._scheduled: dict[str, set[tuple[datetime, str]]] = {}
         self._partition_of: dict[str, int] = {}
+        #: Updates for a partition not indexed yet, per customer: see :meth:`update`.
+        self._early: dict[int, dict[str, set[tuple[datetime, str]]]] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._scheduled.values())
@@ -36,16 +38,29 @@ class WakeUpIndex:
         return set(self._heaps)
 
     def assign(self, partition: int, states: Iterable[CustomerState]) -> int:
-        """(Re)build one partition from its local states. Returns the wake-ups indexed."""
+        """(Re)build one partition from its local states. Returns the wake-ups indexed.
+
+        What a customer's updates since the partition became ours asked for (:meth:`update`)
+        is indexed too, with what its stored state waits for: a write may not be in ``states``
+        yet, and over-firing is safe where forgetting is not."""
+        early = self._early.pop(partition, {})
         self.revoke(partition)
-        self._heaps[partition] = []
-        n = 0
+        heap: list[tuple[datetime, str, str]] = []
+        self._heaps[partition] = heap
         for state in states:
-            n += self.update(partition, state)
-        return n
+            self.update(partition, state)
+        for customer, wanted in early.items():
+            extra = wanted - self._scheduled.get(customer, set())
+            if extra:
+                self._scheduled.setdefault(customer, set()).update(extra)
+                self._partition_of[customer] = partition
+                for due_at, token in extra:
+                    heapq.heappush(heap, (due_at, customer, token))
+        return sum(len(s) for c, s in self._scheduled.items() if self._partition_of[c] == partition)
 
     def revoke(self, partition: int) -> None:
         self._heaps.pop(partition, None)
+        self._early.pop(partition, None)
         for customer, p in list(self._partition_of.items()):
             if p == partition:
                 del self._partition_of[customer]
@@ -58,7 +73,13 @@ class WakeUpIndex:
             {(w.due_at, w.token) for w in pending_wakeups(state)} if state is not None else set()
         )
         if partition not in self._heaps:
-            return 0  # not ours (any more): the new owner rebuilds from its table
+            # Not indexed: a partition the timer has not indexed yet (the customer agent can
+            # decide a newly assigned partition's first records before the timer's next tick,
+            # and the batch holds its table writes until its end, so the table read that
+            # indexes the partition may miss them: kept for :meth:`assign`), or one no longer
+            # ours (its new owner rebuilds from its table; dropped by :meth:`keep_early`).
+            self._early.setdefault(partition, {})[customer] = wanted
+            return 0
         self._scheduled[customer] = wanted
         self._partition_of[customer] = partition
         if not wanted:
@@ -67,6 +88,12 @@ class WakeUpIndex:
         for due_at, token in wanted:
             heapq.heappush(self._heaps[partition], (due_at, customer, token))
         return len(wanted)
+
+    def keep_early(self, partitions: set[int]) -> None:
+        """Forget the early updates (:meth:`update`) of partitions not in ``partitions`` (the
+        worker's active ones): stragglers of a partition that moved away."""
+        for partition in [p for p in self._early if p not in partitions]:
+            del self._early[partition]
 
     def partition_of(self, customer_id: str) -> int | None:
         """The partition a customer's wake-ups are indexed under (None: none indexed)."""

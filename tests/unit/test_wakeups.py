@@ -52,3 +52,28 @@ def test_overdue_after_downtime_fires_once_on_rebuild() -> None:
     idx.assign(3, [waiting("a", T0 - timedelta(days=3))])
     assert [w.customer_id for w in idx.due(T0)] == ["a"]
     assert idx.due(T0) == []
+
+
+def test_a_customer_decided_before_its_partition_is_indexed_is_not_forgotten() -> None:
+    """A newly assigned partition's first batch can be decided before the timer indexes the
+    partition, with its table writes held until the batch ends: the table read that indexes
+    the partition misses them, so the update made meanwhile must count."""
+    idx = WakeUpIndex()
+    assert idx.update(2, waiting("a", T0 + timedelta(minutes=1), seq=1)) == 0
+    stale = waiting("a", T0 + timedelta(minutes=5))  # the table still has the state before
+    assert idx.assign(2, [stale, waiting("b", T0 + timedelta(minutes=2))]) == 3
+    fired = idx.due(T0 + timedelta(minutes=10))
+    # The superseded one over-fires (the engine ignores its token); none is forgotten.
+    assert [(w.customer_id, w.token) for w in fired] == [
+        ("a", "a-cart#1"),
+        ("b", "b-cart#0"),
+        ("a", "a-cart#0"),
+    ]
+
+
+def test_early_updates_of_a_partition_that_moved_away_are_dropped() -> None:
+    idx = WakeUpIndex()
+    idx.update(4, waiting("a", T0))  # a straggler after the partition went to another worker
+    idx.keep_early({0, 1})
+    assert idx.assign(4, []) == 0
+    assert idx.due(T0 + timedelta(days=1)) == []
