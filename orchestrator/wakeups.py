@@ -80,14 +80,26 @@ class WakeUpIndex:
             # ours (its new owner rebuilds from its table; dropped by :meth:`keep_early`).
             self._early.setdefault(partition, {})[customer] = wanted
             return 0
+        # What is still scheduled for the customer here has its heap entry already (an entry
+        # leaves ``_scheduled`` when it is popped): only new wake-ups are pushed. Pushing all
+        # of them at every write grew the heap by a customer's waiting wake-ups per signal,
+        # kept until they fell due - days for a long timer.
+        same = self._partition_of.get(customer) == partition
+        before = self._scheduled.get(customer, ()) if same else ()
         self._scheduled[customer] = wanted
         self._partition_of[customer] = partition
         if not wanted:
             self._scheduled.pop(customer, None)
             self._partition_of.pop(customer, None)
+        heap = self._heaps[partition]
         for due_at, token in wanted:
-            heapq.heappush(self._heaps[partition], (due_at, customer, token))
+            if (due_at, token) not in before:
+                heapq.heappush(heap, (due_at, customer, token))
         return len(wanted)
+
+    def heap_size(self) -> int:
+        """Entries held in the partitions' heaps (superseded ones included, until popped)."""
+        return sum(len(heap) for heap in self._heaps.values())
 
     def keep_early(self, partitions: set[int]) -> None:
         """Forget the early updates (:meth:`update`) of partitions not in ``partitions`` (the

@@ -35,6 +35,22 @@ def test_a_new_state_supersedes_the_old_schedule() -> None:
     assert [w.token for w in idx.due(T0 + timedelta(hours=1))] == ["a-cart#1"]
 
 
+def test_a_busy_customer_waiting_on_a_long_timer_does_not_grow_the_index() -> None:
+    idx = WakeUpIndex()
+    idx.assign(0, [])
+    for _ in range(1000):  # every signal of the customer rewrites its state, same wake-up
+        idx.update(0, waiting("a", T0 + timedelta(days=30)))
+    assert idx.heap_size() == 1 and len(idx) == 1
+    assert [w.token for w in idx.due(T0 + timedelta(days=31))] == ["a-cart#0"]
+    # Fired, and still waited for by the state until the wake-up is decided: scheduled again.
+    idx.update(0, waiting("a", T0 + timedelta(days=30)))
+    assert [w.token for w in idx.due(T0 + timedelta(days=31))] == ["a-cart#0"]
+    # Dropped, then wanted again: it fires once.
+    idx.update(0, waiting("a", T0 + timedelta(days=40), seq=1))
+    idx.update(0, waiting("a", T0 + timedelta(days=30)))
+    assert [w.token for w in idx.due(T0 + timedelta(days=50))] == ["a-cart#0"]
+
+
 def test_erased_customer_and_revoked_partition_fire_nothing() -> None:
     idx = WakeUpIndex()
     idx.assign(0, [waiting("a", T0)])
