@@ -7,7 +7,8 @@ longer owned; the journey agent updates it after every write (one made before th
 indexed the partition is kept for it: the batch's table writes may not be in the table yet).
 Four times a second the timer pops what is due and *sends a record* (signal kind ``wakeup``) to
 the customer-keyed topic: the agent that owns the partition applies it inside the stream,
-because faust-streaming cannot write a table from a timer. A duplicate or stale wake-up is a no-op in the engine, so over-firing is safe.
+because faust-streaming cannot write a table from a timer. A duplicate or stale wake-up is a
+no-op in the engine, so over-firing is safe.
 
 On event time: a partition's wake-ups fire only up to how far the customer agent has processed
 that partition's inputs (agents.watermarks), so a worker working off a backlog meets an
