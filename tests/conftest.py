@@ -102,7 +102,7 @@ def settings_factory(kafka_settings: KafkaSettings) -> Iterator[Callable[..., Se
         return settings
 
     yield make
-    if prefixes:
+    if prefixes and not os.environ.get("TUTTI_TEST_KEEP_TOPICS"):
         delete_topics_with_prefix(kafka_settings, tuple(prefixes))
 
 

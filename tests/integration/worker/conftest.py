@@ -142,6 +142,8 @@ def delete_kafka_leftovers(settings: Settings, app_ids: set[str], groups: set[st
     """
     from orchestrator.kafka import admin_client
 
+    if os.environ.get("TUTTI_TEST_KEEP_TOPICS"):
+        return
     admin = admin_client(settings.kafka)
     prefixes = (settings.topics.prefix, *(f"{app_id}-" for app_id in app_ids))
     names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(prefixes)]
