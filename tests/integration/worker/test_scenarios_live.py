@@ -154,9 +154,10 @@ WELCOME_HOLDOUT = 10
 def treated_customer(
     prefix: str, journey: str = "welcome", holdout: float = WELCOME_HOLDOUT
 ) -> str:
-    """A fresh customer id outside ``journey``'s holdout group: a scenario that checks what the
-    journey decides for a treated customer must not draw one of the 10 % who receive nothing
-    (s1 failed on exactly that in two fresh-clone CIs: the holdout's reason is ``holdout``)."""
+    """A fresh customer id outside ``journey``'s holdout group (``holdout`` percent): a
+    scenario that checks what the journey decides for a treated customer must not draw one who
+    receives nothing (s1 failed on exactly that in two fresh-clone CIs: a holdout enrolment
+    ends with reason ``holdout``)."""
     while True:
         c = prefix + uuid.uuid4().hex[:6]
         if bucket(c, journey, "holdout") >= holdout:
