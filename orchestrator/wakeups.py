@@ -45,17 +45,11 @@ class WakeUpIndex:
         yet, and over-firing is safe where forgetting is not."""
         early = self._early.pop(partition, {})
         self.revoke(partition)
-        heap: list[tuple[datetime, str, str]] = []
-        self._heaps[partition] = heap
+        self._heaps[partition] = []
         for state in states:
             self.update(partition, state)
         for customer, wanted in early.items():
-            extra = wanted - self._scheduled.get(customer, set())
-            if extra:
-                self._scheduled.setdefault(customer, set()).update(extra)
-                self._partition_of[customer] = partition
-                for due_at, token in extra:
-                    heapq.heappush(heap, (due_at, customer, token))
+            self._schedule(partition, customer, wanted | self._scheduled.get(customer, set()))
         return sum(len(s) for c, s in self._scheduled.items() if self._partition_of[c] == partition)
 
     def revoke(self, partition: int) -> None:
@@ -80,6 +74,10 @@ class WakeUpIndex:
             # ours (its new owner rebuilds from its table; dropped by :meth:`keep_early`).
             self._early.setdefault(partition, {})[customer] = wanted
             return 0
+        return self._schedule(partition, customer, wanted)
+
+    def _schedule(self, partition: int, customer: str, wanted: set[tuple[datetime, str]]) -> int:
+        """Make ``wanted`` what ``customer`` waits for in an indexed ``partition``."""
         # What is still scheduled for the customer here has its heap entry already (an entry
         # leaves ``_scheduled`` when it is popped): only new wake-ups are pushed. Pushing all
         # of them at every write grew the heap by a customer's waiting wake-ups per signal,
