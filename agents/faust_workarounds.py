@@ -317,8 +317,15 @@ class DirectChangelog:
         return _Written(partition)
 
     async def send(self) -> None:
-        """Hand the held records to the producer, in write order; no delivery is awaited."""
-        if not self.held:
+        """Hand the held records to the producer, in write order; no delivery is awaited.
+
+        Returns only once every record held when it was called is in aiokafka's batches, those
+        another caller is still handing over included: ``producer.send`` waits while the
+        partition's batch is full, and a flush before a commit that returned then (nothing
+        held: the other caller took the list) let the commit outrun records aiokafka had not
+        yet seen - lost when the worker died next (issue 13, scenario 6: a worker SIGKILLed
+        after the group rebalanced, two customers short of events)."""
+        if not self.held and not self._lock.locked():
             return
         async with self._lock:  # two senders must not interleave (write order per key)
             held, self.held = self.held, []

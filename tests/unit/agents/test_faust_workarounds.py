@@ -396,3 +396,39 @@ def test_the_flush_before_a_commit_sends_the_held_changelog_writes() -> None:
             await app.producer.buffer.stop()
 
     assert asyncio.run(run()) == [b"c-1", b"c-2", b"c-1", b"c-2"]
+
+
+class _FullBatchProducer(_Producer):
+    """A producer whose partition batch is full: ``send`` waits until ``drained`` is set, as
+    aiokafka's ``add_message`` waits for its batch to drain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drained = asyncio.Event()
+
+    async def send(self, topic: str, value: Any, key: Any = None, partition: Any = None) -> Any:
+        await self.drained.wait()
+        return await super().send(topic, value, key, partition)
+
+
+def test_a_flush_waits_for_the_records_another_caller_is_still_handing_over() -> None:
+    # The customer agent hands its batch's writes over; aiokafka's batch is full, so the hand-
+    # over waits. The flush before a commit must not return before those records are in
+    # aiokafka's batches, or the commit goes past writes a SIGKILL then loses.
+    async def run() -> tuple[bool, int]:
+        app, table, _, _ = _table_app(direct=True)
+        producer = _FullBatchProducer()
+        app.producer._ensure_producer = lambda: producer  # type: ignore[method-assign]
+        _write_three(table)
+        agent = asyncio.create_task(send_direct_changelogs(app))
+        await asyncio.sleep(0)  # the agent took the held list and waits in send
+        flush = asyncio.create_task(send_direct_changelogs(app))
+        await asyncio.sleep(0.01)
+        returned_early = flush.done()
+        producer.drained.set()
+        await asyncio.gather(agent, flush)
+        return returned_early, len(producer.sent)
+
+    returned_early, sent = asyncio.run(run())
+    assert not returned_early
+    assert sent == 4
