@@ -188,6 +188,58 @@ def test_with_the_workaround_the_seek_runs_with_the_inputs_out_of_the_fetch() ->
     assert _input_fetched_during_seek(workaround=True) == (False, True)
 
 
+def _seeks_after_recovery(workaround: bool) -> list[tuple[str, int, int]]:
+    """The seeks ``perform_seek`` (the end of a rebalance's recovery) makes for two input
+    partitions: one the group committed at 40, one it never committed (log start 7)."""
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    from agents.faust_workarounds import seek_with_input_paused
+
+    original = Consumer.perform_seek
+    Consumer.perform_seek = getattr(original, "__wrapped__", original)  # type: ignore[method-assign]
+    try:
+        if workaround:
+            seek_with_input_paused()
+        app: Any = faust.App("t-seek-start", broker="kafka://127.0.0.1:1", store="memory://")
+        consumer: Any = app.consumer
+        committed, never = TP("events.commerce", 3), TP("events.commerce", 0)
+        app.topics._acking_topics.add(committed.topic)
+        consumer._set_active_tps({committed, never})
+        seeks: list[tuple[str, int, int]] = []
+
+        async def seek_to_committed() -> dict[Any, int | None]:
+            # aiokafka seeks the first one only (``if offset and offset > 0``)
+            seeks.append((committed.topic, committed.partition, 40))
+            return {committed: 40, never: None}
+
+        async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+            return {tp: 7 for tp in tps}
+
+        async def record_seek(tp: Any, offset: int) -> None:
+            seeks.append((tp.topic, tp.partition, offset))
+
+        consumer.seek_to_committed = seek_to_committed
+        consumer.earliest_offsets = earliest_offsets
+        consumer._seek = record_seek
+        asyncio.run(consumer.perform_seek())
+        return seeks
+    finally:
+        Consumer.perform_seek = original  # type: ignore[method-assign]
+
+
+def test_faust_leaves_an_input_partition_never_committed_where_the_fetcher_left_it() -> None:
+    # Records fetched and dropped during the tables' restore stay behind aiokafka's position.
+    assert _seeks_after_recovery(workaround=False) == [("events.commerce", 3, 40)]
+
+
+def test_with_the_workaround_a_partition_never_committed_is_read_from_its_log_start() -> None:
+    assert _seeks_after_recovery(workaround=True) == [
+        ("events.commerce", 3, 40),
+        ("events.commerce", 0, 7),
+    ]
+
+
 def _consumer_left_stalled() -> tuple[Any, Any, list[tuple[Any, int]]]:
     """A Faust app whose consumer (Faust's own class, not started) has one input partition in
     the state issue 13's stalled partition can be left in: records up to offset 100, committed
