@@ -144,7 +144,10 @@ class WorkerSettings:
     #: used 3.7 of the worker's 14.1 CPU-seconds, 2.1 of 12.1 with 262144 bytes / 10 ms
     #: (docs/worker.md). Not the default: in full-size fault runs with it, a restarted worker's
     #: catch-up left partitions without a delivery for 20-106 s (with other tests loading the
-    #: machine; not seen in the 2 runs before it) - unexplained, so not shipped on.
+    #: machine; not seen in the 2 runs before it) - unexplained, so not shipped on. Again in the
+    #: fourteenth session: 262144 bytes / 10 ms cut a live event's CPU by 22 % at 450 events/s,
+    #: but `tutti bench` with it lost 35 of 3,208 latency probes on the restarted worker
+    #: (docs/worker.md).
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500
     #: How long a record waits in the producer for others to the same partition. Each
