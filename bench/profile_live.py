@@ -81,7 +81,12 @@ def main() -> None:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
             latency = measure_latency(settings, args.rate, args.seconds, codec, print)
             after = thread_cpu(pid)
-            print({k: latency[k] for k in ("offered_events_per_s", "p50", "p95", "p99", "max", "missing")})
+            print(
+                {
+                    k: latency[k]
+                    for k in ("offered_events_per_s", "p50", "p95", "p99", "max", "missing")
+                }
+            )
             total = 0.0
             for tid, (name, cpu) in after.items():
                 used = cpu - before.get(tid, (name, 0.0))[1]
