@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -147,21 +148,31 @@ def test_fetches_wait_for_more_while_records_flow_and_long_poll_once_they_stoppe
     assert settings == [busy] * (4 + IDLE_AFTER - 1) + [idle, busy]
 
 
-def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
-    """Whether an input partition is in the fetched set while Faust's ``perform_seek`` (the
-    end of a rebalance's recovery) seeks it back to its committed offset, and after it."""
+@contextmanager
+def _recovery_seek(workaround: bool, name: str) -> Iterator[Any]:
+    """A Faust app whose consumer's ``perform_seek`` is Faust's own (even when a worker built
+    earlier in this process installed the workaround), or with ``workaround`` the one
+    ``seek_with_input_paused`` installs; Faust's is put back afterwards."""
     from faust.transport.consumer import Consumer
-    from faust.types import TP
 
     from agents.faust_workarounds import seek_with_input_paused
 
     original = Consumer.perform_seek
-    # Faust's own, even when a worker built earlier in this process installed the workaround.
     Consumer.perform_seek = getattr(original, "__wrapped__", original)  # type: ignore[method-assign]
     try:
         if workaround:
             seek_with_input_paused()
-        app: Any = faust.App("t-seek", broker="kafka://127.0.0.1:1", store="memory://")
+        yield faust.App(name, broker="kafka://127.0.0.1:1", store="memory://")
+    finally:
+        Consumer.perform_seek = original  # type: ignore[method-assign]
+
+
+def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
+    """Whether an input partition is in the fetched set while Faust's ``perform_seek`` (the
+    end of a rebalance's recovery) seeks it back to its committed offset, and after it."""
+    from faust.types import TP
+
+    with _recovery_seek(workaround, "t-seek") as app:
         consumer: Any = app.consumer
         tp = TP("events.commerce", 3)
         app.topics._acking_topics.add(tp.topic)
@@ -175,8 +186,6 @@ def _input_fetched_during_seek(workaround: bool) -> tuple[bool, bool]:
         consumer.seek_to_committed = seek_to_committed
         asyncio.run(consumer.perform_seek())
         return during[0], tp in consumer._get_active_partitions()
-    finally:
-        Consumer.perform_seek = original  # type: ignore[method-assign]
 
 
 def test_faust_seeks_input_partitions_while_the_fetcher_may_deliver_them() -> None:
@@ -191,17 +200,9 @@ def test_with_the_workaround_the_seek_runs_with_the_inputs_out_of_the_fetch() ->
 def _seeks_after_recovery(workaround: bool) -> list[tuple[str, int, int]]:
     """The seeks ``perform_seek`` (the end of a rebalance's recovery) makes for two input
     partitions: one the group committed at 40, one it never committed (log start 7)."""
-    from faust.transport.consumer import Consumer
     from faust.types import TP
 
-    from agents.faust_workarounds import seek_with_input_paused
-
-    original = Consumer.perform_seek
-    Consumer.perform_seek = getattr(original, "__wrapped__", original)  # type: ignore[method-assign]
-    try:
-        if workaround:
-            seek_with_input_paused()
-        app: Any = faust.App("t-seek-start", broker="kafka://127.0.0.1:1", store="memory://")
+    with _recovery_seek(workaround, "t-seek-start") as app:
         consumer: Any = app.consumer
         committed, never = TP("events.commerce", 3), TP("events.commerce", 0)
         app.topics._acking_topics.add(committed.topic)
@@ -224,8 +225,6 @@ def _seeks_after_recovery(workaround: bool) -> list[tuple[str, int, int]]:
         consumer._seek = record_seek
         asyncio.run(consumer.perform_seek())
         return seeks
-    finally:
-        Consumer.perform_seek = original  # type: ignore[method-assign]
 
 
 def test_faust_leaves_an_input_partition_never_committed_where_the_fetcher_left_it() -> None:
