@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -355,7 +356,7 @@ def measure_latency(
     settings: Settings, rate: float, seconds: float, codec: AvroCodec, log: Log
 ) -> dict[str, Any]:
     """Offered load at ``rate`` events/s of live events, one order in ten a probe."""
-    from confluent_kafka import OFFSET_END, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
 
@@ -369,15 +370,22 @@ def measure_latency(
     stop = threading.Event()
     c = consumer(settings.kafka, f"bench-lat-{uuid.uuid4().hex[:8]}")
     action_topics = [topics.actions(ch) for ch in ACTION_CHANNELS]
+    # From each partition's end offset asked now, not OFFSET_END: that is resolved at the
+    # consumer's first fetch, which may come after the first confirmations were written.
     c.assign(
         [
-            TopicPartition(t, p, OFFSET_END)
+            TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1])
             for t in action_topics
             for p in range(settings.topics.partitions)
         ]
     )
-    c.poll(0.5)
     run = uuid.uuid4().hex[:6]
+    probe_keys: set[bytes] = set()
+    where: dict[str, int] = {}  # probe -> partition of its order event (for the missing ones)
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None and msg.key() in probe_keys:
+            where[msg.key().decode()] = msg.partition()
 
     def drain() -> None:
         while not stop.is_set() or sent_at:
@@ -415,21 +423,33 @@ def measure_latency(
                 },
             }
             sent_at[cid] = time.time()
+            probe_keys.add(event_key(event))
         else:
             event = {**background[i % len(background)], "event_time": now}
             event["event_id"] = f"{event['event_id']}-{run}-{i}"
         topic = topics.events(event["channel"])
-        p.produce(topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic))
+        p.produce(
+            topic,
+            key=event_key(event),
+            value=codec.encode("CustomerEvent", event, topic),
+            on_delivery=delivered,
+        )
         p.poll(0)
         ahead = (i + 1) / rate - (time.monotonic() - t0)
         if ahead > 0:
             time.sleep(ahead)
     p.flush(30)
     rate_offered = n / (time.monotonic() - t0)
+    ended = time.time()
     give_up = time.monotonic() + 30
     stop.set()
     reader.join(60)
     c.close()
+    # Which input partitions the unanswered probes were on and when they were offered: a
+    # partition that stopped, or a window of the run.
+    missing = {cid: (where.get(cid), round(at - ended, 1)) for cid, at in sent_at.items()}
+    if missing:
+        log(f"latency: {len(missing)} probes unanswered (partition, s before the end): {missing}")
     ms = Summary([latency * 1000 for _, latency in probes])
     worst = worst_by_second(probes)
     log(f"latency: {len(ms.values)} probes at {rate_offered:.0f} events/s offered")
@@ -439,6 +459,8 @@ def measure_latency(
         "seconds": seconds,
         "samples": len(ms.values),
         "missing": len(sent_at),
+        "missing_by_partition": dict(Counter(str(part) for part, _ in missing.values())),
+        "missing_offered_s_before_end": sorted(at for _, at in missing.values())[:50],
         "p50": round(ms.percentile(0.5), 1) if ms.values else None,
         "p95": round(ms.percentile(0.95), 1) if ms.values else None,
         "p99": round(ms.percentile(0.99), 1) if ms.values else None,
