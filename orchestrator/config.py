@@ -137,19 +137,22 @@ class WorkerSettings:
     uvloop: bool = True
     #: While records flow, a fetch returns once this many bytes are ready or
     #: ``fetch_max_wait_ms`` has passed; once nothing comes, fetches long-poll again
-    #: (agents/faust_workarounds.fetch_in_batches). The defaults are Faust's own (1 byte,
-    #: 1.5 s: the broker answers at the first byte). Every fetch request and response lists
-    #: each assigned partition (over a hundred) and aiokafka encodes and decodes them in pure
-    #: Python on a thread that shares the GIL with the agents: at 500 live events/s that thread
-    #: used 3.7 of the worker's 14.1 CPU-seconds, 2.1 of 12.1 with 262144 bytes / 10 ms
-    #: (docs/worker.md). Not the default: in full-size fault runs with it, a restarted worker's
-    #: catch-up left partitions without a delivery for 20-106 s (with other tests loading the
-    #: machine; not seen in the 2 runs before it) - unexplained, so not shipped on. Again in the
-    #: fourteenth session: 262144 bytes / 10 ms cut a live event's CPU by 22 % at 450 events/s,
-    #: but `tutti bench` with it lost 35 of 3,208 latency probes on the restarted worker
-    #: (docs/worker.md).
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 1500
+    #: (agents/faust_workarounds.fetch_in_batches; 1 byte and 1500 ms are Faust's own, where
+    #: the broker answers at the first byte). Every fetch request and response lists each
+    #: assigned partition (over two hundred) and aiokafka encodes and decodes them in pure
+    #: Python on a thread that shares the GIL with the agents: at 450 live events/s,
+    #: alternating three runs each (docs/worker.md), that thread used 12.0-12.5 CPU-s in 30 s
+    #: with Faust's values and 5.9-6.1 with these, the worker 1,996-2,012 us a live event
+    #: against 1,536-1,598. Off until the fifteenth session for two sightings: a catch-up
+    #: stall in full-size fault runs (likely the never-committed partition fixed in the
+    #: fourteenth, docs/reliability.md) and one `tutti bench` that missed 35 latency probes -
+    #: a fault of the bench's consumer, not the worker's: it started at OFFSET_END, resolved
+    #: after the first confirmations were written (reproduced: the first 0.4 s of probes on
+    #: every partition missed, their confirmations on the topic); it now starts at end offsets
+    #: asked first. Since: 13 drain-restore-latency runs at full size, 6 of them two at a time,
+    #: and 4 benches, no probe late or missed by the worker (docs/worker.md).
+    fetch_min_bytes: int = 262144
+    fetch_max_wait_ms: int = 10
     #: How long a record waits in the producer for others to the same partition. Each
     #: partition's batch lingers on its own timer and a produce request takes what is ready:
     #: at 500 live events/s, 200-240 requests a second carrying ~5 one-record batches each
