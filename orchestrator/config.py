@@ -150,7 +150,7 @@ class WorkerSettings:
     #: after the first confirmations were written (reproduced: the first 0.4 s of probes on
     #: every partition missed, their confirmations on the topic); it now starts at end offsets
     #: asked first. Since: 13 drain-restore-latency runs at full size, 6 of them two at a time,
-    #: and 4 benches, no probe late or missed by the worker (docs/worker.md).
+    #: and 5 benches, no probe late or missed by the worker (docs/worker.md).
     fetch_min_bytes: int = 262144
     fetch_max_wait_ms: int = 10
     #: How long a record waits in the producer for others to the same partition. Each
