@@ -448,8 +448,13 @@ def measure_latency(
     # Which input partitions the unanswered probes were on and when they were offered: a
     # partition that stopped, or a window of the run.
     missing = {cid: (where.get(cid), round(at - ended, 1)) for cid, at in sent_at.items()}
+    by_partition = dict(Counter(str(part) for part, _ in missing.values()))
+    offered = sorted(at for _, at in missing.values())
     if missing:
-        log(f"latency: {len(missing)} probes unanswered (partition, s before the end): {missing}")
+        log(
+            f"latency: {len(missing)} probes unanswered; by the partition of their order: "
+            f"{by_partition}; offered (s before the end): {offered[:20]}"
+        )
     ms = Summary([latency * 1000 for _, latency in probes])
     worst = worst_by_second(probes)
     log(f"latency: {len(ms.values)} probes at {rate_offered:.0f} events/s offered")
@@ -459,8 +464,8 @@ def measure_latency(
         "seconds": seconds,
         "samples": len(ms.values),
         "missing": len(sent_at),
-        "missing_by_partition": dict(Counter(str(part) for part, _ in missing.values())),
-        "missing_offered_s_before_end": sorted(at for _, at in missing.values())[:50],
+        "missing_by_partition": by_partition,
+        "missing_offered_s_before_end": offered[:50],
         "p50": round(ms.percentile(0.5), 1) if ms.values else None,
         "p95": round(ms.percentile(0.95), 1) if ms.values else None,
         "p99": round(ms.percentile(0.99), 1) if ms.values else None,
