@@ -73,6 +73,7 @@ from orchestrator.control import publish_journeys
 from orchestrator.demo import demo_events, event_key
 from orchestrator.engine import load_policy
 from orchestrator.kafka import producer
+from orchestrator.partitioning import partition_for
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import ACTION_CHANNELS, INBOUND_CHANNELS
 
@@ -380,12 +381,6 @@ def measure_latency(
         ]
     )
     run = uuid.uuid4().hex[:6]
-    probe_keys: set[bytes] = set()
-    where: dict[str, int] = {}  # probe -> partition of its order event (for the missing ones)
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is None and msg.key() in probe_keys:
-            where[msg.key().decode()] = msg.partition()
 
     def drain() -> None:
         while not stop.is_set() or sent_at:
@@ -423,17 +418,11 @@ def measure_latency(
                 },
             }
             sent_at[cid] = time.time()
-            probe_keys.add(event_key(event))
         else:
             event = {**background[i % len(background)], "event_time": now}
             event["event_id"] = f"{event['event_id']}-{run}-{i}"
         topic = topics.events(event["channel"])
-        p.produce(
-            topic,
-            key=event_key(event),
-            value=codec.encode("CustomerEvent", event, topic),
-            on_delivery=delivered,
-        )
+        p.produce(topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic))
         p.poll(0)
         ahead = (i + 1) / rate - (time.monotonic() - t0)
         if ahead > 0:
@@ -445,14 +434,14 @@ def measure_latency(
     stop.set()
     reader.join(60)
     c.close()
-    # Which input partitions the unanswered probes were on and when they were offered: a
-    # partition that stopped, or a window of the run.
-    missing = {cid: (where.get(cid), round(at - ended, 1)) for cid, at in sent_at.items()}
-    by_partition = dict(Counter(str(part) for part, _ in missing.values()))
-    offered = sorted(at for _, at in missing.values())
-    if missing:
+    # Which input partitions the unanswered probes were on (keyed by their customer id, so
+    # murmur2's) and when they were offered: a partition that stopped, or a window of the run.
+    parts = settings.topics.partitions
+    by_partition = dict(Counter(str(partition_for(cid.encode(), parts)) for cid in sent_at))
+    offered = sorted(round(at - ended, 1) for at in sent_at.values())
+    if sent_at:
         log(
-            f"latency: {len(missing)} probes unanswered; by the partition of their order: "
+            f"latency: {len(sent_at)} probes unanswered; by the partition of their order: "
             f"{by_partition}; offered (s before the end): {offered[:20]}"
         )
     ms = Summary([latency * 1000 for _, latency in probes])
