@@ -8,6 +8,7 @@ topic: Avro is decoded by our own codec at the edge, not by Faust's serializers.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any
 
@@ -22,6 +23,7 @@ from agents.faust_workarounds import (
     seek_with_input_paused,
     track_fetches,
 )
+from agents.producer import RecordProducer
 from agents.watermarks import customer_inputs
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
@@ -114,6 +116,11 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
         state_cache=StateCache(settings.worker.state_cache_size),
     )
+    if os.environ.get("TUTTI_EXPERIMENT_AIOKAFKA_SENDS") != "1":
+        worker.records = app.__dict__["_tutti_records"] = RecordProducer(
+            settings, _stop_on_refused(app)
+        )
+        app.task(_serve_reports(worker.records))
     complete_buffer_flush(app)  # a commit never outruns its changelog writes
     for hot in (worker.customers_table, worker.identities_table, worker.aliases_table):
         DirectChangelog(app, hot)  # ~1 changelog record per event: not one at a time
@@ -150,6 +157,21 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         worker.state_cache.clear()
 
     return worker
+
+
+def _stop_on_refused(app: Any) -> Any:
+    def refused(topic: str, exc: Exception) -> None:
+        log.critical("a record to %s was refused by Kafka (%s): stopping", topic, exc)
+        app.loop.create_task(app.crash(exc))
+
+    return refused
+
+
+def _serve_reports(records: RecordProducer) -> Any:
+    async def serve_delivery_reports() -> None:  # no argument: Faust passes the app to one
+        await records.serve_reports()
+
+    return serve_delivery_reports
 
 
 def _log_stats(step: Any) -> Any:

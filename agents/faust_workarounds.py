@@ -232,6 +232,9 @@ def complete_buffer_flush(app: Any) -> None:
 
     async def flush() -> None:
         await send_direct_changelogs(app)  # held table writes first (DirectChangelog)
+        records = app.__dict__.get("_tutti_records")
+        if records is not None:  # the agents' own producer (agents.producer)
+            await records.flush()
         warn_at = time.monotonic() + 30.0
         while buffer.size or in_flight:
             if buffer.state != "running":
@@ -294,6 +297,12 @@ class DirectChangelog:
         table.send_changelog = self._hold
         holders: list[DirectChangelog] = app.__dict__.setdefault("_tutti_direct_changelogs", [])
         holders.append(self)
+        self.records = app.__dict__.get("_tutti_records")  # agents.producer, when it has one
+        if self.records is not None:
+            self.records.persist_offsets(
+                self.topic_name,
+                lambda t, p, offset: table.data.set_persisted_offset(TP(t, p), offset),
+            )
 
     def _hold(
         self,
@@ -330,6 +339,10 @@ class DirectChangelog:
         async with self._lock:  # two senders must not interleave (write order per key)
             held, self.held = self.held, []
             if not held:
+                return
+            if self.records is not None:
+                for partition, key, value in held:
+                    await self.records.send(self.topic_name, key, value, partition=partition)
                 return
             producer = self.app.producer._ensure_producer()
             topic, data = self.topic_name, self.table.data

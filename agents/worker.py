@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.faust_workarounds import send_now
 from agents.metrics import WorkerMetrics, dead_letter_stage
+from agents.producer import RecordProducer
 from orchestrator.analytics import JourneyStats
 from orchestrator.codec import AvroCodec
 from orchestrator.config import Settings
@@ -60,6 +61,8 @@ class TuttiWorker:
     pending_writes: PendingWrites | None = None
     #: The journey counters this worker holds (agents.analytics), for its views and dashboard.
     journey_stats: Callable[[], dict[str, JourneyStats]] | None = None
+    #: Where the agents' records go (agents.producer); None: Faust's aiokafka producer.
+    records: RecordProducer | None = None
 
     @property
     def customers(self) -> CustomerTable:
@@ -99,6 +102,9 @@ class TuttiWorker:
         held = _held_sends.get()
         if held is not None:
             held.append((topic, key, value, headers))
+            return
+        if self.records is not None:
+            await self.records.send(topic, key, value, headers)
             return
         await send_now(self.app, topic, key, value, headers)
 
