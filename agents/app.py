@@ -8,7 +8,6 @@ topic: Avro is decoded by our own codec at the edge, not by Faust's serializers.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from typing import Any
 
@@ -116,11 +115,11 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
         state_cache=StateCache(settings.worker.state_cache_size),
     )
-    if os.environ.get("TUTTI_EXPERIMENT_AIOKAFKA_SENDS") != "1":
-        worker.records = app.__dict__["_tutti_records"] = RecordProducer(
-            settings, _stop_on_refused(app)
-        )
-        app.task(_serve_reports(worker.records))
+    # The agents' records through librdkafka, not Faust's aiokafka producer (agents.producer).
+    worker.records = app.__dict__["_tutti_records"] = RecordProducer(
+        settings, _stop_on_refused(app)
+    )
+    app.task(_serve_reports(worker.records))
     complete_buffer_flush(app)  # a commit never outruns its changelog writes
     for hot in (worker.customers_table, worker.identities_table, worker.aliases_table):
         DirectChangelog(app, hot)  # ~1 changelog record per event: not one at a time

@@ -211,8 +211,9 @@ def complete_buffer_flush(app: Any) -> None:
     committed events whose state is on no changelog: the restart restores the customer from
     an older changelog record and the events are gone (issue 13, scenario 1 at full size:
     36-57 of 23,000 customers missing events, lag 0, nothing dead-lettered). Here the flush
-    waits until the queue is empty and no record is being handed to aiokafka; the driver's
-    flush then waits for aiokafka's deliveries as before.
+    waits until the queue is empty and no record is being handed to aiokafka, after the held
+    table writes are handed over and the worker's own producer (agents.producer) is flushed;
+    the driver's flush then waits for aiokafka's deliveries as before.
     """
     buffer = app.producer.buffer
     if getattr(buffer, "_tutti_complete_flush", False):
@@ -273,13 +274,14 @@ class DirectChangelog:
     futures, callbacks and sensor calls per record), and whose fill stops the conductor
     (``wait_until_ebb``, "producer buffer full": ~94 times in 40 s of the benchmark's latency
     phase; faust-streaming #173, open). About one changelog record per inbound event goes that
-    way. Here a write is held in a list (a tuple append) and :meth:`send` appends the held
-    records to aiokafka's batches in order; the persisted offset Faust keeps per table
-    partition in RocksDB (its ``_on_changelog_sent``) is set from each delivery as before.
+    way. Here a write is held in a list (a tuple append) and :meth:`send` hands the held
+    records in order to the worker's producer (agents.producer, librdkafka; aiokafka's batches
+    for an app without one); the persisted offset Faust keeps per table partition in RocksDB
+    (its ``_on_changelog_sent``) is set from the deliveries as before.
 
     Durability is Faust's: the flush before every offset commit (:func:`complete_buffer_flush`)
-    sends what is held first, then waits for aiokafka's deliveries. A refused record stops the
-    worker, as :func:`send_now`'s do. Every write of the table must go this way (a write
+    sends what is held first, then waits for the producers' deliveries. A refused record stops
+    the worker, as :func:`send_now`'s do. Every write of the table must go this way (a write
     through Faust's buffer could overtake a held one of the same key); so this replaces the
     table's ``send_changelog`` for good.
     """

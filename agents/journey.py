@@ -498,7 +498,7 @@ class JourneyStep:
 
     async def _resend(self, records: Iterable[Outbound]) -> None:
         # No awaited round trip per record: the producer batches them, and the next offset
-        # commit flushes the producer before it commits (agents.faust_workarounds.send_now).
+        # commit flushes the producer before it commits (agents.producer).
         for out in records:
             await self.worker.send(out.topic, out.key, out.value, list(out.headers) or None)
 

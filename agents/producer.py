@@ -149,8 +149,11 @@ class RecordProducer:
         gate = self._flushing = asyncio.Event()
         try:
             while True:
+                # librdkafka's flush, without blocking: sends what lingers at once and serves
+                # the delivery reports; returns how many records are still unacknowledged.
+                left = self._producer.flush(0)
                 self.poll_now()
-                if len(self._producer) == 0:
+                if left == 0:
                     return
                 await asyncio.sleep(FLUSH_LOOK_S)
         finally:

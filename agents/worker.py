@@ -98,7 +98,8 @@ class TuttiWorker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Publish one record without awaiting its delivery; the next offset commit waits for
-        it (agents.faust_workarounds.send_now). Inside :meth:`holding`, held instead."""
+        it (agents.producer; a worker built without one: Faust's producer,
+        agents.faust_workarounds.send_now). Inside :meth:`holding`, held instead."""
         held = _held_sends.get()
         if held is not None:
             held.append((topic, key, value, headers))
