@@ -116,13 +116,11 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         state_cache=StateCache(settings.worker.state_cache_size),
     )
     # The agents' records through librdkafka, not Faust's aiokafka producer (agents.producer).
-    worker.records = app.__dict__["_tutti_records"] = RecordProducer(
-        settings, _stop_on_refused(app)
-    )
-    app.task(_serve_reports(worker.records))
-    complete_buffer_flush(app)  # a commit never outruns its changelog writes
+    records = worker.records = RecordProducer(settings, _stop_on_refused(app))
+    app.task(_serve_reports(records))
+    complete_buffer_flush(app, records)  # a commit never outruns what was written before it
     for hot in (worker.customers_table, worker.identities_table, worker.aliases_table):
-        DirectChangelog(app, hot)  # ~1 changelog record per event: not one at a time
+        DirectChangelog(app, hot, records)  # ~1 changelog record per event: not one at a time
     stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
     worker.metrics.watch_stalls(stalls)
     seek_with_input_paused()  # no gap committed at the end of a restore

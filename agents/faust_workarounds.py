@@ -20,6 +20,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event as _faust_current_event
 from faust.types import TP
 
+from agents.producer import RecordProducer
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
 
@@ -44,45 +45,10 @@ __all__ = [
     "resume_stalled_partitions",
     "seek_with_input_paused",
     "send_direct_changelogs",
-    "send_now",
     "track_fetches",
 ]
 
 log = logging.getLogger(__name__)
-
-
-async def send_now(
-    app: Any,
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    """Hand one record to the producer's batch for ``topic``; no round trip is awaited.
-
-    Faust's ``topic.send(force=True)`` wraps every record in its own futures, callbacks and
-    sensor calls (about a third of the worker's sending cost, measured), and ``send_soon`` is a
-    one-at-a-time queue that overflows ("producer buffer full") under a backlog. aiokafka's own
-    ``send`` appends to the partition's batch and returns at once (it waits only while the
-    accumulator is full). The partitioner is aiokafka's default, murmur2, the same as Faust's.
-
-    Durability is unchanged: Faust's commit flushes the producer before it commits an offset
-    (faust/transport/consumer.py, ``Consumer._commit_offsets``), so no source record is committed
-    before what it produced is acknowledged by the broker. A record the broker finally refuses
-    stops the worker (as Faust's own sends do): its source is then redelivered.
-    """
-    producer = app.producer._ensure_producer()  # aiokafka's AIOKafkaProducer
-    delivery = await producer.send(topic, value, key=key, headers=headers)
-    delivery.add_done_callback(lambda fut: _check_delivery(app, topic, fut))
-
-
-def _check_delivery(app: Any, topic: str, fut: asyncio.Future[Any]) -> None:
-    if fut.cancelled():
-        return
-    exc = fut.exception()
-    if exc is not None:
-        log.critical("a record to %s was refused by Kafka (%s): stopping", topic, exc)
-        app.loop.create_task(app.crash(exc))
 
 
 def fetch_in_batches(app: Any, min_bytes: int, max_wait_ms: int) -> None:
@@ -198,7 +164,7 @@ def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
     fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = IDLE_FETCH
 
 
-def complete_buffer_flush(app: Any) -> None:
+def complete_buffer_flush(app: Any, records: RecordProducer | None = None) -> None:
     """Make the producer's flush before every offset commit wait for the whole buffer of
     changelog writes, not just until it has been quiet for 0.1 s.
 
@@ -212,8 +178,8 @@ def complete_buffer_flush(app: Any) -> None:
     an older changelog record and the events are gone (issue 13, scenario 1 at full size:
     36-57 of 23,000 customers missing events, lag 0, nothing dead-lettered). Here the flush
     waits until the queue is empty and no record is being handed to aiokafka, after the held
-    table writes are handed over and the worker's own producer (agents.producer) is flushed;
-    the driver's flush then waits for aiokafka's deliveries as before.
+    table writes are handed over and ``records``, the worker's own producer (agents.producer),
+    is flushed; the driver's flush then waits for aiokafka's deliveries as before.
     """
     buffer = app.producer.buffer
     if getattr(buffer, "_tutti_complete_flush", False):
@@ -233,8 +199,7 @@ def complete_buffer_flush(app: Any) -> None:
 
     async def flush() -> None:
         await send_direct_changelogs(app)  # held table writes first (DirectChangelog)
-        records = app.__dict__.get("_tutti_records")
-        if records is not None:  # the agents' own producer (agents.producer)
+        if records is not None:
             await records.flush()
         warn_at = time.monotonic() + 30.0
         while buffer.size or in_flight:
@@ -275,18 +240,18 @@ class DirectChangelog:
     (``wait_until_ebb``, "producer buffer full": ~94 times in 40 s of the benchmark's latency
     phase; faust-streaming #173, open). About one changelog record per inbound event goes that
     way. Here a write is held in a list (a tuple append) and :meth:`send` hands the held
-    records in order to the worker's producer (agents.producer, librdkafka; aiokafka's batches
-    for an app without one); the persisted offset Faust keeps per table partition in RocksDB
-    (its ``_on_changelog_sent``) is set from the deliveries as before.
+    records in order to the worker's producer (agents.producer); the persisted offset Faust
+    keeps per table partition in RocksDB (its ``_on_changelog_sent``) is set from the
+    deliveries as before.
 
     Durability is Faust's: the flush before every offset commit (:func:`complete_buffer_flush`)
-    sends what is held first, then waits for the producers' deliveries. A refused record stops
-    the worker, as :func:`send_now`'s do. Every write of the table must go this way (a write
+    sends what is held first, then waits for the producer's deliveries. A refused record stops
+    the worker, as the agents' own do. Every write of the table must go this way (a write
     through Faust's buffer could overtake a held one of the same key); so this replaces the
     table's ``send_changelog`` for good.
     """
 
-    def __init__(self, app: Any, table: Any) -> None:
+    def __init__(self, app: Any, table: Any, records: RecordProducer) -> None:
         self.app = app
         self.table = table
         topic = table.changelog_topic
@@ -299,12 +264,10 @@ class DirectChangelog:
         table.send_changelog = self._hold
         holders: list[DirectChangelog] = app.__dict__.setdefault("_tutti_direct_changelogs", [])
         holders.append(self)
-        self.records = app.__dict__.get("_tutti_records")  # agents.producer, when it has one
-        if self.records is not None:
-            self.records.persist_offsets(
-                self.topic_name,
-                lambda t, p, offset: table.data.set_persisted_offset(TP(t, p), offset),
-            )
+        self.records = records
+        records.persist_offsets(
+            self.topic_name, lambda t, p, offset: table.data.set_persisted_offset(TP(t, p), offset)
+        )
 
     def _hold(
         self,
@@ -330,35 +293,21 @@ class DirectChangelog:
     async def send(self) -> None:
         """Hand the held records to the producer, in write order; no delivery is awaited.
 
-        Returns only once every record held when it was called is in aiokafka's batches, those
-        another caller is still handing over included: ``producer.send`` waits while the
-        partition's batch is full, and a flush before a commit that returned then (nothing
-        held: the other caller took the list) let the commit outrun records aiokafka had not
-        yet seen - lost when the worker died next (issue 13, scenario 6: a worker SIGKILLed
-        after the group rebalanced, two customers short of events)."""
+        Returns only once every record held when it was called is with the producer, those
+        another caller is still handing over included: a send can wait (a flush in progress,
+        librdkafka's queue full; before, aiokafka's full batch), and a flush before a commit
+        that returned then (nothing held: the other caller took the list) let the commit
+        outrun records the producer had not yet seen - lost when the worker died next (issue
+        13, scenario 6: a worker SIGKILLed after the group rebalanced, two customers short of
+        events)."""
         if not self.held and not self._lock.locked():
             return
         async with self._lock:  # two senders must not interleave (write order per key)
             held, self.held = self.held, []
             if not held:
                 return
-            if self.records is not None:
-                for partition, key, value in held:
-                    await self.records.send(self.topic_name, key, value, partition=partition)
-                return
-            producer = self.app.producer._ensure_producer()
-            topic, data = self.topic_name, self.table.data
             for partition, key, value in held:
-                delivery = await producer.send(topic, value, key=key, partition=partition)
-                delivery.add_done_callback(
-                    lambda fut, p=partition: self._sent(data, TP(topic, p), fut)
-                )
-
-    def _sent(self, data: Any, tp: Any, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            _check_delivery(self.app, self.topic_name, fut)  # a refused record stops the worker
-            return
-        data.set_persisted_offset(tp, fut.result().offset)
+                await self.records.send(self.topic_name, key, value, partition=partition)
 
 
 async def send_direct_changelogs(app: Any) -> None:

@@ -23,9 +23,9 @@ What stays as it was:
   that were queued when it began are acknowledged: under a steady load the queue would
   otherwise never empty. A flush sends what lingers at once: it takes about a round trip.
   Faust's stop flushes through the same hook, so nothing is left when the worker exits.
-- **Order per partition**: one producer, idempotent (librdkafka keeps order per partition with
-  retries), murmur2 like aiokafka (``partitioner=murmur2_random``, orchestrator.kafka), so a
-  customer's records land where Faust's would.
+- **Order per partition**: one producer, idempotent (librdkafka keeps order per partition
+  with retries) and murmur2 like aiokafka (both set by orchestrator.kafka.producer_config), so
+  a customer's records land where Faust's would.
 - **A refused record stops the worker** (as aiokafka's failed sends did): its source record is
   then redelivered. librdkafka retries a record until ``message.timeout.ms`` (its default, 300
   s) before it reports the failure.
@@ -55,6 +55,9 @@ POLL_EVERY: Final = 256
 #: While a flush waits, how often it looks at librdkafka's queue.
 FLUSH_LOOK_S: Final = 0.001
 
+#: librdkafka's "no partition given": its partitioner picks one by key (murmur2 here).
+_BY_KEY: Final = -1
+
 #: A function told the topic and error of a record Kafka finally refused.
 Refused = Callable[[str, Exception], None]
 #: A table partition's changelog offset, as Faust's store keeps it: (topic, partition, offset).
@@ -70,8 +73,6 @@ class RecordProducer:
             **{
                 "client.id": f"{settings.kafka.client_id}-worker",
                 "linger.ms": settings.worker.producer_linger_ms,
-                "acks": "all",
-                "enable.idempotence": True,
                 # A record's size is the broker's to refuse (its ~1 MB default), as it was with
                 # aiokafka (1 MiB): librdkafka's own default cap is a little lower (1,000,000).
                 "message.max.bytes": 4 * 1024 * 1024,
@@ -113,14 +114,10 @@ class RecordProducer:
             await self._flushing.wait()
         producer = self.producer
         on_delivery = self._changelog_delivered if topic in self._persist else None
+        where = _BY_KEY if partition is None else partition
         while True:
             try:
-                if partition is None:
-                    producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                else:
-                    producer.produce(
-                        topic, value, key, partition, headers=headers, on_delivery=on_delivery
-                    )
+                producer.produce(topic, value, key, where, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:  # librdkafka's queue is full: let it drain
                 self.poll_now()

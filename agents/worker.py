@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agents.faust_workarounds import send_now
 from agents.metrics import WorkerMetrics, dead_letter_stage
 from agents.producer import RecordProducer
 from orchestrator.analytics import JourneyStats
@@ -61,7 +60,7 @@ class TuttiWorker:
     pending_writes: PendingWrites | None = None
     #: The journey counters this worker holds (agents.analytics), for its views and dashboard.
     journey_stats: Callable[[], dict[str, JourneyStats]] | None = None
-    #: Where the agents' records go (agents.producer); None: Faust's aiokafka producer.
+    #: Where the agents' records go (agents.producer; agents.app.build_worker makes it).
     records: RecordProducer | None = None
 
     @property
@@ -98,16 +97,14 @@ class TuttiWorker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Publish one record without awaiting its delivery; the next offset commit waits for
-        it (agents.producer; a worker built without one: Faust's producer,
-        agents.faust_workarounds.send_now). Inside :meth:`holding`, held instead."""
+        it (agents.producer). Inside :meth:`holding`, held instead."""
         held = _held_sends.get()
         if held is not None:
             held.append((topic, key, value, headers))
             return
-        if self.records is not None:
-            await self.records.send(topic, key, value, headers)
-            return
-        await send_now(self.app, topic, key, value, headers)
+        if self.records is None:
+            raise RuntimeError("this worker has no producer (agents.app.build_worker makes it)")
+        await self.records.send(topic, key, value, headers)
 
     def dead_letter_value(
         self, message: Any, error: Exception, failed_at: datetime, stage: str | None = None

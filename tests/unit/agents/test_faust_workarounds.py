@@ -360,28 +360,36 @@ class _Event:
 
 
 class _Producer:
-    """aiokafka's producer as DirectChangelog uses it: ``send`` appends, returns the delivery."""
+    """The worker's producer (agents.producer.RecordProducer) as DirectChangelog uses it:
+    ``send`` hands a record over; a delivery's offset goes to the topic's persist callback."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any, Any, int]] = []
-        self.deliveries: list[asyncio.Future[Any]] = []
+        self.persist: dict[str, Any] = {}
 
-    async def send(self, topic: str, value: Any, key: Any = None, partition: Any = None) -> Any:
+    def persist_offsets(self, topic: str, persist: Any) -> None:
+        self.persist[topic] = persist
+
+    async def send(
+        self, topic: str, key: Any, value: Any, headers: Any = None, partition: Any = None
+    ) -> None:
         self.sent.append((topic, key, value, partition))
-        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.deliveries.append(delivery)
-        return delivery
+
+    def deliver(self, first_offset: int) -> None:
+        for offset, (topic, _, _, partition) in enumerate(self.sent, start=first_offset):
+            self.persist[topic](topic, partition, offset)
 
 
-def _table_app(direct: bool) -> tuple[Any, Any, _Producer, list[tuple[Any, int]]]:
+def _table_app(
+    direct: bool, producer: _Producer | None = None
+) -> tuple[Any, Any, _Producer, list[tuple[Any, int]]]:
     app = faust.App("t-direct", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("customers", key_type=bytes, value_type=bytes, partitions=4)
-    producer = _Producer()
-    app.producer._ensure_producer = lambda: producer  # type: ignore[method-assign]
+    producer = producer or _Producer()
     persisted: list[tuple[Any, int]] = []
     table.data.set_persisted_offset = lambda tp, offset: persisted.append((tp, offset))
     if direct:
-        DirectChangelog(app, table)
+        DirectChangelog(app, table, producer)  # type: ignore[arg-type]
     return app, table, producer, persisted
 
 
@@ -421,9 +429,7 @@ def test_a_direct_changelog_sends_the_held_writes_in_order_and_keeps_their_offse
         ]
         await send_direct_changelogs(app)  # nothing held twice
         assert len(producer.sent) == 4
-        for offset, delivery in enumerate(producer.deliveries):
-            delivery.set_result(SimpleNamespace(offset=100 + offset))
-        await asyncio.sleep(0)
+        producer.deliver(first_offset=100)
         assert [(tp.partition, offset) for tp, offset in persisted] == [
             (2, 100),
             (1, 101),
@@ -450,26 +456,27 @@ def test_the_flush_before_a_commit_sends_the_held_changelog_writes() -> None:
 
 
 class _FullBatchProducer(_Producer):
-    """A producer whose partition batch is full: ``send`` waits until ``drained`` is set, as
-    aiokafka's ``add_message`` waits for its batch to drain."""
+    """A producer that cannot take a record yet: ``send`` waits until ``drained`` is set, as
+    the worker's does while a flush is in progress or librdkafka's queue is full."""
 
     def __init__(self) -> None:
         super().__init__()
         self.drained = asyncio.Event()
 
-    async def send(self, topic: str, value: Any, key: Any = None, partition: Any = None) -> Any:
+    async def send(
+        self, topic: str, key: Any, value: Any, headers: Any = None, partition: Any = None
+    ) -> None:
         await self.drained.wait()
-        return await super().send(topic, value, key, partition)
+        await super().send(topic, key, value, headers, partition)
 
 
 def test_a_flush_waits_for_the_records_another_caller_is_still_handing_over() -> None:
-    # The customer agent hands its batch's writes over; aiokafka's batch is full, so the hand-
-    # over waits. The flush before a commit must not return before those records are in
-    # aiokafka's batches, or the commit goes past writes a SIGKILL then loses.
+    # The customer agent hands its batch's writes over; the producer cannot take them yet, so
+    # the hand-over waits. The flush before a commit must not return before those records are
+    # with the producer, or the commit goes past writes a SIGKILL then loses.
     async def run() -> tuple[bool, int]:
-        app, table, _, _ = _table_app(direct=True)
         producer = _FullBatchProducer()
-        app.producer._ensure_producer = lambda: producer  # type: ignore[method-assign]
+        app, table, _, _ = _table_app(direct=True, producer=producer)
         _write_three(table)
         agent = asyncio.create_task(send_direct_changelogs(app))
         await asyncio.sleep(0)  # the agent took the held list and waits in send
