@@ -27,6 +27,7 @@ from orchestrator.bench.run import (
     drain_with_workers,
     measure_latency,
     prepare_run,
+    records_per_event,
 )
 from orchestrator.codec import AvroCodec
 from orchestrator.config import load_settings
@@ -58,12 +59,15 @@ def main() -> None:
     parser.add_argument("--spy", action="store_true")
     parser.add_argument("--customers", type=int, default=2000, help="in the backlog drained first")
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
+    parser.add_argument("--partitions", type=int, default=12, help="of every topic")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = parser.parse_args()
     stop_children_on_exit()
     base = load_settings()
     codec = AvroCodec.from_settings(base.kafka)
-    options = BenchOptions(customers=args.customers, events=args.events or None)
+    options = BenchOptions(
+        customers=args.customers, events=args.events or None, partitions=args.partitions
+    )
     stream = bench_stream(options.customers, options.events)
     args.out.mkdir(parents=True, exist_ok=True)
     speedscope = args.out / "live.speedscope.json"
@@ -76,11 +80,13 @@ def main() -> None:
             time.sleep(70)  # the backlog's arbitration windows close, their wake-ups fire
             pid = workers[0].popen.pid
             before = thread_cpu(pid)
+            records_before = records_per_event(settings, app_id, 1)
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
             latency = measure_latency(settings, args.rate, args.seconds, codec, print)
             after = thread_cpu(pid)
+            records_after = records_per_event(settings, app_id, 1)
             print(
                 {
                     k: latency[k]
@@ -95,6 +101,19 @@ def main() -> None:
                     print(f"  thread {tid} {name}: {used:.1f} CPU-s")
             events = args.rate * args.seconds
             print(f"  {total:.1f} CPU-s in all: {1e6 * total / events:.0f} us per live event")
+            # Records per live event (probes and the mix around them), as `tutti bench` counts
+            # them for the backlog: deliveries to the agents and writes, by topic.
+            per_topic = {
+                topic: (n - records_before["per_topic"].get(topic, 0)) / events
+                for topic, n in records_after["per_topic"].items()
+            }
+            print(
+                "  records per live event: "
+                f"{(records_after['consumed'] - records_before['consumed']) / events:.2f} "
+                f"consumed, {(records_after['produced'] - records_before['produced']) / events:.2f}"
+                " produced; "
+                + ", ".join(f"{t} {v:.3f}" for t, v in sorted(per_topic.items()) if v >= 0.001)
+            )
             for line in scrape(workers[0].port).splitlines():
                 if line.startswith("tutti_worker_gc_pause_seconds_") and "_created" not in line:
                     print("  " + line)

@@ -107,6 +107,11 @@ class StateCache:
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def __contains__(self, customer_id: object) -> bool:
+        """Whether the customer's state is cached (no effect on what is kept, nor on the
+        hit counts)."""
+        return customer_id in self._entries
+
     def discard(self, customer_id: str) -> None:
         self._entries.pop(customer_id, None)
 
