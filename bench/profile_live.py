@@ -60,6 +60,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000, help="in the backlog drained first")
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--partitions", type=int, default=12, help="of every topic")
+    parser.add_argument(
+        "--in-time-order",
+        action="store_true",
+        help="the live mix in the demo day's order (its load in phases), not interleaved",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = parser.parse_args()
     stop_children_on_exit()
@@ -84,7 +89,9 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
-            latency = measure_latency(settings, args.rate, args.seconds, codec, print)
+            latency = measure_latency(
+                settings, args.rate, args.seconds, codec, print, args.in_time_order
+            )
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import tempfile
@@ -353,19 +354,70 @@ def _relabel(value: Any) -> Any:
     return value
 
 
+def interleave_stories(
+    events: list[dict[str, Any]], seed: int, active: int = 1000
+) -> list[dict[str, Any]]:
+    """The demo's events as a steady mix: ``active`` customers' stories under way at any time,
+    each next event from one of them at random, each story's events in their order.
+
+    The demo sorts events by their time in a simulated day where every story begins within the
+    same ten minutes, so replayed in that order the live load comes in phases - sign-ups and
+    consent first, then nearly every order within two seconds, then support tickets, then
+    loyalty changes - and an order costs several times a product view: the work offered per
+    second varies threefold at a "fixed" rate. Interleaved, each second carries the day's mix,
+    as a shop's traffic does when its customers are not in lockstep. The first ``active``
+    stories begin at a random event of theirs (customers who came before the run), so the mix
+    is the steady one from the first second; the list ends when the stories run out, with a
+    tail of their last events (the caller takes fewer events than the list holds)."""
+    rng = random.Random(seed)
+    stories: dict[str, list[dict[str, Any]]] = {}
+    for event in events:  # a story's event ids are "<customer id>-<n>"
+        stories.setdefault(str(event["event_id"]).rsplit("-", 1)[0], []).append(event)
+    waiting = list(stories.values())
+    rng.shuffle(waiting)
+    waiting.reverse()  # popped from the end
+    under_way = [[story, rng.randrange(len(story))] for story in waiting[-active:]]
+    del waiting[-active:]
+    out: list[dict[str, Any]] = []
+    while under_way:
+        i = rng.randrange(len(under_way))
+        story, at = under_way[i]
+        out.append(story[at])
+        if at + 1 < len(story):
+            under_way[i][1] = at + 1
+        elif waiting:
+            under_way[i] = [waiting.pop(), 0]
+        else:
+            under_way[i] = under_way[-1]
+            under_way.pop()
+    return out
+
+
 def measure_latency(
-    settings: Settings, rate: float, seconds: float, codec: AvroCodec, log: Log
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    codec: AvroCodec,
+    log: Log,
+    in_time_order: bool = False,
 ) -> dict[str, Any]:
-    """Offered load at ``rate`` events/s of live events, one order in ten a probe."""
+    """Offered load at ``rate`` events/s of live events, one order in ten a probe; the events
+    around the probes are the demo's, its stories interleaved (:func:`interleave_stories`), or
+    ``in_time_order`` as the demo's day has them (the load in phases)."""
     from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
 
     topics = Topics(settings.topics)
     n = max(10, int(rate * seconds))
-    background = [
-        _relabel(e) for e in demo_events(customers=max(1, n // 12), seed=23, returning_visits=False)
-    ]
+    # Twice the events the run takes when interleaved: the interleaved list's tail (the last
+    # stories' ends) is not the steady mix.
+    demo = demo_events(
+        customers=max(1, n // (12 if in_time_order else 6)), seed=23, returning_visits=False
+    )
+    background = [_relabel(e) for e in demo]
+    if not in_time_order:
+        background = interleave_stories(background, seed=23)
     sent_at: dict[str, float] = {}
     probes: list[tuple[float, float]] = []  # (produced at, latency): when the slow ones came
     stop = threading.Event()
