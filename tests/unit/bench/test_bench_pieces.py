@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator.bench.harness import Process, worst_by_second
-from orchestrator.bench.run import _relabel, bench_stream, group_ready, markdown
+from orchestrator.bench.run import (
+    _relabel,
+    bench_stream,
+    group_ready,
+    interleave_stories,
+    markdown,
+)
 from orchestrator.demo import demo_events
 
 
@@ -44,6 +50,30 @@ def test_live_events_are_new_people() -> None:
     for key, value in event["identities"].items():
         assert relabelled["identities"][key] != value
     assert relabelled["event_id"] != event["event_id"]
+
+
+def test_the_live_mix_is_steady_and_keeps_each_story_in_order() -> None:
+    demo = demo_events(customers=2000, seed=23)
+    mixed = interleave_stories(demo, seed=23, active=200)
+    assert len({e["event_id"] for e in mixed}) == len(mixed) > 0.9 * len(demo)
+    story = {e["event_id"]: i for i, e in enumerate(demo)}
+    positions: dict[str, list[int]] = {}
+    for event in mixed:
+        positions.setdefault(event["event_id"].rsplit("-", 1)[0], []).append(
+            story[event["event_id"]]
+        )
+    assert all(p == sorted(p) for p in positions.values())  # a story never runs backwards
+
+    # In the demo's own order the orders come in one burst; interleaved, every tenth of the
+    # first half of the list holds about the same share of them.
+    def order_share(events: list[dict[str, object]], part: int) -> float:
+        tenth = events[part * len(events) // 20 : (part + 1) * len(events) // 20]
+        return sum(e["event_type"] == "order_placed" for e in tenth) / len(tenth)
+
+    mixed_shares = [order_share(mixed, part) for part in range(10)]
+    demo_shares = [order_share(demo, part) for part in range(20)]
+    assert max(demo_shares) > 5 * (sum(demo_shares) / 20)
+    assert max(mixed_shares) < 2 * min(mixed_shares)
 
 
 def _process(tmp_path: Path, name: str, text: str) -> Process:
