@@ -375,8 +375,7 @@ def interleave_stories(
         stories.setdefault(str(event["event_id"]).rsplit("-", 1)[0], []).append(event)
     waiting = list(stories.values())
     rng.shuffle(waiting)
-    waiting.reverse()  # popped from the end
-    under_way = [[story, rng.randrange(len(story))] for story in waiting[-active:]]
+    under_way = [(story, rng.randrange(len(story))) for story in waiting[-active:]]
     del waiting[-active:]
     out: list[dict[str, Any]] = []
     while under_way:
@@ -384,9 +383,9 @@ def interleave_stories(
         story, at = under_way[i]
         out.append(story[at])
         if at + 1 < len(story):
-            under_way[i][1] = at + 1
+            under_way[i] = (story, at + 1)
         elif waiting:
-            under_way[i] = [waiting.pop(), 0]
+            under_way[i] = (waiting.pop(), 0)
         else:
             under_way[i] = under_way[-1]
             under_way.pop()
