@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, Final
 
 from agents.bundles import messages_of
-from agents.faust_workarounds import as_current_event
+from agents.faust_workarounds import as_current_event, send_direct_changelogs
 from agents.signals import (
     CATALOG_HEADERS,
     EVENT_HEADERS,
@@ -217,6 +217,7 @@ def _register_product_interest(
                 with as_current_event(ev):
                     table[product_id] = indexes[product_id].encode()
                 stats.index_writes += 1
+            await send_direct_changelogs(worker.app)  # the batch's index writes, in one go
             cache.keep(indexes, generation)
 
     async def on_record(
