@@ -61,9 +61,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--partitions", type=int, default=12, help="of every topic")
     parser.add_argument(
-        "--in-time-order",
+        "--steady",
         action="store_true",
-        help="the live mix in the demo day's order (its load in phases), not interleaved",
+        help="the live mix's stories interleaved (a steady mix), not in the demo day's order",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = parser.parse_args()
@@ -89,9 +89,7 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
-            latency = measure_latency(
-                settings, args.rate, args.seconds, codec, print, args.in_time_order
-            )
+            latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.steady)
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(

@@ -398,11 +398,12 @@ def measure_latency(
     seconds: float,
     codec: AvroCodec,
     log: Log,
-    in_time_order: bool = False,
+    steady: bool = False,
 ) -> dict[str, Any]:
     """Offered load at ``rate`` events/s of live events, one order in ten a probe; the events
-    around the probes are the demo's, its stories interleaved (:func:`interleave_stories`), or
-    ``in_time_order`` as the demo's day has them (the load in phases)."""
+    around the probes are the demo's in the order of its day (the load in phases: `tutti
+    bench` (d), comparable from run to run), or with ``steady`` its stories interleaved
+    (:func:`interleave_stories`)."""
     from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
@@ -412,10 +413,10 @@ def measure_latency(
     # Twice the events the run takes when interleaved: the interleaved list's tail (the last
     # stories' ends) is not the steady mix.
     demo = demo_events(
-        customers=max(1, n // (12 if in_time_order else 6)), seed=23, returning_visits=False
+        customers=max(1, n // (6 if steady else 12)), seed=23, returning_visits=False
     )
     background = [_relabel(e) for e in demo]
-    if not in_time_order:
+    if steady:
         background = interleave_stories(background, seed=23)
     sent_at: dict[str, float] = {}
     probes: list[tuple[float, float]] = []  # (produced at, latency): when the slow ones came
