@@ -296,6 +296,25 @@ def test_faust_s_sensor_is_off_unless_asked_for() -> None:
     assert m.lag.app is app and not isinstance(app.monitor, PrometheusMonitor)
 
 
+def test_without_it_faust_s_monitor_keeps_no_per_record_bookkeeping_but_stream_activity() -> None:
+    from agents.app import LeanMonitor, create_app
+    from orchestrator.config import Settings
+
+    app = create_app(Settings())
+    monitor = app.monitor
+    assert isinstance(monitor, LeanMonitor)
+    where = tp("p.events.web", 3)
+    message = SimpleNamespace(time_in=None)
+    monitor.on_message_in(where, 5, message)
+    assert monitor.on_stream_event_in(where, 5, SimpleNamespace(), SimpleNamespace()) is None
+    monitor.on_stream_event_out(where, 5, SimpleNamespace(), SimpleNamespace(), None)
+    monitor.on_message_out(where, 5, message)
+    assert monitor.messages_received_total == 0 and monitor.events_total == 0
+    assert message.time_in is None and not monitor.events_runtime
+    # What Faust's "stream is not processing" warnings read is still kept.
+    assert where in monitor.stream_inbound_time
+
+
 def test_the_event_loop_probe_sees_a_blocked_loop() -> None:
     """A synchronous 300 ms stretch on the loop (what a long batch or a GC pause is) shows as
     one stall over 250 ms; a free loop's probes stay under 50 ms."""
