@@ -283,9 +283,11 @@ class CustomerAgent:
         A customer whose decoded state is in the cache is no alias, and the table is not read
         (a miss in the aliases table was 2 % of a drain's main thread: Faust's table read, a
         RocksDB lookup, for almost every record). The cache only takes a state after this
-        check said "no alias" (or from a write for the customer itself), an id becomes an alias
-        only in ``finish_moves``, which deletes its state (dropped from the cache) first, and
-        the cache is cleared when partitions move - so a cached id never has an alias.
+        check (or the views' own, agents.views) said "no alias", or from a write for the
+        customer itself; an id becomes an alias only in ``finish_moves``, which deletes its
+        state (dropped from the cache) first; and the cache is cleared when partitions move.
+        So a cached id has no alias - even when a crash left an absorbed profile's state next
+        to its alias, which only the aliases table's answer keeps unreachable.
         """
         moved = self.moving.get(customer_id)
         if moved is not None:

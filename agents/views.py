@@ -68,14 +68,16 @@ def register_views(worker: TuttiWorker) -> None:
     async def local_customer(view: Any, request: Any, customer_id: str) -> Any:
         if (busy := restoring(view)) is not None:
             return busy
+        # The aliases first: a state read goes to the cache, which must never hold an alias's
+        # (agents.customer.CustomerAgent.survivor skips the aliases for a cached customer).
+        survivor = worker.aliases.survivor(customer_id)
+        if survivor is not None:  # merged into another profile (tables.aliases)
+            return view.json(
+                {"error": f"customer {customer_id!r} was merged", "merged_into": survivor},
+                status=404,
+            )
         state = worker.customers.load(customer_id)
         if state is None:
-            survivor = worker.aliases.survivor(customer_id)
-            if survivor is not None:  # merged into another profile (tables.aliases)
-                return view.json(
-                    {"error": f"customer {customer_id!r} was merged", "merged_into": survivor},
-                    status=404,
-                )
             return view.json({"error": f"no customer {customer_id!r}"}, status=404)
         # The digest covers the whole stored state: compare it across workers and restores.
         body = {**public_profile(state), **journey_summary(state)}
@@ -88,6 +90,8 @@ def register_views(worker: TuttiWorker) -> None:
     async def local_placement(view: Any, request: Any, customer_id: str, placement: str) -> Any:
         if (busy := restoring(view)) is not None:
             return busy
+        if worker.aliases.survivor(customer_id) is not None:  # merged away: see local_customer
+            return view.bytes(b"", status=204)
         placed = shown(worker.customers.load(customer_id), placement, datetime.now(UTC))
         if placed is None:  # nothing in place (or no such customer): the page shows its default
             return view.bytes(b"", status=204)
