@@ -168,17 +168,17 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     records = worker.records = RecordProducer(settings, _stop_on_refused(app))
     app.task(_serve_reports(records))
     complete_buffer_flush(app, records)  # a commit never outruns what was written before it
-    for hot in (worker.customers_table, worker.identities_table, worker.aliases_table):
-        DirectChangelog(app, hot, records)  # ~1 changelog record per event: not one at a time
     stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
     worker.metrics.watch_stalls(stalls)
     seek_with_input_paused()  # no gap committed at the end of a restore
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)
-    # The product-interest index too: a write per changed product per batch (0.1 an event on
-    # the benchmark's live mix) through Faust's producer kept aiokafka's batching and its
-    # pure-Python murmur2 busy for 2 % of the main thread.
-    DirectChangelog(app, app.tables[PRODUCT_INTEREST_TABLE], records)
+    # ~1 changelog record per event: not one at a time through Faust's buffer. The product
+    # index too: a write per changed product per batch, which through Faust's producer kept
+    # aiokafka's batching and pure-Python murmur2 busy for 2 % of the main thread (live mix).
+    hot = (worker.customers_table, worker.identities_table, worker.aliases_table)
+    for table in (*hot, app.tables[PRODUCT_INTEREST_TABLE]):
+        DirectChangelog(app, table, records)
     register_journeys(worker)
     customer_agent = register_customer_agent(worker)
     register_views(worker)

@@ -229,9 +229,9 @@ class _Written:
 
 
 class DirectChangelog:
-    """A table whose changelog records go to aiokafka's batches in write order, held until the
-    writing agent (or the next flush before a commit) hands them over, instead of through
-    Faust's producer buffer.
+    """A table whose changelog records go to the worker's producer (agents.producer) in write
+    order, held until the writing agent (or the next flush before a commit) hands them over,
+    instead of through Faust's producer buffer.
 
     faust-streaming 0.15.3, faust/tables/base.py ``Collection.send_changelog`` -> ``send_soon``:
     every table write becomes a FutureMessage queued in ``ProducerBuffer``, which one task
