@@ -195,13 +195,20 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
 
     @app.on_partitions_revoked.connect
     async def settle_then_forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        if not await customer_agent.settle(quiet, limit):
-            log.warning(
-                "partitions revoked while the customer agent was still deciding after %.1f s; "
-                "going on",
-                limit,
-            )
-        await app.producer.flush()  # their changelog records before the new owner restores
+        customer_agent.revoking = True
+        try:
+            if not await customer_agent.settle(quiet, limit):
+                log.warning(
+                    "partitions revoked while the customer agent was still deciding after "
+                    "%.1f s; going on",
+                    limit,
+                )
+            await app.producer.flush()  # their changelog records before the new owner restores
+            if customer_agent.unwritten:  # every absorb acknowledged now: the deletions too
+                await customer_agent.write_moves(revoked=True)
+                await app.producer.flush()
+        finally:
+            customer_agent.revoking = False
         # Partitions may move to another worker, which writes them meanwhile: the cache
         # (tables.customers.StateCache) must not outlive this assignment.
         worker.state_cache.clear()

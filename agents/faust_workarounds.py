@@ -39,6 +39,7 @@ __all__ = [
     "fetch_in_batches",
     "highwater_as_of",
     "highwater_offset",
+    "hold_ack",
     "input_positions",
     "partition_items",
     "precreate_table_topics",
@@ -412,6 +413,19 @@ class as_current_event:
 
     def __exit__(self, *exc: object) -> None:
         _faust_current_event.reset(self.token)
+
+
+def hold_ack(event: Any) -> None:
+    """Keep ``event`` uncommitted past its batch until ``stream.ack(event)`` is called again.
+
+    ``Stream.take_events`` acks every event of a batch once the agent has it back (in a
+    ``finally``), and Faust commits a partition's offsets up to its first event not acked. One
+    more reference on the message (``Message.incref``, what Faust's conductor does for each
+    stream it delivers the message to) makes that ack one of two; the second, ours, is the one
+    that lets the offset be committed. Each hold needs its own ``stream.ack``; an event still
+    held when its partition is revoked is never acked, so the next owner reads it again.
+    """
+    event.message.incref()
 
 
 def actively_owned_partitions(app: Any, table: Any) -> set[int] | None:

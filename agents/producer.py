@@ -108,12 +108,18 @@ class RecordProducer:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+        delivered: Callable[[], None] | None = None,
     ) -> None:
-        """Hand one record over; its delivery is not awaited (the next flush waits for it)."""
+        """Hand one record over; its delivery is not awaited (the next flush waits for it).
+        ``delivered`` is called once Kafka has acknowledged it (from a later poll)."""
         if self._flushing is not None:
             await self._flushing.wait()
         producer = self.producer
-        on_delivery = self._changelog_delivered if topic in self._persist else None
+        on_delivery: Callable[[Any, Any], None] | None
+        if delivered is not None:
+            on_delivery = self._reporting(delivered)
+        else:
+            on_delivery = self._changelog_delivered if topic in self._persist else None
         where = _BY_KEY if partition is None else partition
         while True:
             try:
@@ -169,6 +175,15 @@ class RecordProducer:
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._refused(msg.topic(), _error(err))
+
+    def _reporting(self, delivered: Callable[[], None]) -> Callable[[Any, Any], None]:
+        def report(err: Any, msg: Any) -> None:
+            if err is not None:
+                self._refused(msg.topic(), _error(err))
+            else:
+                delivered()
+
+        return report
 
     def _changelog_delivered(self, err: Any, msg: Any) -> None:
         if err is not None:

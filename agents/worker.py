@@ -95,16 +95,18 @@ class TuttiWorker:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        delivered: Callable[[], None] | None = None,
     ) -> None:
         """Publish one record without awaiting its delivery; the next offset commit waits for
-        it (agents.producer). Inside :meth:`holding`, held instead."""
+        it (agents.producer), ``delivered`` is told when Kafka acknowledged it. Inside
+        :meth:`holding`, held instead (``delivered`` is not held with it)."""
         held = _held_sends.get()
         if held is not None:
             held.append((topic, key, value, headers))
             return
         if self.records is None:
             raise RuntimeError("this worker has no producer (agents.app.build_worker makes it)")
-        await self.records.send(topic, key, value, headers)
+        await self.records.send(topic, key, value, headers, delivered=delivered)
 
     def dead_letter_value(
         self, message: Any, error: Exception, failed_at: datetime, stage: str | None = None

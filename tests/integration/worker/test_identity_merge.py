@@ -62,6 +62,51 @@ def test_anonymous_browsing_then_login_gives_one_merged_profile(
     assert worker.get(f"/customers/{PROVISIONAL}")[0] == 404
 
 
+def test_a_merge_is_committed_only_after_the_absorbed_profile_is_deleted(
+    settings: Settings, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """Killed with the absorbed profile sent to the survivor and acknowledged, and an offset
+    commit just made, before the provisional profile was deleted and its alias written: the
+    merge record was held out of that commit, so the next worker reads it again and finishes
+    the merge (the survivor takes the profile once). Committed with its batch, the merge was
+    never read again: the provisional profile stayed, and the anonymous id kept its own."""
+    first = worker_factory(settings, extra_env={"TUTTI_TEST_CRASH_BEFORE_MOVE": PROVISIONAL})
+    produce_events(
+        settings,
+        [
+            ev(21, "app", "product_view", product=product("p-1"), identities=ANON),
+            ev(22, "app", "add_to_cart", product=product("p-1"), identities=ANON),
+        ],
+    )
+    first.wait_for(lambda: total(first.customer(PROVISIONAL)) == 2, what="the provisional profile")
+    time.sleep(4.0)  # past a commit: the anonymous events are not read again
+    produce_events(
+        settings,
+        [ev(23, "web", "login", identities={"customer_id": CID, "anonymous_id": "a-it-1"})],
+    )
+    deadline = time.monotonic() + 60
+    while first.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert first.process.returncode == 70, f"the worker did not crash as planned:\n{first.tail()}"
+
+    second = worker_factory(settings, app_id=first.app_id, data_dir=first.data_dir)
+    second.wait_for(
+        lambda: second.get(f"/customers/{PROVISIONAL}")[0] == 404,
+        timeout=60,
+        what="the provisional profile to be deleted",
+    )
+    merged = second.wait_for(
+        lambda: (c := second.customer(CID)) and total(c) == 3 and c,
+        what="the merged profile with the anonymous history, once",
+    )
+    assert merged["merged_from"] == [PROVISIONAL]
+    assert list(merged["cart"]) == ["p-1"]
+    produce_events(settings, [ev(24, "app", "app_open", identities=ANON)])
+    second.wait_for(
+        lambda: total(second.customer(CID)) == 4, what="the anonymous id's next event, merged"
+    )
+
+
 def known(cid: str, n: int, event_type: str, **sections: Any) -> dict[str, Any]:
     """An event of customer ``cid`` (their own event ids)."""
     return {**ev(n, "web", event_type, **sections), "event_id": f"{cid}-{n}"}
