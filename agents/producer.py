@@ -17,8 +17,9 @@ What stays as it was:
 - **Nothing committed before it is written.** Faust's commit flushes its producer first
   (faust/transport/consumer.py ``Consumer._commit_offsets``); the worker's flush hook
   (agents.faust_workarounds.complete_buffer_flush) flushes this producer there too, and every
-  other ``app.producer.flush()`` of the worker (a merge's ``absorb`` records, the analytics
-  agent, a revocation) goes through the same hook. librdkafka's flush waits for every record
+  other ``app.producer.flush()`` of the worker (the analytics agent, a revocation) goes
+  through the same hook; a merge's ``absorb`` records are followed by their own delivery
+  reports (``send(delivered=...)``) instead, so no batch waits for them. librdkafka's flush waits for every record
   in its queue, so a flush here holds new sends back (:meth:`send` waits) until the records
   that were queued when it began are acknowledged: under a steady load the queue would
   otherwise never empty. A flush sends what lingers at once: it takes about a round trip.
