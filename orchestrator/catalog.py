@@ -204,8 +204,10 @@ class InterestIndex:
 
     def encode(self) -> bytes:
         # orjson: the index of a popular product holds up to max_customers entries, decoded and
-        # encoded on every change; the stdlib json took most of the product agent's time.
-        body = orjson.dumps(self.entries, option=orjson.OPT_SORT_KEYS)
+        # encoded on every change; the stdlib json took most of the product agent's time. Keys
+        # unsorted: nothing reads their order (``customers`` sorts by time), and sorting 1,000
+        # of them was 45 % of an encode (60 -> 34 us), 1 % of a live load's main thread.
+        body = orjson.dumps(self.entries)
         return bytes([_INDEX_FORMAT]) + body
 
     def record(
