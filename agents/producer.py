@@ -19,10 +19,10 @@ What stays as it was:
   (agents.faust_workarounds.complete_buffer_flush) flushes this producer there too, and every
   other ``app.producer.flush()`` of the worker (the analytics agent, a revocation) goes
   through the same hook; a merge's ``absorb`` records are followed by their own delivery
-  reports (``send(delivered=...)``) instead, so no batch waits for them. librdkafka's flush waits for every record
-  in its queue, so a flush here holds new sends back (:meth:`send` waits) until the records
-  that were queued when it began are acknowledged: under a steady load the queue would
-  otherwise never empty. A flush sends what lingers at once: it takes about a round trip.
+  reports (``send(delivered=...)``) instead, so no batch waits for them. librdkafka's flush
+  waits for every record in its queue, so a flush here holds new sends back (:meth:`send`
+  waits) until the records that were queued when it began are acknowledged: under a steady
+  load the queue would otherwise never empty. A flush sends what lingers at once: it takes about a round trip.
   Faust's stop flushes through the same hook, so nothing is left when the worker exits.
 - **Order per partition**: one producer, idempotent (librdkafka keeps order per partition
   with retries) and murmur2 like aiokafka (both set by orchestrator.kafka.producer_config), so
