@@ -88,9 +88,6 @@ MOVES_EVERY_S: Final = 0.1
 #: the worker commits, then dies just before deleting this absorbed id. Never set in production.
 CRASH_BEFORE_MOVE: Final = os.environ.get("TUTTI_TEST_CRASH_BEFORE_MOVE") or None
 
-_ABSORB_SENT: Final = list(ABSORB_HEADERS)
-
-
 @dataclass
 class Moves:
     """One batch's merges: (merge record's event, absorbed id, survivor) each, and how many
@@ -101,6 +98,9 @@ class Moves:
 
     entries: list[tuple[Any, str, str]] = field(default_factory=list)
     unacknowledged: int = 0
+    #: The headers of this batch's ``absorb`` records: one list, so the batch's sends tell
+    #: them by identity from an ``absorb`` merely forwarded to a survivor (equal headers).
+    headers: list[tuple[str, bytes]] = field(default_factory=lambda: list(ABSORB_HEADERS))
 
     def delivered(self) -> None:
         self.unacknowledged -= 1
@@ -194,9 +194,9 @@ class CustomerAgent:
             (feed, key, value, list(OUTCOME_HEADERS)) for t, key, value, _ in held if t == outcomes
         ]
         moves, self.moves = self.moves, None
-        absorbs = self.topics.customer_events if moves is not None and moves.entries else None
+        absorbs = moves.headers if moves is not None and moves.unacknowledged else None
         for topic, key, value, headers in bundle_sends(held, self.bundled, self.partitions):
-            if topic == absorbs and headers == _ABSORB_SENT:
+            if absorbs is not None and headers is absorbs:
                 assert moves is not None
                 await worker.send(topic, key, value, headers, delivered=moves.delivered)
             else:
@@ -388,7 +388,7 @@ class CustomerAgent:
                 self.topics.customer_events,
                 survivor.encode(),
                 encode_state(absorbed),
-                list(_ABSORB_SENT),
+                moves.headers,
             )
             moves.unacknowledged += 1
             self.worker.journeys.note_write(msg.partition, None, customer_id)
