@@ -88,6 +88,7 @@ MOVES_EVERY_S: Final = 0.1
 #: the worker commits, then dies just before deleting this absorbed id. Never set in production.
 CRASH_BEFORE_MOVE: Final = os.environ.get("TUTTI_TEST_CRASH_BEFORE_MOVE") or None
 
+
 @dataclass
 class Moves:
     """One batch's merges: (merge record's event, absorbed id, survivor) each, and how many
