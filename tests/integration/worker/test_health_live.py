@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.demo import produce_events
 
 from .conftest import WorkerProcess
+from .journey_helpers import event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -47,17 +50,30 @@ def test_ready_after_recovery_not_ready_during_a_rebalance_ready_again(
                 seen.append((code, tuple(answer.get("reasons", ()))))  # type: ignore[arg-type]
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.005)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    def traffic() -> None:
+        # A worker that is deciding when its partitions are revoked settles first (it waits
+        # for a quiet batch window, agents.app): the rebalance window then lasts long enough
+        # for the watcher to see. An idle worker's can be a few milliseconds (a fresh-clone CI
+        # once saw no 503 with a 50 ms poll and no traffic).
+        run = uuid.uuid4().hex[:6]
+        while not stop.is_set():
+            views = [event(f"hl-{run}-{i:03d}", "page_view") for i in range(100)]
+            produce_events(settings, views, rate=400)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (watch, traffic)]
+    for thread in threads:
+        thread.start()
     try:
+        time.sleep(1)  # the first worker busy before the second joins
         second = worker_factory(settings, app_id=first.app_id)
         second.wait_for(lambda: probe(second, "/readyz")[0] == 200, timeout=60, what="2nd ready")
         first.wait_for(lambda: probe(first, "/readyz")[0] == 200, timeout=60, what="1st again")
     finally:
         stop.set()
-        watcher.join(5)
+        for thread in threads:
+            thread.join(5)
     # While the group rebalanced, the first worker said so; both are ready after it.
     assert (503, ("rebalancing or recovering tables",)) in seen, sorted(set(seen))
     assert seen[-1][0] == 200 or probe(first, "/readyz")[0] == 200
