@@ -22,6 +22,7 @@ from pathlib import Path
 
 from orchestrator.bench.harness import delete_run, stop_children_on_exit
 from orchestrator.bench.run import (
+    LIVE_MIXES,
     BenchOptions,
     bench_stream,
     drain_with_workers,
@@ -61,10 +62,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--partitions", type=int, default=12, help="of every topic")
     parser.add_argument(
-        "--steady",
-        action="store_true",
-        help="the live mix's stories interleaved (a steady mix), not in the demo day's order",
+        "--mix",
+        choices=LIVE_MIXES,
+        default="demo-day",
+        help="the live events around the probes (orchestrator.bench.run.live_background)",
     )
+    parser.add_argument("--steady", action="store_const", const="steady", dest="mix")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = parser.parse_args()
     stop_children_on_exit()
@@ -89,7 +92,7 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
-            latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.steady)
+            latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.mix)
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(

@@ -16,9 +16,11 @@ that slows down during the run shows up as a spread instead of a flattering rati
    end offsets;
 4. (f) restore: the worker is stopped, its data directory deleted and it is started again; the
    time Faust's recovery takes to rebuild every table from the changelogs;
-5. (d) latency: at 50 % of (c), live events (the same mix, stamped now) with one order in ten
-   from a new customer; latency = the order event's produce time to the record time of its
-   confirmation action;
+5. (d) latency: at 50 % of (c), live events of the backlog's mix (stamped now, new people's)
+   with one event in 50 a probe order from a new customer (the backlog's share of orders);
+   latency = the order event's produce time to the record time of its confirmation action.
+   Then the same rate of the demo day's stories in their order with one event in ten a probe
+   (`latency_demo_day_ms`, the (d) of earlier runs: five times the orders, heavier per event);
 6. (a) and (b) again;
 7. (e) two workers in one group drain the same backlog on a second fresh prefix.
 
@@ -43,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from orchestrator.admin import create_topics
 from orchestrator.bench.ceiling import raw_ceiling
@@ -392,32 +394,59 @@ def interleave_stories(
     return out
 
 
+LIVE_MIXES: Final = ("demo-day", "steady", "backlog")
+
+
+def live_background(n: int, mix: str) -> tuple[list[dict[str, Any]], int]:
+    """The live events around the probes (at least ``n``, new people's: :func:`_relabel`) and
+    how often an event is a probe (every how many), for each of :data:`LIVE_MIXES`:
+
+    - ``demo-day``: the demo's stories in the order of its day - the load in phases, sign-ups
+      first, then nearly every order within two seconds (`tutti bench` (d), comparable from run
+      to run since the fifteenth session); one event in ten a probe order.
+    - ``steady``: the same stories interleaved (:func:`interleave_stories`), each second the
+      day's mix; one in ten a probe.
+    - ``backlog``: the mix of the backlog (c) drains - the stories *with* the returning visits
+      (`bench_stream`: two thirds product views), interleaved; one in 50 a probe order, the
+      backlog's own share of orders, on top of the stories' orders. The other two mixes hold
+      fewer product views and five times the orders, so a live event of theirs costs ~1.8x a
+      drained one: at "half the drain rate" they offer ~90 % of what the worker drains.
+    """
+    if mix not in LIVE_MIXES:
+        raise ValueError(f"unknown live mix {mix!r} (one of {', '.join(LIVE_MIXES)})")
+    if mix == "backlog":
+        # The backlog holds ~14 events a customer; twice what the run takes (the interleaved
+        # list's tail, the last stories' ends, is not the mix).
+        demo = demo_events(customers=max(1, n // 7), seed=23, returning_visits=True)
+        return interleave_stories([_relabel(e) for e in demo], seed=23), 50
+    # Twice the events the run takes when interleaved, as above.
+    demo = demo_events(
+        customers=max(1, n // (6 if mix == "steady" else 12)), seed=23, returning_visits=False
+    )
+    background = [_relabel(e) for e in demo]
+    if mix == "steady":
+        background = interleave_stories(background, seed=23)
+    return background, 10
+
+
 def measure_latency(
     settings: Settings,
     rate: float,
     seconds: float,
     codec: AvroCodec,
     log: Log,
-    steady: bool = False,
+    mix: str = "demo-day",
 ) -> dict[str, Any]:
-    """Offered load at ``rate`` events/s of live events, one order in ten a probe; the events
-    around the probes are the demo's in the order of its day (the load in phases: `tutti
-    bench` (d), comparable from run to run), or with ``steady`` its stories interleaved
-    (:func:`interleave_stories`)."""
+    """Offered load at ``rate`` events/s of live events around probe orders (each a new
+    customer's, timed from its production to its confirmation action's record), the live
+    events of ``mix`` (:func:`live_background`)."""
     from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
 
     topics = Topics(settings.topics)
     n = max(10, int(rate * seconds))
-    # Twice the events the run takes when interleaved: the interleaved list's tail (the last
-    # stories' ends) is not the steady mix.
-    demo = demo_events(
-        customers=max(1, n // (6 if steady else 12)), seed=23, returning_visits=False
-    )
-    background = [_relabel(e) for e in demo]
-    if steady:
-        background = interleave_stories(background, seed=23)
+    background, probe_every = live_background(n, mix)
     sent_at: dict[str, float] = {}
     probes: list[tuple[float, float]] = []  # (produced at, latency): when the slow ones came
     stop = threading.Event()
@@ -455,7 +484,7 @@ def measure_latency(
     t0 = time.monotonic()
     for i in range(n):
         now = datetime.now(UTC)
-        if i % 10 == 0:
+        if i % probe_every == 0:
             cid = f"probe-{run}-{i:07d}"
             event: dict[str, Any] = {
                 "event_id": f"{cid}-order",
@@ -512,8 +541,11 @@ def measure_latency(
         "p99": round(ms.percentile(0.99), 1) if ms.values else None,
         "max": round(max(ms.values), 1) if ms.values else None,
         "worst_ms_by_second": worst,
+        "mix": mix,
+        "probe_every": probe_every,
         "what": "order event produced -> record time of its confirmation action; live events "
-        "of the demo mix around it, one order in ten a probe",
+        f"of the {mix} mix around it (orchestrator.bench.run.live_background), one event in "
+        f"{probe_every} a probe order",
     }
 
 
@@ -605,15 +637,23 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
                 topics = Topics(one.topics)
                 wait_drained(one, app_id, worker_inputs(topics), [restarted], options.drain_timeout)
                 settle = settle_wakeups(restarted, drained_at, options, log)
-                measure_latency(one, worker_rate / 2, 10.0, codec, log)
+                half = worker_rate / 2
+                measure_latency(one, half, 10.0, codec, log, mix="backlog")
                 stall_name = "tutti_worker_event_loop_stall_seconds"
                 stalls_before = scrape_histogram(restarted.port, stall_name)
-                latency = measure_latency(one, worker_rate / 2, options.latency_seconds, codec, log)
+                latency = measure_latency(
+                    one, half, options.latency_seconds, codec, log, mix="backlog"
+                )
                 # What held the worker's loop meanwhile: the floor under the p99 (agents.metrics).
                 latency["event_loop_stalls"] = stalls_between(
                     stalls_before, scrape_histogram(restarted.port, stall_name)
                 )
                 log(f"event loop stalls during it: {latency['event_loop_stalls']}")
+                # The (d) of the fifteenth to eighteenth sessions, kept for comparison: a live
+                # mix that costs ~1.8x a drained event (live_background).
+                latency_demo_day = measure_latency(
+                    one, half, options.latency_seconds, codec, log, mix="demo-day"
+                )
                 more_latency = [
                     measure_latency(one, rate, options.latency_seconds, codec, log)
                     for rate in options.latency_rates
@@ -674,6 +714,7 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         # The second floors also drain the latency phase's live events (and are rated by all).
         "ceiling_records_before_and_after": {"before": before_records, "after": after_records},
         "latency_ms": latency,
+        "latency_demo_day_ms": latency_demo_day,
         "settled_before_latency": settle,
         "latency_ms_at_rates": more_latency,
         "two_workers": two,
@@ -790,7 +831,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"(d) latency at {lat['offered_events_per_s']:.0f} events/s offered (50 % of (c)), "
-        f"{lat['samples']} probes: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+        f"{lat.get('mix', 'demo-day')} mix, {lat['samples']} probes: p50 {lat['p50']} ms, "
+        f"p95 {lat['p95']} ms, p99 {lat['p99']} ms"
         + (f", {lat['missing']} missing" if lat["missing"] else ""),
     ]
     worst = lat.get("worst_ms_by_second") or []
@@ -811,6 +853,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"    the worker's event loop meanwhile ({stalls['probes']} probes of 50 ms): "
             f"{stalls['over_100ms']} stalls over 100 ms, {stalls['over_250ms']} over 250 ms, "
             f"{stalls['over_1s']} over 1 s; p99 at most {stalls['p99_at_most_s']} s"
+        )
+    demo_day = result.get("latency_demo_day_ms")
+    if demo_day:
+        lines.append(
+            f"(d) the same rate, the demo day's stories in their order (one event in ten a probe "
+            f"order), {demo_day['samples']} probes: p50 {demo_day['p50']} ms, "
+            f"p95 {demo_day['p95']} ms, p99 {demo_day['p99']} ms"
+            + (f", {demo_day['missing']} missing" if demo_day["missing"] else "")
         )
     for more in result.get("latency_ms_at_rates") or ():
         lines.append(

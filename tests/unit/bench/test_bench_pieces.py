@@ -8,12 +8,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from orchestrator.bench.harness import Process, worst_by_second
 from orchestrator.bench.run import (
     _relabel,
     bench_stream,
     group_ready,
     interleave_stories,
+    live_background,
     markdown,
 )
 from orchestrator.demo import demo_events
@@ -84,6 +87,26 @@ def _process(tmp_path: Path, name: str, text: str) -> Process:
     return Process(popen, 0, tmp_path, log)
 
 
+def test_the_backlog_live_mix_is_the_drained_one_with_a_probe_in_fifty() -> None:
+    def shares(events: list[dict[str, object]]) -> dict[str, float]:
+        counts = Counter(str(e["event_type"]) for e in events)
+        return {t: n / len(events) for t, n in counts.items()}
+
+    n = 20000
+    backlog = shares(bench_stream(2000, None))
+    live, probe_every = live_background(n, "backlog")
+    mixed = shares(live[:n])
+    assert probe_every == 50
+    for event_type in ("product_view", "consent_changed", "signup", "order_placed"):
+        assert abs(mixed[event_type] - backlog[event_type]) < 0.25 * backlog[event_type]
+    demo_day, every = live_background(n, "demo-day")
+    assert every == 10 and shares(demo_day)["product_view"] < 0.8 * backlog["product_view"]
+    ids = {e["identities"].get("customer_id") for e in live} - {None}
+    assert ids and all(str(i).startswith("live-") for i in ids)  # new people, not the backlog's
+    with pytest.raises(ValueError, match="unknown live mix"):
+        live_background(n, "bursty")
+
+
 def test_group_ready_needs_one_generation_and_recovery_after_it(tmp_path: Path) -> None:
     joined = "[t] Joined group 'g' (generation {n}) with member_id m\n"
     ready = "[t] [^---Recovery]: Worker ready\n"
@@ -104,6 +127,7 @@ def test_markdown_states_ratios_and_the_machine() -> None:
         "worker_events_per_s": 500.0,
         "latency_ms": {
             "offered_events_per_s": 250,
+            "mix": "backlog",
             "samples": 900,
             "p50": 40,
             "p95": 90,
@@ -111,6 +135,7 @@ def test_markdown_states_ratios_and_the_machine() -> None:
             "missing": 0,
             "worst_ms_by_second": [90.0, 250.4, 180.0, 70.0, 60.0, 50, 50, 50, 50, 50, 40, 120, 60],
         },
+        "latency_demo_day_ms": {"samples": 4000, "p50": 60, "p95": 130, "p99": 210, "missing": 0},
         "two_workers": {"events_per_s": 800.0, "scale_factor": 1.6},
         "restore": {
             "customers": 5000,
@@ -129,6 +154,8 @@ def test_markdown_states_ratios_and_the_machine() -> None:
     text = markdown(result)
     assert "| 500 | 5.0% | 25% |" in text
     assert "1.6x" in text and "p99 150 ms" in text and "dead letters: 0" in text
+    assert "(50 % of (c)), backlog mix, 900 probes" in text
+    assert "demo day's stories in their order" in text and "p99 210 ms" in text
     assert "first 5 s: 90, 250, 180, 70, 60 ms; from second 10 on at most 120 ms" in text
 
 
