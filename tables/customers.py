@@ -133,6 +133,12 @@ class PendingWrites:
 
     def __init__(self) -> None:
         self.writes: dict[str, tuple[CustomerState | None, Outbox, Any]] = {}
+        #: What a customer's held write is made of, in order, when it is made of decisions
+        #: alone (no absorb, resend or deletion in between): each decision's inputs, opaque
+        #: here (agents.journey keeps them). Those can be decided again from the stored state,
+        #: so the next signal may decide on the held state in place: should it fail half
+        #: way, the held state is rebuilt rather than written half changed.
+        self.decided: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self.writes)
@@ -183,18 +189,49 @@ class CustomerTable:
         """True when this batch has written the customer already (the write is held)."""
         return self.pending is not None and customer_id in self.pending.writes
 
+    def decided_in_batch(self, customer_id: str) -> list[Any] | None:
+        """The decisions the customer's held write is made of (see PendingWrites.decided);
+        None when it holds anything else, or nothing."""
+        return None if self.pending is None else self.pending.decided.get(customer_id)
+
+    def stored_record(self, customer_id: str) -> tuple[CustomerState | None, Outbox]:
+        """The state and outbox as stored before this batch: neither the held write nor the
+        cache (which may hold a state changed in place since)."""
+        data = self.table.get(customer_id)
+        return (None, ()) if data is None else decode_record(data)
+
+    def replace_held(self, state: CustomerState) -> None:
+        """The held write's state replaced (its outbox and source record kept): the state a
+        failed in-place decision left half changed, decided again (agents.journey)."""
+        assert self.pending is not None
+        _, outbox, source = self.pending.writes[state.customer_id]
+        self.pending.writes[state.customer_id] = (state, outbox, source)
+        if self.cache is not None:
+            self.cache.put(state.customer_id, state, outbox)
+
     def forget_cached(self, customer_id: str) -> None:
         """Drop the customer's decoded state: the next read decodes the stored one."""
         if self.cache is not None:
             self.cache.discard(customer_id)
 
-    def save(self, state: CustomerState, outbox: Outbox = (), source: Any = None) -> None:
+    def save(
+        self, state: CustomerState, outbox: Outbox = (), source: Any = None, decided: Any = None
+    ) -> None:
         """Write the state (and the outbox of the decide step; other writers keep none).
         ``state`` must not be changed afterwards: the cache holds it. ``source``: the Faust
-        event being processed, for a write held in a batch (its partition takes the write)."""
+        event being processed, for a write held in a batch (its partition takes the write).
+        ``decided``: the inputs of the decision that made ``state``, when a decision did (see
+        PendingWrites.decided)."""
         if self.pending is not None:
             source = source if source is not None else current_event()
-            self.pending.writes[state.customer_id] = (state, outbox, source)
+            pending, customer_id = self.pending, state.customer_id
+            if decided is not None and (
+                customer_id not in pending.writes or customer_id in pending.decided
+            ):
+                pending.decided.setdefault(customer_id, []).append(decided)
+            else:
+                pending.decided.pop(customer_id, None)
+            pending.writes[customer_id] = (state, outbox, source)
         else:
             self.table[state.customer_id] = encode_record(state, outbox)
         if self.cache is not None:
@@ -205,6 +242,7 @@ class CustomerTable:
         if self.pending is not None:
             source = source if source is not None else current_event()
             self.pending.writes[customer_id] = (None, (), source)
+            self.pending.decided.pop(customer_id, None)
         else:
             self.table.pop(customer_id, None)
         if self.cache is not None:
@@ -216,6 +254,7 @@ class CustomerTable:
         if self.pending is None:
             return 0
         writes, self.pending.writes = self.pending.writes, {}
+        self.pending.decided = {}
         for customer_id, (state, outbox, source) in writes.items():
             with as_source(source):
                 if state is None:
