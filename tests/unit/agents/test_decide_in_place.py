@@ -91,6 +91,18 @@ def _handle(step: JourneyStep, ev: CustomerEvent, offset: int) -> None:
     asyncio.run(step.handle(msg, SIGNAL_EVENT, ev.customer_key, ev))
 
 
+def _stored_then_a_batch() -> tuple[list[CustomerEvent], JourneyStep, CustomerTable, Any, str]:
+    """A customer's first event decided and stored, then a batch opened: the events, the
+    step, the table, what was sent and the customer id."""
+    events = _busy_customer()
+    step, customers, sent = _step()
+    customer_id = events[0].customer_key
+    assert customer_id
+    _handle(step, events[0], 0)  # outside a batch: stored at once
+    customers.pending = PendingWrites()
+    return events, step, customers, sent, customer_id
+
+
 def _fail_on(
     monkeypatch: pytest.MonkeyPatch, event_ids: set[str], changed: list[bytes]
 ) -> Callable[..., Any]:
@@ -111,14 +123,8 @@ def _fail_on(
 def test_a_failed_decision_in_place_leaves_the_held_write_as_the_earlier_ones_made_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    events = _busy_customer()
-    step, customers, sent = _step()
-    customer_id = events[0].customer_key
-    assert customer_id
-    _handle(step, events[0], 0)  # outside a batch: stored at once
+    events, step, customers, sent, customer_id = _stored_then_a_batch()
     stored = customers.table[customer_id]
-
-    customers.pending = PendingWrites()  # a batch
     _handle(step, events[1], 1)
     _handle(step, events[2], 2)
     assert customers.decided_in_batch(customer_id) is not None  # decisions alone: in place
@@ -148,12 +154,8 @@ def test_a_failed_decision_in_place_leaves_the_held_write_as_the_earlier_ones_ma
 def test_a_batch_that_cannot_be_decided_again_stops_the_worker_unwritten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    events = _busy_customer()
-    step, customers, _ = _step()
-    customer_id = events[0].customer_key
-    _handle(step, events[0], 0)
+    events, step, customers, _, customer_id = _stored_then_a_batch()
     stored = customers.table[customer_id]
-    customers.pending = PendingWrites()
     _handle(step, events[1], 1)
     # Deciding again meets a failure too (the engine was not deterministic after all).
     _fail_on(monkeypatch, {events[1].event_id, events[2].event_id}, [])
@@ -169,12 +171,7 @@ def test_a_batch_that_cannot_be_decided_again_stops_the_worker_unwritten(
 
 
 def test_a_held_write_made_of_more_than_decisions_is_decided_on_a_copy() -> None:
-    events = _busy_customer()
-    step, customers, _ = _step()
-    customer_id = events[0].customer_key
-    assert customer_id
-    _handle(step, events[0], 0)
-    customers.pending = PendingWrites()
+    events, step, customers, _, customer_id = _stored_then_a_batch()
     state = customers.load(customer_id)
     assert state is not None
     customers.save(state.clone())  # another writer (a merge's absorb, a resend)
