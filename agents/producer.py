@@ -22,7 +22,8 @@ What stays as it was:
   reports (``send(delivered=...)``) instead, so no batch waits for them. librdkafka's flush
   waits for every record in its queue, so a flush here holds new sends back (:meth:`send`
   waits) until the records that were queued when it began are acknowledged: under a steady
-  load the queue would otherwise never empty. A flush sends what lingers at once: it takes about a round trip.
+  load the queue would otherwise never empty. A flush sends what lingers at once: it takes
+  about a round trip.
   Faust's stop flushes through the same hook, so nothing is left when the worker exits.
 - **Order per partition**: one producer, idempotent (librdkafka keeps order per partition
   with retries) and murmur2 like aiokafka (both set by orchestrator.kafka.producer_config), so

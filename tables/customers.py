@@ -177,11 +177,8 @@ class CustomerTable:
             cached = self.cache.get(customer_id)
             if cached is not None:
                 return cached
-        data = self.table.get(customer_id)
-        if data is None:
-            return None, ()
-        state, outbox = decode_record(data)
-        if self.cache is not None:
+        state, outbox = self.stored_record(customer_id)
+        if state is not None and self.cache is not None:
             self.cache.put(customer_id, state, outbox)
         return state, outbox
 
