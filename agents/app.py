@@ -20,6 +20,7 @@ from agents.faust_workarounds import (
     STORE_URL,
     DirectChangelog,
     complete_buffer_flush,
+    deliver_without_tasks,
     fetch_in_batches,
     resume_stalled_partitions,
     seek_with_input_paused,
@@ -151,6 +152,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     from agents.views import register_views
 
     app = create_app(settings)
+    deliver_without_tasks(app)  # no four tasks a fetched record (faust_workarounds)
     table = define_customers_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS)
     worker = TuttiWorker(
         settings=settings,

@@ -45,7 +45,12 @@ from typing import Any, Final
 from faust import current_event
 
 from agents.bundles import bundle_sends
-from agents.faust_workarounds import as_current_event, hold_ack, send_direct_changelogs
+from agents.faust_workarounds import (
+    as_current_event,
+    hold_ack,
+    send_direct_changelogs,
+    take_batches,
+)
 from agents.ingest import DeadLettered, route_with_retry
 from agents.journey import CRASH_AFTER_STATE_WRITE, JOURNEY_SIGNALS
 from agents.signals import (
@@ -156,13 +161,14 @@ class CustomerAgent:
 
         Called when partitions are revoked: Faust does not wait for this agent then (the app
         runs with ``stream_wait_empty=False``, as the analytics agent holds its acks), and
-        ``Stream.take_events`` keeps the events it buffered across the revocation. The batch in
-        progress, and the buffered ones after it, would otherwise write customer states and
+        the batch being gathered (``take_batches``) is handed over after it. The batch in
+        progress, and the one gathered after it, would otherwise write customer states and
         send after the partitions moved: a changelog record landing after the new owner's
         (restored later, it loses the events that owner applied) and a state cached past the
         assignment (issue 13, scenario 6: an event lost when a worker joined and another was
-        SIGKILLed). Faust stops feeding the buffer at the revocation (flow control), so it
-        empties within ``batch_within_ms``."""
+        SIGKILLed). Faust stops feeding the channel at the revocation (flow control, and
+        ``take_batches`` skips what it takes then), so the last batch is gathered within
+        ``batch_within_ms``."""
         deadline = time.monotonic() + limit
         while self.busy or time.monotonic() - self.idle_since < quiet:
             if time.monotonic() >= deadline:
@@ -497,7 +503,7 @@ def register_customer_agent(worker: TuttiWorker) -> CustomerAgent:
 
     async def decide(stream: Any) -> None:
         handler.stream = stream
-        async for events in stream.take_events(BATCH_MAX, within):
+        async for events in take_batches(stream, BATCH_MAX, within):
             await handler.on_batch(events)
 
     decide.__name__ = decide.__qualname__ = "decide"

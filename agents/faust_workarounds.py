@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import faust.stores
@@ -35,6 +35,7 @@ __all__ = [
     "as_current_event",
     "committed_offset",
     "complete_buffer_flush",
+    "deliver_without_tasks",
     "ensure_router_metadata",
     "fetch_in_batches",
     "highwater_as_of",
@@ -46,6 +47,8 @@ __all__ = [
     "resume_stalled_partitions",
     "seek_with_input_paused",
     "send_direct_changelogs",
+    "start_eagerly",
+    "take_batches",
     "track_fetches",
 ]
 
@@ -163,6 +166,132 @@ def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
 
     fetcher._proc_fetch_request = adapting
     fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = IDLE_FETCH
+
+
+def deliver_without_tasks(app: Any) -> None:
+    """Hand each fetched record to the agents' queues without four tasks per record.
+
+    Faust's consumer loop (``Consumer._drain_messages``, faust/transport/consumer.py) delivers
+    every record through ``await self.wait_first(callback(message), self.suspend_flow.wait())``:
+    mode's ``wait_first`` wraps the delivery, the flow-suspension wait and the service's
+    stopped and crashed waits in four tasks, waits on them with ``asyncio.wait`` and cancels the
+    three losers - ~26 us of CPU a record on this machine (`wait_first` around a coroutine that
+    returns at once, uvloop), for a delivery that almost never waits: the conductor's handler
+    (faust/transport/_cython/conductor.pyx) puts the event on each reading channel's queue and
+    awaits only when flow control, the producer buffer or a full queue holds it. (Faust's
+    per-record cost is robinhood/faust #563; nothing upstream addresses this part.)
+
+    Here the delivery is run eagerly, on the loop's current task, up to its first suspension.
+    When it completes there - the common case - nothing else is needed: the same happened
+    inside the first task before (the loop runs a new task's first step before any other
+    waiter's), and a flow suspension or a stop seen after it changes nothing once the record
+    is on the queues. When it suspends, the rest of it runs as before, under ``wait_first``
+    against the flow suspension, so a rebalance still abandons a delivery waiting on a full
+    queue. Everything else in the loop is Faust's, line for line (the read offsets, the gaps,
+    ``commit_every``, a yield to the loop every 100 records).
+    """
+    transport = app.transport
+    base = transport.Consumer
+    if getattr(base, "_tutti_eager_delivery", False):
+        return
+    transport.Consumer = type(
+        base.__name__,
+        (base,),
+        {"_drain_messages": _drain_messages, "_tutti_eager_delivery": True},
+    )
+
+
+def start_eagerly(coro: Any) -> Any:
+    """Run ``coro`` until it first suspends: None if it finished there (its result is
+    dropped), else a coroutine that runs the rest of it. Its exceptions propagate."""
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _resume(coro, waiting_on)
+
+
+async def _resume(coro: Any, waiting_on: Any) -> Any:
+    # What asyncio's Task does for a coroutine, from the point where ``start_eagerly`` left it:
+    # wait for what it yielded (a future, or None for a bare yield), then resume it with
+    # nothing - its own ``await`` reads the future's result - or, when the wait raised (the
+    # future failed or was cancelled, or this task was), throw that into it.
+    while True:
+        thrown: BaseException | None = None
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                # The coroutine's own await marked the future as yielded to a task, as the Task
+                # that receives it would unmark it; awaiting it again needs that done first.
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on
+        except BaseException as exc:
+            thrown = exc
+        try:
+            waiting_on = coro.send(None) if thrown is None else coro.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+    # faust/transport/consumer.py Consumer._drain_messages (faust-streaming 0.15.3), with the
+    # delivery started eagerly (deliver_without_tasks).
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        rest = start_eagerly(callback(message))
+                        if rest is not None:
+                            await self.wait_first(rest, self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
 
 
 def complete_buffer_flush(app: Any, records: RecordProducer | None = None) -> None:
@@ -327,7 +456,8 @@ class FailStopRocksDBStore(RocksDBStore):
 
     faust-streaming 0.15.3: an exception in an agent crashes only that agent; its supervisor
     (mode's OneForOneSupervisor) restarts it, and the events of the batch it was processing are
-    acknowledged on the way out (``Stream.take_events`` acks its buffer in a ``finally``), so
+    acknowledged on the way out (``take_batches``, as ``Stream.take_events``, acks its batch in a
+    ``finally``), so
     the next commit goes past records whose state was never written: lost (issue 13, scenario
     11: a worker on a full tmpfs went on consuming after "IO error: No space left on device").
     Here the process exits before anything else runs - no ack, no commit, no flush - so the
@@ -394,7 +524,8 @@ class as_current_event:
 
     faust-streaming #497: a table written inside ``stream.take()``/``take_events()`` raises
     "Cannot modify table outside of agent/stream" - the batch is filled by a background
-    iteration, so the agent's own task has no current event, and a table needs one to pick the
+    iteration (by ``take_batches``, from the channel's queue), so the agent's own task has no
+    current event, and a table needs one to pick the
     changelog partition and the partition's RocksDB. Setting Faust's context variable
     (``faust.streams._current_event``) for each event of the batch makes every read and write
     go to that event's partition, as in a plain ``async for``. A class, not a
@@ -415,11 +546,93 @@ class as_current_event:
         _faust_current_event.reset(self.token)
 
 
+async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+    """Lists of the events Faust delivered to ``stream``: as many as are waiting, up to
+    ``max_``, waiting at most ``within`` seconds after the first for more; each event acked
+    once the list's consumer is done with it (also when it raised), as ``take_events`` does.
+
+    ``Stream.take_events`` (faust/streams.py) fills its list from a background iteration of
+    the whole stream, one event at a time, and each event pays all of it: a turn of the event
+    loop (``await sleep(0)`` in ``StreamIterator.next``, faust/_cython/streams.pyx), the
+    channel's and queue's ``get`` coroutines, the take buffer's processor, the generator's
+    yield, then ``await stream.ack(event)`` - about ten coroutines and a loop iteration for an
+    event already sitting in the queue. Here the events are taken straight from the stream's
+    channel queue, the one ``StreamIterator`` reads, with what ``StreamIterator`` does for each
+    kept: a record fetched before the last rebalance (another generation, or flow control
+    suspended) is skipped and acked, never handed over; a record is tracked as unacked when
+    first seen; the sensors hear of it in and out. An error thrown into the channel is raised
+    here, as ``StreamIterator`` raises it. Each event is processed as Faust's current event by
+    the agent (``as_current_event``), as with ``take_events`` (faust-streaming #497).
+    """
+    app = stream.app
+    consumer = app.consumer
+    queue = stream.channel.queue
+    flow_active = app.flow_control.is_active
+    acking_topics = app.topics._acking_topics
+    unacked = consumer._unacked_messages
+    sensors = app.sensors
+    loop = asyncio.get_running_loop()
+    stream._finalized = True
+    started = await stream.maybe_start()
+    try:
+        while not stream.should_stop:
+            event = await queue.get()
+            deadline = loop.time() + within
+            batch: list[Any] = []
+            states: list[Any] = []
+            while True:
+                message = event.message
+                if not flow_active() or message.generation_id != app.consumer_generation_id:
+                    _ack(stream, sensors, event, None)  # fetched before a rebalance
+                else:
+                    if message.topic in acking_topics and not message.tracked:
+                        message.tracked = True
+                        unacked.add(message)
+                        sensors.on_message_in(message.tp, message.offset, message)
+                    states.append(
+                        sensors.on_stream_event_in(message.tp, message.offset, stream, event)
+                    )
+                    batch.append(event)
+                    if len(batch) >= max_:
+                        break
+                if not queue.empty():
+                    event = queue.get_nowait()
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        event = await queue.get()
+                except TimeoutError:
+                    break
+            if not batch:
+                continue
+            stream.events_total += len(batch)
+            try:
+                yield batch
+            finally:
+                for event, state in zip(batch, states, strict=True):
+                    _ack(stream, sensors, event, state)
+    finally:
+        if started:
+            await stream.stop()
+
+
+def _ack(stream: Any, sensors: Any, event: Any, state: Any) -> None:
+    # Stream.ack (faust/streams.py) without its coroutine.
+    last = event.ack()
+    message = event.message
+    sensors.on_stream_event_out(message.tp, message.offset, stream, event, state)
+    if last:
+        sensors.on_message_out(message.tp, message.offset, message)
+
+
 def hold_ack(event: Any) -> None:
     """Keep ``event`` uncommitted past its batch until ``stream.ack(event)`` is called again.
 
-    ``Stream.take_events`` acks every event of a batch once the agent has it back (in a
-    ``finally``), and Faust commits a partition's offsets up to its first event not acked. One
+    ``take_batches`` (as ``Stream.take_events``) acks every event of a batch once the agent has
+    it back (in a ``finally``), and Faust commits a partition's offsets up to its first event not acked. One
     more reference on the message (``Message.incref``, what Faust's conductor does for each
     stream it delivers the message to) makes that ack one of two; the second, ours, is the one
     that lets the offset be committed. Each hold needs its own ``stream.ack``; an event still

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -12,15 +13,23 @@ from typing import Any
 
 import faust
 import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
+from mode import Service
+from mode.utils.locks import Event
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from agents.faust_workarounds import (
     IDLE_AFTER,
     DirectChangelog,
     SpinnerlessWorker,
     _adapt_fetches,
+    _drain_messages,
     as_current_event,
     complete_buffer_flush,
     send_direct_changelogs,
+    start_eagerly,
+    take_batches,
 )
 
 
@@ -490,3 +499,271 @@ def test_a_flush_waits_for_the_records_another_caller_is_still_handing_over() ->
     returned_early, sent = asyncio.run(run())
     assert not returned_early
     assert sent == 4
+
+
+class _Consumer(Service):
+    """What Faust's consumer loop (``Consumer._drain_messages``) reads of its consumer: one
+    fetch of ``messages``, handed to ``callback``; the consumer stops after it."""
+
+    consumer_stopped_errors = ()
+
+    def __init__(self, messages: list[Any], callback: Any) -> None:
+        super().__init__()
+        self.messages = messages
+        self.callback = callback
+        self._read_offset: dict[Any, int | None] = defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.suspend_flow = Event()
+
+    async def getmany(self, timeout: float) -> Any:
+        for m in self.messages:
+            yield TP(m.topic, m.partition), m
+        self._stopped.set()
+
+
+def _messages(n: int) -> list[Any]:
+    return [SimpleNamespace(topic="t", partition=0, offset=i) for i in range(n)]
+
+
+async def _drain(drain: Any, consumer: _Consumer) -> int:
+    """Run a consumer loop over ``consumer``'s messages; the tasks it created."""
+    loop = asyncio.get_running_loop()
+    created = [0]
+
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created[0] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        await drain(consumer, Service())
+    finally:
+        loop.set_task_factory(None)
+    return created[0]
+
+
+def test_faust_delivers_every_record_through_four_tasks() -> None:
+    # faust/transport/consumer.py Consumer._drain_messages: wait_first(callback(message),
+    # suspend_flow.wait()) wraps both, and the service's stopped and crashed waits, in tasks.
+    delivered: list[int] = []
+
+    async def callback(message: Any) -> None:
+        delivered.append(message.offset)
+
+    consumer = _Consumer(_messages(3), callback)
+    tasks = asyncio.run(_drain(FaustConsumer._drain_messages, consumer))
+    assert delivered == [0, 1, 2]
+    assert tasks >= 4 * 3
+
+
+def test_eager_delivery_makes_no_task_for_a_record_the_queues_take_at_once() -> None:
+    delivered: list[int] = []
+
+    async def callback(message: Any) -> None:
+        delivered.append(message.offset)
+
+    consumer = _Consumer(_messages(30), callback)
+    # One task a fetch (Faust's ``self.sleep(0)`` after it, kept), none a record.
+    assert asyncio.run(_drain(_drain_messages, consumer)) == 1
+    assert delivered == list(range(30))
+    assert consumer._read_offset[TP("t", 0)] == 29
+
+
+def test_a_delivery_that_waits_is_finished_in_order_and_a_flow_suspension_abandons_it() -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        delivered: list[int] = []
+        room = loop.create_future()  # a full queue making room
+
+        async def callback(message: Any) -> None:
+            if message.offset == 1:
+                await room
+            delivered.append(message.offset)
+
+        loop.call_later(0.01, room.set_result, None)
+        await _drain(_drain_messages, _Consumer(_messages(3), callback))
+
+        abandoned: list[int] = []
+        never = loop.create_future()
+
+        async def stuck(message: Any) -> None:
+            if message.offset == 0:
+                await never  # a queue that stays full until the rebalance
+            abandoned.append(message.offset)
+
+        consumer = _Consumer(_messages(2), stuck)
+        loop.call_later(0.01, consumer.suspend_flow.set)
+        await _drain(_drain_messages, consumer)
+        assert never.cancelled()  # what it waited on was cancelled with it, as a task's is
+        return delivered, abandoned
+
+    assert asyncio.run(scenario()) == ([0, 1, 2], [1])
+
+
+def test_start_eagerly_finishes_a_coroutine_as_a_task_would() -> None:
+    async def add_one(fut: asyncio.Future[int]) -> int:
+        value = await fut
+        await asyncio.sleep(0)  # a bare yield on the way
+        return value + 1
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def done_at_once() -> int:
+            return 7
+
+        assert start_eagerly(done_at_once()) is None
+
+        fut: asyncio.Future[int] = loop.create_future()
+        rest = start_eagerly(add_one(fut))
+        loop.call_later(0.01, fut.set_result, 41)
+        assert await rest == 42
+
+        fut = loop.create_future()
+        rest = start_eagerly(add_one(fut))
+        loop.call_later(0.01, fut.set_exception, ValueError("refused"))
+        with pytest.raises(ValueError, match="refused"):
+            await rest
+
+        fut = loop.create_future()
+        task = asyncio.ensure_future(start_eagerly(add_one(fut)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fut.cancelled()
+
+        async def fails_at_once() -> None:
+            raise KeyError("bad")
+
+        with pytest.raises(KeyError):
+            start_eagerly(fails_at_once())
+
+    asyncio.run(scenario())
+
+
+class _Message:
+    def __init__(self, offset: int, generation: int) -> None:
+        self.topic, self.tp, self.offset = "t", TP("t", 0), offset
+        self.generation_id, self.tracked = generation, False
+
+
+class _Stream:
+    """What ``take_batches`` reads of a Faust stream: its channel's queue (a real one, as Faust
+    makes it), the app's flow control, consumer and sensors."""
+
+    def __init__(self) -> None:
+        self.flow = FlowControlEvent(initially_suspended=False)
+        self.channel = SimpleNamespace(queue=ThrowableQueue(flow_control=self.flow))
+        self.sensor_log: list[tuple[str, int]] = []
+        sensors = SimpleNamespace(
+            on_message_in=lambda tp, offset, m: self.sensor_log.append(("message in", offset)),
+            on_stream_event_in=lambda tp, offset, s, e: self.sensor_log.append(("in", offset)),
+            on_stream_event_out=lambda tp, offset, s, e, st: self.sensor_log.append(
+                ("out", offset)
+            ),
+            on_message_out=lambda tp, offset, m: self.sensor_log.append(("message out", offset)),
+        )
+        self.app = SimpleNamespace(
+            consumer=SimpleNamespace(_unacked_messages=set()),
+            flow_control=self.flow,
+            consumer_generation_id=2,
+            topics=SimpleNamespace(_acking_topics={"t"}),
+            sensors=sensors,
+        )
+        self.should_stop = False
+        self.events_total = 0
+        self.acked: list[int] = []
+
+    async def maybe_start(self) -> bool:
+        return False
+
+    def event(self, offset: int, generation: int = 2) -> Any:
+        message = _Message(offset, generation)
+
+        def ack() -> bool:
+            self.acked.append(offset)
+            return True
+
+        return SimpleNamespace(message=message, ack=ack)
+
+    def put(self, *events: Any) -> None:
+        for e in events:
+            self.channel.queue.put_nowait(e)
+
+
+def test_take_batches_hands_over_what_waits_up_to_the_maximum_and_acks_after_each_batch() -> None:
+    async def scenario() -> list[list[int]]:
+        stream = _Stream()
+        stream.put(*(stream.event(i) for i in range(5)))
+        seen: list[list[int]] = []
+        batches = take_batches(stream, 3, 0.01)
+        async for batch in batches:
+            offsets = [e.message.offset for e in batch]
+            # Nothing of a batch is acked while its consumer holds it.
+            assert not set(offsets) & set(stream.acked)
+            seen.append(offsets)
+            if len(seen) == 2:
+                break
+        await batches.aclose()
+        assert stream.acked == [0, 1, 2, 3, 4]
+        # Tracked as unacked when first taken (the consumer's ack, faked here, untracks).
+        assert {m.offset for m in stream.app.consumer._unacked_messages} == set(range(5))
+        assert ("in", 4) in stream.sensor_log and ("out", 4) in stream.sensor_log
+        assert stream.events_total == 5
+        return seen
+
+    assert asyncio.run(scenario()) == [[0, 1, 2], [3, 4]]
+
+
+def test_take_batches_waits_within_the_window_for_more_then_hands_over_what_it_has() -> None:
+    async def scenario() -> list[list[int]]:
+        stream = _Stream()
+        loop = asyncio.get_running_loop()
+        stream.put(stream.event(0))
+        loop.call_later(0.02, stream.put, stream.event(1))  # inside the 0.1 s window
+        loop.call_later(0.3, stream.put, stream.event(2))  # after it: the next batch
+        seen: list[list[int]] = []
+        batches = take_batches(stream, 100, 0.1)
+        async for batch in batches:
+            seen.append([e.message.offset for e in batch])
+            if len(seen) == 2:
+                break
+        await batches.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [[0, 1], [2]]
+
+
+def test_take_batches_skips_and_acks_records_fetched_before_a_rebalance() -> None:
+    # StreamIterator._prepare_event (faust/_cython/streams.pyx): another generation's record,
+    # or any while flow control is suspended, is acked and never reaches the agent.
+    async def scenario() -> tuple[list[int], list[int]]:
+        stream = _Stream()
+        stream.put(stream.event(0, generation=1), stream.event(1), stream.event(2, generation=1))
+        batches = take_batches(stream, 100, 0.01)
+        batch = await anext(batches)
+        taken = [e.message.offset for e in batch]
+        acked_before = list(stream.acked)
+        await batches.aclose()
+        return taken, acked_before
+
+    assert asyncio.run(scenario()) == ([1], [0, 2])
+
+
+def test_take_batches_acks_a_batch_whose_consumer_failed_and_raises_a_thrown_error() -> None:
+    async def scenario() -> list[int]:
+        stream = _Stream()
+        stream.put(stream.event(0), stream.event(1))
+        with pytest.raises(ZeroDivisionError):
+            async for _batch in take_batches(stream, 100, 0.01):
+                raise ZeroDivisionError
+        await stream.channel.queue.throw(KeyError("bad"))
+        with pytest.raises(KeyError):
+            async for _batch in take_batches(stream, 100, 0.01):
+                pass
+        return stream.acked
+
+    assert asyncio.run(scenario()) == [0, 1]
