@@ -234,7 +234,7 @@ async def _resume(coro: Any, waiting_on: Any) -> Any:
             return stop.value
 
 
-async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+async def _drain_messages(self: Any, fetcher: Any) -> None:
     # faust/transport/consumer.py Consumer._drain_messages (faust-streaming 0.15.3), with the
     # delivery started eagerly (deliver_without_tasks).
     from faust.transport.consumer import CONSUMER_FETCHING
