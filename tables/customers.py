@@ -84,7 +84,7 @@ def define_customer_keyed_table(
 class StateCache:
     """customer id -> (state, outbox) as last stored, most recently used kept, at most ``size``."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 8192) -> None:  # worker.state_cache_size's default
         self.size = size
         self._entries: OrderedDict[str, tuple[CustomerState, Outbox]] = OrderedDict()
         self.hits = 0
