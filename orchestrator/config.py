@@ -137,7 +137,7 @@ class WorkerSettings:
     #: than that working set makes the LRU evict the customers about to come back: at 4,096
     #: the benchmark's ~6,100 profiles missed about 14,000 times in 70,000 events instead of
     #: 7,500 (nearly all first sightings), each miss a RocksDB read and a decode of ~130 us
-    #: (docs/worker.md, "State cache").
+    #: (docs/worker.md, the hot path: "A state cache that holds the busy customers").
     state_cache_size: int = 8192
     #: Run the worker's event loop on uvloop (faster I/O and scheduling than asyncio's own).
     uvloop: bool = True
