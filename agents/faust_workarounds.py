@@ -456,10 +456,10 @@ class FailStopRocksDBStore(RocksDBStore):
 
     faust-streaming 0.15.3: an exception in an agent crashes only that agent; its supervisor
     (mode's OneForOneSupervisor) restarts it, and the events of the batch it was processing are
-    acknowledged on the way out (``take_batches``, as ``Stream.take_events``, acks its batch in a
-    ``finally``), so
-    the next commit goes past records whose state was never written: lost (issue 13, scenario
-    11: a worker on a full tmpfs went on consuming after "IO error: No space left on device").
+    acknowledged on the way out (``take_batches``, as ``Stream.take_events``, acks its batch in
+    a ``finally``), so the next commit goes past records whose state was never written: lost
+    (issue 13, scenario 11: a worker on a full tmpfs went on consuming after "IO error: No space
+    left on device").
     Here the process exits before anything else runs - no ack, no commit, no flush - so the
     records are read again once the store can be written. The message says what to do.
     """
@@ -525,12 +525,11 @@ class as_current_event:
     faust-streaming #497: a table written inside ``stream.take()``/``take_events()`` raises
     "Cannot modify table outside of agent/stream" - the batch is filled by a background
     iteration (by ``take_batches``, from the channel's queue), so the agent's own task has no
-    current event, and a table needs one to pick the
-    changelog partition and the partition's RocksDB. Setting Faust's context variable
-    (``faust.streams._current_event``) for each event of the batch makes every read and write
-    go to that event's partition, as in a plain ``async for``. A class, not a
-    ``@contextmanager`` generator: it runs twice per event (decide, then the batch's write),
-    and the generator's machinery cost 1 % of a drain (py-spy).
+    current event, and a table needs one to pick the changelog partition and the partition's
+    RocksDB. Setting Faust's context variable (``faust.streams._current_event``) for each event
+    of the batch makes every read and write go to that event's partition, as in a plain ``async
+    for``. A class, not a ``@contextmanager`` generator: it runs twice per event (decide, then
+    the batch's write), and the generator's machinery cost 1 % of a drain (py-spy).
     """
 
     __slots__ = ("event", "token")
@@ -632,11 +631,12 @@ def hold_ack(event: Any) -> None:
     """Keep ``event`` uncommitted past its batch until ``stream.ack(event)`` is called again.
 
     ``take_batches`` (as ``Stream.take_events``) acks every event of a batch once the agent has
-    it back (in a ``finally``), and Faust commits a partition's offsets up to its first event not acked. One
-    more reference on the message (``Message.incref``, what Faust's conductor does for each
-    stream it delivers the message to) makes that ack one of two; the second, ours, is the one
-    that lets the offset be committed. Each hold needs its own ``stream.ack``; an event still
-    held when its partition is revoked is never acked, so the next owner reads it again.
+    it back (in a ``finally``), and Faust commits a partition's offsets up to its first event
+    not acked. One more reference on the message (``Message.incref``, what Faust's conductor
+    does for each stream it delivers the message to) makes that ack one of two; the second,
+    ours, is the one that lets the offset be committed. Each hold needs its own
+    ``stream.ack``; an event still held when its partition is revoked is never acked, so the
+    next owner reads it again.
     """
     event.message.incref()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from faust.streams import current_event
 
+from orchestrator.config import WorkerSettings
 from orchestrator.engine.state import CustomerState
 from tables.codec import decode_record, encode_record
 from tables.outbox import Outbox
@@ -84,7 +85,7 @@ def define_customer_keyed_table(
 class StateCache:
     """customer id -> (state, outbox) as last stored, most recently used kept, at most ``size``."""
 
-    def __init__(self, size: int = 8192) -> None:  # worker.state_cache_size's default
+    def __init__(self, size: int = WorkerSettings.state_cache_size) -> None:
         self.size = size
         self._entries: OrderedDict[str, tuple[CustomerState, Outbox]] = OrderedDict()
         self.hits = 0
