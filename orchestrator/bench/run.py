@@ -429,6 +429,53 @@ def live_background(n: int, mix: str) -> tuple[list[dict[str, Any]], int]:
     return background, 10
 
 
+#: The generator sleeps once it is this far ahead of its schedule, not after every event.
+SLEEP_AHEAD_S: Final = 0.002
+#: Time allowed for encoding each event of the offered load before it starts.
+ENCODE_BUDGET_S: Final = 60e-6
+
+
+def planned_load(
+    n: int,
+    rate: float,
+    background: list[dict[str, Any]],
+    probe_every: int,
+    run: str,
+    topics: Topics,
+    codec: AvroCodec,
+    start: float,
+) -> list[tuple[str, bytes, bytes, str | None]]:
+    """The ``n`` records of the offered load, encoded: (topic, key, value, the probe's customer
+    id or None). Event *i* is stamped with the time it is due (``start`` + i / ``rate``, epoch
+    seconds), so each goes out with the time it is sent when the generator keeps its schedule.
+    One event in ``probe_every`` is a probe: an order of a new customer, whose confirmation
+    action the latency measurement waits for."""
+    plan: list[tuple[str, bytes, bytes, str | None]] = []
+    for i in range(n):
+        now = datetime.fromtimestamp(start + i / rate, UTC)
+        probe = None
+        if i % probe_every == 0:
+            probe = f"probe-{run}-{i:07d}"
+            event: dict[str, Any] = {
+                "event_id": f"{probe}-order",
+                "event_time": now,
+                "channel": "commerce",
+                "event_type": "order_placed",
+                "identities": {"customer_id": probe, "email": f"{probe}@probe.example.com"},
+                "attributes": {},
+                "order": {
+                    "order_id": f"o-{probe}",
+                    "total": {"amount_minor": 2500, "currency": "EUR"},
+                },
+            }
+        else:
+            event = {**background[i % len(background)], "event_time": now}
+            event["event_id"] = f"{event['event_id']}-{run}-{i}"
+        topic = topics.events(event["channel"])
+        plan.append((topic, event_key(event), codec.encode("CustomerEvent", event, topic), probe))
+    return plan
+
+
 def measure_latency(
     settings: Settings,
     rate: float,
@@ -477,36 +524,28 @@ def measure_latency(
             if stop.is_set() and time.monotonic() > give_up:
                 return
 
+    # The load is encoded before it is offered: encoding and a sleep per event cost the
+    # generator 0.18 of a core at 1,162 events/s, on the two vCPUs it shares with the worker
+    # and the broker (docs/worker.md, Numbers, twenty-third session).
+    start = time.time() + 1.0 + n * ENCODE_BUDGET_S
+    plan = planned_load(n, rate, background, probe_every, run, topics, codec, start)
     give_up = float("inf")
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     p = producer(settings.kafka)
+    late = time.time() - start
+    if late > 0:  # the events are stamped that much before they go out: harmless, but said
+        log(f"latency: the load was encoded {late:.1f} s after its planned start")
+    time.sleep(max(0.0, -late))
     t0 = time.monotonic()
-    for i in range(n):
-        now = datetime.now(UTC)
-        if i % probe_every == 0:
-            cid = f"probe-{run}-{i:07d}"
-            event: dict[str, Any] = {
-                "event_id": f"{cid}-order",
-                "event_time": now,
-                "channel": "commerce",
-                "event_type": "order_placed",
-                "identities": {"customer_id": cid, "email": f"{cid}@probe.example.com"},
-                "attributes": {},
-                "order": {
-                    "order_id": f"o-{cid}",
-                    "total": {"amount_minor": 2500, "currency": "EUR"},
-                },
-            }
-            sent_at[cid] = time.time()
-        else:
-            event = {**background[i % len(background)], "event_time": now}
-            event["event_id"] = f"{event['event_id']}-{run}-{i}"
-        topic = topics.events(event["channel"])
-        p.produce(topic, key=event_key(event), value=codec.encode("CustomerEvent", event, topic))
-        p.poll(0)
+    for i, (topic, key, value, probe) in enumerate(plan):
+        if probe is not None:
+            sent_at[probe] = time.time()
+        p.produce(topic, key=key, value=value)
+        if i % 64 == 0:
+            p.poll(0)
         ahead = (i + 1) / rate - (time.monotonic() - t0)
-        if ahead > 0:
+        if ahead > SLEEP_AHEAD_S:
             time.sleep(ahead)
     p.flush(30)
     rate_offered = n / (time.monotonic() - t0)

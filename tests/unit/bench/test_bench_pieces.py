@@ -18,8 +18,12 @@ from orchestrator.bench.run import (
     interleave_stories,
     live_background,
     markdown,
+    planned_load,
 )
+from orchestrator.codec import AvroCodec
+from orchestrator.config import TopicSettings
 from orchestrator.demo import demo_events
+from orchestrator.topics import Topics
 
 
 def test_returning_visits_are_heavy_tailed_and_in_the_past() -> None:
@@ -105,6 +109,27 @@ def test_the_backlog_live_mix_is_the_drained_one_with_a_probe_in_fifty() -> None
     assert ids and all(str(i).startswith("live-") for i in ids)  # new people, not the backlog's
     with pytest.raises(ValueError, match="unknown live mix"):
         live_background(n, "bursty")
+
+
+def test_the_offered_load_is_encoded_ahead_stamped_with_each_events_due_time() -> None:
+    codec = AvroCodec(registry=None, framing="single_object")
+    topics = Topics(TopicSettings())
+    background, every = live_background(500, "backlog")
+    start = datetime(2026, 12, 6, 12, 0, tzinfo=UTC).timestamp()
+    plan = planned_load(500, 100.0, background, every, "r1", topics, codec, start)
+    assert len(plan) == 500
+    probes = [i for i, (_, _, _, probe) in enumerate(plan) if probe is not None]
+    assert probes == list(range(0, 500, every))
+    for i in (0, 1, 250, 499):
+        topic, key, value, probe = plan[i]
+        event = codec.decode(value, "CustomerEvent", topic)
+        # Event i is due i / rate seconds after the start, and says so.
+        assert event["event_time"] == datetime.fromtimestamp(start + i / 100.0, UTC)
+        assert topic == topics.events(event["channel"])
+        assert event["event_id"].endswith(f"-r1-{i}") or probe is not None
+        if probe is not None:
+            assert event["event_type"] == "order_placed" and key == probe.encode()
+    assert len({v for _, _, v, _ in plan}) == 500  # every event its own id
 
 
 def test_group_ready_needs_one_generation_and_recovery_after_it(tmp_path: Path) -> None:
