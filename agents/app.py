@@ -22,6 +22,7 @@ from agents.faust_workarounds import (
     complete_buffer_flush,
     deliver_without_tasks,
     fetch_in_batches,
+    pause_changelogs_in_aiokafka,
     resume_stalled_partitions,
     seek_with_input_paused,
     track_fetches,
@@ -153,6 +154,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
 
     app = create_app(settings)
     deliver_without_tasks(app)  # no four tasks a fetched record (faust_workarounds)
+    pause_changelogs_in_aiokafka(app)  # restored changelogs not fetched (faust_workarounds)
     table = define_customers_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS)
     worker = TuttiWorker(
         settings=settings,

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import faust.stores
+from aiokafka.structs import TopicPartition
 from faust import Worker
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event as _faust_current_event
+from faust.transport.consumer import ensure_TPset
 from faust.types import TP
 
 from agents.producer import RecordProducer
@@ -43,6 +45,7 @@ __all__ = [
     "hold_ack",
     "input_positions",
     "partition_items",
+    "pause_changelogs_in_aiokafka",
     "precreate_table_topics",
     "resume_stalled_partitions",
     "seek_with_input_paused",
@@ -198,6 +201,89 @@ def deliver_without_tasks(app: Any) -> None:
         base.__name__,
         (base,),
         {"_drain_messages": _drain_messages, "_tutti_eager_delivery": True},
+    )
+
+
+def pause_changelogs_in_aiokafka(app: Any) -> None:
+    """Stop fetching the tables' changelog partitions once Faust pauses them.
+
+    faust-streaming 0.15.3: ``Consumer.pause_partitions`` (faust/transport/consumer.py) only
+    moves partitions out of Faust's own set of active ones; aiokafka is never told
+    (``AIOKafkaConsumerThread`` has no pause), so its fetcher keeps asking the broker for
+    every assigned partition, the changelogs of tables already restored included, and
+    ``getmany`` merely leaves their records out. Measured on `tutti bench`'s live load
+    (docs/worker.md, twenty-third session): every fetch request listed 191 partitions, 36 of
+    them the changelogs of the quiet tables (erasures, journey_stats, product_interest),
+    fetched empty at every request; the busy tables' changelogs dropped out only because the
+    first fetch after recovery stayed buffered in aiokafka for good (up to
+    ``consumer_max_fetch_size`` a partition, never read). aiokafka encodes each request and
+    decodes each response partition by partition in Python, on the thread that shares the GIL
+    with the agents.
+
+    Here, after Faust pauses or resumes partitions, the changelog partitions among them are
+    paused or resumed in aiokafka too, on the consumer's own thread (aiokafka's pause state
+    holds futures of that thread's loop), in the order Faust called: restoring and standby
+    reading resume them as before. A rebalance hands aiokafka a fresh, unpaused assignment,
+    and Faust pauses the changelogs again (``TableManager._update_channels``), so the state
+    cannot go stale across generations; a partition no longer assigned when the call runs is
+    skipped. Input topics are left as they were: Faust's flow control pauses those only for a
+    moment, and an aiokafka pause would drop what was fetched for them.
+
+    Faust's livelock check (``Consumer.verify_all_partitions_active``, every 2.5 commit
+    intervals) expects a fetch for every assigned partition within
+    ``stream_processing_timeout``: it would log "Aiokafka has not sent fetch request" as an
+    ERROR for each changelog partition paused here, again at every check (seen: 936 lines in
+    90 s from the worker's fifth minute). The check skips the changelog partitions Faust
+    itself holds paused; every other partition is checked as before.
+    """
+    transport = app.transport
+    base = transport.Consumer
+    if getattr(base, "_tutti_pauses_changelogs", False):
+        return
+
+    def mirror(consumer: Any, tps: set[TP], pause: bool) -> None:
+        changelogs = [tp for tp in tps if consumer._is_changelog_tp(tp)]
+        thread = getattr(consumer, "_thread", None)
+        loop = getattr(thread, "thread_loop", None)
+        if not changelogs or loop is None or loop.is_closed():
+            return
+
+        def apply() -> None:
+            aiokafka = getattr(thread, "_consumer", None)
+            if aiokafka is None:
+                return
+            assigned = aiokafka.assignment()
+            wanted = [TopicPartition(tp.topic, tp.partition) for tp in changelogs]
+            mine = [tp for tp in wanted if tp in assigned]
+            if mine:
+                (aiokafka.pause if pause else aiokafka.resume)(*mine)
+
+        loop.call_soon_threadsafe(apply)
+
+    def pause_partitions(self: Any, tps: Iterable[TP]) -> None:
+        tpset = ensure_TPset(tps)
+        base.pause_partitions(self, tpset)
+        mirror(self, tpset, True)
+
+    def resume_partitions(self: Any, tps: Iterable[TP]) -> None:
+        tpset = ensure_TPset(tps)
+        base.resume_partitions(self, tpset)
+        mirror(self, tpset, False)
+
+    def verify_event_path(self: Any, now: float, tp: TP) -> None:
+        if tp in self._paused_partitions and self._is_changelog_tp(tp):
+            return None  # paused in aiokafka above: no fetch is what is meant
+        return base.verify_event_path(self, now, tp)
+
+    transport.Consumer = type(
+        base.__name__,
+        (base,),
+        {
+            "pause_partitions": pause_partitions,
+            "resume_partitions": resume_partitions,
+            "verify_event_path": verify_event_path,
+            "_tutti_pauses_changelogs": True,
+        },
     )
 
 

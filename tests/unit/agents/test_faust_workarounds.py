@@ -767,3 +767,81 @@ def test_take_batches_acks_a_batch_whose_consumer_failed_and_raises_a_thrown_err
         return stream.acked
 
     assert asyncio.run(scenario()) == [0, 1]
+
+
+class _Aiokafka:
+    """aiokafka's consumer as the changelog pause uses it: its assignment and pause state."""
+
+    def __init__(self, assigned: set[Any]) -> None:
+        self.assigned = assigned
+        self.paused: set[Any] = set()
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
+
+    def pause(self, *tps: Any) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: Any) -> None:
+        self.paused.difference_update(tps)
+
+
+class _ConsumerThread:
+    """Faust's aiokafka consumer thread as far as the pause and the livelock check reach it:
+    its loop, its aiokafka consumer, and the check that no fetch was sent for a partition
+    (the real one logs an ERROR, faust/transport/drivers/aiokafka.py)."""
+
+    def __init__(self, loop: Any, aiokafka: _Aiokafka) -> None:
+        self.thread_loop = loop
+        self._consumer = aiokafka
+        self.checked: list[Any] = []
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        self.checked.append(tp)
+
+
+def _restored_changelog_paused(workaround: bool) -> tuple[set[Any], list[Any], set[Any]]:
+    """What aiokafka holds paused once Faust pauses a restored table's changelog partition
+    (faust/tables/recovery.py, after the restore) with an input partition, which partitions
+    Faust's livelock check then looks at, and what aiokafka holds paused once Faust resumes
+    the changelog (the next rebalance's restore)."""
+    from aiokafka.structs import TopicPartition
+
+    from agents.faust_workarounds import pause_changelogs_in_aiokafka
+
+    app = faust.App("t-pause", broker="kafka://127.0.0.1:1", store="memory://")
+    app.Table("customers", key_type=bytes, value_type=bytes, partitions=4)
+    if workaround:
+        pause_changelogs_in_aiokafka(app)
+    changelog, other = TP("t-pause-customers-changelog", 2), TP("events.web", 2)
+    aiokafka = _Aiokafka({TopicPartition(tp.topic, tp.partition) for tp in (changelog, other)})
+
+    async def scenario() -> tuple[set[Any], list[Any], set[Any]]:
+        consumer: Any = app.consumer
+        thread = consumer._thread = _ConsumerThread(asyncio.get_running_loop(), aiokafka)
+        consumer.pause_partitions({changelog, other})
+        await asyncio.sleep(0)  # the consumer thread's loop runs the pause
+        paused = set(aiokafka.paused)
+        consumer.verify_event_path(0.0, changelog)
+        consumer.verify_event_path(0.0, other)
+        consumer.resume_partitions({changelog})
+        await asyncio.sleep(0)
+        return paused, thread.checked, set(aiokafka.paused)
+
+    return asyncio.run(scenario())
+
+
+def test_faust_pauses_a_restored_changelog_only_in_its_own_bookkeeping() -> None:
+    # aiokafka fetches it still, and the livelock check expects fetches for it.
+    paused, checked, _ = _restored_changelog_paused(workaround=False)
+    assert paused == set()
+    assert checked == [TP("t-pause-customers-changelog", 2), TP("events.web", 2)]
+
+
+def test_with_the_workaround_aiokafka_stops_fetching_the_changelog_until_it_is_resumed() -> None:
+    from aiokafka.structs import TopicPartition
+
+    paused, checked, after_resume = _restored_changelog_paused(workaround=True)
+    assert paused == {TopicPartition("t-pause-customers-changelog", 2)}  # the input left as is
+    assert checked == [TP("events.web", 2)]  # not checked for fetches while paused
+    assert after_resume == set()
