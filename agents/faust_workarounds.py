@@ -646,7 +646,8 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
     kept: a record fetched before the last rebalance (another generation, or flow control
     suspended) is skipped and acked, never handed over; a record is tracked as unacked when
     first seen; the sensors hear of it in and out. An error thrown into the channel is raised
-    here, as ``StreamIterator`` raises it. Each event is processed as Faust's current event by
+    here, as ``StreamIterator`` raises it; the end of the stream Faust throws ends the
+    iteration, as it ends ``Stream.__aiter__``. Each event is processed as Faust's current event by
     the agent (``as_current_event``), as with ``take_events`` (faust-streaming #497).
     """
     app = stream.app
@@ -699,6 +700,12 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
             finally:
                 for event, state in zip(batch, states, strict=True):
                     _ack(stream, sensors, event, state)
+    except StopAsyncIteration:
+        # How Faust ends an agent's stream (``Actor.cancel``, faust/agents/actor.py, at a stop
+        # or a revocation): thrown into the channel's queue. ``Stream.__aiter__`` returns on it;
+        # raised from this generator, Python would turn it into a RuntimeError, and Faust log
+        # each agent as "Crashed" with a traceback at every clean stop.
+        return
     finally:
         if started:
             await stream.stop()

@@ -769,6 +769,21 @@ def test_take_batches_acks_a_batch_whose_consumer_failed_and_raises_a_thrown_err
     assert asyncio.run(scenario()) == [0, 1]
 
 
+def test_take_batches_ends_when_faust_ends_the_stream() -> None:
+    # Faust stops an agent by throwing StopAsyncIteration into its channel (Actor.cancel);
+    # out of an async generator Python makes it a RuntimeError: "Crashed" at every stop.
+    async def scenario() -> tuple[list[list[int]], list[int]]:
+        stream = _Stream()
+        stream.put(stream.event(0))
+        seen: list[list[int]] = []
+        async for batch in take_batches(stream, 100, 0.01):
+            seen.append([e.message.offset for e in batch])
+            await stream.channel.queue.throw(StopAsyncIteration())
+        return seen, stream.acked
+
+    assert asyncio.run(scenario()) == ([[0]], [0])
+
+
 class _Aiokafka:
     """aiokafka's consumer as the changelog pause uses it: its assignment and pause state."""
 
