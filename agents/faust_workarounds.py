@@ -646,9 +646,9 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
     kept: a record fetched before the last rebalance (another generation, or flow control
     suspended) is skipped and acked, never handed over; a record is tracked as unacked when
     first seen; the sensors hear of it in and out. An error thrown into the channel is raised
-    here, as ``StreamIterator`` raises it; the end of the stream Faust throws ends the
-    iteration, as it ends ``Stream.__aiter__``. Each event is processed as Faust's current event by
-    the agent (``as_current_event``), as with ``take_events`` (faust-streaming #497).
+    here, as ``StreamIterator`` raises it; the end of the stream Faust throws in ends the
+    iteration, as it ends ``Stream.__aiter__``. Each event is processed as Faust's current
+    event by the agent (``as_current_event``), as with ``take_events`` (faust-streaming #497).
     """
     app = stream.app
     consumer = app.consumer
@@ -703,7 +703,7 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
     except StopAsyncIteration:
         # How Faust ends an agent's stream (``Actor.cancel``, faust/agents/actor.py, at a stop
         # or a revocation): thrown into the channel's queue. ``Stream.__aiter__`` returns on it;
-        # raised from this generator, Python would turn it into a RuntimeError, and Faust log
+        # raised from this generator, Python turned it into a RuntimeError, and Faust logged
         # each agent as "Crashed" with a traceback at every clean stop.
         return
     finally:
