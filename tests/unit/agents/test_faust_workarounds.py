@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.structs import TopicPartition
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from mode import Service
@@ -27,6 +28,7 @@ from agents.faust_workarounds import (
     _drain_messages,
     as_current_event,
     complete_buffer_flush,
+    pause_changelogs_in_aiokafka,
     send_direct_changelogs,
     start_eagerly,
     take_batches,
@@ -820,10 +822,6 @@ def _restored_changelog_paused(workaround: bool) -> tuple[set[Any], list[Any], s
     (faust/tables/recovery.py, after the restore) with an input partition, which partitions
     Faust's livelock check then looks at, and what aiokafka holds paused once Faust resumes
     the changelog (the next rebalance's restore)."""
-    from aiokafka.structs import TopicPartition
-
-    from agents.faust_workarounds import pause_changelogs_in_aiokafka
-
     app = faust.App("t-pause", broker="kafka://127.0.0.1:1", store="memory://")
     app.Table("customers", key_type=bytes, value_type=bytes, partitions=4)
     if workaround:
@@ -854,8 +852,6 @@ def test_faust_pauses_a_restored_changelog_only_in_its_own_bookkeeping() -> None
 
 
 def test_with_the_workaround_aiokafka_stops_fetching_the_changelog_until_it_is_resumed() -> None:
-    from aiokafka.structs import TopicPartition
-
     paused, checked, after_resume = _restored_changelog_paused(workaround=True)
     assert paused == {TopicPartition("t-pause-customers-changelog", 2)}  # the input left as is
     assert checked == [TP("events.web", 2)]  # not checked for fetches while paused
