@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.cli import GC_THRESHOLDS, tune_gc
+from agents.cli import GC_THRESHOLDS, QuietCollector, tune_gc
 
 
 @pytest.fixture
@@ -30,3 +30,56 @@ def test_start_up_objects_are_frozen_and_collections_come_later() -> None:
     cycle.append(cycle)
     del cycle
     assert gc.collect() >= 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quiet_worker_collects_its_young_objects_once_a_second() -> None:
+    clock = _Clock()
+    made: list[int] = []
+    quiet = QuietCollector(
+        every=1.0, clock=clock, collect=lambda generation: made.append(generation) or 0
+    )
+    clock.now += 0.5
+    assert not quiet.tick()
+    clock.now += 0.6
+    assert quiet.tick()
+    assert made == [1]  # the young and the middle generations, not a full collection
+    clock.now += 0.5
+    assert not quiet.tick()  # a second after its own, not before
+
+
+def test_a_collection_the_allocator_starts_puts_the_quiet_one_off() -> None:
+    clock = _Clock()
+    made: list[int] = []
+    quiet = QuietCollector(
+        every=1.0, clock=clock, collect=lambda generation: made.append(generation) or 0
+    )
+    for _ in range(5):  # a busy worker: the allocator collects every 0.5 s
+        clock.now += 0.5
+        quiet.on_gc("start", {"generation": 0})
+        quiet.on_gc("stop", {"generation": 0})
+        assert not quiet.tick()
+    assert made == []
+
+
+def test_the_quiet_collection_is_a_real_one_and_is_seen_by_the_callback() -> None:
+    quiet = QuietCollector(every=0.0)
+    stop = quiet.install()
+    try:
+        before = gc.get_stats()[1]
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert quiet.tick()
+        after = gc.get_stats()[1]
+        assert after["collections"] == before["collections"] + 1
+        assert after["collected"] >= before["collected"] + 1  # the cycle
+    finally:
+        stop()
