@@ -138,7 +138,6 @@ class QuietCollector:
         self.clock = clock
         self.collect = collect
         self.last = clock()
-        self.made = 0
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         """The collector's callback: any collection, the allocator's or ours, resets the clock."""
@@ -151,7 +150,6 @@ class QuietCollector:
             return False
         self.collect(1)
         self.last = self.clock()
-        self.made += 1
         return True
 
     def install(self) -> Callable[[], None]:
