@@ -159,6 +159,10 @@ class WorkerSettings:
     #: and 5 benches, no probe late or missed by the worker (docs/worker.md).
     fetch_min_bytes: int = 262144
     fetch_max_wait_ms: int = 10
+    #: Fetch in incremental fetch sessions (KIP-227, agents.fetch_sessions): a request names
+    #: only the partitions whose offsets moved, an answer only those with news, instead of
+    #: all ~155 the worker reads, encoded and decoded in Python on the consumer's thread.
+    fetch_sessions: bool = True
     #: How long a record waits in the producer for others to the same partition. Each
     #: partition's batch lingers on its own timer and a produce request takes what is ready:
     #: at 500 live events/s, 200-240 requests a second carrying ~5 one-record batches each
@@ -168,6 +172,10 @@ class WorkerSettings:
     #: event waits this long. Longer windows make bigger batches under a live load, and a
     #: batch's fixed costs (its sends, its state writes, Faust's buffer) are shared by more.
     batch_within_ms: int = 10
+    #: How long a changed product-interest index may wait to be written (agents.catalog.
+    #: PendingIndexes): a popular product's index is one value of up to ~34 KB, rewritten
+    #: whole. The records that changed it are committed only after the write.
+    index_write_every_ms: int = 1000
 
     @property
     def merge_kinds(self) -> frozenset[str]:
@@ -459,6 +467,11 @@ def _validate(settings: Settings) -> None:
         ("worker.state_cache_size", settings.worker.state_cache_size >= 0, "must be >= 0"),
         ("worker.fetch_min_bytes", settings.worker.fetch_min_bytes >= 1, "must be at least 1"),
         ("worker.batch_within_ms", 1 <= settings.worker.batch_within_ms <= 1000, "must be 1-1000"),
+        (
+            "worker.index_write_every_ms",
+            0 <= settings.worker.index_write_every_ms <= 60_000,
+            "must be 0-60000",
+        ),
         (
             "worker.producer_linger_ms",
             0 <= settings.worker.producer_linger_ms <= 1000,

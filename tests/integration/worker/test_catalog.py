@@ -260,3 +260,37 @@ def test_a_fanned_out_event_for_an_unknown_customer_creates_no_profile(
     produce_events(settings, [customer_ev("ghost", 1, "product_view", "p-g")])
     worker.wait_for(lambda: counts(worker, "ghost").get("product_view"), what="the marker")
     assert "price_drop" not in counts(worker, "ghost")
+
+
+@pytest.mark.timeout(180)
+def test_an_interest_whose_index_was_not_yet_written_survives_a_crash(
+    settings: Settings,
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    # The index is written a minute after its change (agents.catalog.PendingIndexes): the
+    # record that changed it must stay uncommitted until then, so a crash before the write
+    # loses nothing. (Acked with its batch instead, the interest would be committed within
+    # seconds and gone with the worker: the price drop below would reach nobody.)
+    first = worker_factory(settings, extra_env={"TUTTI_WORKER_INDEX_WRITE_EVERY_MS": "60000"})
+    produce_events(settings, [customer_ev("held-1", 1, "product_view", "p-held")])
+    first.wait_for(lambda: counts(first, "held-1"), what="held-1's profile")
+    probes = iter(range(100))
+
+    def probed() -> bool:
+        if counts(first, "held-1").get("back_in_stock"):
+            return True
+        produce_events(
+            settings, [catalog_ev(f"held-probe-{next(probes)}", "back_in_stock", "p-held")]
+        )
+        return False
+
+    first.wait_for(probed, what="the interest in p-held's index (not yet written)")
+    time.sleep(6.0)  # two commit intervals: what is acked is committed
+    first.kill()
+    second = worker_factory(settings, app_id=first.app_id, data_dir=first.data_dir)
+    produce_events(settings, [catalog_ev("held-drop", "price_drop", "p-held")])
+    second.wait_for(
+        lambda: counts(second, "held-1").get("price_drop") == 1,
+        timeout=60,
+        what="the price drop for the interest noted before the crash",
+    )
