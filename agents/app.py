@@ -22,6 +22,7 @@ from agents.faust_workarounds import (
     complete_buffer_flush,
     deliver_without_tasks,
     fetch_in_batches,
+    fetch_in_sessions,
     pause_changelogs_in_aiokafka,
     resume_stalled_partitions,
     seek_with_input_paused,
@@ -140,6 +141,8 @@ def create_app(settings: Settings) -> Any:
         monitor=LeanMonitor(),
     )
     fetch_in_batches(app, w.fetch_min_bytes, w.fetch_max_wait_ms)
+    if w.fetch_sessions:
+        fetch_in_sessions(app)
     track_fetches(app)  # how fresh each highwater is, for the wake-ups' watermarks
     return app
 

@@ -22,6 +22,7 @@ from faust.streams import _current_event as _faust_current_event
 from faust.transport.consumer import ensure_TPset
 from faust.types import TP
 
+from agents.fetch_sessions import FetchSession, SessionFetchRequest
 from agents.producer import RecordProducer
 from orchestrator.config import Settings
 from orchestrator.errors import StackError
@@ -40,6 +41,7 @@ __all__ = [
     "deliver_without_tasks",
     "ensure_router_metadata",
     "fetch_in_batches",
+    "fetch_in_sessions",
     "highwater_as_of",
     "highwater_offset",
     "hold_ack",
@@ -100,11 +102,14 @@ def _hook_consumer_start() -> None:
         consumer = original(self, transport)
         fetch = getattr(self.app, "_tutti_fetch", None)
         track = getattr(self.app, "_tutti_track_fetches", False)
-        if fetch is not None or track:
+        in_sessions = getattr(self.app, "_tutti_fetch_sessions", False)
+        if fetch is not None or track or in_sessions:
             start = consumer.start
 
             async def start_then_adapt() -> None:
                 await start()
+                if in_sessions:
+                    _fetch_in_sessions(consumer._fetcher)
                 if fetch is not None:
                     _adapt_fetches(consumer._fetcher, *fetch)
                 if track:
@@ -115,6 +120,67 @@ def _hook_consumer_start() -> None:
 
     create._tutti_fetch = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+def fetch_in_sessions(app: Any) -> None:
+    """The worker's consumer fetches in incremental fetch sessions (KIP-227,
+    agents.fetch_sessions): a request names only the partitions whose offsets moved, an
+    answer only those with news, instead of every one of the ~155 partitions each time."""
+    app._tutti_fetch_sessions = True
+    _hook_consumer_start()
+
+
+def _fetch_in_sessions(fetcher: Any) -> None:
+    """aiokafka's privates: ``Fetcher._get_actions_per_node`` builds each broker's request
+    (swapped here for one in that broker's session), ``Fetcher._client.send`` sends it (the
+    answer's session fields read here: ``_proc_fetch_request`` looks only at its partitions).
+    An answer leaves out the partitions without news, and aiokafka stamps only those it
+    lists with the answer's time (``last_poll_timestamp``, which ``highwater_as_of`` and
+    Faust's livelock check read): every partition the request covered is stamped here."""
+    sessions: dict[Any, FetchSession] = {}
+    actions = fetcher._get_actions_per_node
+
+    def in_sessions(assignment: Any) -> Any:
+        fetch_requests, *rest = actions(assignment)
+        if fetch_requests:
+            fetch_requests = [
+                (
+                    node_id,
+                    SessionFetchRequest(
+                        req, sessions.setdefault(node_id, FetchSession()), assignment
+                    ),
+                )
+                for node_id, req in fetch_requests
+            ]
+        return (fetch_requests, *rest)
+
+    client = fetcher._client
+    send = client.send
+
+    async def send_in_session(node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(request, SessionFetchRequest):
+            return await send(node_id, request, *args, **kwargs)
+        try:
+            response = await send(node_id, request, *args, **kwargs)
+        except BaseException:  # failed or cancelled: the broker's epoch is unknown
+            request.session.reset()
+            raise
+        if response.API_VERSION < 7:
+            return response
+        request.session.answered(response.error_code, response.session_id)
+        if response.error_code:
+            log.info("fetch session with broker %s ended (error %d)", node_id, response.error_code)
+            return response
+        now_ms = int(1000 * time.time())
+        state_value = request.assignment.state_value
+        for topic, partitions in request.topics:
+            for partition, _, _ in partitions:
+                state_value(TopicPartition(topic, partition)).timestamp = now_ms
+        return response
+
+    fetcher._get_actions_per_node = in_sessions
+    client.send = send_in_session
+    fetcher._tutti_sessions = sessions
 
 
 def _track_fetches(fetcher: Any) -> None:
