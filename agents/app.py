@@ -19,6 +19,7 @@ from agents.catalog import PRODUCT_INTEREST_TABLE
 from agents.faust_workarounds import (
     STORE_URL,
     DirectChangelog,
+    commit_below_held_acks,
     complete_buffer_flush,
     deliver_without_tasks,
     fetch_in_batches,
@@ -158,6 +159,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     app = create_app(settings)
     deliver_without_tasks(app)  # no four tasks a fetched record (faust_workarounds)
     pause_changelogs_in_aiokafka(app)  # restored changelogs not fetched (faust_workarounds)
+    commit_below_held_acks(app)  # no commit past a held ack, faust-streaming #606
     table = define_customers_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS)
     worker = TuttiWorker(
         settings=settings,

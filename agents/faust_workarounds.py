@@ -12,6 +12,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import faust.stores
@@ -36,6 +37,7 @@ __all__ = [
     "StalledPartitions",
     "actively_owned_partitions",
     "as_current_event",
+    "commit_below_held_acks",
     "committed_offset",
     "complete_buffer_flush",
     "deliver_without_tasks",
@@ -799,14 +801,77 @@ def hold_ack(event: Any) -> None:
     """Keep ``event`` uncommitted past its batch until ``stream.ack(event)`` is called again.
 
     ``take_batches`` (as ``Stream.take_events``) acks every event of a batch once the agent has
-    it back (in a ``finally``), and Faust commits a partition's offsets up to its first event
-    not acked. One more reference on the message (``Message.incref``, what Faust's conductor
-    does for each stream it delivers the message to) makes that ack one of two; the second,
-    ours, is the one that lets the offset be committed. Each hold needs its own
-    ``stream.ack``; an event still held when its partition is revoked is never acked, so the
-    next owner reads it again.
+    it back (in a ``finally``). One more reference on the message (``Message.incref``, what
+    Faust's conductor does for each stream it delivers the message to) makes that ack one of
+    two; the second, ours, is the one that lets the offset be committed. Each hold needs its
+    own ``stream.ack``; an event still held when its partition is revoked is never acked, so
+    the next owner reads it again. Faust alone would still commit past a held record when it
+    is the partition's first uncommitted one and later records are acked (faust-streaming
+    #606): :func:`commit_below_held_acks` caps its commits.
     """
-    event.message.incref()
+    message = event.message
+    message.incref()
+    _HELD.setdefault(message.tp, []).append(message)
+
+
+#: The messages :func:`hold_ack` held, by topic-partition (pruned as commits are worked out).
+_HELD: dict[Any, list[Any]] = {}
+
+
+def commit_below_held_acks(app: Any) -> None:
+    """Never commit an offset past a record whose ack is held (:func:`hold_ack`).
+
+    faust-streaming 0.15.3, ``Consumer._new_offset`` (faust/transport/consumer.py; issue
+    #606, open, fix proposed in PR #707): the offset to commit is the end of the first run of
+    consecutive acked offsets, and the check for an unacked record before that run only fires
+    when *two* or more offsets are missing (``min(acked) - committed > 1``), and never on a
+    partition not yet committed. A held record at the head of the uncommitted ones, with later
+    records of its partition acked, was committed over: an interest noted by the product agent
+    but not yet written to its index was lost with a worker killed after the next commit
+    (tests/integration/worker/test_catalog.py, which fails without this), and a merge record
+    of the customer agent could be committed before its deletion is written. Faust keeps
+    agents at concurrency 1 for the same reason (the issue's own case).
+
+    Here ``_new_offset`` works on the acked offsets below the lowest record still held in the
+    partition (of the current generation); the others wait, untouched, for a later commit.
+    """
+    transport = app.transport
+    base = transport.Consumer
+    if getattr(base, "_tutti_held_acks", False):
+        return
+    faust_new_offset = base._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        return _new_offset_below_held(self, tp, partial(faust_new_offset, self))
+
+    transport.Consumer = type(
+        base.__name__,
+        (base,),
+        {"_new_offset": _new_offset, "_tutti_held_acks": True},
+    )
+
+
+def _new_offset_below_held(
+    consumer: Any, tp: Any, base_new_offset: Callable[[Any], int | None]
+) -> int | None:
+    held = _HELD.get(tp)
+    if held:
+        generation = consumer.app.consumer_generation_id
+        held[:] = [m for m in held if not m.acked and m.generation_id == generation]
+        if not held:
+            del _HELD[tp]
+        else:
+            floor = min(m.offset for m in held)
+            acked = consumer._acked[tp]
+            later = [offset for offset in acked if offset > floor]
+            if later:
+                acked[:] = [offset for offset in acked if offset < floor]
+                try:
+                    return base_new_offset(tp)
+                finally:
+                    acked.extend(later)
+                    acked.sort()
+    return base_new_offset(tp)
 
 
 def actively_owned_partitions(app: Any, table: Any) -> set[int] | None:
