@@ -228,17 +228,23 @@ class PendingIndexes:
         self.held: list[Any] = []
         #: When the oldest unwritten change was made (monotonic), None with nothing pending.
         self.since: float | None = None
+        #: The ``IndexCache`` generation the pending changes were made in.
+        self.generation = 0
 
     def get(self, product_id: str) -> InterestIndex | None:
         held = self.indexes.get(product_id)
         return held[0] if held is not None else None
 
-    def changed(self, product_id: str, index: InterestIndex, event: Any, now: float) -> None:
-        """``event`` changed ``index``; its ack is held (by the caller) until the write."""
+    def changed(
+        self, product_id: str, index: InterestIndex, event: Any, now: float, generation: int = 0
+    ) -> None:
+        """``event`` changed ``index`` in a batch of ``generation``; its ack is held (by the
+        caller) until the write."""
         self.indexes[product_id] = (index, event)
         self.held.append(event)
         if self.since is None:
             self.since = now
+            self.generation = generation
 
     def due(self, now: float) -> bool:
         return self.since is not None and now - self.since >= self.every
@@ -276,6 +282,8 @@ class ProductInterestAgent:
         self.stream: Any = None
         #: A batch is being handled: the timer leaves the pending writes to it.
         self.busy = False
+        #: The ``IndexCache`` generation the batch being handled began in.
+        self.generation = cache.generation
         self.customer_events = worker.topics.customer_events
         self.partitions = worker.settings.topics.partitions
 
@@ -287,6 +295,12 @@ class ProductInterestAgent:
         self.busy = True
         try:
             generation = self.cache.generation
+            if self.pending and self.pending.generation != generation:
+                # Changes a batch made across a revocation, after its writes went out: never
+                # written nor acked, their records are read again from the last commit, by
+                # whoever owns the partition now; the indexes they changed are not used.
+                self.pending.take()
+            self.generation = generation
             indexes: dict[str, InterestIndex] = {}
             for ev in events:
                 try:
@@ -348,7 +362,7 @@ class ProductInterestAgent:
 
     def changed(self, product_id: str, indexes: dict[str, InterestIndex], ev: Any) -> None:
         hold_ack(ev)  # acked again after the index is written (write_pending)
-        self.pending.changed(product_id, indexes[product_id], ev, time.monotonic())
+        self.pending.changed(product_id, indexes[product_id], ev, time.monotonic(), self.generation)
 
     async def on_record(self, ev: Any, msg: Any, indexes: dict[str, InterestIndex]) -> None:
         """One record (``msg``: the Faust message ``ev`` holds, or one of its bundle's)."""

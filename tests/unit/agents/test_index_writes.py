@@ -140,7 +140,7 @@ def test_the_index_decided_on_is_the_pending_one_not_the_stored_one(
     table: dict[str, bytes] = {"p-1": InterestIndex({"c-0": 1_800_000_000}).encode()}
     agent = make_agent(1.0, table)
     asyncio.run(agent.on_batch([interest("p-1", "c-1", 0)]))
-    agent.cache.clear()  # not even the cache holds it: only the pending write does
+    assert agent.cache.take("p-1") is None  # not in the cache: only the pending write holds it
     asyncio.run(agent.on_batch([forget("p-1", "c-0", 1)]))
     asyncio.run(agent.on_batch([forget("p-1", "c-1", 2)]))  # now empty: still the pending index
     clock.now += 1.0
@@ -209,3 +209,23 @@ def test_pending_indexes_due_and_taken() -> None:
     indexes, events = pending.take()
     assert indexes == {"p-1": (index, "ev-2")} and events == ["ev-1", "ev-2"]
     assert not pending and pending.get("p-1") is None
+
+
+def test_changes_made_across_a_revocation_are_dropped_not_decided_on(
+    clock: Clock, held: list[Any]
+) -> None:
+    table: dict[str, bytes] = {"p-1": InterestIndex({"c-0": 1_800_000_000}).encode()}
+    agent = make_agent(60.0, table)
+    asyncio.run(agent.on_batch([interest("p-1", "c-1", 0)]))
+    asyncio.run(agent.write_pending(revoked=True))  # the revocation: written, not acked
+    # A batch that began before the revocation changes p-1 after it (its partition may move).
+    agent.generation = agent.cache.generation
+    agent.cache.clear()
+    asyncio.run(agent.on_record(interest("p-1", "c-2", 1), interest("p-1", "c-2", 1).message, {}))
+    assert agent.pending.get("p-1") is not None
+    # The next batch, in the new generation, does not decide on it: it reads what was written.
+    asyncio.run(agent.on_batch([forget("p-1", "c-0", 2)]))
+    clock.now += 60.0
+    asyncio.run(agent.write_pending_while_quiet())
+    assert stored(table, "p-1") == {"c-1"}  # c-2 is read again from the last commit
+    assert agent.stream.acked == [held[-1]]  # only the forget's record, written now
