@@ -177,7 +177,9 @@ def _fetch_in_sessions(fetcher: Any) -> None:
         state_value = request.assignment.state_value
         for topic, partitions in request.topics:
             for partition, _, _ in partitions:
-                state_value(TopicPartition(topic, partition)).timestamp = now_ms
+                state = state_value(TopicPartition(topic, partition))
+                if state is not None:
+                    state.timestamp = now_ms
         return response
 
     fetcher._get_actions_per_node = in_sessions
