@@ -34,6 +34,8 @@ def test_standard_kafka_env_names_are_honoured() -> None:
         ({"TUTTI_SENDER_SMTP_STARTTLS": "maybe"}, "sender.smtp_starttls"),
         ({"TUTTI_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "kafka.bootstrap_servers"),
         ({"TUTTI_TOPICS_PREFIX": "bad prefix"}, "topics.prefix"),
+        ({"TUTTI_WORKER_INDEX_WRITE_EVERY_MS": "-1"}, "worker.index_write_every_ms"),
+        ({"TUTTI_WORKER_FETCH_SESSIONS": "sometimes"}, "worker.fetch_sessions"),
     ],
 )
 def test_bad_setting_is_named(env: dict[str, str], named: str) -> None:
