@@ -76,31 +76,28 @@ def make_agent(every: float, table: dict[str, bytes] | None = None) -> ProductIn
     return agent
 
 
-def interest(product_id: str, customer_id: str, offset: int, generation: int = 1) -> Any:
-    at = datetime.now(UTC) - timedelta(minutes=5)
+def record(kind: bytes, product_id: str, value: bytes, offset: int, generation: int) -> Any:
+    """An event of the product-keyed topic as the agent's batches hold it."""
     message = SimpleNamespace(
         topic="tutti.product-interest",
         partition=0,
         offset=offset,
         key=product_id.encode(),
-        value=encode_interest(Interest(product_id, customer_id, at)),
-        headers=[(SIGNAL_HEADER, SIGNAL_INTEREST)],
+        value=value,
+        headers=[(SIGNAL_HEADER, kind)],
         generation_id=generation,
     )
     return SimpleNamespace(message=message)
 
 
+def interest(product_id: str, customer_id: str, offset: int, generation: int = 1) -> Any:
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    value = encode_interest(Interest(product_id, customer_id, at))
+    return record(SIGNAL_INTEREST, product_id, value, offset, generation)
+
+
 def forget(product_id: str, customer_id: str, offset: int) -> Any:
-    message = SimpleNamespace(
-        topic="tutti.product-interest",
-        partition=0,
-        offset=offset,
-        key=product_id.encode(),
-        value=customer_id.encode(),
-        headers=[(SIGNAL_HEADER, SIGNAL_FORGET)],
-        generation_id=1,
-    )
-    return SimpleNamespace(message=message)
+    return record(SIGNAL_FORGET, product_id, customer_id.encode(), offset, 1)
 
 
 def stored(table: dict[str, bytes], product_id: str) -> set[str]:
