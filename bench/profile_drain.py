@@ -67,13 +67,15 @@ def summarise(speedscope: Path, top: int) -> str:
 
 
 def record_with_py_spy(
-    pid: int, speedscope: Path, rate: int, seconds: float | None = None
+    pid: int, speedscope: Path, rate: int, seconds: float | None = None, native: bool = False
 ) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` at ``rate`` Hz into ``speedscope`` (until it exits, or for
-    ``seconds``), without pausing it."""
+    ``seconds``), without pausing it; ``native`` adds the C frames (time in the interpreter's
+    and extensions' C code that no Python frame explains)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [spy, "record", "-p", str(pid), "-r", str(rate), "-f", "speedscope"]
-    command += ["-o", str(speedscope), "--nonblocking"]
+    # py-spy reads C stacks only while the process is paused: --native samples in blocking mode.
+    command += ["-o", str(speedscope)] + (["--native"] if native else ["--nonblocking"])
     if seconds is not None:
         command += ["-d", str(int(seconds))]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,7 +2,7 @@
 backlog, waits for its arbitration windows to close, then takes the benchmark's latency mix at
 a fixed rate while per-thread CPU is read from /proc (and, with --spy, py-spy records it).
 
-    .venv/bin/python bench/profile_live.py [--rate 900] [--seconds 30] [--spy]
+    .venv/bin/python bench/profile_live.py [--rate 900] [--seconds 30] [--spy [--native]]
 
 Needs a running stack (`tutti stack up`); py-spy needs ptrace (root, or ptrace_scope 0).
 Prints the latency percentiles, the CPU per event and per thread, and with --spy writes
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=900.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--spy", action="store_true")
+    parser.add_argument("--native", action="store_true", help="with --spy: C frames too")
     parser.add_argument("--customers", type=int, default=2000, help="in the backlog drained first")
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--partitions", type=int, default=12, help="of every topic")
@@ -91,7 +92,7 @@ def main() -> None:
             records_before = records_per_event(settings, app_id, 1)
             spy = None
             if args.spy:
-                spy = record_with_py_spy(pid, speedscope, 100, args.seconds)
+                spy = record_with_py_spy(pid, speedscope, 100, args.seconds, native=args.native)
             latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.mix)
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
