@@ -220,7 +220,24 @@ IDLE_AFTER = 20
 
 def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
     proc = fetcher._proc_fetch_request
+    actions = fetcher._get_actions_per_node
     empty = [IDLE_AFTER]  # empty fetches in a row: idle until records come
+    answered: dict[Any, float] = {}  # broker -> when its last answer came (monotonic)
+    max_wait_s = max_wait_ms / 1000
+
+    def no_wait_after_a_gap(assignment: Any) -> Any:
+        # A fetch waits for min_bytes so that a broker answers at most every max_wait_ms
+        # while records trickle. After a longer gap since its last answer (the agents were
+        # busy, and aiokafka does not fetch while an answer is still buffered) the records of
+        # the gap are already there: a fetch waiting max_wait_ms more for min_bytes kept them
+        # out of the agents' next batch window, and they waited a whole batch more.
+        requests, *rest = actions(assignment)
+        if requests and empty[0] < IDLE_AFTER:
+            now = time.monotonic()
+            for node_id, request in requests:
+                if now - answered.get(node_id, 0.0) >= max_wait_s:
+                    request._min_bytes = 1
+        return (requests, *rest)
 
     async def adapting(assignment: Any, node_id: Any, request: Any) -> Any:
         # A response's records are new entries of the fetcher's buffer; the reader only takes
@@ -228,7 +245,10 @@ def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
         # (``held`` keeps them alive, so no new entry can reuse the id of one taken out.)
         held = list(fetcher._records.values())
         before = {id(r) for r in held}
-        result = await proc(assignment, node_id, request)
+        try:
+            result = await proc(assignment, node_id, request)
+        finally:
+            answered[node_id] = time.monotonic()
         flowing = any(id(r) not in before for r in fetcher._records.values())
         del held
         empty[0] = 0 if flowing else empty[0] + 1
@@ -238,6 +258,7 @@ def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
         return result
 
     fetcher._proc_fetch_request = adapting
+    fetcher._get_actions_per_node = no_wait_after_a_gap
     fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = IDLE_FETCH
 
 

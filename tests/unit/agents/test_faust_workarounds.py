@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,6 +147,15 @@ class _Fetcher:
             self._records[tp] = object()
         return False
 
+    def _get_actions_per_node(self, assignment: Any) -> Any:
+        request = SimpleNamespace(_min_bytes=self._fetch_min_bytes)
+        return [(0, request)], {}, 0.1, False, []
+
+
+def _next_request_min_bytes(fetcher: _Fetcher) -> int:
+    (_, request), *_ = fetcher._get_actions_per_node(None)[0]
+    return int(request._min_bytes)
+
 
 def test_fetches_wait_for_more_while_records_flow_and_long_poll_once_they_stopped() -> None:
     fetcher = _Fetcher()
@@ -158,6 +168,20 @@ def test_fetches_wait_for_more_while_records_flow_and_long_poll_once_they_stoppe
         asyncio.run(fetcher._proc_fetch_request(None, 0, None))
         settings.append((fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms))
     assert settings == [busy] * (4 + IDLE_AFTER - 1) + [idle, busy]
+
+
+def test_a_fetch_after_a_gap_since_the_last_answer_takes_what_is_there_at_once() -> None:
+    fetcher = _Fetcher()
+    _adapt_fetches(fetcher, 256 * 1024, 10)
+    fetcher.brings = ["t-1"]
+    asyncio.run(fetcher._proc_fetch_request(None, 0, None))
+    # Right after an answer, the next fetch waits for a fuller one (10 ms at most).
+    assert _next_request_min_bytes(fetcher) == 256 * 1024
+    # The agents were busy longer than that since: the records are there, take them.
+    time.sleep(0.015)
+    assert _next_request_min_bytes(fetcher) == 1
+    asyncio.run(fetcher._proc_fetch_request(None, 0, None))
+    assert _next_request_min_bytes(fetcher) == 256 * 1024
 
 
 @contextmanager
