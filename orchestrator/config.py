@@ -142,7 +142,8 @@ class WorkerSettings:
     #: Run the worker's event loop on uvloop (faster I/O and scheduling than asyncio's own).
     uvloop: bool = True
     #: While records flow, a fetch returns once this many bytes are ready or
-    #: ``fetch_max_wait_ms`` has passed; once nothing comes, fetches long-poll again
+    #: ``fetch_max_wait_ms`` has passed (a fetch sent ``fetch_max_wait_ms`` or more after the
+    #: broker's last answer returns at once); once nothing comes, fetches long-poll again
     #: (agents/faust_workarounds.fetch_in_batches; 1 byte and 1500 ms are Faust's own, where
     #: the broker answers at the first byte). Every fetch request and response lists each
     #: assigned partition (over two hundred) and aiokafka encodes and decodes them in pure
