@@ -64,8 +64,8 @@ log = logging.getLogger(__name__)
 
 def fetch_in_batches(app: Any, min_bytes: int, max_wait_ms: int) -> None:
     """While records flow, the worker's fetches wait for ``min_bytes`` or ``max_wait_ms``
-    (except the first after a gap of ``max_wait_ms`` since the broker's last answer, which
-    takes what is there at once); once they stop, fetches long-poll as Faust's do.
+    (except one sent ``max_wait_ms`` or more after the broker's last answer, which returns at
+    its first record); once they stop, fetches long-poll as Faust's do.
 
     Faust builds aiokafka's consumer with ``fetch_max_wait_ms=1500`` hard-coded and leaves
     ``fetch_min_bytes`` at aiokafka's 1 byte, with no setting for either

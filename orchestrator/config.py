@@ -143,7 +143,8 @@ class WorkerSettings:
     uvloop: bool = True
     #: While records flow, a fetch returns once this many bytes are ready or
     #: ``fetch_max_wait_ms`` has passed (a fetch sent ``fetch_max_wait_ms`` or more after the
-    #: broker's last answer returns at once); once nothing comes, fetches long-poll again
+    #: broker's last answer returns at its first record); once nothing comes, fetches
+    #: long-poll again
     #: (agents/faust_workarounds.fetch_in_batches; 1 byte and 1500 ms are Faust's own, where
     #: the broker answers at the first byte). Every fetch request and response lists each
     #: assigned partition (over two hundred) and aiokafka encodes and decodes them in pure
