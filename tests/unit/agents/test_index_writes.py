@@ -131,12 +131,19 @@ def test_a_changed_index_waits_for_its_interval_and_its_records_for_the_write(
     assert not agent.pending
 
 
+def c1_noted_on_a_stored_c0(every_s: float) -> tuple[dict[str, bytes], ProductInterestAgent]:
+    """An agent writing every ``every_s`` whose table holds p-1's index with c-0, after a batch
+    noting c-1's interest in p-1 (not yet written)."""
+    table: dict[str, bytes] = {"p-1": InterestIndex({"c-0": 1_800_000_000}).encode()}
+    agent = make_agent(every_s, table)
+    asyncio.run(agent.on_batch([interest("p-1", "c-1", 0)]))
+    return table, agent
+
+
 def test_the_index_decided_on_is_the_pending_one_not_the_stored_one(
     clock: Clock, held: list[Any]
 ) -> None:
-    table: dict[str, bytes] = {"p-1": InterestIndex({"c-0": 1_800_000_000}).encode()}
-    agent = make_agent(1.0, table)
-    asyncio.run(agent.on_batch([interest("p-1", "c-1", 0)]))
+    table, agent = c1_noted_on_a_stored_c0(every_s=1.0)
     assert agent.cache.take("p-1") is None  # not in the cache: only the pending write holds it
     asyncio.run(agent.on_batch([forget("p-1", "c-0", 1)]))
     asyncio.run(agent.on_batch([forget("p-1", "c-1", 2)]))  # now empty: still the pending index
@@ -211,14 +218,13 @@ def test_pending_indexes_due_and_taken() -> None:
 def test_changes_made_across_a_revocation_are_dropped_not_decided_on(
     clock: Clock, held: list[Any]
 ) -> None:
-    table: dict[str, bytes] = {"p-1": InterestIndex({"c-0": 1_800_000_000}).encode()}
-    agent = make_agent(60.0, table)
-    asyncio.run(agent.on_batch([interest("p-1", "c-1", 0)]))
+    table, agent = c1_noted_on_a_stored_c0(every_s=60.0)
     asyncio.run(agent.write_pending(revoked=True))  # the revocation: written, not acked
     # A batch that began before the revocation changes p-1 after it (its partition may move).
     agent.generation = agent.cache.generation
     agent.cache.clear()
-    asyncio.run(agent.on_record(interest("p-1", "c-2", 1), interest("p-1", "c-2", 1).message, {}))
+    late = interest("p-1", "c-2", 1)
+    asyncio.run(agent.on_record(late, late.message, {}))
     assert agent.pending.get("p-1") is not None
     # The next batch, in the new generation, does not decide on it: it reads what was written.
     asyncio.run(agent.on_batch([forget("p-1", "c-0", 2)]))
