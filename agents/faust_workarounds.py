@@ -56,6 +56,7 @@ __all__ = [
     "send_direct_changelogs",
     "start_eagerly",
     "take_batches",
+    "trace_fetch_timeline",
     "track_fetches",
 ]
 
@@ -208,6 +209,49 @@ def _track_fetches(fetcher: Any) -> None:
                     in_flight.pop(tp, None)
 
     fetcher._proc_fetch_request = tracked
+
+
+def trace_fetch_timeline(write: Callable[[str], None], fetcher_class: Any = None) -> None:
+    """Diagnostics (bench/timeline.py, never the worker's own code path): every fetch aiokafka
+    sends, its answer and every hand-over of fetched records to Faust, as lines for ``write``:
+
+        fetch <epoch s> <min_bytes> <partitions>   a fetch request goes out
+        answer <epoch s> <partitions answered with records>
+        handover <epoch s> <records> <youngest ms> <oldest ms>   records taken by Faust, with
+            the age of the youngest and the oldest (their timestamps against the clock)
+
+    Wraps aiokafka's ``Fetcher._proc_fetch_request`` and ``Fetcher.fetched_records`` in the
+    class, before a consumer exists: the per-instance adaptations (``_adapt_fetches``) wrap
+    this one, so a request is seen as it goes out."""
+    if fetcher_class is None:
+        from aiokafka.consumer.fetcher import Fetcher
+
+        fetcher_class = Fetcher
+    proc, fetched = fetcher_class._proc_fetch_request, fetcher_class.fetched_records
+
+    async def traced_fetch(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        count = sum(len(partitions) for _, partitions in request.topics)
+        write(f"fetch {time.time():.4f} {request._min_bytes} {count}")
+        before = {id(r) for r in self._records.values()}
+        try:
+            return await proc(self, assignment, node_id, request)
+        finally:
+            new = sum(1 for r in self._records.values() if id(r) not in before)
+            write(f"answer {time.time():.4f} {new}")
+
+    async def traced_handover(self: Any, *args: Any, **kwargs: Any) -> Any:
+        taken = await fetched(self, *args, **kwargs)
+        stamps = [r.timestamp for records in taken.values() for r in records if r.timestamp]
+        if stamps:
+            now_ms = time.time() * 1000
+            write(
+                f"handover {now_ms / 1000:.4f} {len(stamps)} {now_ms - max(stamps):.1f} "
+                f"{now_ms - min(stamps):.1f}"
+            )
+        return taken
+
+    fetcher_class._proc_fetch_request = traced_fetch
+    fetcher_class.fetched_records = traced_handover
 
 
 #: aiokafka's fetch while nothing flows: answered by the first byte, else after 1.5 s (Faust's).

@@ -3,10 +3,11 @@ backlog, waits for its arbitration windows to close, then takes the benchmark's 
 a fixed rate while per-thread CPU is read from /proc (and, with --spy, py-spy records it).
 
     .venv/bin/python bench/profile_live.py [--rate 900] [--seconds 30] [--spy [--native]]
+        [--timeline]
 
 Needs a running stack (`tutti stack up`); py-spy needs ptrace (root, or ptrace_scope 0).
 Prints the latency percentiles, the CPU per event and per thread, and with --spy writes
-live.speedscope.json and live.txt under --out.
+live.speedscope.json and live.txt under --out; with --timeline, timeline.txt (bench/timeline.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from orchestrator.config import load_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_drain import ROOT, record_with_py_spy, summarise
+from timeline import summarise as summarise_timeline
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
@@ -59,6 +61,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--spy", action="store_true")
     parser.add_argument("--native", action="store_true", help="with --spy: C frames too")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="the worker writes its fetches, hand-overs and batches (bench/timeline.py)",
+    )
     parser.add_argument("--customers", type=int, default=2000, help="in the backlog drained first")
     parser.add_argument("--events", type=int, default=6000, help="backlog size (0: all)")
     parser.add_argument("--partitions", type=int, default=12, help="of every topic")
@@ -83,8 +90,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tutti-profile-live-") as tmp:
         settings = prepare_run(base, options, stream, codec, print)
         app_id = f"profile-live-{uuid.uuid4().hex[:8]}"
+        timeline = Path(tmp) / "timeline.log"
+        program = [sys.executable, str(ROOT / "bench" / "timeline.py"), str(timeline)]
         try:
-            workers, seconds = drain_with_workers(settings, Path(tmp), app_id, 1, options, print)
+            workers, seconds = drain_with_workers(
+                settings,
+                Path(tmp),
+                app_id,
+                1,
+                options,
+                print,
+                program=program if args.timeline else None,
+            )
             print(f"drained {len(stream)} events in {seconds:.1f} s; waiting for the windows")
             time.sleep(70)  # the backlog's arbitration windows close, their wake-ups fire
             pid = workers[0].popen.pid
@@ -93,7 +110,9 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds, native=args.native)
+            live_from = time.time()
             latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.mix)
+            live_to = time.time()
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(
@@ -130,6 +149,13 @@ def main() -> None:
                 spy.wait(60)
             for w in workers:
                 w.stop()
+            if args.timeline:
+                # The probes' window: the load starts about a second after measure_latency.
+                text = summarise_timeline(
+                    timeline.read_text().splitlines(), live_from + 2, live_to - 2
+                )
+                (args.out / "timeline.txt").write_text(text + "\n")
+                print(text)
         finally:
             delete_run(settings, [app_id])
     if args.spy:

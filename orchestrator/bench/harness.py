@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,16 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def start_worker(
-    settings: Settings, workdir: Path, app_id: str, name: str = "worker", log_level: str = "info"
+    settings: Settings,
+    workdir: Path,
+    app_id: str,
+    name: str = "worker",
+    log_level: str = "info",
+    program: Sequence[str] | None = None,
 ) -> Process:
-    """`tutti worker` on the benchmark's topics; data and log under ``workdir``/``name``."""
+    """`tutti worker` on the benchmark's topics; data and log under ``workdir``/``name``.
+    ``program``: what runs the `tutti` CLI (``python -m orchestrator``), e.g. a diagnostic
+    wrapper (bench/timeline.py)."""
     here = workdir / name
     here.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -142,7 +149,12 @@ def start_worker(
     log = here / "worker.log"
     with log.open("ab") as out:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "worker", "--log-level", log_level],
+            [
+                *(program or [sys.executable, "-m", "orchestrator"]),
+                "worker",
+                "--log-level",
+                log_level,
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -222,6 +222,7 @@ def drain_with_workers(
     options: BenchOptions,
     log: Log,
     backlog: Callable[[], None] | None = None,
+    program: Sequence[str] | None = None,
 ) -> tuple[list[Process], float]:
     """Start ``n_workers``; return them (running) and the seconds from their first event until
     every topic they read is drained. With ``backlog``, the workers first form a stable group
@@ -229,7 +230,8 @@ def drain_with_workers(
     middle of it (a mid-run join hits faust-streaming #629: partitions never fetched again)."""
     topics = Topics(settings.topics)
     workers = [
-        start_worker(settings, workdir, app_id, name=f"{app_id}-{i}") for i in range(n_workers)
+        start_worker(settings, workdir, app_id, name=f"{app_id}-{i}", program=program)
+        for i in range(n_workers)
     ]
     try:
         if backlog is not None:

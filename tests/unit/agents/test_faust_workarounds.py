@@ -34,6 +34,7 @@ from agents.faust_workarounds import (
     send_direct_changelogs,
     start_eagerly,
     take_batches,
+    trace_fetch_timeline,
 )
 
 
@@ -182,6 +183,42 @@ def test_a_fetch_after_a_gap_since_the_last_answer_takes_what_is_there_at_once()
     assert _next_request_min_bytes(fetcher) == 1
     asyncio.run(fetcher._proc_fetch_request(None, 0, None))
     assert _next_request_min_bytes(fetcher) == 256 * 1024
+
+
+def test_the_fetch_timeline_shows_each_fetch_its_answer_and_the_age_of_what_is_handed_over() -> (
+    None
+):
+    class Fetcher:
+        def __init__(self) -> None:
+            self._records: dict[str, object] = {}
+
+        async def _proc_fetch_request(self, assignment: Any, node_id: Any, request: Any) -> bool:
+            self._records["t-1"] = object()  # the answer brings records for one partition
+            return True
+
+        async def fetched_records(self, partitions: Any, timeout: float = 0) -> Any:
+            now_ms = time.time() * 1000
+            return {
+                "t-1": [
+                    SimpleNamespace(timestamp=now_ms - 30),
+                    SimpleNamespace(timestamp=now_ms - 5),
+                ]
+            }
+
+    lines: list[str] = []
+    trace_fetch_timeline(lines.append, Fetcher)
+    fetcher = Fetcher()
+    request = SimpleNamespace(_min_bytes=1, topics=[("t", [(0, 5, 1024), (1, 7, 1024)])])
+    assert asyncio.run(fetcher._proc_fetch_request(None, 0, request)) is True
+    taken = asyncio.run(fetcher.fetched_records(None))
+    assert len(taken["t-1"]) == 2  # what aiokafka hands over is unchanged
+    kinds = [line.split()[0] for line in lines]
+    assert kinds == ["fetch", "answer", "handover"]
+    assert lines[0].split()[2:] == ["1", "2"]  # 1 byte asked, 2 partitions
+    assert lines[1].split()[2] == "1"  # records for 1 partition
+    records, youngest, oldest = lines[2].split()[2:]
+    assert records == "2"
+    assert 4 <= float(youngest) < 15 and 29 <= float(oldest) < 45
 
 
 @contextmanager

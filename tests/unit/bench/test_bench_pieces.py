@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections import Counter
@@ -213,3 +214,30 @@ def test_the_backlog_starts_at_the_same_time_of_day_whenever_it_is_run() -> None
     first = min(e["event_time"] for e in bench_stream(customers=50, events=None))
     assert first.hour == 10 and first.minute == 0
     assert datetime.now(UTC) - first > timedelta(days=14)
+
+
+def test_the_timeline_summary_gives_the_ages_before_a_batch_and_an_excerpt() -> None:
+    path = Path(__file__).resolve().parents[3] / "bench" / "timeline.py"
+    spec = importlib.util.spec_from_file_location("bench_timeline", path)
+    assert spec is not None and spec.loader is not None
+    timeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timeline)
+    summarise = timeline.summarise
+
+    lines = []
+    for i in range(10):  # a cycle every 20 ms: fetch, answer, hand-over, batch
+        t = 100.0 + i * 0.02
+        lines += [
+            f"fetch {t:.4f} 262144 194",
+            f"answer {t + 0.010:.4f} 3",
+            f"handover {t + 0.011:.4f} 30 12.0 31.0",
+            f"batch {t + 0.013:.4f} 30 14.0",
+            f"done {t + 0.018:.4f}",
+        ]
+    lines.append("fetch 300.0 1 194")  # after the window: left out
+    text = summarise(lines, 100.0, 100.2)
+    first = text.splitlines()[0]
+    assert first.startswith("50.0 fetches/s (0 of 10 asking for 1 byte), 50.0 hand-overs/s")
+    assert "youngest record's age as its batch begins (ms): p50 14.0" in text
+    assert "batch (ms): p50 5.0" in text and "between batches (ms): p50 15.0" in text
+    assert "hand-over of 30, youngest 12.0 ms, oldest 31.0 ms" in text
