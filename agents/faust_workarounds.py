@@ -778,8 +778,9 @@ class as_current_event:
 
 async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
     """Lists of the events Faust delivered to ``stream``: as many as are waiting, up to
-    ``max_``, waiting at most ``within`` seconds after the first for more; each event acked
-    once the list's consumer is done with it (also when it raised), as ``take_events`` does.
+    ``max_``; when the stream had to wait for the first, waiting at most ``within`` seconds
+    after it for more. Each event acked once the list's consumer is done with it (also when
+    it raised), as ``take_events`` does.
 
     ``Stream.take_events`` (faust/streams.py) fills its list from a background iteration of
     the whole stream, one event at a time, and each event pays all of it: a turn of the event
@@ -807,8 +808,13 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
     started = await stream.maybe_start()
     try:
         while not stream.should_stop:
+            # The window is for a stream that was waiting: its first record came alone, and
+            # more may come close behind. Records already queued came while the last batch
+            # (or the other agents) ran: the next ones come with the next fetch's answer, not
+            # within the window, and waiting for them held every record queued by a window.
+            waited = queue.empty()
             event = await queue.get()
-            deadline = loop.time() + within
+            deadline = loop.time() + within if waited else 0.0
             batch: list[Any] = []
             states: list[Any] = []
             while True:

@@ -170,9 +170,11 @@ class WorkerSettings:
     #: at 500 live events/s, 200-240 requests a second carrying ~5 one-record batches each
     #: (20 ms: 110-135 requests; no CPU or latency difference measurable on a shared VM).
     producer_linger_ms: int = 5
-    #: How long the customer agent waits for a batch of records to fill (at most 500): a lone
-    #: event waits this long. Longer windows make bigger batches under a live load, and a
-    #: batch's fixed costs (its sends, its state writes, Faust's buffer) are shared by more.
+    #: How long the customer agent waits for a batch of records to fill (at most 500) after a
+    #: first record it waited for: a lone event waits this long. Records already queued when
+    #: a batch begins (they came while the last one ran) go at once, without the window
+    #: (twenty-eighth session, docs/worker.md). Longer windows make bigger batches under a
+    #: trickle, and a batch's fixed costs (its sends, its state writes) are shared by more.
     #: 5 ms since the twenty-seventh session: with a fetch sent after a batch answering at once
     #: (fetch_in_batches), what came during the batch is there within a few ms (docs/worker.md).
     batch_within_ms: int = 5

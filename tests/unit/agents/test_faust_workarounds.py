@@ -806,13 +806,13 @@ def test_take_batches_hands_over_what_waits_up_to_the_maximum_and_acks_after_eac
     assert asyncio.run(scenario()) == [[0, 1, 2], [3, 4]]
 
 
-def test_take_batches_waits_within_the_window_for_more_then_hands_over_what_it_has() -> None:
+def test_take_batches_waits_within_the_window_after_a_first_record_it_waited_for() -> None:
     async def scenario() -> list[list[int]]:
         stream = _Stream()
         loop = asyncio.get_running_loop()
-        stream.put(stream.event(0))
-        loop.call_later(0.02, stream.put, stream.event(1))  # inside the 0.1 s window
-        loop.call_later(0.3, stream.put, stream.event(2))  # after it: the next batch
+        loop.call_later(0.01, stream.put, stream.event(0))  # the stream waits for it
+        loop.call_later(0.03, stream.put, stream.event(1))  # inside the 0.1 s window after it
+        loop.call_later(0.4, stream.put, stream.event(2))  # after it: the next batch
         seen: list[list[int]] = []
         batches = take_batches(stream, 100, 0.1)
         async for batch in batches:
@@ -823,6 +823,32 @@ def test_take_batches_waits_within_the_window_for_more_then_hands_over_what_it_h
         return seen
 
     assert asyncio.run(scenario()) == [[0, 1], [2]]
+
+
+def test_take_batches_hands_over_what_was_already_queued_without_a_window() -> None:
+    # Queued while the last batch ran: the batch starts at once with them. A record coming
+    # 20 ms later, inside what would have been the window, goes to the next batch.
+    async def scenario() -> tuple[list[list[int]], float]:
+        stream = _Stream()
+        stream.put(stream.event(0), stream.event(1))
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.02, stream.put, stream.event(2))
+        started = loop.time()
+        seen: list[list[int]] = []
+        first_after = 0.0
+        batches = take_batches(stream, 100, 0.1)
+        async for batch in batches:
+            if not seen:
+                first_after = loop.time() - started
+            seen.append([e.message.offset for e in batch])
+            if sum(map(len, seen)) == 3:
+                break
+        await batches.aclose()
+        return seen, first_after
+
+    seen, first_after = asyncio.run(scenario())
+    assert seen == [[0, 1], [2]]
+    assert first_after < 0.015
 
 
 def test_take_batches_skips_and_acks_records_fetched_before_a_rebalance() -> None:
