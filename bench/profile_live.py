@@ -110,9 +110,7 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds, native=args.native)
-            live_from = time.time()
             latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.mix)
-            live_to = time.time()
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(
@@ -150,9 +148,11 @@ def main() -> None:
             for w in workers:
                 w.stop()
             if args.timeline:
-                # The probes' window: the load starts about a second after measure_latency.
+                # The load's own span, less a second at each end (its ramp-up and tail).
                 text = summarise_timeline(
-                    timeline.read_text().splitlines(), live_from + 2, live_to - 2
+                    timeline.read_text().splitlines(),
+                    latency["offered_from"] + 1,
+                    latency["offered_to"] - 1,
                 )
                 (args.out / "timeline.txt").write_text(text + "\n")
                 print(text)

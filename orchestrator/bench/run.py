@@ -582,6 +582,9 @@ def measure_latency(
         "p99": round(ms.percentile(0.99), 1) if ms.values else None,
         "max": round(max(ms.values), 1) if ms.values else None,
         "worst_ms_by_second": worst,
+        # When the load was offered (epoch seconds): its first and its last event.
+        "offered_from": round(start, 3),
+        "offered_to": round(ended, 3),
         "mix": mix,
         "probe_every": probe_every,
         "what": "order event produced -> record time of its confirmation action; live events "
