@@ -211,6 +211,16 @@ def _track_fetches(fetcher: Any) -> None:
     fetcher._proc_fetch_request = tracked
 
 
+def _new_buffers(fetcher: Any, held: list[Any]) -> int:
+    """How many of aiokafka's buffered partitions (``Fetcher._records``) a fetch's answer added:
+    those not in ``held``, the entries listed before it was sent. A response's records are new
+    entries; the reader only takes entries out meanwhile, and nothing runs between the
+    response's handling and the caller. (``held`` keeps the old entries alive, so no new one
+    can reuse the id of one taken out.)"""
+    before = {id(r) for r in held}
+    return sum(1 for r in fetcher._records.values() if id(r) not in before)
+
+
 def trace_fetch_timeline(write: Callable[[str], None], fetcher_class: Any = None) -> None:
     """Diagnostics (bench/timeline.py, never the worker's own code path): every fetch aiokafka
     sends, its answer and every hand-over of fetched records to Faust, as lines for ``write``:
@@ -232,12 +242,11 @@ def trace_fetch_timeline(write: Callable[[str], None], fetcher_class: Any = None
     async def traced_fetch(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
         count = sum(len(partitions) for _, partitions in request.topics)
         write(f"fetch {time.time():.4f} {request._min_bytes} {count}")
-        before = {id(r) for r in self._records.values()}
+        held = list(self._records.values())
         try:
             return await proc(self, assignment, node_id, request)
         finally:
-            new = sum(1 for r in self._records.values() if id(r) not in before)
-            write(f"answer {time.time():.4f} {new}")
+            write(f"answer {time.time():.4f} {_new_buffers(self, held)}")
 
     async def traced_handover(self: Any, *args: Any, **kwargs: Any) -> Any:
         taken = await fetched(self, *args, **kwargs)
@@ -285,16 +294,12 @@ def _adapt_fetches(fetcher: Any, min_bytes: int, max_wait_ms: int) -> None:
         return (requests, *rest)
 
     async def adapting(assignment: Any, node_id: Any, request: Any) -> Any:
-        # A response's records are new entries of the fetcher's buffer; the reader only takes
-        # entries out meanwhile, and nothing runs between the response's handling and here.
-        # (``held`` keeps them alive, so no new entry can reuse the id of one taken out.)
         held = list(fetcher._records.values())
-        before = {id(r) for r in held}
         try:
             result = await proc(assignment, node_id, request)
         finally:
             answered[node_id] = time.monotonic()
-        flowing = any(id(r) not in before for r in fetcher._records.values())
+        flowing = _new_buffers(fetcher, held) > 0
         del held
         empty[0] = 0 if flowing else empty[0] + 1
         fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (
