@@ -21,6 +21,7 @@ from agents.faust_workarounds import (
     DirectChangelog,
     commit_below_held_acks,
     complete_buffer_flush,
+    consume_in_loop,
     deliver_without_tasks,
     fetch_in_batches,
     fetch_in_sessions,
@@ -160,6 +161,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     deliver_without_tasks(app)  # no four tasks a fetched record (faust_workarounds)
     pause_changelogs_in_aiokafka(app)  # restored changelogs not fetched (faust_workarounds)
     commit_below_held_acks(app)  # no commit past a held ack, faust-streaming #606
+    if settings.worker.consumer_in_loop:
+        consume_in_loop(app)  # no consumer thread (faust_workarounds)
     table = define_customers_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS)
     worker = TuttiWorker(
         settings=settings,

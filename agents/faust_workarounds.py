@@ -40,6 +40,7 @@ __all__ = [
     "commit_below_held_acks",
     "committed_offset",
     "complete_buffer_flush",
+    "consume_in_loop",
     "deliver_without_tasks",
     "ensure_router_metadata",
     "fetch_in_batches",
@@ -343,6 +344,91 @@ def deliver_without_tasks(app: Any) -> None:
         (base,),
         {"_drain_messages": _drain_messages, "_tutti_eager_delivery": True},
     )
+
+
+def consume_in_loop(app: Any) -> None:
+    """Run Faust's aiokafka consumer on the worker's event loop instead of a thread of its own.
+
+    faust-streaming 0.15.3 runs the consumer as mode's ``ServiceThread``
+    (``AIOKafkaConsumerThread``, faust/transport/drivers/aiokafka.py): a second thread with a
+    second event loop, which every ``getmany``, commit and seek reaches through a method queue
+    and a future set across threads. aiokafka decodes each fetch answer in pure Python, so
+    that thread competes with the agents for the GIL: under a live load its fetch answers
+    waited out the agents' batches anyway (docs/worker.md, "Where a live event waits"), and
+    each of its short turns cost a GIL hand-over both ways (up to the 5 ms switch interval).
+
+    Here the same consumer service runs as a task of the loop that starts it: ``_InLoop``
+    stands in for mode's ``WorkerThread`` (it runs the service's ``_serve`` as a task, the
+    thread's loop *is* the worker's), calls to "the thread" are awaited directly, and the
+    sweep mode makes of the thread's loop at shutdown (``_gather_remaining_tasks``, which
+    would cancel every task of the worker) is skipped: aiokafka's ``stop`` ends its own tasks.
+    The rebalance callbacks already reach Faust through its consumer's method queue, which
+    lives on this loop. Nothing else changes: the same aiokafka consumer, fetcher hooks and
+    listener.
+    """
+    transport = app.transport
+    base = transport.Consumer
+    if getattr(base, "_tutti_in_loop", False):
+        return
+
+    def _new_consumer_thread(self: Any) -> Any:
+        return _in_loop_consumer_class()(
+            self, loop=self.loop, thread_loop=self.loop, Worker=_InLoop, beacon=self.beacon
+        )
+
+    transport.Consumer = type(
+        base.__name__,
+        (base,),
+        {"_new_consumer_thread": _new_consumer_thread, "_tutti_in_loop": True},
+    )
+
+
+class _InLoop:
+    """mode's ``WorkerThread`` for a ``ServiceThread`` run on its parent's loop: ``start``
+    runs the service's ``_serve`` as a task; the service's own ``stop`` awaits its end."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self.service._serve(), name=f"{type(self.service).__name__} (in loop)"
+        )
+
+    def is_alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def stop(self) -> None:
+        """Nothing to join: see ``_InLoopConsumerThread.stop``."""
+
+
+_IN_LOOP_CLASS: list[type] = []
+
+
+def _in_loop_consumer_class() -> type:
+    # Built on first use so the class-level fetch hooks (_hook_consumer_start) are inherited
+    # whichever order they were installed in.
+    if _IN_LOOP_CLASS:
+        return _IN_LOOP_CLASS[0]
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from mode.utils.futures import maybe_async
+
+    class _InLoopConsumerThread(AIOKafkaConsumerThread):
+        async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+            return await maybe_async(fun(*args, **kwargs))
+
+        async def _gather_remaining_tasks(self) -> None:
+            return None  # the "thread's" loop is the worker's: its tasks are not ours
+
+        async def stop(self) -> None:
+            await super().stop()
+            task = self._thread.task if isinstance(self._thread, _InLoop) else None
+            if task is not None and task is not asyncio.current_task() and not task.done():
+                await asyncio.wait({task})
+
+    _IN_LOOP_CLASS.append(_InLoopConsumerThread)
+    return _InLoopConsumerThread
 
 
 def pause_changelogs_in_aiokafka(app: Any) -> None:

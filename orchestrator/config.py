@@ -165,6 +165,10 @@ class WorkerSettings:
     #: only the partitions whose offsets moved, an answer only those with news, instead of
     #: all ~155 the worker reads, encoded and decoded in Python on the consumer's thread.
     fetch_sessions: bool = True
+    #: Run Faust's consumer on the worker's event loop (agents.faust_workarounds.
+    #: consume_in_loop) rather than on a thread with its own loop, which shares the GIL with
+    #: the agents and reaches them through cross-thread hand-overs.
+    consumer_in_loop: bool = True
     #: How long a record waits in the producer for others to the same partition. Each
     #: partition's batch lingers on its own timer and a produce request takes what is ready:
     #: at 500 live events/s, 200-240 requests a second carrying ~5 one-record batches each

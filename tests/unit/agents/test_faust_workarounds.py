@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +31,7 @@ from agents.faust_workarounds import (
     _drain_messages,
     as_current_event,
     complete_buffer_flush,
+    consume_in_loop,
     pause_changelogs_in_aiokafka,
     send_direct_changelogs,
     start_eagerly,
@@ -968,3 +970,67 @@ def test_with_the_workaround_aiokafka_stops_fetching_the_changelog_until_it_is_r
     assert paused == {TopicPartition("t-pause-customers-changelog", 2)}  # the input left as is
     assert checked == [TP("events.web", 2)]  # not checked for fetches while paused
     assert after_resume == set()
+
+
+class _StandInAiokafka:
+    """aiokafka's consumer as Faust's consumer service drives it: started, asked for records,
+    stopped. Each call notes the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, int] = {}
+        self._max_poll_records = 10
+        self._closed = False
+        self._fetcher = SimpleNamespace(
+            _closed=False,
+            _subscriptions=SimpleNamespace(fetch_context=nullcontext),
+            fetched_records=self.fetched_records,
+        )
+
+    async def start(self) -> None:
+        self.threads["start"] = threading.get_ident()
+
+    async def fetched_records(self, active: Any, timeout: Any, max_records: Any) -> dict[Any, Any]:
+        self.threads["fetch"] = threading.get_ident()
+        return {}
+
+    async def stop(self) -> None:
+        self.threads["stop"] = threading.get_ident()
+
+
+def _consumer_service_run(workaround: bool) -> tuple[set[int], int, bool]:
+    """Start Faust's consumer service, fetch once and stop it, with another task waiting on
+    the loop meanwhile: the threads aiokafka's calls ran on besides the loop's, how many
+    threads the service started, and whether the other task outlived the service's stop."""
+    app = faust.App("t-in-loop", broker="kafka://127.0.0.1:1", store="memory://")
+    if workaround:
+        consume_in_loop(app)
+    aiokafka = _StandInAiokafka()
+
+    async def scenario() -> tuple[set[int], int, bool]:
+        consumer: Any = app.consumer
+        service = consumer._thread
+        service._create_consumer = lambda loop: aiokafka
+        bystander = asyncio.create_task(asyncio.sleep(60))
+        before = threading.active_count()
+        await service.start()
+        started = threading.active_count() - before
+        await service.getmany(set(), 0.01)
+        await service.stop()
+        await asyncio.sleep(0)
+        alive = not bystander.done()
+        bystander.cancel()
+        return set(aiokafka.threads.values()) - {threading.get_ident()}, started, alive
+
+    return asyncio.run(scenario())
+
+
+def test_faust_runs_its_consumer_on_a_thread_of_its_own() -> None:
+    other_threads, started, _ = _consumer_service_run(workaround=False)
+    assert started == 1
+    assert len(other_threads) == 1  # start, fetch and stop all ran there
+
+
+def test_in_the_loop_the_consumer_runs_on_the_worker_loop_and_leaves_its_tasks_alone() -> None:
+    other_threads, started, bystander_alive = _consumer_service_run(workaround=True)
+    assert (other_threads, started) == (set(), 0)
+    assert bystander_alive  # mode's sweep of "the thread's loop" would have cancelled it
