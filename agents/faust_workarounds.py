@@ -407,8 +407,8 @@ _IN_LOOP_CLASS: list[type] = []
 
 
 def _in_loop_consumer_class() -> type:
-    # Built on first use so the class-level fetch hooks (_hook_consumer_start) are inherited
-    # whichever order they were installed in.
+    # Built on first use, as _hook_consumer_start imports Faust's aiokafka driver: only a
+    # worker needs it. The fetch hooks patch the driver's class, so this subclass has them.
     if _IN_LOOP_CLASS:
         return _IN_LOOP_CLASS[0]
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -448,8 +448,9 @@ def pause_changelogs_in_aiokafka(app: Any) -> None:
     with the agents.
 
     Here, after Faust pauses or resumes partitions, the changelog partitions among them are
-    paused or resumed in aiokafka too, on the consumer's own thread (aiokafka's pause state
-    holds futures of that thread's loop), in the order Faust called: restoring and standby
+    paused or resumed in aiokafka too, on the consumer's own loop (aiokafka's pause state
+    holds futures of that loop: a thread's of its own, or the worker's with
+    ``consume_in_loop``), in the order Faust called: restoring and standby
     reading resume them as before. A rebalance hands aiokafka a fresh, unpaused assignment,
     and Faust pauses the changelogs again (``TableManager._update_channels``), so the state
     cannot go stale across generations; a partition no longer assigned when the call runs is

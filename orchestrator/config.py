@@ -163,7 +163,7 @@ class WorkerSettings:
     fetch_max_wait_ms: int = 10
     #: Fetch in incremental fetch sessions (KIP-227, agents.fetch_sessions): a request names
     #: only the partitions whose offsets moved, an answer only those with news, instead of
-    #: all ~155 the worker reads, encoded and decoded in Python on the consumer's thread.
+    #: all ~155 the worker reads, encoded and decoded in pure Python.
     fetch_sessions: bool = True
     #: Run Faust's consumer on the worker's event loop (agents.faust_workarounds.
     #: consume_in_loop) rather than on a thread with its own loop, which shares the GIL with
