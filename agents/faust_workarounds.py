@@ -12,7 +12,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import faust.stores
@@ -403,14 +403,10 @@ class _InLoop:
         """Nothing to join: see ``_InLoopConsumerThread.stop``."""
 
 
-_IN_LOOP_CLASS: list[type] = []
-
-
+@cache
 def _in_loop_consumer_class() -> type:
     # Built on first use, as _hook_consumer_start imports Faust's aiokafka driver: only a
     # worker needs it. The fetch hooks patch the driver's class, so this subclass has them.
-    if _IN_LOOP_CLASS:
-        return _IN_LOOP_CLASS[0]
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     from mode.utils.futures import maybe_async
 
@@ -423,11 +419,10 @@ def _in_loop_consumer_class() -> type:
 
         async def stop(self) -> None:
             await super().stop()
-            task = self._thread.task if isinstance(self._thread, _InLoop) else None
+            task = getattr(self._thread, "task", None)  # None: never started
             if task is not None and task is not asyncio.current_task() and not task.done():
                 await asyncio.wait({task})
 
-    _IN_LOOP_CLASS.append(_InLoopConsumerThread)
     return _InLoopConsumerThread
 
 
