@@ -357,6 +357,14 @@ class WorkerMetrics:
             buckets=_STALL_BUCKETS,
             registry=r,
         )
+        self.gc_frozen = Gauge(
+            "tutti_worker_gc_frozen_objects",
+            "Objects the garbage collector no longer walks (gc.freeze: the start-up's, and with "
+            "worker.gc_freeze_survivors whatever outlived a collection). Follows the cached "
+            "states; growth beyond them is reference cycles that will never be freed.",
+            registry=r,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         #: (generation, seconds) of collections not observed yet: the collector's callback only
         #: appends here (observing takes the histogram's lock, which the interrupted code may
         #: hold); the event-loop probe observes them.

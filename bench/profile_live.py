@@ -36,6 +36,7 @@ from orchestrator.config import load_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_drain import ROOT, record_with_py_spy, summarise
+from timeline import FULL_COLLECTION_SIGNAL, attribute
 from timeline import summarise as summarise_timeline
 
 
@@ -110,7 +111,10 @@ def main() -> None:
             spy = None
             if args.spy:
                 spy = record_with_py_spy(pid, speedscope, 100, args.seconds, native=args.native)
-            latency = measure_latency(settings, args.rate, args.seconds, codec, print, args.mix)
+            samples: list[tuple[float, float]] = []
+            latency = measure_latency(
+                settings, args.rate, args.seconds, codec, print, args.mix, samples
+            )
             after = thread_cpu(pid)
             records_after = records_per_event(settings, app_id, 1)
             print(
@@ -145,6 +149,9 @@ def main() -> None:
                     print("  " + line)
             if spy is not None:
                 spy.wait(60)
+            if args.timeline:  # a full collection, timed (bench/timeline.trace_pauses)
+                os.kill(pid, FULL_COLLECTION_SIGNAL)
+                time.sleep(5)
             for w in workers:
                 w.stop()
             if args.timeline:
@@ -154,7 +161,9 @@ def main() -> None:
                     latency["offered_from"] + 1,
                     latency["offered_to"] - 1,
                 )
+                text += "\n\n" + attribute(timeline.read_text().splitlines(), samples, 0.02)
                 (args.out / "timeline.txt").write_text(text + "\n")
+                (args.out / "timeline.log").write_bytes(timeline.read_bytes())
                 print(text)
         finally:
             delete_run(settings, [app_id])

@@ -12,12 +12,13 @@ records' ages at each stage, and 300 ms of the timeline from the middle of the l
 from __future__ import annotations
 
 import runpy
+import signal
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,116 @@ def trace_batches(write: Callable[[str], None]) -> None:
     CustomerAgent.on_batch = traced  # type: ignore[method-assign]
 
 
+#: Asks a traced worker for a timed full collection (mode's worker takes SIGUSR1 and SIGUSR2).
+FULL_COLLECTION_SIGNAL: Final = signal.SIGRTMIN + 3
+
+
+def trace_pauses(write: Callable[[str], None]) -> None:
+    """What holds every batch back: each garbage collection (``gc <epoch s at its end>
+    <generation> <ms>``) and each flush of the worker's producer, which sends wait for
+    (``flush <epoch s at its end> <ms>``)."""
+    import gc
+
+    from agents.producer import RecordProducer
+
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - started[0]) * 1000
+            write(f"gc {time.time():.4f} {info['generation']} {ms:.2f}")
+
+    gc.callbacks.append(on_gc)
+
+    def full_collection(signum: int, frame: Any) -> None:
+        # bench/profile_live.py's signal after the live phase: what a full collection of
+        # everything, frozen objects included, holds the worker for, and the reference cycles
+        # it finds garbage (``full <epoch s> <ms> <garbage objects> <frozen before>``).
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        begun = time.perf_counter()
+        gc.collect()
+        ms = (time.perf_counter() - begun) * 1000
+        gc.set_debug(0)
+        write(f"full {time.time():.4f} {ms:.1f} {len(gc.garbage)} {frozen}")
+        kinds: dict[str, int] = {}
+        for o in gc.garbage:
+            kinds[type(o).__name__] = kinds.get(type(o).__name__, 0) + 1
+        top = sorted(kinds.items(), key=lambda kv: -kv[1])[:12]
+        write("garbage " + f"{time.time():.4f} " + " ".join(f"{k}={v}" for k, v in top))
+        gc.garbage.clear()
+        gc.freeze()
+
+    signal.signal(FULL_COLLECTION_SIGNAL, full_collection)
+    flush = RecordProducer.flush
+
+    async def traced(self: Any) -> None:
+        begun = time.perf_counter()
+        try:
+            await flush(self)
+        finally:
+            write(f"flush {time.time():.4f} {(time.perf_counter() - begun) * 1000:.2f}")
+
+    RecordProducer.flush = traced  # type: ignore[method-assign]
+
+
+def attribute(lines: Iterable[str], probes: Sequence[tuple[float, float]], share: float) -> str:
+    """What the slowest ``share`` of the probes (offered at, latency s) lived through, against
+    the median ones: garbage collections, producer flushes and customer-agent batches that
+    ended within each probe's life."""
+    rows = [line.split() for line in lines if line.strip()]
+    gcs = sorted((float(r[1]), float(r[3])) for r in rows if r[0] == "gc")
+    flushes = sorted((float(r[1]), float(r[2])) for r in rows if r[0] == "flush")
+    begun: float | None = None
+    batches: list[tuple[float, float]] = []
+    for r in rows:
+        if r[0] == "batch":
+            begun = float(r[1])
+        elif r[0] == "done" and begun is not None:
+            batches.append((float(r[1]), (float(r[1]) - begun) * 1000))
+            begun = None
+    batches.sort()
+
+    def within(spans: list[tuple[float, float]], a: float, b: float) -> tuple[int, float]:
+        hit = [ms for at, ms in spans if a <= at <= b + ms / 1000]
+        return len(hit), sum(hit)
+
+    def describe(group: Sequence[tuple[float, float]], name: str) -> str:
+        if not group:
+            return f"{name}: none"
+        n = len(group)
+        sums = [0.0] * 7
+        longest = 0.0
+        for at, latency in group:
+            g = within(gcs, at, at + latency)
+            f = within(flushes, at, at + latency)
+            b = within(batches, at, at + latency)
+            longest = max(
+                longest, max((ms for t, ms in batches if at <= t <= at + latency), default=0)
+            )
+            for i, v in enumerate((latency * 1000, *g, *f, *b)):
+                sums[i] += v
+        m = [v / n for v in sums]
+        return (
+            f"{name} ({n}): latency {m[0]:.0f} ms; GC {m[1]:.1f} x, {m[2]:.1f} ms; "
+            f"flushes {m[3]:.1f} x, {m[4]:.1f} ms; batches {m[5]:.1f} x, {m[6]:.1f} ms "
+            f"(longest of all {longest:.0f} ms)"
+        )
+
+    ranked = sorted(probes, key=lambda p: p[1])
+    k = max(1, int(len(ranked) * share))
+    mid = len(ranked) // 2
+    return "\n".join(
+        [
+            describe(ranked[-k:], f"slowest {share:.0%}"),
+            describe(ranked[mid - k // 2 : mid + k // 2 + 1], "around the median"),
+        ]
+    )
+
+
 def _quantiles(values: list[float]) -> str:
     if len(values) < 2:
         return "-"
@@ -55,14 +166,16 @@ _DESCRIBE = {
     "handover": "  hand-over of {0}, youngest {1} ms, oldest {2} ms",
     "batch": "    batch of {0} begins, youngest {1} ms",
     "done": "    batch done",
+    "gc": "garbage collection of generation {0}: {1} ms",
+    "flush": "producer flush: {0} ms",
 }
 
 
 def summarise(lines: Iterable[str], start: float, end: float, excerpt_s: float = 0.3) -> str:
     """Rates and ages between ``start`` and ``end`` (epoch s), then ``excerpt_s`` of the
     timeline from the middle of that window, times in ms from its first line."""
-    rows = [line.split() for line in lines if line.strip()]
-    rows = [r for r in rows if start <= float(r[1]) <= end]
+    every = [line.split() for line in lines if line.strip()]
+    rows = [r for r in every if start <= float(r[1]) <= end]
     seconds = max(end - start, 1e-9)
     fetches = [r for r in rows if r[0] == "fetch"]
     handovers = [r for r in rows if r[0] == "handover"]
@@ -88,8 +201,24 @@ def summarise(lines: Iterable[str], start: float, end: float, excerpt_s: float =
         f"youngest record's age as its batch begins (ms): "
         f"{_quantiles([float(r[3]) for r in batches])}",
         f"batch (ms): {_quantiles(durations)}; between batches (ms): {_quantiles(gaps)}",
-        "",
     ]
+    for generation in ("0", "1", "2"):
+        pauses = [float(r[3]) for r in rows if r[0] == "gc" and r[2] == generation]
+        out.append(
+            f"garbage collections of generation {generation}: {len(pauses) / seconds:.2f}/s, "
+            f"{sum(pauses) / seconds:.1f} ms/s, {_quantiles(pauses)}"
+        )
+    flushes = [float(r[2]) for r in rows if r[0] == "flush"]
+    out.append(f"producer flushes: {len(flushes) / seconds:.2f}/s, {_quantiles(flushes)} ms")
+    for r in every:
+        if r[0] == "full":
+            out.append(
+                f"a full collection after the load, frozen objects included: {r[2]} ms, "
+                f"{r[3]} objects of garbage cycles ({r[4]} objects were frozen)"
+            )
+        elif r[0] == "garbage":
+            out.append("  garbage by type: " + " ".join(r[2:]))
+    out.append("")
     middle = start + (end - start) / 2
     excerpt = [r for r in rows if middle <= float(r[1]) <= middle + excerpt_s]
     t0 = float(excerpt[0][1]) if excerpt else 0.0
@@ -109,6 +238,7 @@ def main(argv: list[str]) -> None:
     with open(argv[0], "a", buffering=1) as out:
         trace_fetch_timeline(lambda line: out.write(line + "\n"))
         trace_batches(lambda line: out.write(line + "\n"))
+        trace_pauses(lambda line: out.write(line + "\n"))
         sys.argv = ["tutti", *argv[1:]]
         runpy.run_module("orchestrator", run_name="__main__")
 

@@ -485,10 +485,12 @@ def measure_latency(
     codec: AvroCodec,
     log: Log,
     mix: str = "demo-day",
+    samples: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Offered load at ``rate`` events/s of live events around probe orders (each a new
     customer's, timed from its production to its confirmation action's record), the live
-    events of ``mix`` (:func:`live_background`)."""
+    events of ``mix`` (:func:`live_background`). ``samples`` receives each answered probe's
+    (produced at, latency in s)."""
     from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
@@ -566,6 +568,8 @@ def measure_latency(
             f"latency: {len(sent_at)} probes unanswered; by the partition of their order: "
             f"{by_partition}; offered (s before the end): {offered[:20]}"
         )
+    if samples is not None:
+        samples.extend(probes)
     ms = Summary([latency * 1000 for _, latency in probes])
     worst = worst_by_second(probes)
     log(f"latency: {len(ms.values)} probes at {rate_offered:.0f} events/s offered")

@@ -364,3 +364,15 @@ def test_every_garbage_collection_is_timed_by_generation() -> None:
     assert value(m, "tutti_worker_gc_pause_seconds_sum", generation="2") > 0
     gc.collect()
     assert not m._gc_pending  # stopped: nothing more recorded
+
+
+def test_the_frozen_objects_are_counted() -> None:
+    import gc
+
+    m = WorkerMetrics(CollectorRegistry())
+    gc.freeze()
+    try:
+        assert value(m, "tutti_worker_gc_frozen_objects") == gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert value(m, "tutti_worker_gc_frozen_objects") == 0

@@ -4,11 +4,12 @@ the collector's pauses (numbers in the function's docstring)."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from agents.cli import GC_THRESHOLDS, QuietCollector, tune_gc
+from agents.cli import GC_THRESHOLDS, QuietCollector, freeze_survivors, tune_gc
 
 
 @pytest.fixture
@@ -81,5 +82,57 @@ def test_the_quiet_collection_is_a_real_one_and_is_seen_by_the_callback() -> Non
         after = gc.get_stats()[1]
         assert after["collections"] == before["collections"] + 1
         assert after["collected"] >= before["collected"] + 1  # the cycle
+    finally:
+        stop()
+
+
+class _Held:
+    """A tracked object a weak reference can follow."""
+
+    def __init__(self) -> None:
+        self.parts: list[object] = []
+
+
+def _tracked(generation: int) -> list[object]:
+    return gc.get_objects(generation=generation)
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_what_survives_a_collection_is_never_walked_again() -> None:
+    stop = freeze_survivors()
+    try:
+        cached = _Held()  # a decoded state in the cache: alive for long
+        frozen_before = gc.get_freeze_count()
+        gc.collect(0)
+        # Without the freeze it would sit in the middle generation, walked by every middle
+        # collection from now on.
+        assert not any(o is cached for g in (0, 1, 2) for o in _tracked(g))
+        assert gc.get_freeze_count() > frozen_before
+        # The next collection walks only what was made since.
+        later = _Held()
+        assert any(o is later for o in _tracked(0))
+        gc.collect(1)
+        assert not any(o is later for g in (0, 1, 2) for o in _tracked(g))
+    finally:
+        stop()
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_a_frozen_object_is_still_freed_when_its_last_reference_goes() -> None:
+    stop = freeze_survivors()
+    try:
+        evicted = _Held()
+        gone = weakref.ref(evicted)
+        gc.collect(0)  # frozen now
+        del evicted  # evicted from the cache: freed by its reference count, no collection
+        assert gone() is None
+        # A cycle made and dropped between two collections is still collected.
+        cycle = _Held()
+        cycle.parts.append(cycle)
+        dropped = weakref.ref(cycle)
+        del cycle
+        assert dropped() is not None
+        gc.collect(0)
+        assert dropped() is None
     finally:
         stop()

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,13 +217,17 @@ def test_the_backlog_starts_at_the_same_time_of_day_whenever_it_is_run() -> None
     assert datetime.now(UTC) - first > timedelta(days=14)
 
 
-def test_the_timeline_summary_gives_the_ages_before_a_batch_and_an_excerpt() -> None:
+def _timeline() -> Any:
     path = Path(__file__).resolve().parents[3] / "bench" / "timeline.py"
     spec = importlib.util.spec_from_file_location("bench_timeline", path)
     assert spec is not None and spec.loader is not None
     timeline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(timeline)
-    summarise = timeline.summarise
+    return timeline
+
+
+def test_the_timeline_summary_gives_the_ages_before_a_batch_and_an_excerpt() -> None:
+    summarise = _timeline().summarise
 
     lines = []
     for i in range(10):  # a cycle every 20 ms: fetch, answer, hand-over, batch
@@ -241,3 +246,38 @@ def test_the_timeline_summary_gives_the_ages_before_a_batch_and_an_excerpt() -> 
     assert "youngest record's age as its batch begins (ms): p50 14.0" in text
     assert "batch (ms): p50 5.0" in text and "between batches (ms): p50 15.0" in text
     assert "hand-over of 30, youngest 12.0 ms, oldest 31.0 ms" in text
+
+
+def test_the_timeline_counts_the_pauses_and_tells_what_the_slow_probes_lived_through() -> None:
+    timeline = _timeline()
+    lines = []
+    for i in range(10):  # a 10 ms batch every 20 ms
+        t = 100.0 + i * 0.02
+        lines += [f"batch {t:.4f} 30 5.0", f"done {t + 0.010:.4f}"]
+    lines += [
+        "batch 100.2000 60 5.0",  # a slow batch, a collection and a flush within it
+        "gc 100.2500 1 30.00",
+        "flush 100.2600 8.00",
+        "done 100.3000",
+        "gc 100.1000 0 2.00",  # a short collection while the median probes waited
+        "full 105.0000 950.0 40 747176",
+        "garbage 105.0001 FreezableDefaultDict=8 dict=8",
+    ]
+    text = timeline.summarise(lines, 100.0, 100.4)
+    assert "garbage collections of generation 1: 2.50/s, 75.0 ms/s" in text
+    assert "producer flushes: 2.50/s" in text
+    assert "a full collection after the load, frozen objects included: 950.0 ms, 40 objects" in text
+    assert "garbage by type: FreezableDefaultDict=8 dict=8" in text
+
+    probes = [(100.0 + i * 0.002, 0.015) for i in range(98)]  # 15 ms, before the slow batch
+    probes += [(100.21, 0.09), (100.22, 0.08)]  # offered during the slow batch
+    slow, median = timeline.attribute(lines, probes, 0.02).splitlines()
+    assert slow.startswith(
+        "slowest 2% (2): latency 85 ms; GC 1.0 x, 30.0 ms; flushes 1.0 x, 8.0 ms"
+    )
+    assert "(longest of all 100 ms)" in slow
+    # Two of the three lived through the 2 ms collection.
+    assert median.startswith(
+        "around the median (3): latency 15 ms; GC 0.7 x, 1.3 ms; flushes 0.0 x, 0.0 ms; "
+        "batches 1.0 x, 10.0 ms"
+    )
