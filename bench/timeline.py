@@ -220,7 +220,7 @@ def summarise(lines: Iterable[str], start: float, end: float, excerpt_s: float =
             out.append("  garbage by type: " + " ".join(r[2:]))
     out.append("")
     middle = start + (end - start) / 2
-    excerpt = [r for r in rows if middle <= float(r[1]) <= middle + excerpt_s]
+    excerpt = [r for r in rows if r[0] in _DESCRIBE and middle <= float(r[1]) <= middle + excerpt_s]
     t0 = float(excerpt[0][1]) if excerpt else 0.0
     for r in excerpt:
         at = (float(r[1]) - t0) * 1000

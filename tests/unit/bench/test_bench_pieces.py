@@ -268,6 +268,9 @@ def test_the_timeline_counts_the_pauses_and_tells_what_the_slow_probes_lived_thr
     assert "producer flushes: 2.50/s" in text
     assert "a full collection after the load, frozen objects included: 950.0 ms, 40 objects" in text
     assert "garbage by type: FreezableDefaultDict=8 dict=8" in text
+    # A window that takes in the full collection too: its lines stay out of the excerpt.
+    excerpt = timeline.summarise(lines, 95.0, 105.0, excerpt_s=5.0)
+    assert "garbage collection of generation 1: 30.00 ms" in excerpt
 
     probes = [(100.0 + i * 0.002, 0.015) for i in range(98)]  # 15 ms, before the slow batch
     probes += [(100.21, 0.09), (100.22, 0.08)]  # offered during the slow batch
