@@ -16,6 +16,7 @@ import signal
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -77,10 +78,7 @@ def trace_pauses(write: Callable[[str], None]) -> None:
         ms = (time.perf_counter() - begun) * 1000
         gc.set_debug(0)
         write(f"full {time.time():.4f} {ms:.1f} {len(gc.garbage)} {frozen}")
-        kinds: dict[str, int] = {}
-        for o in gc.garbage:
-            kinds[type(o).__name__] = kinds.get(type(o).__name__, 0) + 1
-        top = sorted(kinds.items(), key=lambda kv: -kv[1])[:12]
+        top = Counter(type(o).__name__ for o in gc.garbage).most_common(12)
         write("garbage " + f"{time.time():.4f} " + " ".join(f"{k}={v}" for k, v in top))
         gc.garbage.clear()
         gc.freeze()
@@ -115,9 +113,9 @@ def attribute(lines: Iterable[str], probes: Sequence[tuple[float, float]], share
             begun = None
     batches.sort()
 
-    def within(spans: list[tuple[float, float]], a: float, b: float) -> tuple[int, float]:
-        hit = [ms for at, ms in spans if a <= at <= b + ms / 1000]
-        return len(hit), sum(hit)
+    def within(spans: list[tuple[float, float]], a: float, b: float) -> list[float]:
+        """The durations (ms) of the spans that overlap [a, b] (each given by its end)."""
+        return [ms for at, ms in spans if a <= at <= b + ms / 1000]
 
     def describe(group: Sequence[tuple[float, float]], name: str) -> str:
         if not group:
@@ -126,13 +124,10 @@ def attribute(lines: Iterable[str], probes: Sequence[tuple[float, float]], share
         sums = [0.0] * 7
         longest = 0.0
         for at, latency in group:
-            g = within(gcs, at, at + latency)
-            f = within(flushes, at, at + latency)
-            b = within(batches, at, at + latency)
-            longest = max(
-                longest, max((ms for t, ms in batches if at <= t <= at + latency), default=0)
-            )
-            for i, v in enumerate((latency * 1000, *g, *f, *b)):
+            g, f, b = (within(spans, at, at + latency) for spans in (gcs, flushes, batches))
+            longest = max(longest, *b, 0.0)
+            counted = (latency * 1000, len(g), sum(g), len(f), sum(f), len(b), sum(b))
+            for i, v in enumerate(counted):
                 sums[i] += v
         m = [v / n for v in sums]
         return (
