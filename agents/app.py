@@ -25,6 +25,7 @@ from agents.faust_workarounds import (
     deliver_without_tasks,
     fetch_in_batches,
     fetch_in_sessions,
+    keep_records_queued_after_the_seek,
     pause_changelogs_in_aiokafka,
     resume_stalled_partitions,
     seek_with_input_paused,
@@ -183,6 +184,7 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
     worker.metrics.watch_stalls(stalls)
     seek_with_input_paused()  # no gap committed at the end of a restore
+    keep_records_queued_after_the_seek(app)  # nor records dropped just after it (#596)
     register_identity(worker)
     register_catalog(worker, _ROCKSDB_OPTIONS)
     # ~1 changelog record per event: not one at a time through Faust's buffer. The product

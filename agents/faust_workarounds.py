@@ -49,6 +49,7 @@ __all__ = [
     "highwater_offset",
     "hold_ack",
     "input_positions",
+    "keep_records_queued_after_the_seek",
     "partition_items",
     "pause_changelogs_in_aiokafka",
     "precreate_table_topics",
@@ -1399,6 +1400,41 @@ async def _seek_uncommitted_to_start(consumer: Any, inputs: set[TP]) -> None:
             await consumer.seek(tp, int(starts[tp]))
 
 
+def keep_records_queued_after_the_seek(app: Any) -> None:
+    """Resuming the app's flow control when it is not suspended leaves the agents' queues as
+    they are.
+
+    faust-streaming 0.15.3 (faust-streaming #596, open): mode's ``FlowControlEvent.resume``
+    clears every agent's queue, and ``Recovery.on_recovery_completed`` calls it after seeking
+    the input partitions back to their committed offsets. When the tables had changelog records
+    to restore, the flow was resumed for the restore already, so the fetcher delivers input
+    records from the committed offsets as soon as the seek is done - and the resume a moment
+    later drops those still queued. Their read offsets have moved on, so nothing fetches them
+    again: each input partition's first records after a restart were decided only when the
+    stalled-partition guard fetched them 60 s later (``StalledPartitions``), after the later
+    records of the same customers. Seen in the SIGKILL test under load (issue 13, scenario 1;
+    the fresh-clone CI of 6 December): sign-ups decided before the profile update that gave
+    the e-mail address, "unreachable on email" where the simulator sent (docs/reliability.md).
+
+    Here a resume clears the queues only when the flow was suspended: the records queued then
+    came before a rebalance (Faust also clears at the revocation). The records queued before
+    the seek are dropped by the seek itself (``seek_with_input_paused``), which reads them
+    again.
+    """
+    flow = app.flow_control
+    if getattr(flow, "_tutti_keeps_queues", False):
+        return
+    resume = flow.resume
+
+    def resume_keeping_queues() -> None:
+        if flow.is_active():
+            return  # already flowing: nothing to resume, and the queues hold live records
+        resume()
+
+    flow.resume = resume_keeping_queues
+    flow._tutti_keeps_queues = True
+
+
 def seek_with_input_paused() -> None:
     """Keep the fetcher off the agents' input partitions while the consumer seeks them back to
     their committed offsets at the end of a rebalance.
@@ -1441,6 +1477,10 @@ def seek_with_input_paused() -> None:
         inputs = {tp for tp in fetched if acks_enabled_for(tp.topic)}
         self.pause_partitions(inputs)
         self._buffered_partitions.difference_update(inputs)  # read even while "buffered"
+        # What the agents' queues hold now came before the seek, which reads it again: dropped
+        # here, where Faust's flow-control resume after the seek used to drop it (and what
+        # came after the seek with it: keep_records_queued_after_the_seek).
+        self.app.flow_control.clear()
         try:
             await perform_seek(self)
             await _seek_uncommitted_to_start(self, inputs)

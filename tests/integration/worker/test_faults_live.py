@@ -178,6 +178,14 @@ def _differences(cid: str, run: _Played) -> str:
     own = [i for i in run.inputs if isinstance(i, CustomerEvent) and i.customer_key == cid]
     lines = ["    story  " + ", ".join(f"{i.event_type}@{ms(i.event_time)}" for i in own)]
     view = run.worker.customer(cid) or {}
+    # What governance reads (contact points masked by the view): a decision "unreachable"
+    # live while the oracle sent tells a profile that lacked a contact point then from one
+    # that has none now.
+    lines.append(
+        f"    live   now: identities {sorted(view.get('identities') or {})}, undeliverable "
+        f"{view.get('undeliverable')}, consent {sorted(view.get('consent') or {})}, "
+        f"events {view.get('event_counts')}"
+    )
     for d in reversed(view.get("last_decisions") or []):
         lines.append(
             f"    live   @{ms(d['at'])} {d['kind']} {d['code']} {d['journey_id']}/{d['step_id']}"

@@ -272,6 +272,67 @@ def test_with_the_workaround_the_seek_runs_with_the_inputs_out_of_the_fetch() ->
     assert _input_fetched_during_seek(workaround=True) == (False, True)
 
 
+def _queued_through_recovery(workaround: bool) -> tuple[int, int]:
+    """What an agent's queue still holds after the end of a restore's recovery: (a record the
+    fetcher delivered just after the seek, when ``on_recovery_completed`` resumes the flow
+    control; a record queued before a rebalance suspended it, when it resumes)."""
+    from agents.faust_workarounds import keep_records_queued_after_the_seek
+
+    app: Any = faust.App("t-resume", broker="kafka://127.0.0.1:1", store="memory://")
+    if workaround:
+        keep_records_queued_after_the_seek(app)
+    flow = app.flow_control
+    queue = app.FlowControlQueue(maxsize=10, clear_on_resume=True)  # a stream's, as Faust's
+    flow.resume()  # Recovery: "Resuming flow..." for the changelogs' restore
+    queue.put_nowait("an input record fetched from its committed offset after the seek")
+    flow.resume()  # Recovery.on_recovery_completed, after perform_seek
+    after_seek = queue.qsize()
+    flow.suspend()  # a rebalance
+    queue.clear()
+    queue.put_nowait("a record from before the rebalance")
+    flow.resume()
+    return after_seek, queue.qsize()
+
+
+def test_faust_drops_the_records_queued_after_the_seek_when_recovery_ends() -> None:
+    # faust-streaming #596: lost until the stalled-partition guard fetched them again.
+    assert _queued_through_recovery(workaround=False) == (0, 0)
+
+
+def test_with_the_workaround_records_queued_after_the_seek_are_kept() -> None:
+    # ... and a resume after a suspension still clears what was queued before it.
+    assert _queued_through_recovery(workaround=True) == (1, 0)
+
+
+def _queued_before_the_seek_kept(workaround: bool) -> bool:
+    """Whether a record in an agent's queue before ``perform_seek`` is still there after it
+    (the seek reads it again from the committed offset)."""
+    from faust.types import TP
+
+    with _recovery_seek(workaround, "t-seek-clear") as app:
+        consumer: Any = app.consumer
+        tp = TP("events.commerce", 3)
+        app.topics._acking_topics.add(tp.topic)
+        consumer._set_active_tps({tp})
+        queue = app.FlowControlQueue(maxsize=10, clear_on_resume=True)
+        queue.put_nowait("fetched from before the seek")
+
+        async def seek_to_committed() -> dict[Any, int]:
+            return {tp: 40}
+
+        consumer.seek_to_committed = seek_to_committed
+        asyncio.run(consumer.perform_seek())
+        return not queue.empty()
+
+
+def test_faust_leaves_records_from_before_the_seek_queued_for_its_resume_to_drop() -> None:
+    assert _queued_before_the_seek_kept(workaround=False) is True
+
+
+def test_with_the_workaround_the_seek_drops_the_records_queued_before_it() -> None:
+    assert _queued_before_the_seek_kept(workaround=True) is False
+
+
 def _seeks_after_recovery(workaround: bool) -> list[tuple[str, int, int]]:
     """The seeks ``perform_seek`` (the end of a rebalance's recovery) makes for two input
     partitions: one the group committed at 40, one it never committed (log start 7)."""
