@@ -1413,7 +1413,7 @@ def keep_records_queued_after_the_seek(app: Any) -> None:
     again: each input partition's first records after a restart were decided only when the
     stalled-partition guard fetched them 60 s later (``StalledPartitions``), after the later
     records of the same customers. Seen in the SIGKILL test under load (issue 13, scenario 1;
-    the fresh-clone CI of 6 December): sign-ups decided before the profile update that gave
+    a fresh-clone CI on 7 December): sign-ups decided before the profile update that gave
     the e-mail address, "unreachable on email" where the simulator sent (docs/reliability.md).
 
     Here a resume clears the queues only when the flow was suspended: the records queued then
