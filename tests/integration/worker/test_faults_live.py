@@ -498,7 +498,9 @@ def test_workers_joining_and_one_killed_mid_stream_lose_nothing_and_apply_nothin
         f"{len(shifted)} of them arbitrated differently (seed {SEED + 6}); dead letters "
         f"{len(letters)}\n{at_endpoints.line()} ({len(shifted)} customers left out)"
     )
-    differing = {a[0] for a in lost | extra}
+    # The first few reported ones explained too: a wake-up still waiting when the actions were
+    # read (the survivors behind after the last change) tells timing from a wrong decision.
+    differing = {a[0] for a in lost | extra} | set(sorted(shifted)[:6])
     _explain(
         differing, set(), expected, _Played(library, inputs, started, until, survivor, records)
     )
