@@ -32,7 +32,6 @@ from agents.faust_workarounds import (
     track_fetches,
 )
 from agents.producer import RecordProducer
-from agents.scheduling import RecordTimeOrder
 from agents.watermarks import customer_inputs
 from agents.worker import INGEST_CHANNELS, TuttiWorker
 from orchestrator.codec import AvroCodec
@@ -143,8 +142,6 @@ def create_app(settings: Settings) -> Any:
         web_graph_enabled=False,
         web_stats_enabled=False,
         monitor=LeanMonitor(),
-        # A backlog's records by record time across topics, not round-robin (agents.scheduling).
-        ConsumerScheduler=RecordTimeOrder,
     )
     fetch_in_batches(app, w.fetch_min_bytes, w.fetch_max_wait_ms)
     if w.fetch_sessions:
