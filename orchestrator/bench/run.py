@@ -19,9 +19,10 @@ that slows down during the run shows up as a spread instead of a flattering rati
 5. (d) latency: at 50 % of (c), live events of the backlog's mix (stamped now, new people's)
    with one event in 50 a probe order from a new customer (the backlog's share of orders);
    latency = the order event's produce time to the record time of its confirmation action.
-   Then the same rate of the demo day's stories in their order with one event in ten a probe
-   (`latency_demo_day_ms`, the (d) of earlier runs: five times the orders, heavier per event);
-6. (a) and (b) again;
+   The CPU the worker used meanwhile, per event offered, is reported with it;
+6. (a) and (b) again; the Faust floor with a table write, once drained, is offered (d)'s load
+   at (d)'s rate (`faust_table_floor_latency_ms`: its answer to a probe is the copy of the
+   order it sends): the latency and CPU per live event of Faust itself on the same machine;
 7. (e) two workers in one group drain the same backlog on a second fresh prefix.
 
 Everything the run created (topics, groups, data directories) is deleted at the end.
@@ -156,10 +157,15 @@ def channel_topics(settings: Settings) -> list[str]:
 
 
 def measure_floors(
-    settings: Settings, workdir: Path, groups: list[str], options: BenchOptions
+    settings: Settings,
+    workdir: Path,
+    groups: list[str],
+    options: BenchOptions,
+    with_table_floor: Callable[[Process, str], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """(a) and (b) once each on every record of the channel topics of ``settings``: their
-    rates, and how many records each drained.
+    rates, and how many records each drained. ``with_table_floor``: called with the floor
+    that writes a table, and its output topic, once it has drained (before it stops).
 
     Counted from the topics, not the backlog's size: after the worker's runs the topics also
     hold the latency phase's live events, which the floors drain too. (Dividing by the backlog
@@ -168,16 +174,17 @@ def measure_floors(
     inputs = channel_topics(settings)
     records = sum(end_offsets(settings, inputs).values())
     out = {"raw": raw_ceiling(settings, inputs, f"{settings.topics.prefix}bench.raw-out", records)}
+    output = f"{settings.topics.prefix}bench.floor-out"
     for name, table in (("faust", False), ("faust_table", True)):
         app_id = f"bench-floor-{uuid.uuid4().hex[:8]}"
         groups.append(app_id)
-        floor, started_file = start_floor(
-            settings, workdir, app_id, inputs, f"{settings.topics.prefix}bench.floor-out", table
-        )
+        floor, started_file = start_floor(settings, workdir, app_id, inputs, output, table)
         try:
             wait_for("the Faust floor's first record", started_file.exists, [floor], 180)
             done = wait_drained(settings, app_id, inputs, [floor], options.drain_timeout)
             out[name] = records / (done - float(started_file.read_text()))
+            if table and with_table_floor is not None:
+                with_table_floor(floor, output)
         finally:
             floor.stop()
             remove_tree(floor.workdir)
@@ -486,29 +493,33 @@ def measure_latency(
     log: Log,
     mix: str = "demo-day",
     samples: list[tuple[float, float]] | None = None,
+    answers: Answers | None = None,
+    process: Process | None = None,
 ) -> dict[str, Any]:
     """Offered load at ``rate`` events/s of live events around probe orders (each a new
     customer's, timed from its production to its confirmation action's record), the live
     events of ``mix`` (:func:`live_background`). ``samples`` receives each answered probe's
-    (produced at, latency in s)."""
+    (produced at, latency in s). ``answers``: where a probe's answer is written and how it is
+    told (:func:`confirmations`, the worker's, by default). ``process``: the one under load,
+    whose CPU per offered event is reported (Linux)."""
     from confluent_kafka import TopicPartition
 
     from orchestrator.kafka import consumer
 
     topics = Topics(settings.topics)
+    answers = answers or confirmations(settings)
     n = max(10, int(rate * seconds))
     background, probe_every = live_background(n, mix)
     sent_at: dict[str, float] = {}
     probes: list[tuple[float, float]] = []  # (produced at, latency): when the slow ones came
     stop = threading.Event()
     c = consumer(settings.kafka, f"bench-lat-{uuid.uuid4().hex[:8]}")
-    action_topics = [topics.actions(ch) for ch in ACTION_CHANNELS]
     # From each partition's end offset asked now, not OFFSET_END: that is resolved at the
     # consumer's first fetch, which may come after the first confirmations were written.
     c.assign(
         [
             TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1])
-            for t in action_topics
+            for t in answers.topics
             for p in range(settings.topics.partitions)
         ]
     )
@@ -519,10 +530,10 @@ def measure_latency(
             for msg in c.consume(500, timeout=0.2):
                 if msg.error():
                     continue
-                action = codec.decode(msg.value(), "Action", msg.topic())
-                if action["step_id"] != "confirmation":
+                probe = answers.probe_of(msg, codec)
+                if probe is None:
                     continue
-                produced = sent_at.pop(action["customer_id"], None)
+                produced = sent_at.pop(probe, None)
                 if produced is not None:
                     probes.append((produced, msg.timestamp()[1] / 1000 - produced))
             if stop.is_set() and time.monotonic() > give_up:
@@ -541,6 +552,7 @@ def measure_latency(
     if late > 0:  # the events are stamped that much before they go out: harmless, but said
         log(f"latency: the load was encoded {late:.1f} s after its planned start")
     time.sleep(max(0.0, -late))
+    cpu_before = cpu_seconds(process)
     t0 = time.monotonic()
     for i, (topic, key, value, probe) in enumerate(plan):
         if probe is not None:
@@ -554,6 +566,7 @@ def measure_latency(
     p.flush(30)
     rate_offered = n / (time.monotonic() - t0)
     ended = time.time()
+    cpu_offered = cpu_seconds(process)
     give_up = time.monotonic() + 30
     stop.set()
     reader.join(60)
@@ -591,10 +604,63 @@ def measure_latency(
         "offered_to": round(ended, 3),
         "mix": mix,
         "probe_every": probe_every,
-        "what": "order event produced -> record time of its confirmation action; live events "
+        # The CPU the process under load used while the load was offered, per event offered.
+        "cpu_us_per_event": (
+            round((cpu_offered - cpu_before) / n * 1e6)
+            if cpu_before is not None and cpu_offered is not None
+            else None
+        ),
+        "what": f"order event produced -> record time of {answers.what}; live events "
         f"of the {mix} mix around it (orchestrator.bench.run.live_background), one event in "
         f"{probe_every} a probe order",
     }
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Where the answer to a probe order is written, and which probe a record answers (its
+    customer id; None for any other record)."""
+
+    topics: list[str]
+    probe_of: Callable[[Any, AvroCodec], str | None]
+    what: str
+
+
+def confirmations(settings: Settings) -> Answers:
+    """The worker's answer: the confirmation action the order journey sends the customer."""
+    topics = Topics(settings.topics)
+
+    def probe_of(msg: Any, codec: AvroCodec) -> str | None:
+        action = codec.decode(msg.value(), "Action", msg.topic())
+        return str(action["customer_id"]) if action["step_id"] == "confirmation" else None
+
+    return Answers(
+        [topics.actions(ch) for ch in ACTION_CHANNELS], probe_of, "its confirmation action"
+    )
+
+
+def floor_outputs(output: str) -> Answers:
+    """The Faust floor's answer: the order event itself, re-encoded to ``output``, keyed by
+    the customer id as the floor received it (a probe's customer has no other event)."""
+
+    def probe_of(msg: Any, codec: AvroCodec) -> str | None:
+        key = msg.key()
+        return key.decode() if key and key.startswith(b"probe-") else None
+
+    return Answers([output], probe_of, "the Faust floor's copy of the event")
+
+
+def cpu_seconds(process: Process | None) -> float | None:
+    """The CPU time (user + system, every thread) ``process`` has used; None without one, or
+    without /proc (not Linux)."""
+    if process is None:
+        return None
+    try:
+        stat = Path(f"/proc/{process.popen.pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def records_per_event(settings: Settings, app_id: str, events: int) -> dict[str, Any]:
@@ -690,25 +756,42 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
                 stall_name = "tutti_worker_event_loop_stall_seconds"
                 stalls_before = scrape_histogram(restarted.port, stall_name)
                 latency = measure_latency(
-                    one, half, options.latency_seconds, codec, log, mix="backlog"
+                    one, half, options.latency_seconds, codec, log, mix="backlog", process=restarted
                 )
                 # What held the worker's loop meanwhile: the floor under the p99 (agents.metrics).
                 latency["event_loop_stalls"] = stalls_between(
                     stalls_before, scrape_histogram(restarted.port, stall_name)
                 )
                 log(f"event loop stalls during it: {latency['event_loop_stalls']}")
-                # The (d) of the fifteenth to eighteenth sessions, kept for comparison: a live
-                # mix that costs ~1.8x a drained event (live_background).
-                latency_demo_day = measure_latency(
-                    one, half, options.latency_seconds, codec, log, mix="demo-day"
-                )
                 more_latency = [
                     measure_latency(one, rate, options.latency_seconds, codec, log)
                     for rate in options.latency_rates
                 ]
             finally:
                 restarted.stop()
-            after, after_records = measure_floors(one, workdir, groups, options)
+            floor_latency: dict[str, Any] = {}
+
+            def floor_under_load(floor: Process, output: str) -> None:
+                # (d) for the floor: the same load at the same rate, its answer the copy of
+                # the probe order it sends - what Faust itself makes of a live load here.
+                answers = floor_outputs(output)
+                measure_latency(one, half, 5.0, codec, log, mix="backlog", answers=answers)
+                floor_latency.update(
+                    measure_latency(
+                        one,
+                        half,
+                        options.latency_seconds,
+                        codec,
+                        log,
+                        mix="backlog",
+                        answers=answers,
+                        process=floor,
+                    )
+                )
+
+            after, after_records = measure_floors(
+                one, workdir, groups, options, with_table_floor=floor_under_load
+            )
             log(f"ceilings (after, {after_records} records): {_fmt(after)}")
 
             two: dict[str, Any] = {}
@@ -762,7 +845,7 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         # The second floors also drain the latency phase's live events (and are rated by all).
         "ceiling_records_before_and_after": {"before": before_records, "after": after_records},
         "latency_ms": latency,
-        "latency_demo_day_ms": latency_demo_day,
+        "faust_table_floor_latency_ms": floor_latency,
         "settled_before_latency": settle,
         "latency_ms_at_rates": more_latency,
         "two_workers": two,
@@ -902,14 +985,21 @@ def markdown(result: dict[str, Any]) -> str:
             f"{stalls['over_100ms']} stalls over 100 ms, {stalls['over_250ms']} over 250 ms, "
             f"{stalls['over_1s']} over 1 s; p99 at most {stalls['p99_at_most_s']} s"
         )
-    demo_day = result.get("latency_demo_day_ms")
-    if demo_day:
+    floor = result.get("faust_table_floor_latency_ms")
+    if floor:
         lines.append(
-            f"(d) the same rate, the demo day's stories in their order (one event in ten a probe "
-            f"order), {demo_day['samples']} probes: p50 {demo_day['p50']} ms, "
-            f"p95 {demo_day['p95']} ms, p99 {demo_day['p99']} ms"
-            + (f", {demo_day['missing']} missing" if demo_day["missing"] else "")
+            f"(d) the Faust floor with a table write, offered the same load at the same rate "
+            f"(its copy of the probe order as the answer), {floor['samples']} probes: "
+            f"p50 {floor['p50']} ms, p95 {floor['p95']} ms, p99 {floor['p99']} ms"
+            + (f", {floor['missing']} missing" if floor["missing"] else "")
         )
+    cpu = [
+        f"{who} {d['cpu_us_per_event']:,} us"
+        for who, d in (("the worker", lat), ("the Faust floor with a table write", floor or {}))
+        if d.get("cpu_us_per_event") is not None
+    ]
+    if cpu:
+        lines.append(f"    CPU per live event offered: {'; '.join(cpu)}")
     for more in result.get("latency_ms_at_rates") or ():
         lines.append(
             f"(d) latency at {more['offered_events_per_s']:.0f} events/s offered, "

@@ -160,9 +160,17 @@ def test_markdown_states_ratios_and_the_machine() -> None:
             "p95": 90,
             "p99": 150,
             "missing": 0,
+            "cpu_us_per_event": 1600,
             "worst_ms_by_second": [90.0, 250.4, 180.0, 70.0, 60.0, 50, 50, 50, 50, 50, 40, 120, 60],
         },
-        "latency_demo_day_ms": {"samples": 4000, "p50": 60, "p95": 130, "p99": 210, "missing": 0},
+        "faust_table_floor_latency_ms": {
+            "samples": 900,
+            "p50": 15,
+            "p95": 30,
+            "p99": 45,
+            "missing": 0,
+            "cpu_us_per_event": 540,
+        },
         "two_workers": {"events_per_s": 800.0, "scale_factor": 1.6},
         "restore": {
             "customers": 5000,
@@ -182,7 +190,9 @@ def test_markdown_states_ratios_and_the_machine() -> None:
     assert "| 500 | 5.0% | 25% |" in text
     assert "1.6x" in text and "p99 150 ms" in text and "dead letters: 0" in text
     assert "(50 % of (c)), backlog mix, 900 probes" in text
-    assert "demo day's stories in their order" in text and "p99 210 ms" in text
+    assert "the Faust floor with a table write, offered the same load" in text
+    assert "p99 45 ms" in text
+    assert "CPU per live event offered: the worker 1,600 us; the Faust floor with a table " in text
     assert "first 5 s: 90, 250, 180, 70, 60 ms; from second 10 on at most 120 ms" in text
 
 
