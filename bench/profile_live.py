@@ -30,6 +30,7 @@ from orchestrator.bench.run import (
     measure_latency,
     prepare_run,
     records_per_event,
+    stat_cpu_seconds,
 )
 from orchestrator.codec import AvroCodec
 from orchestrator.config import load_settings
@@ -42,12 +43,10 @@ from timeline import summarise as summarise_timeline
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     """thread id -> (name, CPU seconds so far), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, tuple[str, float]] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        out[tid] = (name, stat_cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat")))
     return out
 
 

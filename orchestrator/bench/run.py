@@ -656,10 +656,14 @@ def cpu_seconds(process: Process | None) -> float | None:
     if process is None:
         return None
     try:
-        stat = Path(f"/proc/{process.popen.pid}/stat").read_text()
+        return stat_cpu_seconds(Path(f"/proc/{process.popen.pid}/stat"))
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
+
+
+def stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
