@@ -68,10 +68,11 @@ def test_records_arrive_once_and_in_order_with_requests_naming_only_what_moved(
             while sum(map(len, got.values())) < RECORDS and time.monotonic() < deadline:
                 for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                     got[tp].extend(int(r.value) for r in records)
-                if half.is_set() and broken is None and sessions:
+                session = next(iter(sessions.values()), None)
+                if half.is_set() and broken is None and session is not None and session.id:
                     # The broker forgets sessions (evicted from its cache, restarted): a
                     # session id it does not know is answered with an error, then a new one.
-                    session = next(iter(sessions.values()))
+                    # (Not before the broker has answered with an id: 0 is no session yet.)
                     broken = session.id
                     session.id, session.epoch = 987654321, 5
             thread.join(10)
