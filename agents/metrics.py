@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -227,6 +227,9 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = CollectorRegistry() if registry is None else registry
         self.registry = r
+        # The process's resident memory, CPU seconds and open files (process_*, read from
+        # /proc at each scrape): what the decoded-state cache costs (docs/runbook.md, Capacity).
+        ProcessCollector(registry=r)
         #: (metric, *label values) -> the labelled child: prometheus_client's ``labels()``
         #: checks and converts its arguments and takes a lock on every call, and a signal
         #: made five or more such calls (2 % of a drain's main thread, py-spy). No child is

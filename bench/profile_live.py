@@ -6,8 +6,12 @@ a fixed rate while per-thread CPU is read from /proc (and, with --spy, py-spy re
         [--timeline]
 
 Needs a running stack (`tutti stack up`); py-spy needs ptrace (root, or ptrace_scope 0).
-Prints the latency percentiles, the CPU per event and per thread, and with --spy writes
-live.speedscope.json and live.txt under --out; with --timeline, timeline.txt (bench/timeline.py).
+Prints the latency percentiles, the CPU per event and per thread, the worker's garbage
+collections and memory after the load, and with --spy writes live.speedscope.json and live.txt
+under --out; with --timeline, timeline.txt (bench/timeline.py).
+
+To compare two trees, run it from outside both with PYTHONPATH naming the worker's: the worker
+is `python -m orchestrator` started in the caller's directory, which comes first on its path.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_drain import ROOT, record_with_py_spy, summarise
 from timeline import FULL_COLLECTION_SIGNAL, attribute
 from timeline import summarise as summarise_timeline
+
+#: The worker's memory after the live phase, from its /metrics: resident set, and the objects
+#: frozen out of the collector's walks (agents.cli.freeze_survivors: about the cached states).
+MEMORY_LINES = ("process_resident_memory_bytes", "tutti_worker_gc_frozen_objects")
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
@@ -144,7 +152,9 @@ def main() -> None:
                 + ", ".join(f"{t} {v:.3f}" for t, v in sorted(per_topic.items()) if v >= 0.001)
             )
             for line in scrape(workers[0].port).splitlines():
-                if line.startswith("tutti_worker_gc_pause_seconds_") and "_created" not in line:
+                if line.startswith(MEMORY_LINES) or (
+                    line.startswith("tutti_worker_gc_pause_seconds_") and "_created" not in line
+                ):
                     print("  " + line)
             if spy is not None:
                 spy.wait(60)

@@ -61,7 +61,7 @@ _COMPRESS_FROM: Final = 16 * 1024
 #: level 6, for a record ~14 % larger.
 _ZLIB_LEVEL: Final = 1
 
-#: The state's JSON is written and read by msgspec straight from and into the dataclasses - the
+#: The state's JSON is written and read by msgspec straight from and into its Structs - the
 #: same document as ``CustomerState.to_dict()`` (field order aside), in ~20 us each way for a
 #: 20 KB state instead of ~700 us / ~1,300 us through to_dict / from_dict (bench_state_codec).
 _STATE_ENCODER: Final = msgspec.json.Encoder()

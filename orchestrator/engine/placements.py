@@ -16,6 +16,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from orchestrator.engine.decision import Action
 from orchestrator.engine.governance import purpose_of
 from orchestrator.engine.journey import SendStep
@@ -142,7 +144,7 @@ def _impression(state: CustomerState, ev: CustomerEvent) -> None:
     placed = state.placements[name]
     if placed.seen_at is not None:
         return
-    state.placements[name] = replace(placed, seen_at=ev.event_time)
+    state.placements[name] = msgspec.structs.replace(placed, seen_at=ev.event_time)
     if any(r.action_id == placed.action_id for r in state.send_log):
         return
     state.send_log.append(

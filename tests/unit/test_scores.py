@@ -5,12 +5,12 @@ refusal on a tiny history, the pure scorer against scikit-learn, explanations, c
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -140,7 +140,7 @@ def test_the_explanation_names_the_features_that_pushed_the_score_up(
         for n in top
     ]
     assert "inactive for 54 days" in text and "opens 0% of e-mails" in text
-    loyal = replace(
+    loyal = msgspec.structs.replace(
         lapsed, last_activity_at=now - timedelta(days=2), engagement={}, commerce=lapsed.commerce
     )
     loyal.engagement["email"] = ChannelEngagement(delivered=10, opens=9)

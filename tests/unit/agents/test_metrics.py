@@ -376,3 +376,14 @@ def test_the_frozen_objects_are_counted() -> None:
     finally:
         gc.unfreeze()
     assert value(m, "tutti_worker_gc_frozen_objects") == 0
+
+
+def test_the_process_s_memory_cpu_and_open_files_are_reported() -> None:
+    import resource
+
+    m = WorkerMetrics(CollectorRegistry())
+    rss = value(m, "process_resident_memory_bytes")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: in KiB
+    assert 10 * 2**20 < rss <= peak * 1.01
+    assert value(m, "process_cpu_seconds_total") > 0
+    assert value(m, "process_open_fds") >= 3

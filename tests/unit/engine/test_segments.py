@@ -406,7 +406,7 @@ def test_merge_keeps_the_earliest_entry_and_both_order_histories() -> None:
     cb = Customer(rules_with(), b)
     cb.send(event("order_placed", at(days=1), customer_id="b", order=order("o2", 200)))
     assert ca.state is not None and cb.state is not None
-    merged = merge_states(replace(ca.state), cb.state)
+    merged = merge_states(ca.state.clone(), cb.state)
     assert [o.order_id for o in merged.commerce.recent_orders] == ["o1", "o2"]
     assert merged.segments["at_risk"] == at(days=3)
     assert merge_states(merged, cb.state).segments == merged.segments  # idempotent
