@@ -23,7 +23,7 @@ from enum import Enum
 from functools import cache
 from typing import Any, TypeVar
 
-import msgspec
+from msgspec import Struct, field
 from msgspec.structs import astuple, replace
 
 from orchestrator.engine.enrollment_status import EnrollmentStatus
@@ -71,13 +71,13 @@ MAX_DECISION_NOTES = 30
 MAX_RECENT_ORDERS = 50
 
 
-class ConsentRecord(msgspec.Struct, frozen=True):
+class ConsentRecord(Struct, frozen=True):
     status: str  # opted_in | opted_out
     at: datetime
     source: str | None = None
 
 
-class Person(msgspec.Struct):
+class Person(Struct):
     """How messages name the customer (the events' ``person`` section)."""
 
     first_name: str | None = None
@@ -85,7 +85,7 @@ class Person(msgspec.Struct):
     updated_at: datetime | None = None
 
 
-class ProfilePreferences(msgspec.Struct):
+class ProfilePreferences(Struct):
     time_zone: str | None = None
     language: str | None = None
     quiet_hours_start: str | None = None
@@ -94,7 +94,7 @@ class ProfilePreferences(msgspec.Struct):
     updated_at: datetime | None = None
 
 
-class OrderRecord(msgspec.Struct, frozen=True):
+class OrderRecord(Struct, frozen=True):
     """One recent order: enough for windowed counts and spend, nothing personal."""
 
     order_id: str
@@ -102,7 +102,7 @@ class OrderRecord(msgspec.Struct, frozen=True):
     total_minor: int = 0
 
 
-class Commerce(msgspec.Struct):
+class Commerce(Struct):
     orders_online: int = 0
     orders_store: int = 0
     revenue_minor: int = 0
@@ -113,17 +113,17 @@ class Commerce(msgspec.Struct):
     last_order_at: datetime | None = None
     last_order_id: str | None = None
     last_order_total_minor: int = 0
-    order_ids: list[str] = msgspec.field(default_factory=list)
+    order_ids: list[str] = field(default_factory=list)
     checkout_started_at: datetime | None = None
     #: The latest orders by event time (at most MAX_RECENT_ORDERS), for windowed rules.
-    recent_orders: list[OrderRecord] = msgspec.field(default_factory=list)
+    recent_orders: list[OrderRecord] = field(default_factory=list)
 
     @property
     def orders(self) -> int:
         return self.orders_online + self.orders_store
 
 
-class CartLine(msgspec.Struct):
+class CartLine(Struct):
     quantity: int
     added_at: datetime
     name: str | None = None
@@ -133,7 +133,7 @@ class CartLine(msgspec.Struct):
     image_url: str | None = None
 
 
-class ProductView(msgspec.Struct, frozen=True):
+class ProductView(Struct, frozen=True):
     product_id: str
     at: datetime
     category: str | None = None
@@ -141,7 +141,7 @@ class ProductView(msgspec.Struct, frozen=True):
     image_url: str | None = None
 
 
-class Loyalty(msgspec.Struct):
+class Loyalty(Struct):
     tier: str | None = None
     previous_tier: str | None = None
     points: int = 0
@@ -149,7 +149,7 @@ class Loyalty(msgspec.Struct):
     tier_changed_at: datetime | None = None
 
 
-class ChannelEngagement(msgspec.Struct):
+class ChannelEngagement(Struct):
     sends: int = 0
     delivered: int = 0
     opens: int = 0
@@ -157,14 +157,14 @@ class ChannelEngagement(msgspec.Struct):
     bounces: int = 0
     last_engaged_at: datetime | None = None
     # Opens and clicks by hour of day in the customer's own time zone (send-time optimisation).
-    hours: list[int] = msgspec.field(default_factory=lambda: [0] * 24)
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
 
     @property
     def engaged(self) -> int:
         return min(self.sends, max(self.opens, self.clicks)) if self.sends else 0
 
 
-class SendRecord(msgspec.Struct, frozen=True):
+class SendRecord(Struct, frozen=True):
     action_id: str
     at: datetime
     channel: str
@@ -173,7 +173,7 @@ class SendRecord(msgspec.Struct, frozen=True):
     offer_id: str | None = None
 
 
-class OfferInFlight(msgspec.Struct, frozen=True):
+class OfferInFlight(Struct, frozen=True):
     offer_id: str
     action_id: str
     journey_id: str
@@ -181,7 +181,7 @@ class OfferInFlight(msgspec.Struct, frozen=True):
     until: datetime
 
 
-class Placement(msgspec.Struct, frozen=True):
+class Placement(Struct, frozen=True):
     """A pull message in place (engine/placements.py): what a page or app asking for this
     placement is shown until ``expires_at``. It counts in the caps from its first impression."""
 
@@ -198,17 +198,17 @@ class Placement(msgspec.Struct, frozen=True):
     offer_id: str | None = None
     locale: str | None = None
     priority: int = 0
-    payload: dict[str, str] = msgspec.field(default_factory=dict)
+    payload: dict[str, str] = field(default_factory=dict)
     seen_at: datetime | None = None  # the first impression
 
 
-class StepVisit(msgspec.Struct, frozen=True):
+class StepVisit(Struct, frozen=True):
     at: datetime
     step_id: str
     what: str
 
 
-class DecisionNote(msgspec.Struct, frozen=True):
+class DecisionNote(Struct, frozen=True):
     """One explained decision kept in the profile, for the single-customer view ("why did she
     get this SMS?"). Same content as an Explanation; never personal data."""
 
@@ -222,7 +222,7 @@ class DecisionNote(msgspec.Struct, frozen=True):
     action_id: str | None = None
 
 
-class Enrollment(msgspec.Struct):
+class Enrollment(Struct):
     """One customer's passage through one version of one journey."""
 
     enrollment_id: str
@@ -240,9 +240,9 @@ class Enrollment(msgspec.Struct):
     pending_action_id: str | None = None
     approved_by: str | None = None
     engaged: bool = False
-    trigger: dict[str, str] = msgspec.field(default_factory=dict)
-    action_ids: list[str] = msgspec.field(default_factory=list)
-    history: list[StepVisit] = msgspec.field(default_factory=list)
+    trigger: dict[str, str] = field(default_factory=dict)
+    action_ids: list[str] = field(default_factory=list)
+    history: list[StepVisit] = field(default_factory=list)
 
     @property
     def token(self) -> str:
@@ -250,7 +250,7 @@ class Enrollment(msgspec.Struct):
         return f"{self.enrollment_id}#{self.seq}"
 
 
-class JourneyHistory(msgspec.Struct):
+class JourneyHistory(Struct):
     last_entered_at: datetime | None = None
     last_exited_at: datetime | None = None
     times_entered: int = 0
@@ -258,7 +258,7 @@ class JourneyHistory(msgspec.Struct):
     last_exit_reason: str | None = None
 
 
-class Attribution(msgspec.Struct):
+class Attribution(Struct):
     """An enrolment (holdout or not) whose goal can still be met: the measurement record."""
 
     enrollment_id: str
@@ -272,54 +272,50 @@ class Attribution(msgspec.Struct):
     trigger_event_id: str | None = None  # the entry event never counts as its own conversion
 
 
-class CustomerState(msgspec.Struct):
+class CustomerState(Struct):
     """Everything the engine knows about one customer (see docs/journeys.md, "State")."""
 
     customer_id: str
     schema_version: int = SCHEMA_VERSION
-    identities: dict[str, list[str]] = msgspec.field(default_factory=dict)
-    undeliverable: list[str] = msgspec.field(default_factory=list)  # channels with a hard bounce
-    consent: dict[str, ConsentRecord] = msgspec.field(default_factory=dict)  # "channel:purpose"
-    preferences: ProfilePreferences = msgspec.field(default_factory=ProfilePreferences)
-    person: Person = msgspec.field(default_factory=Person)
+    identities: dict[str, list[str]] = field(default_factory=dict)
+    undeliverable: list[str] = field(default_factory=list)  # channels with a hard bounce
+    consent: dict[str, ConsentRecord] = field(default_factory=dict)  # "channel:purpose"
+    preferences: ProfilePreferences = field(default_factory=ProfilePreferences)
+    person: Person = field(default_factory=Person)
     #: Custom attributes the policy keeps for messages (policy `profile.attributes`).
-    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
     lifecycle_stage: str = "new"
-    commerce: Commerce = msgspec.field(default_factory=Commerce)
-    cart: dict[str, CartLine] = msgspec.field(default_factory=dict)
+    commerce: Commerce = field(default_factory=Commerce)
+    cart: dict[str, CartLine] = field(default_factory=dict)
     cart_updated_at: datetime | None = None
-    recent_views: list[ProductView] = msgspec.field(default_factory=list)
-    recent_categories: list[str] = msgspec.field(default_factory=list)  # most recent last
-    wishlist: list[str] = msgspec.field(default_factory=list)
+    recent_views: list[ProductView] = field(default_factory=list)
+    recent_categories: list[str] = field(default_factory=list)  # most recent last
+    wishlist: list[str] = field(default_factory=list)
     last_search: str | None = None
     app_installed: bool = False
     last_store_visit_at: datetime | None = None
-    loyalty: Loyalty = msgspec.field(default_factory=Loyalty)
-    open_tickets: dict[str, datetime] = msgspec.field(default_factory=dict)
-    resolved_tickets: dict[str, datetime] = msgspec.field(
-        default_factory=dict
-    )  # recent, for ordering
+    loyalty: Loyalty = field(default_factory=Loyalty)
+    open_tickets: dict[str, datetime] = field(default_factory=dict)
+    resolved_tickets: dict[str, datetime] = field(default_factory=dict)  # recent, for ordering
     last_ticket_resolved_at: datetime | None = None
-    engagement: dict[str, ChannelEngagement] = msgspec.field(default_factory=dict)
-    send_log: list[SendRecord] = msgspec.field(default_factory=list)
-    offers_in_flight: list[OfferInFlight] = msgspec.field(default_factory=list)
+    engagement: dict[str, ChannelEngagement] = field(default_factory=dict)
+    send_log: list[SendRecord] = field(default_factory=list)
+    offers_in_flight: list[OfferInFlight] = field(default_factory=list)
     # Pull messages in place, by placement name (engine/placements.py).
-    placements: dict[str, Placement] = msgspec.field(default_factory=dict)
+    placements: dict[str, Placement] = field(default_factory=dict)
     # When the customer's latest arbitration window closes (engine/arbitration.py): marketing
     # sends due before then wait for it and are decided together.
     arbitration_closes_at: datetime | None = None
-    enrollments: list[Enrollment] = msgspec.field(default_factory=list)
-    journeys: dict[str, JourneyHistory] = msgspec.field(default_factory=dict)
-    attributions: list[Attribution] = msgspec.field(default_factory=list)
-    timers: dict[str, datetime] = msgspec.field(
-        default_factory=dict
-    )  # token -> due (inactivity checks)
+    enrollments: list[Enrollment] = field(default_factory=list)
+    journeys: dict[str, JourneyHistory] = field(default_factory=dict)
+    attributions: list[Attribution] = field(default_factory=list)
+    timers: dict[str, datetime] = field(default_factory=dict)  # token -> due (inactivity checks)
     #: Segments the customer is in now: segment id -> when they entered (engine/segments.py).
-    segments: dict[str, datetime] = msgspec.field(default_factory=dict)
-    event_counts: dict[str, int] = msgspec.field(default_factory=dict)
-    recent_event_ids: list[str] = msgspec.field(default_factory=list)
-    recent_decisions: list[DecisionNote] = msgspec.field(default_factory=list)
-    merged_from: list[str] = msgspec.field(default_factory=list)
+    segments: dict[str, datetime] = field(default_factory=dict)
+    event_counts: dict[str, int] = field(default_factory=dict)
+    recent_event_ids: list[str] = field(default_factory=list)
+    recent_decisions: list[DecisionNote] = field(default_factory=list)
+    merged_from: list[str] = field(default_factory=list)
     first_seen_at: datetime | None = None
     last_activity_at: datetime | None = None
     last_event_at: datetime | None = None
@@ -380,18 +376,18 @@ def _clone(value: Any) -> Any:
         return [v if type(v) in _ATOMIC else _clone(v) for v in value]
     if kind is dict:
         return {k: v if type(v) in _ATOMIC else _clone(v) for k, v in value.items()}
-    if isinstance(value, msgspec.Struct):
+    if isinstance(value, Struct):
         return kind(*[v if type(v) in _ATOMIC else _clone(v) for v in astuple(value)])
     return copy.deepcopy(value)
 
 
-S = TypeVar("S", bound=msgspec.Struct)
+S = TypeVar("S", bound=Struct)
 
 
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return to_iso(value)
-    if isinstance(value, msgspec.Struct):
+    if isinstance(value, Struct):
         return {name: _encode(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, list):
         return [_encode(v) for v in value]
@@ -422,7 +418,7 @@ def _decode(tp: Any, value: Any) -> Any:
     if origin is dict:
         _, item = typing.get_args(tp)
         return {str(k): _decode(item, v) for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+    if isinstance(tp, type) and issubclass(tp, Struct):
         return _decode_record(tp, value)
     if tp in (int, float, str, bool):
         return tp(value)
