@@ -39,7 +39,7 @@ from orchestrator.config import Settings
 from orchestrator.kafka import faust_credentials
 from orchestrator.topics import Topics
 from tables.aliases import define_aliases_table
-from tables.customers import StateCache, define_customers_table
+from tables.customers import DeferredWrites, StateCache, define_customers_table
 from tables.erasures import define_erasures_table
 
 __all__ = ["INGEST_CHANNELS", "LeanMonitor", "TuttiWorker", "build_worker", "create_app"]
@@ -176,6 +176,11 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         erasures_table=define_erasures_table(app, settings.topics.partitions, _ROCKSDB_OPTIONS),
         name=f"{settings.worker.app_id}@{socket.gethostname()}",
         state_cache=StateCache(settings.worker.state_cache_size),
+        deferred_writes=(
+            DeferredWrites(settings.worker.state_write_every_ms / 1000)
+            if settings.worker.state_write_every_ms > 0
+            else None
+        ),
     )
     # The agents' records through librdkafka, not Faust's aiokafka producer (agents.producer).
     records = worker.records = RecordProducer(settings, _stop_on_refused(app))
@@ -217,6 +222,9 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
                     "%.1f s; going on",
                     limit,
                 )
+            # The deferred states too (tables.customers.DeferredWrites): their records stay
+            # unacked, read again by the next owner, which decides them as already seen.
+            await customer_agent.write_all_deferred()
             await app.producer.flush()  # their changelog records before the new owner restores
             if customer_agent.unwritten:  # every absorb acknowledged now: the deletions too
                 await customer_agent.write_moves(revoked=True)
@@ -226,6 +234,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
         # Partitions may move to another worker, which writes them meanwhile: the cache
         # (tables.customers.StateCache) must not outlive this assignment.
         worker.state_cache.clear()
+        if worker.deferred_writes is not None:
+            worker.deferred_writes.clear()
 
     return worker
 

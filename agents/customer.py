@@ -68,7 +68,7 @@ from agents.signals import (
     signal_kind,
 )
 from agents.watermarks import customer_inputs
-from agents.worker import INGEST_CHANNELS, TuttiWorker
+from agents.worker import INGEST_CHANNELS, HeldSend, TuttiWorker
 from orchestrator.catalog import encode_interest, interests_from_state
 from orchestrator.consent import consent_note
 from orchestrator.engine.state import CustomerState, merge_states
@@ -190,17 +190,32 @@ class CustomerAgent:
                     except Exception as exc:  # a bug: keep the record, never stop the batch
                         log.exception("customer agent: %s failed", _where(ev.message))
                         await self.to_dead_letters(ev.message, exc)
-            worker.customers.flush(as_current_event)
+            flushed = worker.customers.flush(as_current_event)
+        for ev in flushed.hold:  # deferred writes: acked again once written (DeferredWrites)
+            hold_ack(ev)
         await send_direct_changelogs(worker.app)  # the writes before what they keep is sent
         step = worker.journeys
         if step.crash_after_writes:
             await step.crash_for_test()
+        moves, self.moves = self.moves, None
+        # What waited for a deferred write goes first: a customer's records stay in order.
+        await self.send_held([*flushed.send, *held], moves)
+        await self.release(flushed.release)  # after what their writes keep was sent
+        if moves is not None:
+            self.unwritten.append(moves)
+        if step.inputs is not None:  # the wake-up timer's watermarks (agents.watermarks)
+            step.inputs.processed(ev.message for ev in events)
+
+    async def send_held(self, held: list[HeldSend], moves: Moves | None = None) -> None:
+        """Send a batch's records (or those that waited for deferred writes), in order, those
+        to the internal topics bundled (agents.bundles); ``moves``: the batch's merges, whose
+        ``absorb`` records report their delivery."""
+        worker = self.worker
         # The analytics agent counts the outcomes from a copy of them, bundled (agents.analytics).
         outcomes, feed = self.topics.outcomes, self.topics.analytics_feed
         held += [
             (feed, key, value, list(OUTCOME_HEADERS)) for t, key, value, _ in held if t == outcomes
         ]
-        moves, self.moves = self.moves, None
         absorbs = moves.headers if moves is not None and moves.unacknowledged else None
         for topic, key, value, headers in bundle_sends(held, self.bundled, self.partitions):
             if absorbs is not None and headers is absorbs:
@@ -208,10 +223,6 @@ class CustomerAgent:
                 await worker.send(topic, key, value, headers, delivered=moves.delivered)
             else:
                 await worker.send(topic, key, value, headers)
-        if moves is not None:
-            self.unwritten.append(moves)
-        if step.inputs is not None:  # the wake-up timer's watermarks (agents.watermarks)
-            step.inputs.processed(ev.message for ev in events)
 
     async def write_moves(self, revoked: bool = False) -> None:
         """The merged-away profiles whose ``absorb`` records Kafka acknowledged: deleted, their
@@ -239,15 +250,49 @@ class CustomerAgent:
         await send_direct_changelogs(self.worker.app)
         if revoked:
             return
+        if self.worker.deferred_writes is not None:  # deferred writes the deletions replaced
+            released, unsent = self.worker.deferred_writes.take_released()
+            await self.send_held(unsent)
+            await self.release(released)
         for moves in ready:
             for source, _, _ in moves.entries:
                 await self.stream.ack(source)
 
     async def write_moves_while_quiet(self) -> None:
         """The timer's turn (every :data:`MOVES_EVERY_S`): a quiet stream starts no batch that
-        would write the acknowledged merges and let their offsets be committed."""
-        if self.unwritten and not self.busy and not self.revoking:
+        would write the acknowledged merges, or the deferred states that are due, and let
+        their offsets be committed."""
+        if self.busy or self.revoking:
+            return
+        if self.unwritten:
             await self.write_moves()
+        if self.worker.deferred_writes:
+            flushed = self.worker.customers.write_deferred(as_current_event, time.monotonic())
+            if flushed.written:
+                await send_direct_changelogs(self.worker.app)
+                await self.send_held(flushed.send)
+                await self.release(flushed.release)
+
+    async def write_all_deferred(self) -> None:
+        """Every deferred state written and what waited for it sent (partitions are being
+        revoked, no batch is running). Their records stay unacked, as a batch's not yet
+        committed are: the next owner reads them again, finds each already decided (the
+        state's recent event ids) and sends its outbox entry again (tables.outbox)."""
+        if self.worker.deferred_writes:
+            flushed = self.worker.customers.write_deferred(as_current_event)
+            await send_direct_changelogs(self.worker.app)
+            await self.send_held(flushed.send)
+
+    async def release(self, events: Sequence[Any]) -> None:
+        """Ack again the records a deferred write held (``hold_ack``), now that it is with
+        the producer; records of an earlier generation stay unacked (read again by whoever
+        owns their partition now)."""
+        if not events:
+            return
+        generation = self.worker.app.consumer_generation_id
+        for ev in events:
+            if ev.message.generation_id == generation:
+                await self.stream.ack(ev)
 
     async def crash_before_move(self) -> None:
         """Fault injection (CRASH_BEFORE_MOVE): commit what can be committed, then die with the
@@ -389,7 +434,9 @@ class CustomerAgent:
         if self.moves is None:
             self.moves = Moves()
         moves = self.moves
-        absorbed = self.worker.customers.load(customer_id)
+        customers = self.worker.customers
+        absorbed = customers.load(customer_id)
+        customers.write_with_batch(customer_id)  # its deletion must find nothing deferred
         if absorbed is not None:
             await self.worker.send(
                 self.topics.customer_events,

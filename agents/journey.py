@@ -481,16 +481,29 @@ class JourneyStep:
                         await self.worker.send(self.worker.topics.consent, gone.encode(), None)
             self.index.update(partition, None, customer_id)
         elif decision.state is not previous or records:
+            # Journey outcomes alone may wait for a deferred write (tables.customers.
+            # DeferredWrites), sent once it is made; anything else goes with this batch.
+            later: list[Outbound] = []
+            if records and customers.defers:
+                outcomes = self.worker.topics.outcomes
+                if all(out.topic == outcomes for out in records):
+                    later, records = records, []
             kept = with_entry(
                 outbox,
                 datetime.now(UTC),
                 partition,
                 msg.offset,
-                records,
+                later or records,
                 self._committed_offset,
                 topic=msg.topic,
             )
-            customers.save(decision.state, kept, decided=decided)
+            customers.save(
+                decision.state,
+                kept,
+                decided=decided,
+                sends=bool(records),
+                later=[(o.topic, o.key, o.value, list(o.headers) or None) for o in later],
+            )
             self.stats.writes += 1
             self.index.update(partition, decision.state)
             if decision.actions and customer_id == CRASH_AFTER_STATE_WRITE:

@@ -23,7 +23,7 @@ from orchestrator.ingest import dead_letter
 from orchestrator.topics import Topics
 from orchestrator.vocabulary import INBOUND_CHANNELS
 from tables.aliases import AliasTable
-from tables.customers import CustomerTable, PendingWrites, StateCache
+from tables.customers import CustomerTable, DeferredWrites, PendingWrites, StateCache
 from tables.erasures import ErasureTable
 
 __all__ = ["INGEST_CHANNELS", "HeldSend", "TuttiWorker"]
@@ -58,6 +58,9 @@ class TuttiWorker:
     state_cache: StateCache = field(default_factory=StateCache)
     #: The customer agent's batch in progress: its state writes, held (tables.customers).
     pending_writes: PendingWrites | None = None
+    #: States decided but written later (tables.customers.DeferredWrites); None: written
+    #: with their batch (``worker.state_write_every_ms`` 0).
+    deferred_writes: DeferredWrites | None = None
     #: The journey counters this worker holds (agents.analytics), for its views and dashboard.
     journey_stats: Callable[[], dict[str, JourneyStats]] | None = None
     #: Where the agents' records go (agents.producer; agents.app.build_worker makes it).
@@ -65,7 +68,9 @@ class TuttiWorker:
 
     @property
     def customers(self) -> CustomerTable:
-        return CustomerTable(self.customers_table, self.state_cache, self.pending_writes)
+        return CustomerTable(
+            self.customers_table, self.state_cache, self.pending_writes, self.deferred_writes
+        )
 
     @contextmanager
     def holding(self) -> Iterator[list[HeldSend]]:

@@ -193,6 +193,11 @@ class WorkerSettings:
     #: PendingIndexes): a popular product's index is one value of up to ~34 KB, rewritten
     #: whole. The records that changed it are committed only after the write.
     index_write_every_ms: int = 1000
+    #: A decision that sends nothing (most of them: a product view, a page view) leaves the
+    #: customer's state written up to this long after it (tables.customers.DeferredWrites):
+    #: a customer signalled again meanwhile is encoded, stored and sent to the changelog once.
+    #: Its records are committed only after the write. 0: every batch writes what it decided.
+    state_write_every_ms: int = 1000
 
     @property
     def merge_kinds(self) -> frozenset[str]:
@@ -487,6 +492,11 @@ def _validate(settings: Settings) -> None:
         (
             "worker.index_write_every_ms",
             0 <= settings.worker.index_write_every_ms <= 60_000,
+            "must be 0-60000",
+        ),
+        (
+            "worker.state_write_every_ms",
+            0 <= settings.worker.state_write_every_ms <= 60_000,
             "must be 0-60000",
         ),
         (

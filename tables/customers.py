@@ -15,9 +15,11 @@ partitions move (another worker may have written them meanwhile).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 from faust.streams import current_event
@@ -30,6 +32,9 @@ from tables.outbox import Outbox
 __all__ = [
     "CUSTOMERS_TABLE",
     "CustomerTable",
+    "Deferred",
+    "DeferredWrites",
+    "Flushed",
     "PendingWrites",
     "StateCache",
     "define_customer_keyed_table",
@@ -140,9 +145,122 @@ class PendingWrites:
         #: so the next signal may decide on the held state in place: should it fail half
         #: way, the held state is rebuilt rather than written half changed.
         self.decided: dict[str, list[Any]] = {}
+        #: The batch's records (Faust events) each customer's write is made for.
+        self.sources: dict[str, list[Any]] = {}
+        #: Customers whose write this batch carries records to send (an outbox entry): never
+        #: deferred, the records go only once the write is made (tables.outbox).
+        self.sending: set[str] = set()
+        #: A deferred write taken back into the batch (:class:`DeferredWrites`): the records
+        #: of earlier batches whose acks wait for it, and when it was first deferred.
+        self.held: dict[str, list[Any]] = {}
+        self.since: dict[str, float] = {}
+        #: Records that may wait for a deferred write (the journey outcomes of decisions that
+        #: send nothing else), each customer's in order: sent once the write is made.
+        self.later: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self.writes)
+
+
+@dataclass(slots=True)
+class Deferred:
+    """A customer's state decided but not yet written (:class:`DeferredWrites`)."""
+
+    state: CustomerState
+    outbox: Outbox
+    #: The latest record the write is made for: its partition takes the write.
+    source: Any
+    #: The decisions since the stored state, in order (PendingWrites.decided).
+    decided: list[Any]
+    #: The records whose acks wait for the write.
+    held: list[Any]
+    #: When it was first deferred (monotonic seconds).
+    since: float
+    #: The records sent once it is written (PendingWrites.later).
+    later: list[Any]
+
+
+@dataclass
+class Flushed:
+    """What a batch's :meth:`CustomerTable.flush` did: ``written`` states (and deletions);
+    ``hold``: the records whose write it deferred, to be acked only after it (the caller
+    holds their acks: ``faust_workarounds.hold_ack``); ``release``: the held records whose
+    write it made, to be acked once their changelog records are with the producer; ``send``:
+    the records that waited for those writes (PendingWrites.later), to send after them."""
+
+    written: int = 0
+    hold: list[Any] = field(default_factory=list)
+    release: list[Any] = field(default_factory=list)
+    send: list[Any] = field(default_factory=list)
+
+
+class DeferredWrites:
+    """States decided by a batch but written up to ``every`` seconds later
+    (``worker.state_write_every_ms``).
+
+    In a live stream nearly every batch holds each customer once, so every decision was a
+    state write of its own: the state's JSON (~7 KB), a RocksDB put and a changelog record -
+    about a quarter of the worker's CPU per live event. A customer is often signalled again
+    within a second (a visit's page and product views), and the write can wait: a decision
+    that sends nothing leaves its state here, read by the next signal as the stored state
+    would be, and written once for all the signals of the interval. What a batch decides to
+    send is never deferred: its write is made before the sends (tables.outbox), and takes
+    the deferred signals' changes along.
+
+    Durability as for the product-interest indexes (agents.catalog.PendingIndexes): the
+    records a deferred write is made for are acked only after it, so no offset commit covers
+    a change that is not in the changelog (faust_workarounds.hold_ack,
+    commit_below_held_acks). A crash before the write: the records are read again from the
+    last commit and decided again on the stored state. Before partitions move, everything
+    is written.
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        #: customer id -> the deferred write, oldest first (a write taken back into a batch
+        #: and deferred again goes to the end with its first time: written at the latest
+        #: ``every`` after the entries before it are).
+        self.entries: OrderedDict[str, Deferred] = OrderedDict()
+        #: Held records whose write was made outside a batch (a deletion, a direct save):
+        #: the caller acks them after its changelog records are with the producer, and sends
+        #: what waited for the write.
+        self.released: list[Any] = []
+        self.unsent: list[Any] = []
+
+    def due(self, now: float) -> list[tuple[str, Deferred]]:
+        """The entries deferred ``every`` or more before ``now``, taken out (oldest first)."""
+        out: list[tuple[str, Deferred]] = []
+        entries = self.entries
+        limit = now - self.every
+        while entries:
+            customer_id, entry = next(iter(entries.items()))
+            if entry.since > limit:
+                break
+            del entries[customer_id]
+            out.append((customer_id, entry))
+        return out
+
+    def take_all(self) -> list[tuple[str, Deferred]]:
+        out = list(self.entries.items())
+        self.entries.clear()
+        return out
+
+    def take_released(self) -> tuple[list[Any], list[Any]]:
+        """The records to ack and the records to send after a write outside a batch."""
+        released, unsent = self.released, self.unsent
+        self.released, self.unsent = [], []
+        return released, unsent
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.released.clear()
+        self.unsent.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
 
 
 class CustomerTable:
@@ -150,7 +268,8 @@ class CustomerTable:
 
     ``cache``: decoded states kept between signals (see :class:`StateCache`); every write goes
     through this class so the cache never disagrees with the table. ``pending``: while a batch
-    is open, writes are held there (reads see them) until :meth:`flush`.
+    is open, writes are held there (reads see them) until :meth:`flush`. ``deferred``: states
+    decided but written later (:class:`DeferredWrites`; reads see them too).
     """
 
     def __init__(
@@ -158,10 +277,12 @@ class CustomerTable:
         table: MutableMapping[str, bytes] | Any,
         cache: StateCache | None = None,
         pending: PendingWrites | None = None,
+        deferred: DeferredWrites | None = None,
     ) -> None:
         self.table = table
         self.cache = cache
         self.pending = pending
+        self.deferred = deferred
 
     def load(self, customer_id: str) -> CustomerState | None:
         return self.load_record(customer_id)[0]
@@ -174,6 +295,11 @@ class CustomerTable:
         if self.pending is not None and customer_id in self.pending.writes:
             state, outbox, _ = self.pending.writes[customer_id]
             return (state, outbox) if state is not None else (None, ())
+        if self.deferred is not None and customer_id in self.deferred.entries:
+            entry = self.deferred.entries[customer_id]
+            if self.pending is not None:
+                self._take_back(customer_id)
+            return entry.state, entry.outbox
         if self.cache is not None:
             cached = self.cache.get(customer_id)
             if cached is not None:
@@ -182,6 +308,17 @@ class CustomerTable:
         if state is not None and self.cache is not None:
             self.cache.put(customer_id, state, outbox)
         return state, outbox
+
+    @property
+    def defers(self) -> bool:
+        """Whether a write of this batch may be deferred (and records wait for it)."""
+        return self.deferred is not None and self.pending is not None
+
+    def write_with_batch(self, customer_id: str) -> None:
+        """The customer's held write is made with this batch, never deferred (a profile about
+        to be merged away: its deletion must find nothing left to write)."""
+        if self.pending is not None and customer_id in self.pending.writes:
+            self.pending.sending.add(customer_id)
 
     def pending_for(self, customer_id: str) -> bool:
         """True when this batch has written the customer already (the write is held)."""
@@ -192,9 +329,31 @@ class CustomerTable:
         None when it holds anything else, or nothing."""
         return None if self.pending is None else self.pending.decided.get(customer_id)
 
+    def _take_back(self, customer_id: str) -> None:
+        """A deferred write becomes the batch's held write for the customer (made of
+        decisions alone, with their inputs): the batch writes it, or defers it again."""
+        assert self.pending is not None and self.deferred is not None
+        entry = self.deferred.entries.pop(customer_id)
+        pending = self.pending
+        pending.writes[customer_id] = (entry.state, entry.outbox, entry.source)
+        pending.decided[customer_id] = entry.decided
+        pending.held[customer_id] = entry.held
+        pending.since[customer_id] = entry.since
+        pending.later[customer_id] = entry.later
+
+    def _drop_deferred(self, customer_id: str) -> None:
+        """Outside a batch, a write for the customer replaces its deferred one: the records
+        held for that are acked after this write (DeferredWrites.released)."""
+        if self.deferred is not None:
+            entry = self.deferred.entries.pop(customer_id, None)
+            if entry is not None:
+                self.deferred.released += entry.held
+                self.deferred.unsent += entry.later
+
     def stored_record(self, customer_id: str) -> tuple[CustomerState | None, Outbox]:
-        """The state and outbox as stored before this batch: neither the held write nor the
-        cache (which may hold a state changed in place since)."""
+        """The state and outbox as stored before this batch and the deferred writes: neither
+        the held write, nor a deferred one, nor the cache (which may hold a state changed in
+        place since)."""
         data = self.table.get(customer_id)
         return (None, ()) if data is None else decode_record(data)
 
@@ -213,16 +372,27 @@ class CustomerTable:
             self.cache.discard(customer_id)
 
     def save(
-        self, state: CustomerState, outbox: Outbox = (), source: Any = None, decided: Any = None
+        self,
+        state: CustomerState,
+        outbox: Outbox = (),
+        source: Any = None,
+        decided: Any = None,
+        sends: bool = True,
+        later: list[Any] | None = None,
     ) -> None:
         """Write the state (and the outbox of the decide step; other writers keep none).
         ``state`` must not be changed afterwards: the cache holds it. ``source``: the Faust
         event being processed, for a write held in a batch (its partition takes the write).
         ``decided``: the inputs of the decision that made ``state``, when a decision did (see
-        PendingWrites.decided)."""
+        PendingWrites.decided). ``sends``: the write carries records to send now (False only
+        for a decision that sends nothing, or only ``later``: the records that may wait for a
+        deferred write, sent once it is made; see :attr:`defers`)."""
+        customer_id = state.customer_id
         if self.pending is not None:
             source = source if source is not None else current_event()
-            pending, customer_id = self.pending, state.customer_id
+            pending = self.pending
+            if self.deferred is not None and customer_id in self.deferred.entries:
+                self._take_back(customer_id)
             if decided is not None and (
                 customer_id not in pending.writes or customer_id in pending.decided
             ):
@@ -230,8 +400,15 @@ class CustomerTable:
             else:
                 pending.decided.pop(customer_id, None)
             pending.writes[customer_id] = (state, outbox, source)
+            pending.sources.setdefault(customer_id, []).append(source)
+            if sends:
+                pending.sending.add(customer_id)
+            if later:
+                pending.later.setdefault(customer_id, []).extend(later)
         else:
-            self.table[state.customer_id] = encode_record(state, outbox)
+            assert not later, "records that wait for a write are for a batch's writes"
+            self._drop_deferred(customer_id)
+            self.table[customer_id] = encode_record(state, outbox)
         if self.cache is not None:
             self.cache.put(state.customer_id, state, outbox)
 
@@ -239,24 +416,98 @@ class CustomerTable:
         """Remove the customer (a tombstone in the changelog)."""
         if self.pending is not None:
             source = source if source is not None else current_event()
+            if self.deferred is not None and customer_id in self.deferred.entries:
+                self._take_back(customer_id)
             self.pending.writes[customer_id] = (None, (), source)
             self.pending.decided.pop(customer_id, None)
+            self.pending.sources.setdefault(customer_id, []).append(source)
         else:
+            self._drop_deferred(customer_id)
             self.table.pop(customer_id, None)
         if self.cache is not None:
             self.cache.discard(customer_id)
 
-    def flush(self, as_source: Callable[[Any], AbstractContextManager[Any]]) -> int:
+    def flush(
+        self, as_source: Callable[[Any], AbstractContextManager[Any]], now: float | None = None
+    ) -> Flushed:
         """Write the batch's held writes, each as if processing its source record
-        (``as_source(event)``: the table writes to that record's partition). Returns how many."""
-        if self.pending is None:
-            return 0
-        writes, self.pending.writes = self.pending.writes, {}
-        self.pending.decided = {}
+        (``as_source(event)``: the table writes to that record's partition), and the deferred
+        writes that are due (``now``: monotonic seconds).
+
+        With :attr:`deferred`, a write made of decisions alone that sends nothing is deferred
+        instead, unless it was first deferred ``every`` ago already."""
+        done = Flushed()
+        pending = self.pending
+        if pending is None:
+            return done
+        writes, pending.writes = pending.writes, {}
+        decided, pending.decided = pending.decided, {}
+        sources, pending.sources = pending.sources, {}
+        held, pending.held = pending.held, {}
+        since, pending.since = pending.since, {}
+        sending, pending.sending = pending.sending, set()
+        later, pending.later = pending.later, {}
+        deferred = self.deferred
+        now = time.monotonic() if now is None else now
         for customer_id, (state, outbox, source) in writes.items():
+            if (
+                deferred is not None
+                and state is not None
+                and customer_id in decided
+                and customer_id not in sending
+                and now - since.get(customer_id, now) < deferred.every
+            ):
+                mine = sources.get(customer_id, [])
+                done.hold += mine
+                deferred.entries[customer_id] = Deferred(
+                    state,
+                    outbox,
+                    source,
+                    decided[customer_id],
+                    held.get(customer_id, []) + mine,
+                    since.get(customer_id, now),
+                    later.get(customer_id, []),
+                )
+                continue
             with as_source(source):
                 if state is None:
                     self.table.pop(customer_id, None)
                 else:
                     self.table[customer_id] = encode_record(state, outbox)
-        return len(writes)
+            done.written += 1
+            done.release += held.get(customer_id, ())
+            done.send += later.get(customer_id, ())
+        if deferred is not None:
+            for customer_id, entry in deferred.due(now):
+                self._write_deferred(customer_id, entry, as_source)
+                done.written += 1
+                done.release += entry.held
+                done.send += entry.later
+        return done
+
+    def write_deferred(
+        self,
+        as_source: Callable[[Any], AbstractContextManager[Any]],
+        now: float | None = None,
+    ) -> Flushed:
+        """Outside a batch: write the deferred writes that are due (``now``), or all of them
+        (``now`` None: before partitions move)."""
+        done = Flushed()
+        if self.deferred is None:
+            return done
+        due = self.deferred.take_all() if now is None else self.deferred.due(now)
+        for customer_id, entry in due:
+            self._write_deferred(customer_id, entry, as_source)
+            done.written += 1
+            done.release += entry.held
+            done.send += entry.later
+        return done
+
+    def _write_deferred(
+        self,
+        customer_id: str,
+        entry: Deferred,
+        as_source: Callable[[Any], AbstractContextManager[Any]],
+    ) -> None:
+        with as_source(entry.source):
+            self.table[customer_id] = encode_record(entry.state, entry.outbox)

@@ -84,6 +84,7 @@ def agent_moving(profiles: dict[str, bytes]) -> Any:
         state_cache=cache,
         aliases=AliasTable(aliases),
         customers=CustomerTable(profiles, cache),
+        deferred_writes=None,
         app=SimpleNamespace(),
     )
     agent = CustomerAgent.__new__(CustomerAgent)
