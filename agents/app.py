@@ -188,6 +188,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
     complete_buffer_flush(app, records)  # a commit never outruns what was written before it
     stalls = resume_stalled_partitions(app, customer_inputs(worker.topics))  # none left behind
     worker.metrics.watch_stalls(stalls)
+    if worker.deferred_writes is not None:
+        worker.metrics.watch_deferred(worker.deferred_writes)
     seek_with_input_paused()  # no gap committed at the end of a restore
     keep_records_queued_after_the_seek(app)  # nor records dropped just after it (#596)
     register_identity(worker)

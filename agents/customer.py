@@ -47,6 +47,7 @@ from faust import current_event
 from agents.bundles import bundle_sends
 from agents.faust_workarounds import (
     as_current_event,
+    commit_floor,
     hold_ack,
     send_direct_changelogs,
     take_batches,
@@ -135,6 +136,11 @@ class CustomerAgent:
         self.bundled = frozenset(
             {worker.topics.identity, worker.topics.product_interest, worker.topics.analytics_feed}
         )
+        #: Records whose deferred write was made, while what it keeps is being sent, and the
+        #: commit floors worked out at a version of the deferred writes (commit_floors).
+        self.releasing: list[Any] = []
+        self._floors: dict[Any, int] = {}
+        self._floors_for = -1
         #: A batch is being decided; when the last one ended (monotonic): see ``settle``.
         self.busy = False
         self.idle_since = time.monotonic()
@@ -191,8 +197,7 @@ class CustomerAgent:
                         log.exception("customer agent: %s failed", _where(ev.message))
                         await self.to_dead_letters(ev.message, exc)
             flushed = worker.customers.flush(as_current_event)
-        for ev in flushed.hold:  # deferred writes: acked again once written (DeferredWrites)
-            hold_ack(ev)
+        self.releasing = flushed.release  # no commit past them until what they keep is sent
         await send_direct_changelogs(worker.app)  # the writes before what they keep is sent
         step = worker.journeys
         if step.crash_after_writes:
@@ -200,7 +205,7 @@ class CustomerAgent:
         moves, self.moves = self.moves, None
         # What waited for a deferred write goes first: a customer's records stay in order.
         await self.send_held([*flushed.send, *held], moves)
-        await self.release(flushed.release)  # after what their writes keep was sent
+        self.releasing = []
         if moves is not None:
             self.unwritten.append(moves)
         if step.inputs is not None:  # the wake-up timer's watermarks (agents.watermarks)
@@ -251,9 +256,9 @@ class CustomerAgent:
         if revoked:
             return
         if self.worker.deferred_writes is not None:  # deferred writes the deletions replaced
-            released, unsent = self.worker.deferred_writes.take_released()
+            self.releasing, unsent = self.worker.deferred_writes.take_released()
             await self.send_held(unsent)
-            await self.release(released)
+            self.releasing = []
         for moves in ready:
             for source, _, _ in moves.entries:
                 await self.stream.ack(source)
@@ -269,9 +274,10 @@ class CustomerAgent:
         if self.worker.deferred_writes:
             flushed = self.worker.customers.write_deferred(as_current_event, time.monotonic())
             if flushed.written:
+                self.releasing = flushed.release
                 await send_direct_changelogs(self.worker.app)
                 await self.send_held(flushed.send)
-                await self.release(flushed.release)
+                self.releasing = []
 
     async def write_all_deferred(self) -> None:
         """Every deferred state written and what waited for it sent (partitions are being
@@ -283,16 +289,31 @@ class CustomerAgent:
             await send_direct_changelogs(self.worker.app)
             await self.send_held(flushed.send)
 
-    async def release(self, events: Sequence[Any]) -> None:
-        """Ack again the records a deferred write held (``hold_ack``), now that it is with
-        the producer; records of an earlier generation stay unacked (read again by whoever
-        owns their partition now)."""
-        if not events:
-            return
-        generation = self.worker.app.consumer_generation_id
-        for ev in events:
-            if ev.message.generation_id == generation:
-                await self.stream.ack(ev)
+    def commit_floors(self) -> dict[Any, int]:
+        """Per topic-partition, the lowest offset of a record whose state is not written yet
+        (deferred, or taken back into the batch being decided) or whose write's records are
+        still being sent: no offset commit reaches it (faust_workarounds.commit_floor). A
+        record a deferred write is made for is acked with its batch, as any other; this is
+        what keeps it uncommitted, asked once per partition at each commit."""
+        deferred = self.worker.deferred_writes
+        if deferred is None:
+            return {}
+        if self._floors_for == deferred.version and not self.releasing:
+            return self._floors
+        floors: dict[Any, int] = {}
+        pending = self.worker.pending_writes
+        groups = [entry.held for entry in deferred.entries.values()]
+        if pending is not None:
+            groups += pending.held.values()
+        groups.append(self.releasing)
+        for events in groups:
+            for ev in events:
+                message = ev.message
+                tp, offset = message.tp, message.offset
+                if offset < floors.get(tp, offset + 1):
+                    floors[tp] = offset
+        self._floors, self._floors_for = floors, deferred.version
+        return floors
 
     async def crash_before_move(self) -> None:
         """Fault injection (CRASH_BEFORE_MOVE): commit what can be committed, then die with the
@@ -560,4 +581,6 @@ def register_customer_agent(worker: TuttiWorker) -> CustomerAgent:
         await handler.write_moves_while_quiet()
 
     worker.app.timer(MOVES_EVERY_S, name="write_acknowledged_moves")(write_acknowledged_moves)
+    if worker.deferred_writes is not None:
+        commit_floor(worker.app, handler.commit_floors)  # no commit past an unwritten state
     return handler

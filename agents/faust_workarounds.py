@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from functools import cache, partial
 from typing import Any
 
@@ -1013,9 +1013,19 @@ def commit_below_held_acks(app: Any) -> None:
     )
 
 
+def commit_floor(app: Any, floors: Callable[[], Mapping[Any, int]]) -> None:
+    """Never commit an offset past what ``floors()`` gives for a topic-partition (TP -> the
+    lowest offset whose effects are not yet written), as for a held ack
+    (:func:`commit_below_held_acks`), without holding each record's ack: the customer agent's
+    deferred state writes (tables.customers.DeferredWrites) cap the commit this way, asked
+    once per partition at each commit instead of two acks a record."""
+    app.__dict__.setdefault("_tutti_commit_floors", []).append(floors)
+
+
 def _new_offset_below_held(
     consumer: Any, tp: Any, base_new_offset: Callable[[Any], int | None]
 ) -> int | None:
+    floor: int | None = None
     held = _HELD.get(tp)
     if held:
         generation = consumer.app.consumer_generation_id
@@ -1024,15 +1034,20 @@ def _new_offset_below_held(
             del _HELD[tp]
         else:
             floor = min(m.offset for m in held)
-            acked = consumer._acked[tp]
-            later = [offset for offset in acked if offset > floor]
-            if later:
-                acked[:] = [offset for offset in acked if offset < floor]
-                try:
-                    return base_new_offset(tp)
-                finally:
-                    acked.extend(later)
-                    acked.sort()
+    for floors in consumer.app.__dict__.get("_tutti_commit_floors", ()):
+        below = floors().get(tp)
+        if below is not None and (floor is None or below < floor):
+            floor = below
+    if floor is not None:
+        acked = consumer._acked[tp]
+        later = [offset for offset in acked if offset >= floor]  # a floor's own is acked
+        if later:
+            acked[:] = [offset for offset in acked if offset < floor]
+            try:
+                return base_new_offset(tp)
+            finally:
+                acked.extend(later)
+                acked.sort()
     return base_new_offset(tp)
 
 

@@ -331,6 +331,12 @@ class WorkerMetrics:
             "Wake-ups scheduled in the index of the partitions this worker owns.",
             registry=r,
         )
+        self.deferred_states = Gauge(
+            "tutti_worker_deferred_states",
+            "Customer states decided but not yet written (worker.state_write_every_ms): their "
+            "records are committed once they are.",
+            registry=r,
+        )
         self.partitions_refetched = Gauge(
             "tutti_worker_stalled_partitions_refetched",
             "Input partitions this worker found stalled (records to read, none delivered for "
@@ -429,6 +435,10 @@ class WorkerMetrics:
             return 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
 
         self.wakeups_overdue.set_function(overdue)
+
+    def watch_deferred(self, deferred: Any) -> None:
+        """Report how many states ``deferred`` (tables.customers.DeferredWrites) holds."""
+        self.deferred_states.set_function(lambda: len(deferred))
 
     def watch_stalls(self, guard: Any) -> None:
         """Report how many stalled input partitions ``guard`` fetched again, on each scrape."""

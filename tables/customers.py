@@ -183,13 +183,11 @@ class Deferred:
 @dataclass
 class Flushed:
     """What a batch's :meth:`CustomerTable.flush` did: ``written`` states (and deletions);
-    ``hold``: the records whose write it deferred, to be acked only after it (the caller
-    holds their acks: ``faust_workarounds.hold_ack``); ``release``: the held records whose
-    write it made, to be acked once their changelog records are with the producer; ``send``:
-    the records that waited for those writes (PendingWrites.later), to send after them."""
+    ``release``: the records of earlier batches whose deferred write it made, committable
+    once their changelog records are with the producer and ``send``, the records that waited
+    for those writes (PendingWrites.later), are sent."""
 
     written: int = 0
-    hold: list[Any] = field(default_factory=list)
     release: list[Any] = field(default_factory=list)
     send: list[Any] = field(default_factory=list)
 
@@ -207,12 +205,12 @@ class DeferredWrites:
     send is never deferred: its write is made before the sends (tables.outbox), and takes
     the deferred signals' changes along.
 
-    Durability as for the product-interest indexes (agents.catalog.PendingIndexes): the
-    records a deferred write is made for are acked only after it, so no offset commit covers
-    a change that is not in the changelog (faust_workarounds.hold_ack,
-    commit_below_held_acks). A crash before the write: the records are read again from the
-    last commit and decided again on the stored state. Before partitions move, everything
-    is written.
+    Durability: no offset commit reaches a record a deferred write is made for
+    (``held``) before the write is made and what waited for it sent
+    (agents.customer.CustomerAgent.commit_floors, faust_workarounds.commit_floor), so none
+    covers a change that is not in the changelog. A crash before the write: the records are
+    read again from the last commit and decided again on the stored state. Before
+    partitions move, everything is written.
     """
 
     def __init__(self, every: float) -> None:
@@ -221,6 +219,8 @@ class DeferredWrites:
         #: and deferred again goes to the end with its first time: written at the latest
         #: ``every`` after the entries before it are).
         self.entries: OrderedDict[str, Deferred] = OrderedDict()
+        #: Bumped at every change of :attr:`entries` (the commit floors are worked out again).
+        self.version = 0
         #: Held records whose write was made outside a batch (a deletion, a direct save):
         #: the caller acks them after its changelog records are with the producer, and sends
         #: what waited for the write.
@@ -238,11 +238,14 @@ class DeferredWrites:
                 break
             del entries[customer_id]
             out.append((customer_id, entry))
+        if out:
+            self.version += 1
         return out
 
     def take_all(self) -> list[tuple[str, Deferred]]:
         out = list(self.entries.items())
         self.entries.clear()
+        self.version += 1
         return out
 
     def take_released(self) -> tuple[list[Any], list[Any]]:
@@ -252,6 +255,7 @@ class DeferredWrites:
         return released, unsent
 
     def clear(self) -> None:
+        self.version += 1
         self.entries.clear()
         self.released.clear()
         self.unsent.clear()
@@ -334,6 +338,7 @@ class CustomerTable:
         decisions alone, with their inputs): the batch writes it, or defers it again."""
         assert self.pending is not None and self.deferred is not None
         entry = self.deferred.entries.pop(customer_id)
+        self.deferred.version += 1
         pending = self.pending
         pending.writes[customer_id] = (entry.state, entry.outbox, entry.source)
         pending.decided[customer_id] = entry.decided
@@ -347,6 +352,7 @@ class CustomerTable:
         if self.deferred is not None:
             entry = self.deferred.entries.pop(customer_id, None)
             if entry is not None:
+                self.deferred.version += 1
                 self.deferred.released += entry.held
                 self.deferred.unsent += entry.later
 
@@ -449,6 +455,8 @@ class CustomerTable:
         later, pending.later = pending.later, {}
         deferred = self.deferred
         now = time.monotonic() if now is None else now
+        if deferred is not None:
+            deferred.version += 1
         for customer_id, (state, outbox, source) in writes.items():
             if (
                 deferred is not None
@@ -457,14 +465,12 @@ class CustomerTable:
                 and customer_id not in sending
                 and now - since.get(customer_id, now) < deferred.every
             ):
-                mine = sources.get(customer_id, [])
-                done.hold += mine
                 deferred.entries[customer_id] = Deferred(
                     state,
                     outbox,
                     source,
                     decided[customer_id],
-                    held.get(customer_id, []) + mine,
+                    held.get(customer_id, []) + sources.get(customer_id, []),
                     since.get(customer_id, now),
                     later.get(customer_id, []),
                 )

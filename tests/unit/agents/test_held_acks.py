@@ -104,3 +104,24 @@ def test_a_hold_from_before_a_rebalance_is_ignored() -> None:
     consumer.ack(11, 12)
     assert our_offset(consumer) == 13  # as Faust's own
     assert fw._HELD == {}
+
+
+def test_a_commit_floor_keeps_the_commit_below_a_record_acked_but_not_written() -> None:
+    """The customer agent's deferred states (tables.customers.DeferredWrites): their records
+    are acked with their batch, and the floor (CustomerAgent.commit_floors) stops the commit
+    below the lowest of them until its state is written."""
+    consumer = StandIn(committed=10)
+    floors = {TP: 12}
+    fw.commit_floor(consumer.app, lambda: floors)
+    consumer.ack(10, 11, 12, 13)
+    assert our_offset(consumer) == 12  # 10 and 11 are committed, 12 is not
+    assert consumer._acked[TP] == [12, 13]  # the floor's own record is kept, acked
+    floors.clear()  # written, and what it keeps sent
+    consumer._committed_offset[TP] = 12
+    assert our_offset(consumer) == 14
+
+
+def test_without_the_floor_faust_commits_the_acked_record_whose_state_is_not_written() -> None:
+    consumer = StandIn(committed=10)
+    consumer.ack(10, 11, 12, 13)
+    assert our_offset(consumer) == 14  # a crash now would lose record 12's state

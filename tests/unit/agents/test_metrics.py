@@ -172,6 +172,24 @@ def test_active_enrolments_are_counted_at_assignment_then_follow_each_decision()
     assert value(m, "tutti_worker_active_enrolments", journey="welcome") == 0
 
 
+def test_deferred_states_are_the_states_waiting_to_be_written() -> None:
+    from contextlib import nullcontext
+
+    from tables.customers import CustomerTable, DeferredWrites, PendingWrites
+
+    m = WorkerMetrics()
+    deferred = DeferredWrites(1.0)
+    m.watch_deferred(deferred)
+    assert value(m, "tutti_worker_deferred_states") == 0
+    customers = CustomerTable({}, None, PendingWrites(), deferred)
+    for c in ("c-1", "c-2"):
+        customers.save(CustomerState(customer_id=c), (), source=c, decided=(c,), sends=False)
+    customers.flush(lambda source: nullcontext(), now=100.0)
+    assert value(m, "tutti_worker_deferred_states") == 2
+    CustomerTable({}, None, None, deferred).write_deferred(lambda source: nullcontext())
+    assert value(m, "tutti_worker_deferred_states") == 0
+
+
 def test_wakeups_indexed_overdue_and_fired() -> None:
     m = WorkerMetrics()
     index = WakeUpIndex()
