@@ -305,7 +305,7 @@ class CustomerAgent:
         groups = [entry.held for entry in deferred.entries.values()]
         if pending is not None:
             groups += pending.held.values()
-        groups.append(self.releasing)
+        groups += [deferred.released, self.releasing]
         for events in groups:
             for ev in events:
                 message = ev.message
