@@ -2,7 +2,8 @@
 
 The Faust table holds plain bytes (raw serializers) so the format is ours, not Faust's;
 :class:`CustomerTable` is the typed view the agents use. Every write is one changelog record
-(Faust has no write cache), so agents save once per event.
+(Faust has no write cache), so a batch writes each customer once (:class:`PendingWrites`), and
+a decision that sends nothing may leave its write to a later batch (:class:`DeferredWrites`).
 
 :class:`StateCache` keeps the most recently used decoded states in memory: a busy customer is
 decoded once, not on every signal. It is safe because the table has one writer per partition
