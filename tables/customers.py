@@ -485,11 +485,7 @@ class CustomerTable:
             done.release += held.get(customer_id, ())
             done.send += later.get(customer_id, ())
         if deferred is not None:
-            for customer_id, entry in deferred.due(now):
-                self._write_deferred(customer_id, entry, as_source)
-                done.written += 1
-                done.release += entry.held
-                done.send += entry.later
+            self._write_deferred(deferred.due(now), as_source, done)
         return done
 
     def write_deferred(
@@ -503,18 +499,18 @@ class CustomerTable:
         if self.deferred is None:
             return done
         due = self.deferred.take_all() if now is None else self.deferred.due(now)
-        for customer_id, entry in due:
-            self._write_deferred(customer_id, entry, as_source)
-            done.written += 1
-            done.release += entry.held
-            done.send += entry.later
+        self._write_deferred(due, as_source, done)
         return done
 
     def _write_deferred(
         self,
-        customer_id: str,
-        entry: Deferred,
+        due: list[tuple[str, Deferred]],
         as_source: Callable[[Any], AbstractContextManager[Any]],
+        done: Flushed,
     ) -> None:
-        with as_source(entry.source):
-            self.table[customer_id] = encode_record(entry.state, entry.outbox)
+        for customer_id, entry in due:
+            with as_source(entry.source):
+                self.table[customer_id] = encode_record(entry.state, entry.outbox)
+            done.written += 1
+            done.release += entry.held
+            done.send += entry.later
