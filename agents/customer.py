@@ -281,8 +281,8 @@ class CustomerAgent:
 
     async def write_all_deferred(self) -> None:
         """Every deferred state written and what waited for it sent (partitions are being
-        revoked, no batch is running). Their records stay unacked, as a batch's not yet
-        committed are: the next owner reads them again, finds each already decided (the
+        revoked, no batch is running). Their records may be uncommitted, as a batch's since
+        the last commit are: the next owner reads them again, finds each already decided (the
         state's recent event ids) and sends its outbox entry again (tables.outbox)."""
         if self.worker.deferred_writes:
             flushed = self.worker.customers.write_deferred(as_current_event)
