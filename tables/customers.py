@@ -228,6 +228,17 @@ class DeferredWrites:
         self.released: list[Any] = []
         self.unsent: list[Any] = []
 
+    def put(self, customer_id: str, entry: Deferred) -> None:
+        self.entries[customer_id] = entry
+        self.version += 1
+
+    def take(self, customer_id: str) -> Deferred | None:
+        """The customer's deferred write, taken out (None: none)."""
+        entry = self.entries.pop(customer_id, None)
+        if entry is not None:
+            self.version += 1
+        return entry
+
     def due(self, now: float) -> list[tuple[str, Deferred]]:
         """The entries deferred ``every`` or more before ``now``, taken out (oldest first)."""
         out: list[tuple[str, Deferred]] = []
@@ -338,8 +349,8 @@ class CustomerTable:
         """A deferred write becomes the batch's held write for the customer (made of
         decisions alone, with their inputs): the batch writes it, or defers it again."""
         assert self.pending is not None and self.deferred is not None
-        entry = self.deferred.entries.pop(customer_id)
-        self.deferred.version += 1
+        entry = self.deferred.take(customer_id)
+        assert entry is not None
         pending = self.pending
         pending.writes[customer_id] = (entry.state, entry.outbox, entry.source)
         pending.decided[customer_id] = entry.decided
@@ -351,9 +362,8 @@ class CustomerTable:
         """Outside a batch, a write for the customer replaces its deferred one: the records
         held for that are acked after this write (DeferredWrites.released)."""
         if self.deferred is not None:
-            entry = self.deferred.entries.pop(customer_id, None)
+            entry = self.deferred.take(customer_id)
             if entry is not None:
-                self.deferred.version += 1
                 self.deferred.released += entry.held
                 self.deferred.unsent += entry.later
 
@@ -456,8 +466,6 @@ class CustomerTable:
         later, pending.later = pending.later, {}
         deferred = self.deferred
         now = time.monotonic() if now is None else now
-        if deferred is not None:
-            deferred.version += 1
         for customer_id, (state, outbox, source) in writes.items():
             if (
                 deferred is not None
@@ -466,14 +474,17 @@ class CustomerTable:
                 and customer_id not in sending
                 and now - since.get(customer_id, now) < deferred.every
             ):
-                deferred.entries[customer_id] = Deferred(
-                    state,
-                    outbox,
-                    source,
-                    decided[customer_id],
-                    held.get(customer_id, []) + sources.get(customer_id, []),
-                    since.get(customer_id, now),
-                    later.get(customer_id, []),
+                deferred.put(
+                    customer_id,
+                    Deferred(
+                        state,
+                        outbox,
+                        source,
+                        decided[customer_id],
+                        held.get(customer_id, []) + sources.get(customer_id, []),
+                        since.get(customer_id, now),
+                        later.get(customer_id, []),
+                    ),
                 )
                 continue
             with as_source(source):
