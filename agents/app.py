@@ -224,8 +224,8 @@ def build_worker(settings: Settings, codec: AvroCodec | None = None) -> TuttiWor
                     "%.1f s; going on",
                     limit,
                 )
-            # The deferred states too (tables.customers.DeferredWrites): their records stay
-            # unacked, read again by the next owner, which decides them as already seen.
+            # The deferred states too (tables.customers.DeferredWrites): their records may be
+            # uncommitted, read again by the next owner, which finds them decided already.
             await customer_agent.write_all_deferred()
             await app.producer.flush()  # their changelog records before the new owner restores
             if customer_agent.unwritten:  # every absorb acknowledged now: the deletions too
